@@ -1,0 +1,3 @@
+from lipstream.cli import main
+
+raise SystemExit(main())

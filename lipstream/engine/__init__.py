@@ -1,0 +1,1 @@
+"""Pure computation: no sockets, no asyncio, no threads, no wall clock."""

@@ -1,0 +1,94 @@
+"""AudioIn: any decodable file or pushed PCM chunks -> 16 kHz mono float32."""
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.errors import AudioError
+
+
+def to_float_mono(pcm: np.ndarray) -> np.ndarray:
+    """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1]."""
+    pcm = np.asarray(pcm)
+    if pcm.ndim == 2:
+        pcm = pcm.mean(axis=1) if pcm.dtype.kind == "f" else pcm.astype(np.float64).mean(axis=1)
+    elif pcm.ndim != 1:
+        raise AudioError(f"audio must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    if pcm.dtype.kind in "iu":
+        info = np.iinfo(pcm.dtype) if pcm.dtype.kind == "i" else None
+        if info is None:  # unsigned: centre first
+            bits = pcm.dtype.itemsize * 8
+            return ((pcm.astype(np.float64) - 2 ** (bits - 1)) / 2 ** (bits - 1)).astype(np.float32)
+        return (pcm.astype(np.float64) / -float(info.min)).astype(np.float32)
+    return pcm.astype(np.float32, copy=False)
+
+
+class AudioIn:
+    """Resamples pushed chunks of any rate to 16 kHz mono float32.
+
+    The same resampler state carries across pushes, so a stream cut into any chunk sizes comes
+    out the same as the whole stream (at 16 kHz input it passes through untouched).
+    """
+
+    def __init__(self) -> None:
+        self._rate: int | None = None
+        self._resampler: av.AudioResampler | None = None
+        self._pts = 0
+
+    def push(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        if sample_rate <= 0:
+            raise AudioError(f"sample rate must be positive, got {sample_rate}")
+        mono = to_float_mono(pcm)
+        if sample_rate == SAMPLE_RATE:
+            return mono
+        if self._rate != sample_rate:
+            self._rate = sample_rate
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            self._pts = 0
+        return self._resample(mono, sample_rate)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's tail, at the end of a stream."""
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(None)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
+    def _resample(self, mono: np.ndarray, rate: int) -> np.ndarray:
+        assert self._resampler is not None
+        if mono.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = self._pts
+        self._pts += mono.size
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode any file PyAV can read -> 16 kHz mono float32. Raises AudioError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise AudioError(f"cannot read audio from {path}: {exc}") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"no audio stream in {path}: give a wav, mp3, m4a, ogg or flac file")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(audio=0):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        except av.FFmpegError as exc:
+            raise AudioError(f"cannot decode audio in {path}: {exc}") from None
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise AudioError(f"audio file is empty: {path}")
+    return audio

@@ -1,0 +1,62 @@
+"""Identity-free mouth controls and the viseme classes.
+
+Controls are what the motion model predicts and what the rig turns into landmark motion.
+Each lies in [0, 1]; 0 everywhere is the mouth at rest (lips lightly closed, relaxed).
+Because they do not depend on whose face it is, any source can drive them (audio, a webcam).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONTROL_NAMES: tuple[str, ...] = (
+    "jaw_open",  # lower jaw and lower lip drop; 1 = a wide "aa"
+    "lip_spread",  # corners pull outward; "ee", "s"
+    "lip_round",  # corners come in, lips push forward; "oo", "w"
+    "lip_press",  # lips pressed together and thinned; the closure of "p b m"
+    "lip_tuck",  # lower lip rises behind the upper teeth; "f v"
+)
+N_CONTROLS = len(CONTROL_NAMES)
+JAW_OPEN, LIP_SPREAD, LIP_ROUND, LIP_PRESS, LIP_TUCK = range(N_CONTROLS)
+
+# The 15 Oculus/Meta visemes, in their conventional order.
+VISEMES: tuple[str, ...] = (
+    "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U",
+)
+N_VISEMES = len(VISEMES)
+
+# Target controls for each viseme, held at the viseme's centre (columns follow CONTROL_NAMES).
+# Coarticulation and per-control rates act on top of these in the training targets.
+VISEME_CONTROLS: dict[str, tuple[float, float, float, float, float]] = {
+    "sil": (0.00, 0.00, 0.00, 0.00, 0.00),
+    "PP": (0.00, 0.00, 0.00, 1.00, 0.00),
+    "FF": (0.10, 0.10, 0.00, 0.00, 1.00),
+    "TH": (0.20, 0.15, 0.00, 0.00, 0.00),
+    "DD": (0.25, 0.20, 0.00, 0.00, 0.00),
+    "kk": (0.30, 0.10, 0.00, 0.00, 0.00),
+    "CH": (0.20, 0.00, 0.60, 0.00, 0.00),
+    "SS": (0.10, 0.45, 0.00, 0.00, 0.00),
+    "nn": (0.20, 0.15, 0.00, 0.00, 0.00),
+    "RR": (0.20, 0.00, 0.50, 0.00, 0.00),
+    "aa": (0.85, 0.15, 0.00, 0.00, 0.00),
+    "E": (0.50, 0.50, 0.00, 0.00, 0.00),
+    "I": (0.30, 0.80, 0.00, 0.00, 0.00),
+    "O": (0.55, 0.00, 0.70, 0.00, 0.00),
+    "U": (0.25, 0.00, 1.00, 0.00, 0.00),
+}
+
+
+def viseme_control_table() -> np.ndarray:
+    """(N_VISEMES, N_CONTROLS) float32, rows in VISEMES order."""
+    return np.array([VISEME_CONTROLS[v] for v in VISEMES], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class MotionOutput:
+    """What a motion model says about one video frame."""
+
+    controls: np.ndarray  # (N_CONTROLS,) float32 in [0, 1]
+    visemes: np.ndarray | None = None  # (N_VISEMES,) probabilities, if the model has that head
+
+
+REST = np.zeros(N_CONTROLS, dtype=np.float32)

@@ -1,0 +1,17 @@
+"""Domain errors. Each message is one line a user can act on; the CLI prints it and exits 2."""
+
+
+class LipstreamError(Exception):
+    """Base of every error lipstream reports to a user."""
+
+
+class AudioError(LipstreamError):
+    """Audio that cannot be read, decoded or used (missing, unreadable, empty)."""
+
+
+class PhotoError(LipstreamError):
+    """A photo that cannot be used: unreadable, too large, no usable face."""
+
+
+class ModelError(LipstreamError):
+    """A motion model file that is missing or does not fit this version."""
