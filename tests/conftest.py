@@ -15,3 +15,21 @@ def shared_faces() -> Path:
     if not (folder / "portrait-obama.jpg").is_file():
         pytest.skip(f"test photos not found in {folder} (set LIPSTREAM_FACES to a folder holding them)")
     return folder
+
+
+def espeak_wav(path: Path, text: str, *args: str) -> Path:
+    """Speak `text` with espeak-ng into a WAV (22.05 kHz mono int16)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    subprocess.run(["espeak-ng", *args, "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short English sentence with plain lip movements (closures, open vowels)."""
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    return espeak_wav(path, "Papa bought a big map. Bob, look at the moon!")

@@ -12,17 +12,19 @@ from lipstream.errors import AudioError
 def to_float_mono(pcm: np.ndarray) -> np.ndarray:
     """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1]."""
     pcm = np.asarray(pcm)
-    if pcm.ndim == 2:
-        pcm = pcm.mean(axis=1) if pcm.dtype.kind == "f" else pcm.astype(np.float64).mean(axis=1)
-    elif pcm.ndim != 1:
+    if pcm.ndim not in (1, 2):
         raise AudioError(f"audio must be (samples,) or (samples, channels), got shape {pcm.shape}")
-    if pcm.dtype.kind in "iu":
-        info = np.iinfo(pcm.dtype) if pcm.dtype.kind == "i" else None
-        if info is None:  # unsigned: centre first
-            bits = pcm.dtype.itemsize * 8
-            return ((pcm.astype(np.float64) - 2 ** (bits - 1)) / 2 ** (bits - 1)).astype(np.float32)
-        return (pcm.astype(np.float64) / -float(info.min)).astype(np.float32)
-    return pcm.astype(np.float32, copy=False)
+    if pcm.dtype.kind == "i":
+        scaled = pcm.astype(np.float64) / -float(np.iinfo(pcm.dtype).min)
+    elif pcm.dtype.kind == "u":  # unsigned PCM is centred on half its range
+        half = 2.0 ** (pcm.dtype.itemsize * 8 - 1)
+        scaled = (pcm.astype(np.float64) - half) / half
+    elif pcm.dtype.kind == "f":
+        scaled = pcm
+    else:
+        raise AudioError(f"audio samples must be integers or floats, got {pcm.dtype}")
+    mono = scaled.mean(axis=1) if scaled.ndim == 2 else scaled
+    return np.asarray(mono, dtype=np.float32)
 
 
 class AudioIn:

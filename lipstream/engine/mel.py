@@ -56,7 +56,8 @@ def _frames_to_log_mel(frames: np.ndarray) -> np.ndarray:
     """(T, N_FFT) samples -> (T, N_MELS) log10 mel power."""
     spectrum = np.fft.rfft(frames * _window(), axis=-1)
     power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    return np.log10(np.maximum(power @ mel_filterbank(), LOG_FLOOR)).astype(np.float32)
+    mel: np.ndarray = np.log10(np.maximum(power @ mel_filterbank(), LOG_FLOOR))
+    return mel.astype(np.float32)
 
 
 def log_mel(audio: np.ndarray) -> np.ndarray:

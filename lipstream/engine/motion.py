@@ -106,4 +106,5 @@ def load_motion_model(spec: str | None = None, lookahead_ms: int | None = None) 
         raise ModelError(f"motion model not found: {path} (use 'baseline' or an exported .onnx)")
     from lipstream.engine.runners import OnnxMotionModel
 
-    return OnnxMotionModel(path)
+    model: MotionModel = OnnxMotionModel(path)
+    return model

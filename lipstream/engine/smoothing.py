@@ -21,7 +21,8 @@ class SmoothingConfig:
 
 def _alpha(tau_ms: np.ndarray) -> np.ndarray:
     frame_ms = 1000.0 / VIDEO_FPS
-    return (1.0 - np.exp(-frame_ms / np.maximum(tau_ms, 1e-3))).astype(np.float32)
+    alpha: np.ndarray = 1.0 - np.exp(-frame_ms / np.maximum(tau_ms, 1e-3))
+    return alpha.astype(np.float32)
 
 
 class ControlSmoother:

@@ -1,0 +1,76 @@
+"""File sink: frames and their audio -> an mp4 (H.264 + AAC) with PyAV."""
+
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.errors import LipstreamError
+
+
+class OutputError(LipstreamError):
+    """An output file that cannot be written."""
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work is done if `path` cannot be created."""
+    if path.is_dir():
+        raise OutputError(f"output is a directory: {path} (give a file name such as out.mp4)")
+    if not path.parent.is_dir():
+        raise OutputError(f"output folder does not exist: {path.parent}")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    if not existed:  # leave nothing behind if a later step fails
+        path.unlink()
+
+
+class Mp4Writer:
+    """Writes frame n at pts n (1/25 s) and the audio it was made from at pts 640 n (1/16000 s)."""
+
+    def __init__(self, path: Path, size: int, crf: int = 20) -> None:
+        check_writable(path)
+        try:
+            self._container = av.open(str(path), "w")
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"cannot write {path}: {exc}") from None
+        self._video = self._container.add_stream("libx264", rate=VIDEO_FPS)
+        self._video.width = self._video.height = size
+        self._video.pix_fmt = "yuv420p"
+        self._video.options = {"crf": str(crf), "preset": "veryfast"}
+        self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE)
+        self._audio.layout = "mono"
+
+    def write_video(self, image: np.ndarray, index: int) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = index
+        self._container.mux(self._video.encode(frame))
+
+    def write_audio(self, samples: np.ndarray, start_sample: int) -> None:
+        if samples.size == 0:
+            return
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32), format="flt",
+                                           layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = start_sample
+        self._container.mux(self._audio.encode(frame))
+
+    def close(self) -> None:
+        self._container.mux(self._video.encode(None))
+        self._container.mux(self._audio.encode(None))
+        self._container.close()
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self._container.close()
