@@ -1,0 +1,103 @@
+"""`lipstream render` end to end, as a user runs it: files in, an mp4 out, or one clear error line."""
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from lipstream.engine.audio import load_audio
+from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.training.evaluate import MouthMeter, read_video_frames
+from tests.conftest import espeak_wav
+
+SILENCE_S = 1.0
+
+
+def lipstream(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lipstream", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def _write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def vowel_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Silence, a loud sustained "aah", silence: the mouth must be shut, open, shut."""
+    folder = tmp_path_factory.mktemp("vowel")
+    spoken = load_audio(espeak_wav(folder / "ah.wav", "aaaaaaaah", "-s", "60", "-a", "200"))
+    spoken = spoken / max(np.abs(spoken).max(), 1e-6) * 0.8
+    silence = np.zeros(int(SILENCE_S * SAMPLE_RATE), np.float32)
+    return _write_wav(folder / "vowel.wav", np.concatenate([silence, spoken, silence]))
+
+
+@pytest.fixture(scope="module")
+def rendered(vowel_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("render") / "out.mp4"
+    result = lipstream("render", "--audio", str(vowel_wav), "--out", str(out), "--size", "384",
+                       "--no-progress")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_mp4_has_the_right_frames_and_audio(rendered: Path, vowel_wav: Path) -> None:
+    duration = load_audio(vowel_wav).size / SAMPLE_RATE
+    frames, fps = read_video_frames(str(rendered))
+    assert fps == 25
+    assert abs(len(frames) - np.ceil(duration * 25)) <= 1
+    assert frames[0].shape == (384, 384, 3)
+    with av.open(str(rendered)) as container:
+        audio_stream = container.streams.audio[0]
+        samples = sum(f.samples for f in container.decode(audio_stream))
+        rate = audio_stream.rate
+    assert abs(samples / rate - duration) <= 0.040
+
+
+def test_mouth_shut_in_silence_and_open_on_the_vowel(rendered: Path, vowel_wav: Path) -> None:
+    audio = load_audio(vowel_wav)
+    frames, _ = read_video_frames(str(rendered))
+    with MouthMeter() as meter:
+        readings = [meter.read(f) for f in frames]
+    assert all(r.found for r in readings), "FaceMesh lost the face in a rendered frame"
+    aperture = np.array([r.aperture for r in readings])
+    level = np.array([np.abs(audio[i * 640 : (i + 1) * 640]).max(initial=0) for i in range(len(frames))])
+    quiet = aperture[: int(SILENCE_S * 25) - 3]
+    loud = aperture[level > 0.3]
+    assert quiet.max() < 0.02, f"mouth not shut in silence: {quiet.max():.3f}"
+    assert np.median(loud) > 0.05, f"mouth not open on the vowel: {np.median(loud):.3f}"
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) -> None:
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"\x00\x01 not audio" * 50)
+    empty = _write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32))
+    not_photo = tmp_path / "photo.jpg"
+    not_photo.write_text("not an image")
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (400, 400), (128, 128, 128)).save(blank)
+    out = str(tmp_path / "out.mp4")
+    cases = {
+        "audio file not found": ["--audio", str(tmp_path / "missing.wav"), "--out", out],
+        "cannot": ["--audio", str(junk), "--out", out],
+        "empty": ["--audio", str(empty), "--out", out],
+        "photo": ["--audio", str(vowel_wav), "--face", str(not_photo), "--out", out],
+        "no face": ["--audio", str(vowel_wav), "--face", str(blank), "--out", out],
+        "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
+    }
+    for expected, args in cases.items():
+        result = lipstream("render", "--no-progress", *args)
+        assert result.returncode == 2, (expected, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert expected in lines[0].lower(), (expected, lines[0])
+    assert not Path(out).exists()  # nothing half-written is left behind
