@@ -1,0 +1,80 @@
+"""`lipstream bench`: how fast the engine makes frames on this machine, one thread.
+
+Times whole `Engine.pop_frame` calls (mel, motion model, smoothing, rig, warp, composite; no
+video encoding) over speech-like audio, after a burn-in. benchmarks/stages.py breaks the same
+work down per stage.
+"""
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    size: int
+    motion: str
+    frames: int
+    p50_ms: float
+    p99_ms: float
+    realtime_factor: float  # frame period / p50 compute: how many sessions one core could run
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Syllable-rate bursts of a harmonic tone with formant-like peaks, and pauses."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
+    voice = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SAMPLE_RATE) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None)
+    envelope *= (np.sin(2 * np.pi * 0.3 * t) > -0.5)  # pauses
+    return (0.3 * voice * envelope / 3).astype(np.float32)
+
+
+def time_engine(size: int, motion: str | None, seconds: float = 12.0, burn_in: int = 25) -> EngineTiming:
+    import cv2
+
+    from lipstream.engine.avatar import Avatar, AvatarConfig
+    from lipstream.engine.engine import Engine, EngineConfig
+
+    cv2.setNumThreads(1)
+    engine = Engine(Avatar.default(AvatarConfig(size=size)), EngineConfig(motion=motion))
+    engine.push_audio(speechlike(seconds), SAMPLE_RATE)
+    times = []
+    while engine.ready():
+        start = time.perf_counter()
+        engine.pop_frame()
+        times.append((time.perf_counter() - start) * 1000)
+    ms = np.array(times[burn_in:])
+    p50 = float(np.percentile(ms, 50))
+    return EngineTiming(size, engine.model.name, ms.size, round(p50, 3),
+                        round(float(np.percentile(ms, 99)), 3), round(1000 / VIDEO_FPS / p50, 1))
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--motion", nargs="+", default=["baseline", "shipped"],
+                        help="'baseline', 'shipped' (the packaged model) or .onnx paths")
+    parser.add_argument("--seconds", type=float, default=12.0, help="audio per measurement")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from lipstream.engine.motion import shipped_model_path
+
+    specs = [m for m in args.motion if m != "shipped" or shipped_model_path() is not None]
+    rows = [time_engine(size, None if m == "shipped" else m, args.seconds)
+            for size in args.sizes for m in specs]
+    print(f"{'size':>5} {'motion':>12} {'frames':>7} {'p50 ms':>8} {'p99 ms':>8} {'x real time':>12}")
+    for r in rows:
+        print(f"{r.size:>5} {r.motion:>12} {r.frames:>7} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+              f"{r.realtime_factor:>12.1f}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
