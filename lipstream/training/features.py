@@ -1,0 +1,129 @@
+"""Training features: a pool of corpus utterances as log-mel + targets, and random crops of it.
+
+Text-to-speech with augmentation costs far more than a training step, so each run synthesises a
+pool once (in worker processes, deterministic from the seed) and samples crops from it, adding
+cheap feature-domain variation (level, stream edges) on top of the corpus's audio augmentation.
+The features are exactly the engine's (`lipstream.engine.mel.log_mel`), so training and
+inference see the same numbers.
+"""
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lipstream.engine.constants import MEL_FRAMES_PER_SECOND
+from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel
+
+log = logging.getLogger(__name__)
+
+UtteranceSource = Callable[[str, int, bool], Iterator[Any]]  # (split, seed, augment) -> utterances
+CHUNK_UTTERANCES = 25  # utterances per worker task; each task has its own seed
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance's features and per-mel-frame targets."""
+
+    mel: np.ndarray  # (T, N_MELS) float16 log10 mel power
+    controls: np.ndarray  # (T, N_CONTROLS) float16 in [0, 1]
+    visemes: np.ndarray  # (T,) int8 viseme index
+    engine: str
+    voice: str
+    language: str
+
+
+def featurize(utt: Any) -> Example:
+    mel = log_mel(np.asarray(utt.audio, np.float32))
+    n = min(len(mel), len(utt.visemes), len(utt.controls))
+    return Example(mel[:n].astype(np.float16), np.asarray(utt.controls[:n], np.float16),
+                   np.asarray(utt.visemes[:n], np.int8), str(utt.engine), str(utt.voice), str(utt.language))
+
+
+def corpus_source(split: str, seed: int, augment: bool) -> Iterator[Any]:
+    from lipstream.training import corpus
+
+    return corpus.utterances(split, seed, augment=augment)  # type: ignore[no-any-return]
+
+
+def _chunk(task: tuple[UtteranceSource, str, int, int, bool]) -> list[Example]:
+    source, split, seed, count, augment = task
+    stream = source(split, seed, augment)
+    return [featurize(next(stream)) for _ in range(count)]
+
+
+def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = True,
+               source: UtteranceSource = corpus_source) -> list[Example]:
+    """`count` utterances; the same for the same seed however many workers run."""
+    sizes = [min(CHUNK_UTTERANCES, count - i) for i in range(0, count, CHUNK_UTTERANCES)]
+    tasks = [(source, split, seed * 100_003 + i, n, augment) for i, n in enumerate(sizes)]
+    if workers <= 1:
+        chunks = [_chunk(t) for t in tasks]
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            chunks = []
+            for i, chunk in enumerate(pool.imap(_chunk, tasks)):
+                chunks.append(chunk)
+                log.info("pool %s: %d/%d utterances", split, (i + 1) * CHUNK_UTTERANCES, count)
+    return [ex for chunk in chunks for ex in chunk]
+
+
+def mel_statistics(pool: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and std over every frame of the pool: (N_MELS,), (N_MELS,) float32."""
+    frames = np.concatenate([ex.mel for ex in pool]).astype(np.float64)
+    return frames.mean(axis=0).astype(np.float32), frames.std(axis=0).astype(np.float32)
+
+
+def summarize(pool: list[Example]) -> dict[str, Any]:
+    frames = sum(len(ex.mel) for ex in pool)
+    return {
+        "utterances": len(pool),
+        "hours": round(frames / MEL_FRAMES_PER_SECOND / 3600, 3),
+        "engines": sorted({ex.engine for ex in pool}),
+        "voices": sorted({f"{ex.engine}:{ex.voice}" for ex in pool}),
+        "languages": sorted({ex.language for ex in pool}),
+    }
+
+
+@dataclass(frozen=True)
+class Batch:
+    mel: np.ndarray  # (B, L, N_MELS) float32
+    controls: np.ndarray  # (B, L, N_CONTROLS) float32, for the frames the outputs belong to
+    visemes: np.ndarray  # (B, L) int64
+
+
+class CropSampler:
+    """Random crops of `crop_frames` mel frames with their targets.
+
+    Crops may hang over either end of an utterance into digital silence (the floor value the
+    engine's stream holds before audio starts), whose targets are rest and `sil`: that teaches
+    the edges of a stream. A random level offset (in log10 power) makes loudness uninformative.
+    """
+
+    def __init__(self, pool: list[Example], crop_frames: int, seed: int,
+                 overhang_frames: int = 50, level_range: tuple[float, float] = (-1.5, 1.0)) -> None:
+        self.pool, self.crop_frames, self.overhang = pool, crop_frames, overhang_frames
+        self.level_range = level_range
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> Batch:
+        crops = [self._crop(self.pool[int(self.rng.integers(len(self.pool)))]) for _ in range(size)]
+        return Batch(*(np.stack(parts) for parts in zip(*crops, strict=True)))
+
+    def _crop(self, ex: Example) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, length = len(ex.mel), self.crop_frames
+        start = int(self.rng.integers(-self.overhang, max(n - length + self.overhang, -self.overhang + 1)))
+        mel = np.full((length, ex.mel.shape[1]), SILENCE_LOG_MEL, np.float32)
+        controls = np.zeros((length, ex.controls.shape[1]), np.float32)
+        visemes = np.zeros(length, np.int64)  # 0 = sil
+        lo, hi = max(start, 0), min(start + length, n)
+        if hi > lo:
+            mel[lo - start : hi - start] = ex.mel[lo:hi]
+            controls[lo - start : hi - start] = ex.controls[lo:hi]
+            visemes[lo - start : hi - start] = ex.visemes[lo:hi]
+        sound = mel > SILENCE_LOG_MEL + 1e-3  # digital silence stays at the floor at any gain
+        mel[sound] = np.maximum(mel[sound] + self.rng.uniform(*self.level_range), SILENCE_LOG_MEL)
+        return mel, controls, visemes

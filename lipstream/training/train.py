@@ -1,0 +1,262 @@
+"""`lipstream train`: corpus pool -> MotionNet -> held-out validation -> ONNX with metadata.
+
+Reproducible from the seed: the pool, the crops and the initial weights all derive from it.
+Everything a run makes lands in its run directory (checkpoint, loss curves, metrics, ONNX);
+`--install` copies the ONNX and its sidecar into the package as the shipped model.
+"""
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipstream.engine.constants import HOP_MS
+from lipstream.engine.controls import N_CONTROLS
+from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 32
+    crop_frames: int = 256  # mel frames per training crop (2.56 s)
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    seed: int = 0
+    threads: int = 2  # torch threads, and corpus worker processes
+    pool_utterances: int = 2000  # synthesised once per run, sampled as random crops
+    val_utterances: int = 40  # held-out voices, clean and at 10 dB SNR
+    val_every: int = 250
+    context_ms: int = 240  # includes the video frame's own 40 ms
+    lookahead_ms: int = 40
+    control_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 1.0)  # closures matter most to a viewer
+    viseme_weight: float = 0.1
+
+    def command(self) -> str:
+        """The `lipstream train` options that reproduce this run."""
+        return (f"lipstream train --steps {self.steps} --seed {self.seed} --batch-size {self.batch_size} "
+                f"--context-ms {self.context_ms} --lookahead-ms {self.lookahead_ms} "
+                f"--pool-utterances {self.pool_utterances} --val-utterances {self.val_utterances}")
+
+
+DEFAULTS = TrainConfig()
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5%."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+
+
+def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_source) -> dict[str, Any]:
+    """Run training; returns the run summary (also written to out_dir/summary.json)."""
+    import torch
+
+    from lipstream.training.features import build_pool, mel_statistics
+    from lipstream.training.model import ModelConfig, MotionNet
+    from lipstream.training.validation import build_validation
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    pool = build_pool("train", cfg.seed, cfg.pool_utterances, cfg.threads, source=source)
+    val = build_validation(cfg.seed, cfg.val_utterances, source=source)
+    data_s = time.monotonic() - t0
+    log.info("pool: %s in %.0f s", summarize(pool), data_s)
+
+    net = MotionNet(ModelConfig(context_frames=cfg.context_ms // HOP_MS,
+                                lookahead_frames=cfg.lookahead_ms // HOP_MS))
+    mean, std = mel_statistics(pool)
+    net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
+    history = _fit(net, cfg, CropSampler(pool, cfg.crop_frames, cfg.seed), val.clean, out_dir)
+    train_s = time.monotonic() - t0 - data_s
+
+    metrics = _final_metrics(net, val, cfg.seed)
+    summary = {
+        "command": cfg.command(), "config": asdict(cfg),
+        "corpus": {"train": summarize(pool), "heldout": summarize(val.clean)},
+        "metrics": metrics, "wall_s": {"data": round(data_s, 1), "train": round(train_s, 1)},
+        "final_train_loss": history[-1]["train_loss"],
+    }
+    torch.save({"state_dict": net.state_dict(), "model_config": net.config.to_dict(), "summary": summary},
+               out_dir / "checkpoint.pt")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
+         out_dir: Path) -> list[dict[str, float]]:
+    import torch
+    import torch.nn.functional as F
+
+    from lipstream.training.validation import score
+
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    weights = torch.tensor(cfg.control_weights[:N_CONTROLS])
+    first = net.config.context_frames - 1  # crop frame of output 0's target
+    history: list[dict[str, float]] = []
+    running: list[tuple[float, float]] = []
+    start = time.monotonic()
+    for step in range(cfg.steps):
+        net.train()
+        batch = sampler.batch(cfg.batch_size)
+        controls, logits = net(torch.from_numpy(batch.mel))
+        n_out = controls.shape[1]
+        target_c = torch.from_numpy(batch.controls[:, first : first + n_out])
+        target_v = torch.from_numpy(batch.visemes[:, first : first + n_out])
+        loss_c = ((controls - target_c).abs() * weights).mean()
+        loss_v = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_v.reshape(-1))
+        loss = loss_c + cfg.viseme_weight * loss_v
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running.append((float(loss_c), float(loss_v)))
+        if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+            row = _log_row(step + 1, running, sched.get_last_lr()[0], time.monotonic() - start, cfg)
+            row.update(_val_row(score(val, sequence_predictor(net))))
+            history.append(row)
+            running = []
+            log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
+            _write_history(history, out_dir)
+    return history
+
+
+def _log_row(step: int, running: list[tuple[float, float]], lr: float, elapsed_s: float,
+             cfg: TrainConfig) -> dict[str, float]:
+    loss_c = float(np.mean([c for c, _ in running]))
+    loss_v = float(np.mean([v for _, v in running]))
+    return {"step": step, "lr": lr, "elapsed_s": round(elapsed_s, 1), "train_control_l1": loss_c,
+            "train_viseme_ce": loss_v, "train_loss": loss_c + cfg.viseme_weight * loss_v}
+
+
+def _val_row(scores: dict[str, Any]) -> dict[str, float]:
+    return {"val_jaw_corr": scores["correlation"]["jaw_open"], "val_viseme_acc": scores["viseme_accuracy"],
+            "val_control_mae": float(np.mean(list(scores["mae"].values())))}
+
+
+def sequence_predictor(net: Any) -> Any:
+    """mel (T, N_MELS) -> controls (T, 5), viseme probabilities (T, 15) for every mel frame."""
+    import torch
+
+    from lipstream.training.validation import pad_for_windows
+
+    def predict(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        net.eval()
+        padded = pad_for_windows(mel, net.config.context_frames, net.config.lookahead_frames)
+        with torch.no_grad():
+            controls, logits = net(torch.from_numpy(padded)[None])
+        return controls[0].numpy(), torch.softmax(logits[0], -1).numpy()
+
+    return predict
+
+
+def _final_metrics(net: Any, val: Any, seed: int) -> dict[str, Any]:
+    from lipstream.training.validation import baseline_jaw_correlation, rest_check, score
+
+    predict = sequence_predictor(net)
+    clean, noisy = score(val.clean, predict), score(val.noisy, predict)
+    return {
+        "heldout_clean": clean, "heldout_10db_snr": noisy,
+        "jaw_corr_drop_at_10db": clean["correlation"]["jaw_open"] - noisy["correlation"]["jaw_open"],
+        "baseline_jaw_corr": {"clean": baseline_jaw_correlation(val.clean),
+                              "10db_snr": baseline_jaw_correlation(val.noisy)},
+        "rest_max_control": rest_check(predict, seed),
+    }
+
+
+def _write_history(history: list[dict[str, float]], out_dir: Path) -> None:
+    keys = list(history[0])
+    lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in history]
+    (out_dir / "loss.csv").write_text("\n".join(lines) + "\n")
+    (out_dir / "loss.json").write_text(json.dumps(history, indent=1) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = [r["step"] for r in history]
+    for key in ("train_loss", "train_control_l1", "val_control_mae"):
+        ax1.plot(steps, [r[key] for r in history], label=key)
+    for key in ("val_jaw_corr", "val_viseme_acc"):
+        ax2.plot(steps, [r[key] for r in history], label=key)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss.png", dpi=80)
+    plt.close(fig)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    parser.add_argument("--out", type=Path, default=Path("runs") / "motion", help="run directory")
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--context-ms", type=int, default=d.context_ms,
+                        help=f"audio up to the end of each video frame the model hears ({d.context_ms})")
+    parser.add_argument("--lookahead-ms", type=int, default=d.lookahead_ms,
+                        help=f"audio after the video frame the model hears (default {d.lookahead_ms})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads and corpus workers")
+    parser.add_argument("--pool-utterances", type=int, default=d.pool_utterances,
+                        help=f"training utterances synthesised per run (default {d.pool_utterances})")
+    parser.add_argument("--val-utterances", type=int, default=d.val_utterances)
+    parser.add_argument("--val-every", type=int, default=d.val_every)
+    parser.add_argument("--export", type=Path, default=None, help="ONNX path (default: RUN_DIR/motion.onnx)")
+    parser.add_argument("--install", action="store_true",
+                        help="also copy the ONNX and its metadata into the package as the shipped model")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    for name in ("context_ms", "lookahead_ms"):
+        if getattr(args, name) % HOP_MS:
+            raise SystemExit(f"--{name.replace('_', '-')} must be a multiple of {HOP_MS} ms")
+    return replace(DEFAULTS, steps=args.steps, seed=args.seed, context_ms=args.context_ms,
+                   lookahead_ms=args.lookahead_ms, batch_size=args.batch_size, threads=args.threads,
+                   pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
+                   val_every=min(args.val_every, args.steps))
+
+
+def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source) -> int:
+    import torch
+
+    from lipstream.training.export import check_export, export_onnx, install, model_metadata
+    from lipstream.training.model import ModelConfig, MotionNet
+
+    cfg = config_from_args(args)
+    summary = train(cfg, args.out, source=source)
+    checkpoint = torch.load(args.out / "checkpoint.pt", weights_only=True)
+    net = MotionNet(ModelConfig.from_dict(checkpoint["model_config"]))
+    net.load_state_dict(checkpoint["state_dict"])
+    path = args.export or args.out / "motion.onnx"
+    extra = {"command": summary["command"], "corpus": summary["corpus"], "metrics": summary["metrics"],
+             "training": {"steps": cfg.steps, "seed": cfg.seed, "wall_s": summary["wall_s"],
+                          "final_train_loss": summary["final_train_loss"]}}
+    export_onnx(net.eval(), path, model_metadata(net, extra))
+    check = check_export(net, path)
+    summary["export"] = {"path": str(path), **check}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({"metrics": summary["metrics"], "export": summary["export"],
+                      "wall_s": summary["wall_s"]}, indent=1))
+    if args.install:
+        import lipstream.models
+
+        print(f"installed {install(path, Path(lipstream.models.__file__).parent)}")
+    return 0
