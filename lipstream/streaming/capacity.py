@@ -1,0 +1,79 @@
+"""How many sessions this machine can run: measured once at start-up, used as the default limit.
+
+A session costs, per video frame, one engine step (motion model + render) and one video encode;
+a core has FRAME_S (40 ms) to spend per frame per session. So
+
+    max_sessions = floor(cores * FRAME_S / (engine_s + encode_s) * SAFETY)
+
+SAFETY leaves room for what is not timed here: Opus decode and encode, RTP/SRTP, the event loop,
+and viewers (each viewer encodes its own copy of the video).
+"""
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiortc.codecs import get_encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.streaming.clock import FRAME_S
+from lipstream.streaming.worker import FrameEngine
+
+SAFETY = 0.5
+WARMUP_FRAMES = 3
+TIMED_FRAMES = 10
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cores: int
+    engine_ms: float  # per frame, rendered
+    encode_ms: float  # per frame, VP8
+    max_sessions: int
+
+    def describe(self) -> str:
+        return (f"capacity: {self.cores} cores, {self.engine_ms:.1f} ms engine + {self.encode_ms:.1f} ms "
+                f"encode per frame -> max {self.max_sessions} sessions")
+
+
+def estimate_capacity(engine: FrameEngine, cores: int | None = None) -> Capacity:
+    """Time a throwaway engine and a VP8 encoder on a few frames of silence (~0.5 s)."""
+    cores = cores or os.cpu_count() or 1
+    engine.push_audio(np.zeros(engine.latency_samples, np.float32), SAMPLE_RATE)
+    frame = engine.pop_frame()
+    assert frame is not None
+    engine_s = _time_engine(engine)
+    encode_s = _time_vp8(frame.image)
+    per_frame_s = engine_s + encode_s
+    sessions = max(1, math.floor(cores * FRAME_S / per_frame_s * SAFETY))
+    return Capacity(cores, engine_s * 1000, encode_s * 1000, sessions)
+
+
+def _time_engine(engine: FrameEngine) -> float:
+    silence = np.zeros(SAMPLES_PER_VIDEO_FRAME, np.float32)
+    times = []
+    for i in range(WARMUP_FRAMES + TIMED_FRAMES):
+        start = time.perf_counter()
+        engine.push_audio(silence, SAMPLE_RATE)
+        engine.pop_frame()
+        if i >= WARMUP_FRAMES:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _time_vp8(image: np.ndarray) -> float:
+    encoder = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    times = []
+    for i in range(WARMUP_FRAMES + TIMED_FRAMES):
+        # a moving picture, as a talking face is: a static one encodes almost for free
+        frame = av.VideoFrame.from_ndarray(np.roll(image, i % 8, axis=0), format="rgb24")
+        frame.pts = i * 3600
+        start = time.perf_counter()
+        encoder.encode(frame)
+        if i >= WARMUP_FRAMES:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -1,0 +1,61 @@
+"""Prometheus metrics of one server: what an operator needs to see that sessions stay live.
+
+Each app gets its own registry, so two servers in one process (tests) never share counters.
+"""
+
+from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "ServerMetrics"]
+
+# Stage latencies live between ~0.1 ms (resampling a packet) and ~100 ms (a render on a busy core).
+STAGE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+# Audio-video offset at the hand-off to the encoders: 0 when both leave together.
+OFFSET_BUCKETS_S = (-0.08, -0.04, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.04, 0.08)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge("lipstream_sessions", "Sessions running now", registry=r)
+        self.viewers = Gauge("lipstream_viewers", "Viewer connections running now", registry=r)
+        self.sessions_started = Counter(
+            "lipstream_sessions_started", "Sessions created", registry=r
+        )
+        self.sessions_ended = Counter(
+            "lipstream_sessions_ended", "Sessions ended, by reason", ["reason"], registry=r
+        )
+        self.sessions_rejected = Counter(
+            "lipstream_sessions_rejected", "Session requests refused for capacity", registry=r
+        )
+        self.frames = Counter(
+            "lipstream_frames",
+            "Video frames made: rendered; skipped (image repeated because the session was behind); "
+            "late (not ready when due, previous image sent)",
+            ["result"],
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "lipstream_stage_seconds",
+            "Time per pipeline stage: audio_in (decode+resample per packet), queue (wait for a "
+            "render worker), engine (motion+render per frame), ready_margin (frame ready before due)",
+            ["stage"],
+            buckets=STAGE_BUCKETS_S,
+            registry=r,
+        )
+        self.av_offset_seconds = Histogram(
+            "lipstream_av_offset_seconds",
+            "Video hand-off time minus the hand-off time of the audio made with it",
+            buckets=OFFSET_BUCKETS_S,
+            registry=r,
+        )
+        self.input_underruns = Counter(
+            "lipstream_input_underruns", "Frames that wanted speech and got silence", registry=r
+        )
+        self.input_dropped_seconds = Counter(
+            "lipstream_input_dropped_seconds", "Inbound audio dropped to cap latency", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

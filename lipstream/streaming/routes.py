@@ -1,0 +1,229 @@
+"""HTTP routes of `lipstream serve` (shapes of DESIGN.md: WHIP for sessions, WHEP for viewers).
+
+Handlers check, in order: token, body size and type, capacity; only then do they spend work.
+"""
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from lipstream.errors import PhotoError
+from lipstream.streaming.auth import bearer_ok
+from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
+from lipstream.streaming.session import Session
+from lipstream.streaming.state import ServerState
+
+STATE = web.AppKey("state", ServerState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SDP = "application/sdp"
+READ_CHUNK_BYTES = 64 * 1024
+
+
+class ApiError(Exception):
+    """An answer to a request that cannot be served: status + a message saying what to change."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every 4xx/5xx as JSON, including aiohttp's own (unknown route, wrong method, too large)."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return error_response(exc.status, f"{exc.reason}: {request.method} {request.path}", headers)
+
+
+def add_routes(app: web.Application, static: Path) -> None:
+    app.router.add_get("/", _page(static / "index.html"))
+    app.router.add_get("/view/{id}", _page(static / "viewer.html"))
+    if static.is_dir():
+        app.router.add_static("/static", static)
+    app.router.add_post("/v1/sessions", post_session)
+    app.router.add_delete("/v1/sessions/{id}", delete_session)
+    app.router.add_post("/v1/sessions/{id}/viewers", post_viewer)
+    app.router.add_delete("/v1/sessions/{id}/viewers/{viewer}", delete_viewer)
+    app.router.add_post("/v1/avatars", post_avatar)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+
+def _page(path: Path) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not path.is_file():
+            raise ApiError(404, f"page {path.name} is not installed with this copy of lipstream")
+        return web.FileResponse(path)
+
+    return handler
+
+
+async def read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole body, or 413 as soon as it exceeds `limit` (never buffer an attacker's gigabyte)."""
+    too_large = ApiError(413, f"{what} is larger than the limit of {limit // 1024} KB")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+        data += chunk
+        if len(data) > limit:
+            raise too_large
+    return bytes(data)
+
+
+async def read_offer(request: web.Request, state: ServerState, need_audio: bool) -> str:
+    """The SDP offer of the body; 400 when it cannot be one (aiortc checks the rest)."""
+    if request.content_type != SDP:
+        raise ApiError(415, f"send the SDP offer with Content-Type: {SDP} (got {request.content_type})")
+    body = await read_body(request, state.config.max_sdp_bytes, "the SDP offer")
+    try:
+        sdp = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed SDP: the offer is not UTF-8 text") from None
+    if not sdp.lstrip().startswith("v=0"):
+        raise ApiError(400, "malformed SDP: an offer starts with 'v=0'")
+    if "\nm=video" not in sdp:
+        raise ApiError(400, "malformed SDP: the offer has no video m-line; add a recvonly video transceiver")
+    if need_audio and "\nm=audio" not in sdp:
+        raise ApiError(400, "malformed SDP: the offer has no audio m-line; add the microphone track")
+    return sdp
+
+
+def _authorize(request: web.Request) -> ServerState:
+    state = request.app[STATE]
+    if not bearer_ok(request, state.token):
+        raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
+                            "(printed by lipstream serve at start-up)",
+                       {"WWW-Authenticate": "Bearer"})
+    return state
+
+
+def _session(state: ServerState, request: web.Request) -> Session:
+    session = state.sessions.get(request.match_info["id"])
+    if session is None:
+        raise ApiError(404, f"no session {request.match_info['id']}: it ended or never existed")
+    return session
+
+
+async def post_session(request: web.Request) -> web.Response:
+    state = _authorize(request)
+    offer = await read_offer(request, state, need_audio=True)
+    if not state.admit():
+        state.metrics.sessions_rejected.inc()
+        retry = str(state.config.retry_after_s)
+        raise ApiError(503, f"server is at capacity ({state.max_sessions} sessions): retry in {retry} s",
+                       {"Retry-After": retry})
+    session = await _new_session(state, request.query.get("avatar"))
+    try:
+        answer = await session.answer(offer)
+    except Exception as exc:  # aiortc raises many types for bad SDP; all mean "fix the offer"
+        await session.close("bad_offer")
+        raise ApiError(400, f"cannot use this SDP offer: {exc or type(exc).__name__}") from None
+    return web.Response(status=201, text=answer, content_type=SDP,
+                        headers={"Location": f"/v1/sessions/{session.id}"})
+
+
+async def _new_session(state: ServerState, avatar_id: str | None) -> Session:
+    try:
+        avatar = await state.avatars.get(avatar_id)
+        if avatar is None:
+            raise ApiError(404, f"no avatar {avatar_id}: upload the photo with POST /v1/avatars first")
+        engine, _ = await state.pool.run(lambda: state.engine_factory(avatar))
+        session = Session(engine, state.pool, state.metrics, state.clock, state.config.session,
+                          on_end=state.forget)
+        state.sessions[session.id] = session
+        return session
+    finally:
+        state.pending -= 1
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    state = _authorize(request)
+    await _session(state, request).close("deleted")
+    return web.Response(status=204)
+
+
+async def post_viewer(request: web.Request) -> web.Response:
+    state = _authorize(request)
+    session = _session(state, request)
+    offer = await read_offer(request, state, need_audio=False)
+    if len(session.viewers) >= session.config.max_viewers:
+        raise ApiError(503, f"session has its maximum of {session.config.max_viewers} viewers",
+                       {"Retry-After": str(state.config.retry_after_s)})
+    try:
+        viewer_id, answer = await session.add_viewer(offer)
+    except Exception as exc:  # as for sessions: a bad offer
+        raise ApiError(400, f"cannot use this SDP offer: {exc or type(exc).__name__}") from None
+    return web.Response(status=201, text=answer, content_type=SDP,
+                        headers={"Location": f"/v1/sessions/{session.id}/viewers/{viewer_id}"})
+
+
+async def delete_viewer(request: web.Request) -> web.Response:
+    state = _authorize(request)
+    if not await _session(state, request).remove_viewer(request.match_info["viewer"]):
+        raise ApiError(404, f"no viewer {request.match_info['viewer']} in this session")
+    return web.Response(status=204)
+
+
+async def post_avatar(request: web.Request) -> web.Response:
+    state = _authorize(request)
+    data = await _read_photo(request, state.avatars.limits.max_bytes)
+    try:
+        avatar_id = await state.avatars.add(data)
+    except PhotoError as exc:
+        raise ApiError(422, str(exc)) from None
+    return web.json_response({"id": avatar_id}, status=201,
+                             headers={"Location": f"/v1/avatars/{avatar_id}"})
+
+
+async def _read_photo(request: web.Request, limit: int) -> bytes:
+    """A raw image body, or the first file part of a multipart form (a browser's <input type=file>)."""
+    if request.content_type == "multipart/form-data":
+        data = await _read_file_part(request, limit)
+    else:
+        data = await read_body(request, limit, "the photo")
+    if not data:
+        raise ApiError(400, "the upload is empty: send a JPEG or PNG photo")
+    return data
+
+
+async def _read_file_part(request: web.Request, limit: int) -> bytes:
+    reader = await request.multipart()
+    part = await reader.next()
+    while part is not None and not (isinstance(part, BodyPartReader) and part.filename):
+        part = await reader.next()
+    if not isinstance(part, BodyPartReader):
+        raise ApiError(400, "the form has no file: send the photo as a file field")
+    data = bytearray()
+    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(413, f"the photo is larger than the limit of {limit // 1024} KB")
+    return bytes(data)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response({
+        "status": "ok",
+        "sessions": len(state.sessions),
+        "max_sessions": state.max_sessions,
+        "viewers": sum(len(s.viewers) for s in state.sessions.values()),
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})

@@ -1,0 +1,165 @@
+"""`lipstream serve`: the aiohttp application, its WHIP/WHEP-shaped routes, and the command.
+
+Every 4xx answer is JSON `{"error": "..."}` saying what to change. Sessions live in
+`ServerState.sessions`; admission is checked before any work is done for a new one.
+"""
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from lipstream.errors import LipstreamError
+from lipstream.streaming import routes
+from lipstream.streaming.auth import is_loopback, resolve_token
+from lipstream.streaming.avatars import Avatar, AvatarStore, UploadLimits
+from lipstream.streaming.capacity import estimate_capacity
+from lipstream.streaming.clock import Clock, MonotonicClock
+from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.session import SessionConfig
+from lipstream.streaming.state import ServerState
+from lipstream.streaming.worker import FrameEngine, RenderPool
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Avatar], FrameEngine]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    face: str | None = None  # None: the bundled default avatar
+    max_sessions: int | None = None  # None: measured at start-up (see capacity.py)
+    token: str | None = None  # None on loopback: no auth; elsewhere one is generated
+    max_sdp_bytes: int = 64 * 1024  # real offers are 2-8 KB
+    retry_after_s: int = 10  # told to clients refused for capacity
+    workers: int | None = None  # render threads; None: one per core
+    loopback_ice: bool | None = None  # offer 127.0.0.1 candidates; None: when host is loopback
+    uploads: UploadLimits = field(default_factory=UploadLimits)
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+
+def default_engine_factory(avatar: Avatar) -> FrameEngine:
+    from lipstream.engine.engine import Engine
+
+    engine: FrameEngine = Engine(avatar)
+    return engine
+
+
+def default_avatar_loader(face: str | None) -> Callable[[], Avatar]:
+    def load() -> Avatar:
+        from lipstream.engine.avatar import Avatar as AvatarClass
+
+        return AvatarClass.default() if face is None else AvatarClass.from_image(face)
+
+    return load
+
+
+def include_loopback_candidates(only: bool = False) -> None:
+    """Make aioice gather 127.0.0.1 (it skips it): a loopback-bound server talks to local browsers.
+
+    aioice has no setting for this, so its address lister is wrapped, once per process.
+    """
+    from aioice import ice
+
+    original = getattr(ice.get_host_addresses, "__wrapped__", ice.get_host_addresses)
+
+    def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        found: list[str] = [] if only else original(use_ipv4, use_ipv6)
+        return ["127.0.0.1", *found] if use_ipv4 else found
+
+    addresses.__wrapped__ = original  # type: ignore[attr-defined]
+    ice.get_host_addresses = addresses
+
+
+def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory | None = None,
+               clock: Clock | None = None) -> web.Application:
+    config = config or ServeConfig()
+    token, generated = resolve_token(config.host, config.token)
+    pool = RenderPool(config.workers)
+    factory = engine_factory or default_engine_factory
+    state = ServerState(
+        config=config, token=token, token_generated=generated, pool=pool, metrics=ServerMetrics(),
+        avatars=AvatarStore(default_avatar_loader(config.face), pool, config.uploads),
+        engine_factory=factory, clock=clock or MonotonicClock(),
+        max_sessions=config.max_sessions or 0,
+    )
+    if config.loopback_ice if config.loopback_ice is not None else is_loopback(config.host):
+        include_loopback_candidates()
+    app = web.Application(client_max_size=config.uploads.max_bytes + 64 * 1024,
+                          middlewares=[routes.json_errors])
+    app[routes.STATE] = state
+    routes.add_routes(app, static_dir())
+    app.on_startup.append(_measure_capacity)
+    app.on_shutdown.append(_close_sessions)
+    app.on_cleanup.append(_stop_pool)
+    return app
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("lipstream.streaming") / "static"))
+
+
+async def _measure_capacity(app: web.Application) -> None:
+    state = app[routes.STATE]
+    if state.max_sessions:
+        return
+
+    def measure() -> str:
+        avatar = default_avatar_loader(state.config.face)()
+        capacity = estimate_capacity(state.engine_factory(avatar))
+        state.max_sessions = capacity.max_sessions
+        return capacity.describe()
+
+    description, _ = await state.pool.run(measure)
+    log.info("%s (set --max-sessions to override)", description)
+
+
+async def _close_sessions(app: web.Application) -> None:
+    state = app[routes.STATE]
+    await asyncio.gather(*(s.close("server_shutdown") for s in list(state.sessions.values())),
+                         return_exceptions=True)
+
+
+async def _stop_pool(app: web.Application) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, app[routes.STATE].pool.shutdown)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ServeConfig()
+    parser.add_argument("--host", default=d.host, help=f"address to bind (default {d.host})")
+    parser.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
+    parser.add_argument("--face", default=d.face, help="photo of the face to animate "
+                        "(default: the bundled avatar)")
+    parser.add_argument("--max-sessions", type=int, default=d.max_sessions,
+                        help="concurrent sessions before answering 503 (default: measured at start-up)")
+    parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
+                        "session endpoints (generated when binding a non-loopback address)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if args.face is not None and not Path(args.face).is_file():
+        raise LipstreamError(f"photo not found: {args.face}")
+    if args.max_sessions is not None and args.max_sessions < 1:
+        raise LipstreamError("--max-sessions must be at least 1")
+    config = replace(ServeConfig(), host=args.host, port=args.port, face=args.face,
+                     max_sessions=args.max_sessions, token=args.token)
+    app = create_app(config)
+    state = app[routes.STATE]
+    shown = "localhost" if is_loopback(config.host) else config.host
+    print(f"lipstream serve: http://{shown}:{config.port}/", flush=True)
+    if state.token_generated:
+        print(f"lipstream serve: token (send 'Authorization: Bearer <token>'): {state.token}", flush=True)
+    web.run_app(app, host=config.host, port=config.port, print=_quiet, access_log=None)
+    return 0
+
+
+def _quiet(*_: Any) -> None:
+    """aiohttp's own start-up banner would repeat the URL printed above."""

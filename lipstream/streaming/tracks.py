@@ -1,0 +1,152 @@
+"""aiortc tracks that send a session's frames and the audio made with them, paced by its clock.
+
+aiortc sends as soon as `recv()` returns, so each track sleeps until its next deadline on the
+session's `MediaClock`. Video frame n and audio chunks 2n, 2n+1 are due at the same moment and
+carry the same media time (pts n * 3600 at 90 kHz; pts 640 n at 16 kHz), so sound and picture
+leave together. Every session track and every viewer track reads the same `FrameRing`; each
+aiortc sender encodes its own copy.
+"""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_PER_FRAME
+from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
+from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.worker import FrameRing
+
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
+# A sender that stalls longer than this (a blocked encoder) jumps to the present instead of
+# bursting out old media: both tracks jump to the same clock position, so they stay in sync.
+MAX_BEHIND_S = 0.2
+
+
+class SyncProbe:
+    """Hand-off times of a session's video frames and audio chunks -> the A/V offset metric."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+        self._video: dict[int, float] = {}
+        self._audio: dict[int, float] = {}
+        self.offsets_s: list[float] = []  # video minus audio, newest last (bounded)
+
+    def video(self, index: int, t: float) -> None:
+        self._pair(index, video_t=t)
+
+    def audio(self, chunk: int, t: float) -> None:
+        if chunk % CHUNKS_PER_FRAME == 0:  # the chunk that starts frame chunk // 2
+            self._pair(chunk // CHUNKS_PER_FRAME, audio_t=t)
+
+    def _pair(self, index: int, video_t: float | None = None, audio_t: float | None = None) -> None:
+        if video_t is not None:
+            self._video[index] = video_t
+        if audio_t is not None:
+            self._audio[index] = audio_t
+        if index in self._video and index in self._audio:
+            offset = self._video.pop(index) - self._audio.pop(index)
+            self.metrics.av_offset_seconds.observe(offset)
+            self.offsets_s = [*self.offsets_s[-999:], offset]
+        for table in (self._video, self._audio):  # unmatched entries of skipped indices
+            for stale in [i for i in table if i < index - 50]:
+                del table[stale]
+
+
+class _SessionTrack(MediaStreamTrack):
+    def __init__(self, ring: FrameRing, clock: MediaClock, start_index: int | None,
+                 probe: SyncProbe | None) -> None:
+        super().__init__()  # aiortc's examples: "don't forget this!"
+        self.ring, self.clock, self.probe = ring, clock, probe
+        self._start_index = start_index  # None: join at the present (viewers)
+
+    async def _await_start(self) -> int:
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self.clock.wait_started()
+        if self._start_index is None:
+            self._start_index = self.clock.frame_index_at(self.clock.now()) + 1
+        return self._start_index
+
+
+class SessionVideoTrack(_SessionTrack):
+    kind = "video"
+
+    def __init__(self, ring: FrameRing, clock: MediaClock, metrics: ServerMetrics | None = None,
+                 start_index: int | None = 0, probe: SyncProbe | None = None) -> None:
+        super().__init__(ring, clock, start_index, probe)
+        self.metrics = metrics  # set on the session's own track only: late frames counted once
+        self._index: int | None = None
+        self._last: np.ndarray | None = None
+        self.sent = 0
+        self.late = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self._index is None:
+            self._index = await self._await_start()
+        due = self.clock.frame_time(self._index)
+        await self.clock.clock.sleep_until(due)
+        if self.clock.now() - due > MAX_BEHIND_S:
+            self._index = self.clock.frame_index_at(self.clock.now())
+        index = self._index
+        self._index += 1
+        return self._frame(index)
+
+    def _frame(self, index: int) -> av.VideoFrame:
+        made = self.ring.get(index)
+        if made is not None:
+            self._last = made.image
+        elif self._last is None:
+            newest = self.ring.get(self.ring.newest)
+            self._last = newest.image if newest is not None else np.zeros((64, 64, 3), np.uint8)
+        if made is None:
+            self.late += 1
+            if self.metrics is not None:
+                self.metrics.frames.labels("late").inc()
+        frame = av.VideoFrame.from_ndarray(self._last, format="rgb24")
+        frame.pts = index * VIDEO_PTS_PER_FRAME
+        frame.time_base = VIDEO_TIME_BASE
+        self.sent += 1
+        if self.probe is not None:
+            self.probe.video(index, self.clock.now())
+        return frame
+
+
+class SessionAudioTrack(_SessionTrack):
+    """The engine's audio: the input delayed by exactly the pipeline latency, 20 ms per frame."""
+
+    kind = "audio"
+
+    def __init__(self, ring: FrameRing, clock: MediaClock, start_index: int | None = 0,
+                 probe: SyncProbe | None = None) -> None:
+        super().__init__(ring, clock, start_index, probe)
+        self._chunk: int | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._chunk is None:
+            self._chunk = await self._await_start() * CHUNKS_PER_FRAME
+        due = self.clock.chunk_time(self._chunk)
+        await self.clock.clock.sleep_until(due)
+        if self.clock.now() - due > MAX_BEHIND_S:
+            self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
+        chunk = self._chunk
+        self._chunk += 1
+        return self._frame(chunk)
+
+    def _frame(self, chunk: int) -> av.AudioFrame:
+        made = self.ring.get(chunk // CHUNKS_PER_FRAME)
+        if made is None:
+            pcm = np.zeros(AUDIO_CHUNK_SAMPLES, np.float32)
+        else:
+            start = (chunk % CHUNKS_PER_FRAME) * AUDIO_CHUNK_SAMPLES
+            pcm = made.audio[start : start + AUDIO_CHUNK_SAMPLES]
+        s16 = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(s16.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = chunk * AUDIO_CHUNK_SAMPLES
+        frame.time_base = AUDIO_TIME_BASE
+        if self.probe is not None:
+            self.probe.audio(chunk, self.clock.now())
+        return frame

@@ -1,0 +1,160 @@
+"""The bridge between the event loop and the engine: frames are made in worker threads.
+
+One `RenderPool` per server (one thread per core; numpy and OpenCV release the GIL), one
+`FrameProducer` per session. The producer makes frame n `lead_ms` before it is due; if the
+projected finish would miss the due time (a busy pool, a slow machine) it asks the engine for the
+frame without rendering it: the image repeats, the mouth controls and the audio advance, so the
+session stays live and in sync, and the skip is counted.
+"""
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.streaming.clock import FRAME_S, MediaClock
+from lipstream.streaming.inbox import AudioInbox
+from lipstream.streaming.metrics import ServerMetrics
+
+T = TypeVar("T")
+
+
+class EngineFrame(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def image(self) -> np.ndarray: ...  # (S, S, 3) uint8 RGB
+    @property
+    def audio(self) -> np.ndarray: ...  # (640,) float32 at 16 kHz, made with this image
+    @property
+    def rendered(self) -> bool: ...
+
+
+class FrameEngine(Protocol):
+    """What a session needs of `lipstream.engine.Engine`."""
+
+    @property
+    def latency_samples(self) -> int: ...
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None: ...
+
+    def pop_frame(self, render: bool = True) -> EngineFrame | None: ...
+
+
+class RenderPool:
+    """A bounded thread pool shared by every session of a server."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="lipstream-render")
+
+    async def run(self, fn: Callable[[], T]) -> tuple[T, float]:
+        """Run fn in a worker; returns its result and the seconds it waited for a worker."""
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def timed() -> T:
+            started.append(time.perf_counter())
+            return fn()
+
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, timed)
+        return result, started[0] - submitted
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class FrameRing:
+    """The newest frames of a session, by index, bounded in milliseconds of video.
+
+    The session's tracks and every viewer's tracks read from it; when full, the oldest frame goes.
+    """
+
+    def __init__(self, capacity_ms: int = 240) -> None:
+        self.capacity = max(int(capacity_ms / 1000 / FRAME_S), 2)
+        self._frames: dict[int, EngineFrame] = {}
+        self.newest = -1
+
+    def put(self, frame: EngineFrame) -> None:
+        self._frames[frame.index] = frame
+        self.newest = max(self.newest, frame.index)
+        for index in [i for i in self._frames if i <= self.newest - self.capacity]:
+            del self._frames[index]
+
+    def get(self, index: int) -> EngineFrame | None:
+        return self._frames.get(index)
+
+
+@dataclass(frozen=True)
+class ProducerConfig:
+    lead_ms: int = 80  # a frame is started this long before it is due
+    ema_weight: float = 0.2  # how fast the render-time estimate follows the last renders
+
+
+class FrameProducer:
+    """Feeds the engine one frame of inbound audio per tick and publishes its frames."""
+
+    def __init__(self, engine: FrameEngine, inbox: AudioInbox, clock: MediaClock, pool: RenderPool,
+                 ring: FrameRing, metrics: ServerMetrics, config: ProducerConfig | None = None) -> None:
+        self.engine: FrameEngine | None = engine
+        self.inbox, self.clock, self.pool = inbox, clock, pool
+        self.ring, self.metrics = ring, metrics
+        self.config = config or ProducerConfig()
+        self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
+        self.counts = {"rendered": 0, "skipped": 0}
+
+    def release(self) -> None:
+        """Drop the engine (after the run task has been cancelled and awaited)."""
+        self.engine = None
+
+    async def run(self) -> None:
+        engine = self.engine
+        assert engine is not None, "producer already released"
+        await self.clock.wait_started()
+        lead_s = self.config.lead_ms / 1000
+        # The engine needs its lookahead before frame 0: prime it with that much silence, so
+        # from then on each frame of audio taken makes exactly one frame.
+        primer = np.zeros(engine.latency_samples - SAMPLES_PER_VIDEO_FRAME, np.float32)
+        await self.pool.run(lambda: engine.push_audio(primer, SAMPLE_RATE))
+        index = 0
+        while True:
+            due = self.clock.frame_time(index)
+            await self.clock.clock.sleep_until(due - lead_s)
+            await self._make(engine, index, due)
+            index += 1
+
+    async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
+        audio = self.inbox.take()
+        render = self.clock.now() + self.render_estimate_s <= due
+        start = time.perf_counter()
+        frame, waited_s = await self.pool.run(lambda: _step(engine, audio, render))
+        elapsed_s = time.perf_counter() - start
+        if frame is None:  # cannot happen while one frame of audio goes in per tick
+            return
+        self.ring.put(frame)
+        self._account(frame.rendered, elapsed_s, waited_s, due)
+
+    def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
+        result = "rendered" if rendered else "skipped"
+        self.counts[result] += 1
+        self.metrics.frames.labels(result).inc()
+        self.metrics.stage_seconds.labels("queue").observe(waited_s)
+        self.metrics.stage_seconds.labels("engine").observe(elapsed_s - waited_s)
+        self.metrics.stage_seconds.labels("ready_margin").observe(max(due - self.clock.now(), 0.0))
+        if rendered:
+            w = self.config.ema_weight
+            self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
+        else:  # decay, so a session that fell behind tries rendering again once it can
+            self.render_estimate_s *= 1 - self.config.ema_weight
+
+
+def _step(engine: FrameEngine, audio: np.ndarray, render: bool) -> EngineFrame | None:
+    """One tick in a worker thread: a frame of audio in, the frame it completes out."""
+    engine.push_audio(audio, SAMPLE_RATE)
+    return engine.pop_frame(render=render)
