@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lipstream.engine.constants import MEL_FRAMES_PER_SECOND
+from lipstream.engine.constants import MEL_FRAMES_PER_SECOND, SAMPLE_RATE
 from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,32 @@ def summarize(pool: list[Example]) -> dict[str, Any]:
     }
 
 
+def noise_bank(seed: int, count: int = 48, seconds: float = 3.0) -> list[np.ndarray]:
+    """Log-mel of speech-free sounds a microphone hears (hiss, hum, rumble, breaths), (T, N_MELS) each.
+
+    Crops of these train the mouth to stay at rest when nobody speaks; mixed under speech they
+    add background noise on top of the corpus's own augmentation.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    bank = []
+    for i in range(count):
+        white = rng.standard_normal(n)
+        spectrum = np.fft.rfft(white) / np.maximum(np.arange(n // 2 + 1), 1.0) ** (0.5 * (i % 3))
+        sound = np.fft.irfft(spectrum, n)  # white, pink, brown
+        if i % 4 == 1:  # breaths: low-passed noise in swells
+            swells = np.sin(np.pi * t * rng.uniform(0.5, 1.5)) ** 2
+            sound = np.convolve(white, np.ones(6) / 6, mode="same") * swells
+        if i % 4 == 2:  # mains hum with harmonics under hiss
+            f0 = 50.0 if i % 8 == 2 else 60.0
+            sound = sound * 0.1 + sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+        level_db = rng.uniform(-75, -30)  # RMS re full scale
+        sound *= 10 ** (level_db / 20) / max(float(np.sqrt((sound**2).mean())), 1e-12)
+        bank.append(log_mel(sound.astype(np.float32)).astype(np.float16))
+    return bank
+
+
 @dataclass(frozen=True)
 class Batch:
     mel: np.ndarray  # (B, L, N_MELS) float32
@@ -104,9 +130,13 @@ class CropSampler:
     """
 
     def __init__(self, pool: list[Example], crop_frames: int, seed: int,
-                 overhang_frames: int = 50, level_range: tuple[float, float] = (-1.5, 1.0)) -> None:
+                 noise: list[np.ndarray] | None = None, overhang_frames: int = 50,
+                 level_range: tuple[float, float] = (-1.5, 1.0),
+                 noise_only: float = 0.05, noise_under: float = 0.3) -> None:
         self.pool, self.crop_frames, self.overhang = pool, crop_frames, overhang_frames
         self.level_range = level_range
+        self.noise = noise or []
+        self.noise_only, self.noise_under = noise_only, noise_under  # probabilities per crop
         self.rng = np.random.default_rng(seed)
 
     def batch(self, size: int) -> Batch:
@@ -124,6 +154,18 @@ class CropSampler:
             mel[lo - start : hi - start] = ex.mel[lo:hi]
             controls[lo - start : hi - start] = ex.controls[lo:hi]
             visemes[lo - start : hi - start] = ex.visemes[lo:hi]
+        if self.noise and self.rng.random() < self.noise_only:
+            mel[:] = SILENCE_LOG_MEL
+            controls[:], visemes[:] = 0.0, 0
         sound = mel > SILENCE_LOG_MEL + 1e-3  # digital silence stays at the floor at any gain
         mel[sound] = np.maximum(mel[sound] + self.rng.uniform(*self.level_range), SILENCE_LOG_MEL)
+        if self.noise and (not sound.any() or self.rng.random() < self.noise_under):
+            mel = self._add_noise(mel)
         return mel, controls, visemes
+
+    def _add_noise(self, mel: np.ndarray) -> np.ndarray:
+        """Power-add a noise recording (random level) to the crop: log10(10^mel + 10^noise)."""
+        noise = self.noise[int(self.rng.integers(len(self.noise)))].astype(np.float32)
+        start = int(self.rng.integers(max(len(noise) - len(mel), 0) + 1))
+        noise = np.resize(noise[start:], mel.shape) + self.rng.uniform(-1.0, 1.0)
+        return np.logaddexp(mel * np.log(10), noise * np.log(10)).astype(np.float32) / np.float32(np.log(10))

@@ -17,7 +17,7 @@ import numpy as np
 
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
-from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, summarize
+from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, noise_bank, summarize
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
                                 lookahead_frames=cfg.lookahead_ms // HOP_MS))
     mean, std = mel_statistics(pool)
     net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
-    history = _fit(net, cfg, CropSampler(pool, cfg.crop_frames, cfg.seed), val.clean, out_dir)
+    sampler = CropSampler(pool, cfg.crop_frames, cfg.seed, noise=noise_bank(cfg.seed))
+    history = _fit(net, cfg, sampler, val.clean, out_dir)
     train_s = time.monotonic() - t0 - data_s
 
     metrics = _final_metrics(net, val, cfg.seed)

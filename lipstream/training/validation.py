@@ -15,6 +15,7 @@ from lipstream.engine.constants import HOP_MS, MEL_FRAMES_PER_VIDEO_FRAME, N_MEL
 from lipstream.engine.controls import CONTROL_NAMES, JAW_OPEN
 from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel, video_frame_window
 from lipstream.engine.motion import BaselineMotionModel
+from lipstream.engine.smoothing import ControlSmoother
 from lipstream.training.features import (
     CHUNK_UTTERANCES,
     Example,
@@ -89,6 +90,14 @@ def best_lag_ms(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(list(lags)[int(np.nanargmax(scores))] * HOP_MS)
 
 
+def displayed_jaw(frame_controls: np.ndarray) -> np.ndarray:
+    """What a viewer sees, per mel frame: the engine's smoothed controls, each video frame held
+    for its 40 ms (frame n shows while audio [40 n, 40 n + 40) ms plays). (N, 5) -> (4 N,)."""
+    smoother = ControlSmoother()
+    smoothed = np.stack([smoother.step(c) for c in frame_controls])
+    return np.repeat(smoothed[:, JAW_OPEN], MEL_FRAMES_PER_VIDEO_FRAME)
+
+
 def score(examples: list[Example], predict: SequencePredictor) -> dict[str, Any]:
     """Per-control correlation and viseme accuracy at each video frame's last hop."""
     preds = [predict(ex.mel.astype(np.float32)) for ex in examples]
@@ -100,12 +109,18 @@ def score(examples: list[Example], predict: SequencePredictor) -> dict[str, Any]
     v_true = np.concatenate([ex.visemes[frame::MEL_FRAMES_PER_VIDEO_FRAME] for ex in examples])
     jaw_pred = np.concatenate([p[0][:, JAW_OPEN] for p in preds])
     jaw_true = np.concatenate([ex.controls[:, JAW_OPEN].astype(np.float32) for ex in examples])
+    shown = [displayed_jaw(p[0][frame::MEL_FRAMES_PER_VIDEO_FRAME]) for p in preds]
+    shown_true = np.concatenate([ex.controls[: len(v), JAW_OPEN].astype(np.float32)
+                                 for ex, v in zip(examples, shown, strict=True)])
+    shown_pred = np.concatenate([v[: len(ex.controls)] for ex, v in zip(examples, shown, strict=True)])
     return {
         "correlation": {name: _corr(c_pred[:, i], c_true[:, i]) for i, name in enumerate(CONTROL_NAMES)},
         "mae": {name: float(np.abs(c_pred[:, i] - c_true[:, i]).mean())
                 for i, name in enumerate(CONTROL_NAMES)},
         "viseme_accuracy": float((v_pred == v_true).mean()),
         "jaw_best_lag_ms": best_lag_ms(jaw_pred, jaw_true),
+        "displayed_jaw_corr": _corr(shown_pred, shown_true),  # after the engine's smoothing, held frames
+        "displayed_jaw_best_lag_ms": best_lag_ms(shown_pred, shown_true),
     }
 
 
