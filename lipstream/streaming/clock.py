@@ -7,6 +7,7 @@ Time comes from a `Clock` so tests can drive minutes of media time in millisecon
 """
 
 import asyncio
+import heapq
 import time
 from typing import Protocol
 
@@ -39,24 +40,39 @@ class MonotonicClock:
 
 
 class ManualClock:
-    """A clock for tests: time moves only when a waiter asks for a later moment.
+    """A clock for tests: time stands still until the test releases the earliest sleeper.
 
-    Each `sleep_until` jumps straight to its deadline (after yielding once, so other tasks
-    run in between), which lets a test run many minutes of media time in a fraction of that.
+    `release_next()` jumps to the earliest deadline anyone sleeps until and wakes them, so a test
+    that releases only when all its tasks sleep runs them in deadline order, deterministically,
+    through many minutes of media time in a fraction of that.
     """
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0  # ties wake in the order they went to sleep
 
     def now(self) -> float:
         return self._now
 
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
+    @property
+    def sleepers(self) -> int:
+        return len(self._sleepers)
 
     async def sleep_until(self, deadline: float) -> None:
-        await asyncio.sleep(0)
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (deadline, self._seq, future))
+        await future
+
+    def release_next(self) -> None:
+        deadline, _, future = heapq.heappop(self._sleepers)
         self._now = max(self._now, deadline)
+        if not future.done():
+            future.set_result(None)
 
 
 class MediaClock:

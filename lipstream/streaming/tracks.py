@@ -14,7 +14,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_PER_FRAME
-from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
+from lipstream.streaming.clock import AUDIO_CHUNK_MS, AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.worker import FrameRing
 
@@ -23,6 +23,11 @@ AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 # A sender that stalls longer than this (a blocked encoder) jumps to the present instead of
 # bursting out old media: both tracks jump to the same clock position, so they stay in sync.
 MAX_BEHIND_S = 0.2
+# aiortc's Opus encoder resamples our 16 kHz audio to 48 kHz; the resampler's filter holds back
+# a few samples, so the packet for chunk k is only emitted when chunk k+1 is handed over. Chunks
+# are therefore handed over one chunk early, so each packet leaves with its video frame (RTCP
+# sender reports map RTP time to send time: that is what a receiver lines up).
+OPUS_ENCODER_DELAY_S = AUDIO_CHUNK_MS / 1000
 
 
 class SyncProbe:
@@ -127,7 +132,7 @@ class SessionAudioTrack(_SessionTrack):
     async def recv(self) -> av.AudioFrame:
         if self._chunk is None:
             self._chunk = await self._await_start() * CHUNKS_PER_FRAME
-        due = self.clock.chunk_time(self._chunk)
+        due = self.clock.chunk_time(self._chunk) - OPUS_ENCODER_DELAY_S
         await self.clock.clock.sleep_until(due)
         if self.clock.now() - due > MAX_BEHIND_S:
             self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
@@ -147,6 +152,6 @@ class SessionAudioTrack(_SessionTrack):
         frame.sample_rate = SAMPLE_RATE
         frame.pts = chunk * AUDIO_CHUNK_SAMPLES
         frame.time_base = AUDIO_TIME_BASE
-        if self.probe is not None:
-            self.probe.audio(chunk, self.clock.now())
+        if self.probe is not None:  # when its packet will leave: with the next hand-over
+            self.probe.audio(chunk, self.clock.now() + OPUS_ENCODER_DELAY_S)
         return frame
