@@ -80,14 +80,17 @@ def include_loopback_candidates(only: bool = False) -> None:
 
 
 def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory | None = None,
-               clock: Clock | None = None) -> web.Application:
+               clock: Clock | None = None,
+               load_avatar: Callable[[], Avatar] | None = None) -> web.Application:
+    """The server. The optional seams are for tests: an engine factory, a clock, a default avatar."""
     config = config or ServeConfig()
+    load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
     factory = engine_factory or default_engine_factory
     state = ServerState(
         config=config, token=token, token_generated=generated, pool=pool, metrics=ServerMetrics(),
-        avatars=AvatarStore(default_avatar_loader(config.face), pool, config.uploads),
+        avatars=AvatarStore(load_avatar, pool, config.uploads),
         engine_factory=factory, clock=clock or MonotonicClock(),
         max_sessions=config.max_sessions or 0,
     )
@@ -112,8 +115,9 @@ async def _measure_capacity(app: web.Application) -> None:
     if state.max_sessions:
         return
 
+    avatar = await state.avatars.default()  # loaded now, so the first session does not wait
+
     def measure() -> str:
-        avatar = default_avatar_loader(state.config.face)()
         capacity = estimate_capacity(state.engine_factory(avatar))
         state.max_sessions = capacity.max_sessions
         return capacity.describe()

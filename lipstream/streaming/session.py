@@ -31,7 +31,7 @@ WATCH_PERIOD_S = 0.25  # how often the watchdog looks at timeouts and exports in
 @dataclass(frozen=True)
 class SessionConfig:
     connect_timeout_s: float = 15.0  # ICE + DTLS must be up this soon after the answer
-    idle_timeout_s: float = 4.0  # no inbound audio packet for this long: the peer is gone
+    idle_timeout_s: float = 3.0  # no inbound audio packet for this long: the peer is gone
     ring_ms: int = 240  # frames kept for the tracks and viewers to read
     max_viewers: int = 8
     inbox: InboxConfig = field(default_factory=InboxConfig)

@@ -1,0 +1,62 @@
+"""Helpers for tests that run `lipstream serve` on loopback with real aiortc peers."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+
+from lipstream.streaming.client import Publisher
+from lipstream.streaming.routes import STATE
+from lipstream.streaming.server import ServeConfig, create_app
+from lipstream.streaming.state import ServerState
+
+
+def loopback_only(monkeypatch: "object") -> None:
+    """NOTES.md: aioice skips 127.0.0.1; tests gather only it, so no packet leaves the machine."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses",  # type: ignore[attr-defined]
+                        lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: web.Application
+
+    @property
+    def state(self) -> ServerState:
+        return self.app[STATE]
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: ServeConfig, **seams: Callable[..., object]) -> AsyncIterator[RunningServer]:
+    app = create_app(config, **seams)  # type: ignore[arg-type]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        await runner.cleanup()
+
+
+async def publish(server: RunningServer, http: aiohttp.ClientSession, pcm: np.ndarray,
+                  token: str | None = None, **kwargs: object) -> Publisher:
+    publisher = Publisher(server.url, pcm, token=token, **kwargs)  # type: ignore[arg-type]
+    await publisher.start(http)
+    await asyncio.wait_for(publisher.connected.wait(), 10)
+    return publisher
+
+
+async def still_streaming(publisher: Publisher, within_s: float = 1.0) -> bool:
+    """True when new frames keep arriving: at least half the expected count within `within_s`."""
+    before = len(publisher.received.video_pts)
+    await asyncio.sleep(within_s)
+    return len(publisher.received.video_pts) - before >= within_s * 25 / 2

@@ -1,0 +1,224 @@
+"""`lipstream serve` over real HTTP and real aiortc peers on loopback: the API, its errors and
+limits, and session lifecycle. Each hostile request must leave a running session streaming."""
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import aiohttp
+import numpy as np
+import pytest
+from aiortc import RTCSessionDescription
+from PIL import Image
+
+from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.engine import Engine
+from lipstream.streaming.server import ServeConfig
+from lipstream.streaming.session import new_peer_connection
+from tests.serving import loopback_only, publish, running_server, still_streaming
+
+TOKEN = "test-token"
+SDP = {"Content-Type": "application/sdp"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CONFIG = ServeConfig(max_sessions=2, token=TOKEN, loopback_ice=False)
+SILENCE = np.zeros(16_000, np.float32)
+
+
+@pytest.fixture(scope="module")
+def avatar() -> Avatar:
+    return Avatar.default(AvatarConfig(size=256))
+
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    loopback_only(monkeypatch)
+
+
+def seams(avatar: Avatar) -> dict[str, Callable[..., object]]:
+    return {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
+
+
+def png(width: int, height: int, flat: bool = False) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = np.full((height, width, 3), 128, np.uint8) if flat else \
+        rng.integers(0, 255, (height, width, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def expect(response: aiohttp.ClientResponse, status: int, says: str) -> None:
+    body = await response.json()
+    assert response.status == status, body
+    assert says in body["error"], body["error"]
+
+
+async def test_hostile_requests_get_json_reasons_and_the_live_session_keeps_streaming(
+        avatar: Avatar) -> None:
+    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        live = await publish(server, http, SILENCE, token=TOKEN)
+        url = server.url
+        checks = [
+            (http.post(f"{url}/v1/sessions", data="v=0", headers=SDP), 401, "Bearer"),
+            (http.post(f"{url}/v1/sessions", data="v=0", headers=SDP | {"Authorization": "Bearer nope"}),
+             401, "token"),
+            (http.post(f"{url}/v1/sessions", data="hello", headers=SDP | AUTH), 400, "malformed SDP"),
+            (http.post(f"{url}/v1/sessions", data="v=0\r\no=- 0 0 IN IP4 x\r\nm=audio 9 RTP/AVP 0\r\n"
+                       "m=video x\r\n", headers=SDP | AUTH), 400, "SDP"),
+            (http.post(f"{url}/v1/sessions", data="v=0", headers=AUTH | {"Content-Type": "text/plain"}),
+             415, "application/sdp"),
+            (http.post(f"{url}/v1/sessions", data="v=0\n" + "a" * 70_000, headers=SDP | AUTH), 413, "limit"),
+            (http.delete(f"{url}/v1/sessions/nope", headers=AUTH), 404, "no session"),
+            (http.post(f"{url}/v1/sessions/nope/viewers", data="v=0", headers=SDP | AUTH), 404, "no session"),
+            (http.post(f"{url}/v1/sessions?avatar=nope", data=live.pc.localDescription.sdp,
+                       headers=SDP | AUTH), 404, "no avatar"),
+            (http.post(f"{url}/v1/avatars", data=b"not an image", headers=AUTH), 422, "JPEG or PNG"),
+            (http.post(f"{url}/v1/avatars", data=png(8000, 6000, flat=True), headers=AUTH), 422, "MP"),
+            (http.post(f"{url}/v1/avatars", data=png(320, 320, flat=True), headers=AUTH), 422, "face"),
+            (http.post(f"{url}/v1/avatars", data=b"\0" * (21 * 1024 * 1024), headers=AUTH), 413, "limit"),
+            (http.get(f"{url}/v1/nothing-here"), 404, "Not Found"),
+        ]
+        for request, status, says in checks:
+            async with request as response:
+                await expect(response, status, says)
+            assert await still_streaming(live, 0.4), f"the live session stalled after a {status}"
+        assert len(server.state.sessions) == 1  # no half-made session left behind
+        await live.stop(http)
+
+
+async def test_over_capacity_is_503_with_retry_after_and_a_freed_slot_is_reusable(avatar: Avatar) -> None:
+    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        first = await publish(server, http, SILENCE, token=TOKEN)
+        second = await publish(server, http, SILENCE, token=TOKEN)
+        async with http.post(f"{server.url}/v1/sessions", data=first.pc.localDescription.sdp,
+                             headers=SDP | AUTH) as response:
+            await expect(response, 503, "capacity")
+            assert int(response.headers["Retry-After"]) > 0
+        assert await still_streaming(first, 0.4) and await still_streaming(second, 0.4)
+        await second.stop(http)  # DELETE frees the slot at once
+        third = await publish(server, http, SILENCE, token=TOKEN)
+        assert await still_streaming(third, 0.4) and await still_streaming(first, 0.4)
+        for publisher in (first, third):
+            await publisher.stop(http)
+        assert server.state.sessions == {}
+
+
+async def test_delete_releases_everything_and_is_idempotent(avatar: Avatar) -> None:
+    config = replace(CONFIG, token=None)
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        publisher = await publish(server, http, SILENCE)
+        assert await still_streaming(publisher, 0.4)
+        session = next(iter(server.state.sessions.values()))
+        async with http.delete(server.url + str(publisher.location)) as response:
+            assert response.status == 204
+        assert session.end_reason == "deleted"
+        assert session.pc.connectionState == "closed"
+        assert session.producer.engine is None
+        assert all(task.done() for task in session._tasks)
+        async with http.delete(server.url + str(publisher.location)) as response:
+            await expect(response, 404, "no session")
+        await session.close("again")  # a second teardown is harmless
+        async with http.get(f"{server.url}/healthz") as response:
+            assert (await response.json())["sessions"] == 0
+        async with http.get(f"{server.url}/metrics") as response:
+            text = await response.text()
+        assert "lipstream_sessions 0.0" in text
+        assert 'lipstream_sessions_ended_total{reason="deleted"} 1.0' in text
+        assert 'lipstream_frames_total{result="rendered"}' in text
+        await publisher.stop()
+
+
+VANISHING_PEER = """
+import asyncio, sys, aiohttp, aioice.ice, numpy as np
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+from lipstream.streaming.client import Publisher
+async def main():
+    async with aiohttp.ClientSession() as http:
+        publisher = Publisher(sys.argv[1], np.zeros(16000, np.float32))
+        await publisher.start(http)
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        print("connected", flush=True)
+        await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+async def test_a_peer_that_vanishes_is_freed_within_5_s(avatar: Avatar) -> None:
+    config = replace(CONFIG, token=None)
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        live = await publish(server, http, SILENCE)
+        peer = subprocess.Popen([sys.executable, "-c", VANISHING_PEER, server.url], stdout=subprocess.PIPE,
+                                env=os.environ | {"PYTHONPATH": os.getcwd()})
+        try:
+            line = await asyncio.get_running_loop().run_in_executor(None, peer.stdout.readline)  # type: ignore[union-attr]
+            assert line.strip() == b"connected"
+            assert len(server.state.sessions) == 2
+            peer.send_signal(signal.SIGKILL)  # no DELETE, no DTLS close: packets just stop
+            killed = time.monotonic()
+            while len(server.state.sessions) > 1 and time.monotonic() - killed < 10:
+                await asyncio.sleep(0.1)
+            freed_after_s = time.monotonic() - killed
+        finally:
+            peer.kill()
+            peer.wait()
+        assert freed_after_s < 5.0, f"session of a vanished peer lived {freed_after_s:.1f} s"
+        assert await still_streaming(live)
+        await live.stop(http)
+
+
+async def test_viewer_watches_a_session_and_avatar_upload_starts_one(avatar: Avatar) -> None:
+    config = replace(CONFIG, token=None)
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        photo = io.BytesIO()
+        Image.fromarray(avatar.image).save(photo, format="JPEG")
+        form = aiohttp.FormData()
+        form.add_field("photo", photo.getvalue(), filename="me.jpg", content_type="image/jpeg")
+        async with http.post(f"{server.url}/v1/avatars", data=form) as response:
+            assert response.status == 201, await response.text()
+            avatar_id = (await response.json())["id"]
+        publisher = await publish(server, http, SILENCE, avatar=avatar_id)
+        viewer = new_peer_connection()
+        viewer.addTransceiver("video", direction="recvonly")
+        viewer.addTransceiver("audio", direction="recvonly")
+        frames: list[int] = []
+
+        @viewer.on("track")
+        def on_track(track: object) -> None:
+            async def drain() -> None:
+                while True:
+                    frames.append((await track.recv()).pts)  # type: ignore[attr-defined]
+            if getattr(track, "kind", "") == "video":
+                asyncio.ensure_future(drain())
+
+        await viewer.setLocalDescription(await viewer.createOffer())
+        async with http.post(f"{server.url}{publisher.location}/viewers",
+                             data=viewer.localDescription.sdp, headers=SDP) as response:
+            assert response.status == 201, await response.text()
+            viewer_url = server.url + response.headers["Location"]
+            answer = await response.text()
+        await viewer.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await asyncio.sleep(2.0)
+        assert len(frames) >= 30, f"viewer got {len(frames)} frames in 2 s"
+        assert await still_streaming(publisher, 0.4)
+        async with http.delete(viewer_url) as response:
+            assert response.status == 204
+        await viewer.close()
+        await publisher.stop(http)
+
+
+async def test_non_loopback_bind_requires_a_token_and_default_capacity_is_measured(
+        avatar: Avatar) -> None:
+    config = ServeConfig(host="0.0.0.0", loopback_ice=False)  # bound to loopback here all the same
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        assert server.state.token_generated and len(server.state.token or "") >= 24
+        async with http.post(f"{server.url}/v1/sessions", data="v=0", headers=SDP) as response:
+            await expect(response, 401, "Bearer")
+        async with http.get(f"{server.url}/healthz") as response:
+            health = await response.json()
+        assert health["status"] == "ok" and health["max_sessions"] >= 1
