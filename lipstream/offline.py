@@ -20,7 +20,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", type=Path, required=True, help="speech: wav, mp3, m4a, ogg, flac...")
     parser.add_argument("--out", type=Path, required=True, help="output .mp4")
     parser.add_argument("--size", type=int, default=_DEFAULT_AVATAR.size, help="output side in pixels")
-    parser.add_argument("--seed", type=int, default=_DEFAULT_ENGINE.seed, 
+    parser.add_argument("--seed", type=int, default=_DEFAULT_ENGINE.seed,
                         help="seed of blinks and head motion")
     parser.add_argument("--motion", default=_DEFAULT_ENGINE.motion,
                         help="'baseline', or an exported .onnx (default: the shipped model)")
