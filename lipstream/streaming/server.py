@@ -155,6 +155,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise LipstreamError("--max-sessions must be at least 1")
     config = replace(ServeConfig(), host=args.host, port=args.port, face=args.face,
                      max_sessions=args.max_sessions, token=args.token)
+    if not getattr(args, "verbose", False):  # aioice logs every ICE check at INFO
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     app = create_app(config)
     state = app[routes.STATE]
     shown = "localhost" if is_loopback(config.host) else config.host

@@ -1,0 +1,146 @@
+"""N concurrent sessions against a real `lipstream serve` on loopback: fps, gaps, A/V offset, CPU.
+
+    .venv/bin/python benchmarks/sessions.py --sessions 4 --seconds 20
+
+Starts the server as a subprocess (its CPU time is read from /proc, so the clients' decoding,
+which runs in this process, is not charged to it), connects N aiortc publishers that send
+speech-like audio, and after a warm-up measures, per session: received fps and the longest gap
+(from frame arrival times), the audio-video offset (arrival of each frame's packets minus that of
+the audio with the same media time), and frames the server rendered, skipped or sent late.
+Prints a table and writes JSON.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import aioice.ice
+import numpy as np
+
+from lipstream.bench import speechlike
+from lipstream.streaming.client import Publisher, fps_and_max_gap, transport_offsets_s
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def frame_counts(metrics_text: str) -> dict[str, float]:
+    found = re.findall(r'^lipstream_frames_total\{result="(\w+)"\} ([\d.e+]+)$', metrics_text, re.M)
+    return {result: float(value) for result, value in found}
+
+
+async def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited with {server.returncode}")
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit("server did not become healthy")
+
+
+def per_session(publisher: Publisher, since: float) -> dict[str, float]:
+    got = publisher.received
+    arrivals = [t for t in got.video_arrival if t >= since]
+    fps, max_gap_s = fps_and_max_gap(arrivals)
+    offsets_ms = transport_offsets_s(got, skip_s=2.0) * 1000
+    return {"fps": fps, "max_gap_ms": max_gap_s * 1000, "frames": len(arrivals),
+            "av_offset_median_ms": float(np.median(offsets_ms)),
+            "av_offset_p5_ms": float(np.percentile(offsets_ms, 5)),
+            "av_offset_p95_ms": float(np.percentile(offsets_ms, 95))}
+
+
+async def measure(url: str, server_pid: int, sessions: int, seconds: float, warmup_s: float) -> dict:
+    async with aiohttp.ClientSession() as http:
+        publishers = [Publisher(url, speechlike(seconds + warmup_s + 5, seed=i)) for i in range(sessions)]
+        for publisher in publishers:
+            await publisher.start(http)
+        await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), 20) for p in publishers))
+        await asyncio.sleep(warmup_s)
+        async with http.get(f"{url}/metrics") as response:
+            before = frame_counts(await response.text())
+        since, cpu_before, client_before = time.monotonic(), cpu_seconds(server_pid), time.process_time()
+        await asyncio.sleep(seconds)
+        wall = time.monotonic() - since
+        server_cpu = (cpu_seconds(server_pid) - cpu_before) / wall
+        client_cpu = (time.process_time() - client_before) / wall
+        async with http.get(f"{url}/metrics") as response:
+            after = frame_counts(await response.text())
+        rows = [per_session(p, since) for p in publishers]
+        for publisher in publishers:
+            await publisher.stop(http)
+    frames = {k: after.get(k, 0) - before.get(k, 0) for k in ("rendered", "skipped", "late")}
+    return {"sessions": sessions, "seconds": seconds, "cores": os.cpu_count(), "per_session": rows,
+            "server_cpu_cores": server_cpu, "server_cpu_per_session": server_cpu / sessions,
+            "client_cpu_cores": client_cpu, "server_frames": frames}
+
+
+def print_table(result: dict) -> None:
+    print(f"{result['sessions']} sessions, {result['seconds']:.0f} s, {result['cores']} cores")
+    print(f"{'session':>7} {'fps':>6} {'max gap ms':>10} {'A/V median ms':>13} {'A/V p5..p95 ms':>15}")
+    for i, row in enumerate(result["per_session"]):
+        print(f"{i:>7} {row['fps']:>6.2f} {row['max_gap_ms']:>10.0f} {row['av_offset_median_ms']:>13.1f} "
+              f"{row['av_offset_p5_ms']:>7.1f}..{row['av_offset_p95_ms']:<6.1f}")
+    frames = result["server_frames"]
+    total = max(sum(frames.values()) - frames["late"], 1)
+    print(f"server CPU: {result['server_cpu_cores'] * 100:.0f}% of one core in all, "
+          f"{result['server_cpu_per_session'] * 100:.0f}% per session; "
+          f"clients (this process): {result['client_cpu_cores'] * 100:.0f}%")
+    print(f"server frames: {frames['rendered']:.0f} rendered, {frames['skipped']:.0f} skipped "
+          f"({frames['skipped'] / total * 100:.1f}%), {frames['late']:.0f} sent late")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--out", default="benchmarks/results/sessions.json")
+    args = parser.parse_args()
+    # Loopback only: the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too.
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port),
+                               "--max-sessions", str(args.sessions)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_healthy(url, server))
+        result = asyncio.run(measure(url, server.pid, args.sessions, args.seconds, args.warmup))
+    finally:
+        server.terminate()
+        server.wait(10)
+    print_table(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
