@@ -15,3 +15,11 @@ class PhotoError(LipstreamError):
 
 class ModelError(LipstreamError):
     """A motion model file that is missing or does not fit this version."""
+
+
+class DeviceError(LipstreamError):
+    """A microphone or virtual camera that is missing, unsupported or cannot be opened."""
+
+
+class SpeechEngineError(LipstreamError):
+    """A text-to-speech engine for training data that is missing or failed."""

@@ -1,0 +1,211 @@
+"""`lipstream live`: microphone in, frames out to a virtual camera (and/or an mp4 file).
+
+One thread does everything: it waits for microphone audio, feeds the engine and renders the
+frames the audio completes. The microphone is the clock: 640 samples make one frame, so frames
+leave at the device's 25 fps and cannot drift from its audio however long the run. Pacing
+against the wall clock instead would drift by the device's crystal error (tens of ppm: a frame
+every few minutes). The monotonic clock is used only when the microphone stalls, to keep making
+idle frames at 25 fps so the camera never freezes.
+
+When rendering falls behind, the frames more than `max_backlog_ms` behind the microphone are
+taken without rendering (the image repeats, the mouth and the audio advance): the output stays
+live instead of queueing seconds of video.
+"""
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.errors import LipstreamError
+from lipstream.streaming.microphone import (
+    AudioChunk,
+    Microphone,
+    MicrophoneConfig,
+    list_input_devices,
+    open_portaudio,
+)
+from lipstream.streaming.sinks import FrameSink, Mp4Sink
+from lipstream.streaming.vcam import VirtualCamera, VirtualCameraConfig
+from lipstream.streaming.worker import FrameEngine
+
+FRAME_S = 1.0 / VIDEO_FPS  # 40 ms
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    max_backlog_ms: int = 80  # render a frame only if it is at most this far behind the microphone
+    stall_ms: int = 200  # no audio for this long: the microphone stalled; make idle frames
+
+
+class AudioSource(Protocol):
+    def read(self, timeout_s: float) -> AudioChunk | None: ...
+
+
+class LiveEngine(FrameEngine, Protocol):
+    """What the live loop needs of `lipstream.engine.Engine`."""
+
+    def ready(self) -> int: ...
+
+    def clear(self) -> None: ...
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0  # handed to the sinks
+    rendered: int = 0
+    skipped: int = 0  # taken without rendering to keep up
+    idle: int = 0  # made from silence while the microphone stalled
+
+    def describe(self) -> str:
+        return (f"{self.frames} frames ({self.rendered} rendered, {self.skipped} skipped to keep up, "
+                f"{self.idle} idle while the microphone stalled)")
+
+
+class LiveLoop:
+    def __init__(self, engine: LiveEngine, source: AudioSource, sinks: Sequence[FrameSink],
+                 config: LiveConfig | None = None, now: Callable[[], float] = time.monotonic) -> None:
+        self.engine, self.source, self.sinks = engine, source, list(sinks)
+        self.config = config or LiveConfig()
+        self.stats = LiveStats()
+        self._now = now
+        self._stalled = False
+        self._max_backlog_frames = max(self.config.max_backlog_ms * VIDEO_FPS // 1000, 1)
+
+    def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> LiveStats:
+        """Until `max_frames` frames have gone out, or `stop` is set (or Ctrl-C)."""
+        accounted = self._now()  # time up to which input (audio or stall silence) has been taken
+        while not (stop is not None and stop.is_set()) and not self._done(max_frames):
+            wait_s = FRAME_S if self._stalled else self.config.stall_ms / 1000
+            chunk = self.source.read(wait_s)
+            now = self._now()
+            if chunk is None:
+                self._fill_stall(now - accounted)
+            else:
+                self._take_audio(chunk)
+            accounted = now
+            self._emit(max_frames)
+        return self.stats
+
+    def _done(self, max_frames: int | None) -> bool:
+        return max_frames is not None and self.stats.frames >= max_frames
+
+    def _take_audio(self, chunk: AudioChunk) -> None:
+        if self._stalled:
+            # the stall was filled with silence; restart the input so the late audio does not
+            # add the stall's length to the latency for the rest of the run
+            self.engine.clear()
+            self._stalled = False
+        self.engine.push_audio(chunk.pcm, chunk.sample_rate)
+        while (more := self.source.read(0)) is not None:  # catch up on whatever queued meanwhile
+            self.engine.push_audio(more.pcm, more.sample_rate)
+
+    def _fill_stall(self, elapsed_s: float) -> None:
+        self._stalled = True
+        samples = round(elapsed_s * SAMPLE_RATE)
+        before = self.engine.ready()
+        self.engine.push_audio(np.zeros(samples, np.float32), SAMPLE_RATE)
+        self.stats.idle += self.engine.ready() - before
+
+    def _emit(self, max_frames: int | None) -> None:
+        while (backlog := self.engine.ready()) > 0 and not self._done(max_frames):
+            frame = self.engine.pop_frame(render=backlog <= self._max_backlog_frames)
+            if frame is None:
+                break
+            for sink in self.sinks:
+                sink.send(frame)
+            self.stats.frames += 1
+            self.stats.rendered += frame.rendered
+            self.stats.skipped += not frame.rendered
+
+
+def add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--face", type=Path, help="face photo (default: the bundled avatar)")
+    parser.add_argument("--mic", metavar="DEVICE",
+                        help="microphone: a name, a unique part of one, or an index (see --list-devices)")
+    parser.add_argument("--list-devices", action="store_true", help="print the microphones and exit")
+    parser.add_argument("--vcam", action="store_true", help="send the video to a virtual camera "
+                        "(it carries no audio)")
+    parser.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video2 (default: the first)")
+    parser.add_argument("--vcam-backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
+    parser.add_argument("--out", type=Path, help="also write video and audio to this .mp4")
+    parser.add_argument("--seconds", type=float, help="stop after this many seconds of video")
+    parser.add_argument("--size", type=int, help="output side in pixels (default: the avatar's)")
+
+
+def run_live(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        return _list_devices()
+    if not args.vcam and args.out is None:
+        raise LipstreamError("nothing to send the video to: add --vcam (virtual camera) "
+                             "and/or --out FILE.mp4")
+    if args.face is not None and not args.face.is_file():
+        raise LipstreamError(f"photo not found: {args.face}")
+    with contextlib.ExitStack() as stack:
+        mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))
+        from lipstream.engine.avatar import Avatar, AvatarConfig  # slow imports after the cheap checks
+        from lipstream.engine.engine import Engine
+
+        avatar_config = AvatarConfig() if args.size is None else AvatarConfig(size=args.size)
+        sinks = _open_sinks(args, avatar_config.size, stack)
+        avatar = Avatar.from_image(args.face, avatar_config) if args.face else Avatar.default(avatar_config)
+        engine = Engine(avatar)
+        loop = LiveLoop(engine, mic, sinks)
+        latency_ms = 1000 * engine.latency_samples // SAMPLE_RATE
+        _say(f"microphone '{mic.device.name}' at {mic.sample_rate} Hz -> "
+             + ", ".join(_describe(s, latency_ms) for s in sinks) + "; Ctrl-C stops")
+        mic.start()
+        max_frames = None if args.seconds is None else round(args.seconds * VIDEO_FPS)
+        try:
+            stats = loop.run(max_frames)
+        except KeyboardInterrupt:
+            stats = loop.stats
+        dropped = f", {mic.dropped_chunks} audio chunks dropped" if mic.dropped_chunks else ""
+        _say(stats.describe() + dropped)
+    return 0
+
+
+def _open_sinks(args: argparse.Namespace, size: int, stack: contextlib.ExitStack) -> list[FrameSink]:
+    sinks: list[FrameSink] = []
+    if args.vcam:
+        config = VirtualCameraConfig(device=args.vcam_device, backend=args.vcam_backend)
+        sinks.append(VirtualCamera(size, config))
+        stack.callback(sinks[-1].close)
+    if args.out is not None:
+        sinks.append(Mp4Sink(args.out, size))
+        stack.callback(sinks[-1].close)
+    return sinks
+
+
+def _describe(sink: FrameSink, latency_ms: int) -> str:
+    if isinstance(sink, VirtualCamera):
+        return (f"virtual camera {sink.device} (video only, at least {latency_ms} ms behind the "
+                "microphone: a call app that uses the microphone directly hears the voice first)")
+    return f"{sink.path} (video and audio)" if isinstance(sink, Mp4Sink) else type(sink).__name__
+
+
+def _list_devices() -> int:
+    pa = open_portaudio()
+    try:
+        devices = list_input_devices(pa)
+    finally:
+        pa.terminate()
+    if not devices:
+        _say("no microphone found: connect one or start the sound server (PulseAudio/PipeWire)")
+        return 2
+    print("microphones (pass the name or index to --mic):")
+    for device in devices:
+        print(device.describe())
+    return 0
+
+
+def _say(line: str) -> None:
+    print(f"lipstream live: {line}", file=sys.stderr, flush=True)
