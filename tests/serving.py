@@ -60,3 +60,13 @@ async def still_streaming(publisher: Publisher, within_s: float = 1.0) -> bool:
     before = len(publisher.received.video_pts)
     await asyncio.sleep(within_s)
     return len(publisher.received.video_pts) - before >= within_s * 25 / 2
+
+
+async def record_session(pcm: np.ndarray, config: ServeConfig, keep_size: int | None = None,
+                         tail_s: float = 0.5, **seams: Callable[..., object]) -> Publisher:
+    """Run a server, publish `pcm` at real time, and return the publisher with what it received."""
+    async with running_server(config, **seams) as server, aiohttp.ClientSession() as http:
+        publisher = await publish(server, http, pcm, keep_size=keep_size)
+        await asyncio.sleep(pcm.size / 16_000 + tail_s)
+        await publisher.stop(http)
+        return publisher

@@ -19,6 +19,7 @@ from PIL import Image
 
 from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.engine import Engine
+from lipstream.streaming.client import fps_and_max_gap, transport_offsets_s
 from lipstream.streaming.server import ServeConfig
 from lipstream.streaming.session import new_peer_connection
 from tests.serving import loopback_only, publish, running_server, still_streaming
@@ -222,3 +223,45 @@ async def test_non_loopback_bind_requires_a_token_and_default_capacity_is_measur
         async with http.get(f"{server.url}/healthz") as response:
             health = await response.json()
         assert health["status"] == "ok" and health["max_sessions"] >= 1
+
+
+async def test_an_h264_only_offer_gets_h264(avatar: Avatar) -> None:
+    """OBS decodes only H.264: the server must not strip it from what it can send."""
+    config = replace(CONFIG, token=None)
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        publisher = await publish(server, http, SILENCE, video_codec="video/H264")
+        assert await still_streaming(publisher, 1.0)
+        assert "H264/90000" in str(publisher.pc.remoteDescription.sdp).split("m=video")[1]
+        await publisher.stop(http)
+
+
+async def test_a_machine_too_slow_to_render_every_frame_skips_renders_and_stays_live(avatar: Avatar) -> None:
+    """Renders that take 60 ms (a 40 ms budget): the session keeps 25 fps and its audio, repeats
+    images instead of queueing them, and says so in the metrics."""
+
+    def slow_engine(a: Avatar) -> Engine:
+        engine = Engine(a)
+        render = engine.renderer.render
+
+        def slow_render(controls: np.ndarray, index: int) -> np.ndarray:
+            time.sleep(0.06)  # in a worker thread: this is the slow machine, not the event loop
+            return render(controls, index)
+
+        engine.renderer.render = slow_render  # type: ignore[method-assign]
+        return engine
+
+    config = replace(CONFIG, token=None)
+    async with running_server(config, engine_factory=slow_engine, load_avatar=lambda: avatar) as server, \
+            aiohttp.ClientSession() as http:
+        publisher = await publish(server, http, SILENCE)
+        await asyncio.sleep(3.0)
+        counts = next(iter(server.state.sessions.values())).producer.counts
+        assert await still_streaming(publisher, 1.0)
+        async with http.get(f"{server.url}/metrics") as response:
+            text = await response.text()
+        await publisher.stop(http)
+    assert counts["skipped"] > 10 and counts["rendered"] > 10, counts
+    assert 'lipstream_frames_total{result="skipped"}' in text
+    fps, _ = fps_and_max_gap(publisher.received.video_arrival)
+    assert fps > 24.0
+    assert abs(np.median(transport_offsets_s(publisher.received, skip_s=0.5))) < 0.02  # still in sync

@@ -71,8 +71,10 @@ class Reception:
 
 class Publisher:
     def __init__(self, base_url: str, pcm: np.ndarray, token: str | None = None,
-                 avatar: str | None = None, keep_size: int | None = None) -> None:
+                 avatar: str | None = None, keep_size: int | None = None,
+                 video_codec: str | None = None) -> None:
         self.base_url, self.token, self.avatar = base_url.rstrip("/"), token, avatar
+        self.video_codec = video_codec  # e.g. "video/H264" to offer only that (as OBS does)
         self.keep_size = keep_size
         self.pc: RTCPeerConnection = new_peer_connection()
         self.track = PcmTrack(pcm)
@@ -88,7 +90,11 @@ class Publisher:
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Offer audio sendrecv + video recvonly, POST it, apply the answer."""
         self.pc.addTransceiver(self.track, direction="sendrecv")
-        self.pc.addTransceiver("video", direction="recvonly")
+        video = self.pc.addTransceiver("video", direction="recvonly")
+        if self.video_codec is not None:
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            assert capabilities is not None
+            video.setCodecPreferences([c for c in capabilities.codecs if c.mimeType == self.video_codec])
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         await self.pc.setLocalDescription(await self.pc.createOffer())

@@ -131,6 +131,9 @@ async def post_session(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises many types for bad SDP; all mean "fix the offer"
         await session.close("bad_offer")
         raise ApiError(400, f"cannot use this SDP offer: {exc or type(exc).__name__}") from None
+    except BaseException:  # cancelled mid-answer (server shutting down): leave nothing behind
+        session.end("cancelled")
+        raise
     return web.Response(status=201, text=answer, content_type=SDP,
                         headers={"Location": f"/v1/sessions/{session.id}"})
 
