@@ -2,9 +2,11 @@
 limits, and session lifecycle. Each hostile request must leave a running session streaming."""
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -265,3 +267,28 @@ async def test_a_machine_too_slow_to_render_every_frame_skips_renders_and_stays_
     fps, _ = fps_and_max_gap(publisher.received.video_arrival)
     assert fps > 24.0
     assert abs(np.median(transport_offsets_s(publisher.received, skip_s=0.5))) < 0.02  # still in sync
+
+
+async def test_lipstream_serve_command_starts_with_measured_capacity() -> None:
+    """The real command, default avatar and engine: it binds, measures capacity and serves."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        health = None
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        health = await response.json()
+                        break
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert health is not None, err.decode()[-2000:]
+    assert health["max_sessions"] >= 1 and health["sessions"] == 0
+    assert f"http://localhost:{port}/" in out.decode()
+    assert "capacity:" in err.decode()  # how the default limit was derived is logged
