@@ -3,6 +3,7 @@ limits, and session lifecycle. Each hostile request must leave a running session
 
 import asyncio
 import contextlib
+import gc
 import io
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -127,6 +129,9 @@ async def test_delete_releases_everything_and_is_idempotent(avatar: Avatar) -> N
         async with http.delete(server.url + str(publisher.location)) as response:
             await expect(response, 404, "no session")
         await session.close("again")  # a second teardown is harmless
+        gone, session = weakref.ref(session), None  # type: ignore[assignment]
+        gc.collect()
+        assert gone() is None, "something still holds the ended session (and its engine)"
         async with http.get(f"{server.url}/healthz") as response:
             assert (await response.json())["sessions"] == 0
         async with http.get(f"{server.url}/metrics") as response:

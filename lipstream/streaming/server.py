@@ -143,7 +143,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face", default=d.face, help="photo of the face to animate "
                         "(default: the bundled avatar)")
     parser.add_argument("--max-sessions", type=int, default=d.max_sessions,
-                        help="concurrent sessions before answering 503 (default: measured at start-up)")
+                        help="concurrent sessions before answering 503 (default: measured at start-up as "
+                        "cores x 40 ms / (engine + VP8 encode ms per frame) x 0.5)")
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
                         "session endpoints (generated when binding a non-loopback address)")
 
