@@ -1,0 +1,113 @@
+// The viewer page: watch one session (WHEP's shape: POST a recvonly offer, get the answer).
+// It starts by itself and reconnects by itself, because in OBS nobody is there to click.
+"use strict";
+
+const RETRY_MS = 3000;
+const GATHER_TIMEOUT_MS = 3000;
+
+const video = document.getElementById("video");
+const overlay = document.getElementById("overlay");
+const message = document.getElementById("message");
+const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+const token = new URLSearchParams(location.search).get("token");
+
+// Exposed for tests: the current peer connection.
+const viewer = window.lipstreamViewer = { pc: null, location: null, wantsClick: false };
+
+function say(text, clickable) {
+  message.textContent = text;
+  overlay.hidden = !text;
+  overlay.style.pointerEvents = clickable ? "auto" : "none";
+}
+
+function headers(extra) {
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+    setTimeout(resolve, GATHER_TIMEOUT_MS);
+  });
+}
+
+// Sound first; if the browser refuses autoplay with sound (no click yet), play muted and ask
+// for a click. OBS (with "Control audio via OBS") and kiosk browsers allow sound at once.
+async function play() {
+  video.muted = false;
+  try {
+    await video.play();
+    say("");
+  } catch (_) {
+    video.muted = true;
+    viewer.wantsClick = true;
+    say("Click for sound", true);
+    await video.play().catch(() => {});
+  }
+}
+
+async function errorOf(response) {
+  try {
+    return (await response.json()).error || `${response.status}`;
+  } catch (_) {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+function retryLater(reason) {
+  say(`${reason}. Retrying…`, false);
+  setTimeout(connect, RETRY_MS);
+}
+
+async function connect() {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  viewer.pc = pc;
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream();
+  pc.addEventListener("track", (event) => {
+    stream.addTrack(event.track);
+    if (video.srcObject !== stream) {
+      video.srcObject = stream;
+      play();
+    }
+  });
+  pc.addEventListener("connectionstatechange", () => {
+    if (viewer.pc === pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) {
+      viewer.pc = null;
+      pc.close();
+      retryLater("The session's stream stopped");
+    }
+  });
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const response = await fetch(`/v1/sessions/${encodeURIComponent(sessionId)}/viewers`, {
+      method: "POST", headers: headers({ "Content-Type": "application/sdp" }), body: pc.localDescription.sdp,
+    });
+    if (!response.ok) throw new Error(await errorOf(response));
+    viewer.location = response.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  } catch (err) {
+    viewer.pc = null;
+    pc.close();
+    retryLater(err.message || String(err));
+  }
+}
+
+overlay.addEventListener("click", () => {
+  if (!viewer.wantsClick) return;
+  viewer.wantsClick = false;
+  video.muted = false;
+  video.play().catch(() => {});
+  say("");
+});
+window.addEventListener("pagehide", () => {
+  if (viewer.location) fetch(viewer.location, { method: "DELETE", headers: headers({}), keepalive: true });
+});
+
+if (sessionId) connect();
+else say("No session in the address: open /view/SESSION_ID", false);
