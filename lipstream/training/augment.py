@@ -152,10 +152,10 @@ def opus_round_trip(audio: np.ndarray, bitrate_bps: int) -> np.ndarray:
     pcm = (np.clip(pcm48, -1, 1) * 32767).astype(np.int16)
     pcm = np.concatenate([pcm, np.zeros((-pcm.size) % OPUS_FRAME_SAMPLES + 2 * OPUS_FRAME_SAMPLES, np.int16)])
     encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate, encoder.layout, encoder.format = OPUS_RATE_HZ, "mono", "s16"  # type: ignore[attr-defined]
+    encoder.sample_rate, encoder.layout, encoder.format = OPUS_RATE_HZ, "mono", "s16"
     encoder.bit_rate = bitrate_bps
     decoder = av.CodecContext.create("opus", "r")
-    decoder.sample_rate, decoder.layout = OPUS_RATE_HZ, "mono"  # type: ignore[attr-defined]
+    decoder.sample_rate, decoder.layout = OPUS_RATE_HZ, "mono"
     decoded: list[np.ndarray] = []
     for start in range(0, pcm.size + 1, OPUS_FRAME_SAMPLES):
         frame = None
@@ -164,7 +164,7 @@ def opus_round_trip(audio: np.ndarray, bitrate_bps: int) -> np.ndarray:
                 pcm[None, start : start + OPUS_FRAME_SAMPLES], format="s16", layout="mono"
             )
             frame.sample_rate, frame.pts = OPUS_RATE_HZ, start
-        for packet in encoder.encode(frame):  # type: ignore[attr-defined]
+        for packet in encoder.encode(frame):
             decoded += [f.to_ndarray().reshape(-1) for f in decoder.decode(packet)]
     out48 = np.concatenate(decoded)[OPUS_DELAY_SAMPLES : OPUS_DELAY_SAMPLES + pcm48.size]
     out = resample_poly(out48, 1, OPUS_UPSAMPLE)[: audio.size]

@@ -24,12 +24,25 @@ from lipstream.errors import SpeechEngineError
 from lipstream.training import text as text_source
 from lipstream.training.augment import DEFAULT_AUGMENT, AugmentConfig, augment_speech
 from lipstream.training.targets import control_targets, frame_visemes
-from lipstream.training.tts import ARPABET, IPA, Phone, Synthesizer, engine
+from lipstream.training.tts import (
+    ARPABET,
+    INSTALL_HINT,
+    IPA,
+    NEUTRAL,
+    Phone,
+    Prosody,
+    Synthesizer,
+    available,
+    engine,
+)
+from lipstream.training.tts_cli import Festival
 
 __all__ = ["Phone", "Utterance", "VoiceSpec", "augment", "synthesize", "utterances", "voices"]
 
 PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA}
 SPLITS = ("train", "heldout")
+MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 5  # shorter draws (a lone word that failed) are skipped
+FESTIVAL_BATCH = 8  # utterances per Festival process
 
 ESPEAK_TRAIN_LANGUAGES = (
     "en-us",
@@ -111,8 +124,10 @@ def synthesize(engine: str, voice: str, text: str, language: str = "en") -> Utte
     return _synthesize_with(_engine(engine), voice, text, language)
 
 
-def _synthesize_with(synth: Synthesizer, voice: str, text: str, language: str) -> Utterance:
-    speech = synth.synthesize(voice, text, language)
+def _synthesize_with(
+    synth: Synthesizer, voice: str, text: str, language: str, prosody: Prosody = NEUTRAL
+) -> Utterance:
+    speech = synth.synthesize(voice, text, language, prosody)
     return label(speech.audio, speech.phones, synth.name, voice, language, text)
 
 
@@ -156,36 +171,72 @@ def augment(u: Utterance, rng: np.random.Generator, cfg: AugmentConfig = DEFAULT
 _augment = augment  # `utterances` takes a flag of the same name
 
 
-def _available_engines(split: str) -> dict[str, Synthesizer]:
-    """Fresh synthesizers for the split's engines that are installed (fresh: Piper replays its noise)."""
-    found: dict[str, Synthesizer] = {}
-    for name in ENGINE_WEIGHTS[split]:
-        try:
-            found[name] = engine(name)
-        except SpeechEngineError:
-            continue
-    if not found:
-        raise SpeechEngineError(
-            "no speech engine installed: apt-get install flite festival, or pip install espeakng-loader"
-        )
-    return found
-
-
 def utterances(split: str, seed: int, augment: bool = True) -> Iterator[Utterance]:
     """Endless utterances from the split's voices; the same seed gives the same stream."""
-    rng = np.random.default_rng(seed)
-    engines = _available_engines(split)
-    names = sorted(engines)
-    weights = np.array([ENGINE_WEIGHTS[split][n] for n in names])
-    by_engine = {n: [s for s in voices(split) if s.engine == n] for n in names}
+    sampler = _Sampler(split, np.random.default_rng(seed))
     while True:
-        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-        spec = by_engine[name][int(rng.integers(0, len(by_engine[name])))]
-        text = text_source.random_text(spec.language, rng)
-        try:
-            u = _synthesize_with(engines[name], spec.voice, text, spec.language)
-        except SpeechEngineError:
-            continue  # a voice missing on this machine: draw another
-        if u.audio.size < SAMPLE_RATE // 10:
-            continue
-        yield _augment(u, rng) if augment else u
+        u = sampler.next_clean()
+        yield _augment(u, sampler.rng) if augment else u
+
+
+class _Sampler:
+    """Draws voice, text and speaking style; engines start on first use and are fresh per stream
+    (so Piper's seeded noise replays). Festival runs batches of one voice, buffered per voice."""
+
+    def __init__(self, split: str, rng: np.random.Generator) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: use 'train' or 'heldout'")
+        self.rng = rng
+        self.names = sorted(n for n in ENGINE_WEIGHTS[split] if available(n))
+        if not self.names:
+            hints = "; ".join(f"{n}: {INSTALL_HINT[n]}" for n in ENGINE_WEIGHTS[split])
+            raise SpeechEngineError(f"no speech engine for the {split} split is installed ({hints})")
+        weights = np.array([ENGINE_WEIGHTS[split][n] for n in self.names])
+        self.weights = weights / weights.sum()
+        self.specs = {n: [s for s in voices(split) if s.engine == n] for n in self.names}
+        self.engines: dict[str, Synthesizer] = {}
+        self.buffered: dict[VoiceSpec, list[Utterance]] = {}
+
+    def next_clean(self) -> Utterance:
+        while True:
+            name = self.names[int(self.rng.choice(len(self.names), p=self.weights))]
+            spec = self.specs[name][int(self.rng.integers(0, len(self.specs[name])))]
+            try:
+                u = self._draw(spec)
+            except SpeechEngineError:
+                continue  # e.g. a Festival voice not installed here: draw another
+            if u.audio.size >= MIN_UTTERANCE_SAMPLES:
+                return u
+
+    def _engine(self, name: str) -> Synthesizer:
+        if name not in self.engines:
+            self.engines[name] = engine(name)
+        return self.engines[name]
+
+    def _prosody(self, name: str) -> Prosody:
+        tempo = float(np.exp(self.rng.uniform(np.log(0.8), np.log(1.25))))
+        return Prosody(tempo=tempo, pitch=float(self.rng.uniform(0.6, 1.5)) if name == "espeak" else 1.0)
+
+    def _draw(self, spec: VoiceSpec) -> Utterance:
+        synth = self._engine(spec.engine)
+        if isinstance(synth, Festival):
+            if not self.buffered.get(spec):
+                prosody = self._prosody(spec.engine)
+                texts = [self._text(spec.language) for _ in range(FESTIVAL_BATCH)]
+                speeches = synth.synthesize_many(spec.voice, texts, prosody)
+                self.buffered[spec] = [
+                    label(s.audio, s.phones, synth.name, spec.voice, spec.language, t)
+                    for s, t in zip(speeches, texts, strict=True)
+                ]
+            return self.buffered[spec].pop()
+        text = self._text(spec.language)
+        return _synthesize_with(synth, spec.voice, text, spec.language, self._prosody(spec.engine))
+
+    def _text(self, language: str) -> str:
+        """One sentence, sometimes two or three (a longer stretch with phrase pauses)."""
+        count = 1 + int(self.rng.random() < 0.3) + int(self.rng.random() < 0.1)
+        return " ".join(_sentence_end(text_source.random_text(language, self.rng)) for _ in range(count))
+
+
+def _sentence_end(text: str) -> str:
+    return text if text[-1:] in ".!?" else text + "."

@@ -18,7 +18,8 @@ WORDS_FILE = Path("/usr/share/dict/words")
 MIN_CHARS, MAX_CHARS, MIN_WORDS = 12, 160, 3
 MAX_CATALOGS = 60  # per language: enough variety, bounded start-up time
 
-# Format strings, markup, paths, accelerators, options: not speech.
+# Format strings, markup, paths, accelerators, options, identifiers (camelCase, NULL): not speech.
+_IDENTIFIER = re.compile(r"\w[a-z][A-Z]|[A-Z]{2}[a-z]|\b[A-Z]{4,}\b")
 _REJECT = re.compile(r"[%{}<>\\/@_=|#*\[\]~^$&\"()]|https?:|--|\.\.\.|\w\.\w|\d{3}")
 
 FALLBACK_SENTENCES = {
@@ -40,6 +41,7 @@ def _usable(text: str) -> bool:
         and text[0].isalpha()
         and len(text.split()) >= MIN_WORDS
         and not _REJECT.search(text)
+        and not _IDENTIFIER.search(text)
         and sum(ch.isalpha() for ch in text) >= 0.7 * len(text.replace(" ", ""))
     )
 

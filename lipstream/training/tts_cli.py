@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import ARPABET, Speech, phones_from_ends, to_16k
+from lipstream.training.tts import ARPABET, INSTALL_HINT, NEUTRAL, Prosody, Speech, phones_from_ends, to_16k
 
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")  # Debian's festvox-* packages install here
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
@@ -34,9 +34,9 @@ def _ascii(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9 .,;:!?'-]+", " ", text).strip() or "silence"
 
 
-def _require(binary: str, package: str) -> None:
+def _require(binary: str) -> None:
     if shutil.which(binary) is None:
-        raise SpeechEngineError(f"{binary} not found: install the Debian package {package}")
+        raise SpeechEngineError(f"{binary} not found: install {INSTALL_HINT[binary]}")
 
 
 class Flite:
@@ -44,16 +44,17 @@ class Flite:
     phoneset = ARPABET
 
     def __init__(self) -> None:
-        _require("flite", "flite")
+        _require("flite")
 
     def voices(self) -> tuple[str, ...]:
         return FLITE_VOICES
 
-    def synthesize(self, voice: str, text: str, language: str = "en") -> Speech:
+    def synthesize(self, voice: str, text: str, language: str = "en", prosody: Prosody = NEUTRAL) -> Speech:
+        stretch = f"duration_stretch={1 / prosody.tempo:.3f}"
         with tempfile.TemporaryDirectory(prefix="lipstream-flite-") as tmp:
             out = Path(tmp) / "speech.wav"
             result = subprocess.run(
-                ["flite", "-voice", voice, "-t", _ascii(text), "-o", str(out), "-psdur"],
+                ["flite", "-voice", voice, "--setf", stretch, "-t", _ascii(text), "-o", str(out), "-psdur"],
                 capture_output=True,
                 text=True,
                 timeout=TIMEOUT_S,
@@ -75,21 +76,21 @@ class Festival:
     phoneset = ARPABET
 
     def __init__(self) -> None:
-        _require("festival", "festival")
+        _require("festival")
 
     def voices(self) -> tuple[str, ...]:
         if not FESTIVAL_VOICE_DIR.is_dir():
             return ()
         return tuple(sorted(p.name for p in FESTIVAL_VOICE_DIR.glob("*/*") if p.is_dir()))
 
-    def synthesize(self, voice: str, text: str, language: str = "en") -> Speech:
-        return self.synthesize_many(voice, [text])[0]
+    def synthesize(self, voice: str, text: str, language: str = "en", prosody: Prosody = NEUTRAL) -> Speech:
+        return self.synthesize_many(voice, [text], prosody)[0]
 
-    def synthesize_many(self, voice: str, texts: Sequence[str]) -> list[Speech]:
-        """Synthesise several texts with one Festival process."""
+    def synthesize_many(self, voice: str, texts: Sequence[str], prosody: Prosody = NEUTRAL) -> list[Speech]:
+        """Synthesise several texts with one Festival process (start-up dominates a single sentence)."""
         with tempfile.TemporaryDirectory(prefix="lipstream-festival-") as tmp:
             script = Path(tmp) / "batch.scm"
-            script.write_text(_festival_script(voice, texts, Path(tmp)))
+            script.write_text(_festival_script(voice, texts, Path(tmp), prosody))
             result = subprocess.run(
                 ["festival", "-b", str(script)],
                 capture_output=True,
@@ -112,8 +113,8 @@ class Festival:
         return Speech(audio, phones_from_ends(labels, ends, audio.size / 16000, ARPABET), ARPABET)
 
 
-def _festival_script(voice: str, texts: Sequence[str], out_dir: Path) -> str:
-    lines = [f"(voice_{voice})"]
+def _festival_script(voice: str, texts: Sequence[str], out_dir: Path, prosody: Prosody) -> str:
+    lines = [f"(voice_{voice})", f"(Parameter.set 'Duration_Stretch {1 / prosody.tempo:.3f})"]
     for i, text in enumerate(texts):
         lines += [
             f'(set! u (Utterance Text "{_ascii(text)}"))',

