@@ -9,7 +9,7 @@ Held-out split (never seen in training; used to measure generalisation to new vo
 - Festival `cmu_us_slt_arctic_hts` and flite `slt` (the same US female speaker in two engines);
 - espeak-ng variants +m3 and +f4 in every language, and the languages Swedish (sv) and Hindi (hi)
   with every variant.
-Training keeps English from Festival kal/ked, flite kal/kal16/awb/rms and espeak-ng en-us/en-gb
+Training keeps English from Festival kal/ked, flite kal/kal16/awb/rms and espeak-ng en-us/en (British)
 (other variants), plus espeak-ng in 17 more languages.
 """
 
@@ -44,27 +44,12 @@ SPLITS = ("train", "heldout")
 MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 5  # shorter draws (a lone word that failed) are skipped
 FESTIVAL_BATCH = 8  # utterances per Festival process
 
+# fmt: off
 ESPEAK_TRAIN_LANGUAGES = (
-    "en-us",
-    "en-gb",
-    "de",
-    "fr-fr",
-    "es",
-    "it",
-    "pt-br",
-    "nl",
-    "pl",
-    "ru",
-    "cs",
-    "fi",
-    "hu",
-    "tr",
-    "ro",
-    "da",
-    "el",
-    "id",
-    "vi",
+    "en-us", "en", "de", "fr", "es", "it", "pt-br", "nl", "pl", "ru", "cs", "fi", "hu", "tr", "ro", "da",
+    "el", "id", "vi",
 )
+# fmt: on
 ESPEAK_HELDOUT_LANGUAGES = ("sv", "hi")
 ESPEAK_TRAIN_VARIANTS = ("", "+m1", "+m2", "+m4", "+m5", "+m7", "+f1", "+f2", "+f3", "+f5")
 ESPEAK_HELDOUT_VARIANTS = ("+m3", "+f4")

@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import INSTALL_HINT, IPA, NEUTRAL, Prosody, Speech, tile_phones, to_16k
+from lipstream.training.tts import (
+    INSTALL_HINT,
+    IPA,
+    NEUTRAL,
+    Prosody,
+    Speech,
+    attach_stop_closures,
+    tile_phones,
+    to_16k,
+)
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_PHONEME_EVENTS, INITIALIZE_PHONEME_IPA = 0x1, 0x2
@@ -117,6 +126,8 @@ class Espeak:
             pcm = np.concatenate(lib.chunks) if lib.chunks else np.zeros(0, np.int16)
             events = list(lib.events)
         audio = to_16k(pcm.astype(np.float32) / 32768.0, lib.rate_hz)
+        # "(en)" / "(ru)" mark a switch of language inside the text, not a sound.
+        events = [(sample, label) for sample, label in events if not label.startswith("(")]
         labels = [label for _, label in events]
         starts = [sample / lib.rate_hz for sample, _ in events]
-        return Speech(audio, tile_phones(labels, starts, audio.size / 16000, IPA), IPA)
+        return attach_stop_closures(Speech(audio, tile_phones(labels, starts, audio.size / 16000, IPA), IPA))

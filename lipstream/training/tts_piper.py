@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import INSTALL_HINT, IPA, NEUTRAL, Prosody, Speech, tile_phones, to_16k
+from lipstream.training.tts import (
+    INSTALL_HINT,
+    IPA,
+    NEUTRAL,
+    Prosody,
+    Speech,
+    attach_stop_closures,
+    tile_phones,
+    to_16k,
+)
 
 VOICE = "joe"
 GRAPH_SEED = 1234.0
@@ -83,7 +92,9 @@ class Piper:
             * (audio.size / 16000)
             / max(sum(durations), 1e-9)
         )
-        return Speech(audio, tile_phones(merged, starts.tolist(), audio.size / 16000, IPA), IPA)
+        return attach_stop_closures(
+            Speech(audio, tile_phones(merged, starts.tolist(), audio.size / 16000, IPA), IPA)
+        )
 
 
 def fold_marks(labels: list[str], durations_s: list[float]) -> tuple[list[str], list[float]]:

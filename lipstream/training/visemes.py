@@ -51,14 +51,14 @@ IPA_VISEMES: dict[str, str] = {
     **dict.fromkeys(["n", "ɲ", "ɳ", "l", "ɫ", "ʎ", "ɭ", "ɬ", "ɮ", "ʟ"], "nn"),
     **dict.fromkeys(["r", "ɹ", "ɻ", "ɚ", "ɝ", "ɺ"], "RR"),
     **dict.fromkeys(["a", "ɑ", "ʌ", "ɐ", "æ", "ɶ", "ä"], "aa"),
-    **dict.fromkeys(["e", "ɛ", "ə", "ɘ", "ɜ", "ɞ", "ɤ"], "E"),
+    **dict.fromkeys(["e", "ɛ", "ε", "ə", "ɘ", "ɜ", "ɞ", "ɤ"], "E"),
     **dict.fromkeys(["i", "ɪ", "ɨ", "ɯ", "j", "ʲ", "ᵻ", "ɪ̈"], "I"),
     **dict.fromkeys(["o", "ɔ", "ɒ", "ø", "œ", "ɵ"], "O"),
     **dict.fromkeys(["u", "ʊ", "w", "ʷ", "ɥ", "ʉ", "y", "ʏ", "ʍ"], "U"),
     **dict.fromkeys(["h", "ɦ", "ħ", "ʕ", "ʰ"], NEXT),
     **dict.fromkeys(["_", " ", "^", "$", ",", ".", "!", "?", ";", ":"], "sil"),
 }
-_IPA_MARKS = set("ˈˌːˑ‿͡-'") | {"\u0361", "\u035c"}
+_IPA_MARKS = set("ˈˌːˑ‿͡-'\"") | {"\u0361", "\u035c"}
 _SECONDARY = set("ʲʰʷˠˤ")
 _MAX_SEGMENT = max(len(k) for k in IPA_VISEMES)
 
