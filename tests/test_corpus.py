@@ -8,7 +8,7 @@ from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
 from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, LIP_ROUND, VISEMES
 from lipstream.errors import SpeechEngineError
 from lipstream.training import corpus
-from lipstream.training.augment import opus_round_trip
+from lipstream.training.augment import AugmentConfig, add_pauses, change_speed, opus_round_trip
 from lipstream.training.tts import INSTALL_HINT, Phone, available
 from lipstream.training.visemes import is_known
 
@@ -152,3 +152,29 @@ def test_voiceless_stop_closures_are_inside_the_stop() -> None:
     for p in stops:
         first_hop = int(np.ceil(p.start_s / 0.005))
         assert level_db[first_hop] < -30, p  # the stop starts with its (silent) closure
+
+
+def test_speed_change_scales_audio_phones_and_frames(clean: corpus.Utterance) -> None:
+    for factor in (0.85, 1.15):
+        audio, phones = change_speed(clean.audio, clean.phones, factor)
+        fast = corpus.label(audio, phones, clean.engine, clean.voice, clean.language, clean.text)
+        assert fast.audio.size == pytest.approx(clean.audio.size / factor, rel=0.01)
+        assert fast.visemes.size == pytest.approx(clean.visemes.size / factor, abs=2)
+        assert fast.phones[-1].end_s == pytest.approx(fast.audio.size / SAMPLE_RATE, abs=0.002)
+        # Every phone keeps its label and shrinks or grows by the same factor.
+        for before, after in zip(clean.phones, fast.phones, strict=True):
+            assert after.label == before.label
+            assert after.start_s == pytest.approx(before.start_s / factor, rel=0.01, abs=0.002)
+
+
+def test_pauses_and_breaths_are_labelled_rest() -> None:
+    rng = np.random.default_rng(0)
+    audio = (0.1 * np.sin(np.arange(SAMPLE_RATE) * 0.05)).astype(np.float32)
+    phones = (Phone("aa", 0.0, 1.0),)
+    cfg = AugmentConfig(p_breath=1.0, pause_s=(0.5, 0.6))
+    padded, padded_phones = add_pauses(audio, phones, "arpabet", rng, cfg)
+    u = corpus.label(padded, padded_phones, "flite", "kal", "en", "")
+    lead_frames = int(padded_phones[0].end_s / 0.01)
+    assert np.abs(padded[: int(padded_phones[0].end_s * SAMPLE_RATE)]).max() > 0  # a breath is there
+    assert np.all(u.visemes[: lead_frames - 1] == 0)
+    assert np.abs(u.controls[: lead_frames - 15]).max() < 1e-3  # rest until the lips anticipate speech
