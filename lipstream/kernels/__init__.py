@@ -1,0 +1,37 @@
+"""Warp and composite behind one signature, one implementation per device.
+
+The per-frame pixel work of the renderer is exactly two operations on a region of the frame:
+
+- `warp_region(src, coords, out)`: out[y, x] = src sampled at coords[y, x] = (sx, sy), bilinear,
+  coordinates clamped to the image (edge replication). src (H, W, 3) uint8; coords (h, w, 2)
+  float32 absolute source pixels; out (h, w, 3) uint8, usually a view of the frame's region.
+- `composite(out, colour, alpha)`: out = round(out * (1 - alpha) + colour * alpha), in place.
+  colour (h, w, 3) float32 in 0..255, alpha (h, w) float32 in [0, 1].
+
+`reference.py` spells the per-pixel math in plain numpy; tests compare every device against it.
+"""
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Kernels(Protocol):
+    name: str
+
+    def warp_region(self, src: np.ndarray, coords: np.ndarray, out: np.ndarray) -> None: ...
+
+    def composite(self, out: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None: ...
+
+
+def get_kernels(device: str = "cpu") -> Kernels:
+    """The implementation for a device ("cpu" or "reference"; "cuda" once it exists)."""
+    if device == "cpu":
+        from lipstream.kernels.cpu import CpuKernels
+
+        return CpuKernels()
+    if device == "reference":
+        from lipstream.kernels.reference import ReferenceKernels
+
+        return ReferenceKernels()
+    raise ValueError(f"no kernels for device {device!r}: use 'cpu' or 'reference'")

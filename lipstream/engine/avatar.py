@@ -1,0 +1,178 @@
+"""Avatar: one face photo analysed once (crop, landmarks, rig basis, mouth and eye assets).
+
+Immutable after analysis, so many sessions can share one Avatar.
+"""
+
+import functools
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lipstream.engine.faceframe import CHIN, LOWER_OUTER, UPPER_OUTER, FaceFrame
+from lipstream.engine.facemesh import FaceFound, find_faces, landmarks_of_largest
+from lipstream.engine.idle import EyeAssets, analyse_eyes
+from lipstream.engine.mouth import MouthAssets, analyse_mouth
+from lipstream.engine.rig import RigBasis, build_rig
+from lipstream.errors import PhotoError
+
+log = logging.getLogger(__name__)
+DEFAULT_NAME = "the default avatar (scikit-image astronaut)"
+
+
+@dataclass(frozen=True)
+class AvatarConfig:
+    size: int = 512  # output frame side in px
+    crop_scale: float = 2.0  # crop side / face height (forehead to chin): keeps hair, chin, neck
+    crop_shift: float = 0.12  # crop centre below the face centre, in face heights (room for the neck)
+    min_face_px: int = 64  # smallest face (forehead to chin, px in the photo) accepted
+    max_megapixels: float = 50.0  # larger photos are refused before decoding
+
+
+@dataclass(frozen=True, eq=False)
+class Avatar:
+    name: str  # the photo's file name, for messages
+    image: np.ndarray  # (S, S, 3) uint8 RGB crop, read-only
+    landmarks: np.ndarray  # (478, 2) float32, crop pixels
+    frame: FaceFrame
+    rig: RigBasis
+    mouth: MouthAssets
+    eyes: EyeAssets
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+    @classmethod
+    def from_image(cls, photo: str | Path | np.ndarray, config: AvatarConfig | None = None) -> "Avatar":
+        config = config or AvatarConfig()
+        if isinstance(photo, np.ndarray):
+            return analyse(_as_rgb(photo), "the image array", config)
+        path = Path(photo)
+        return analyse(load_photo(path, config.max_megapixels), path.name, config)
+
+    @classmethod
+    def default(cls, config: AvatarConfig | None = None) -> "Avatar":
+        return _default(config or AvatarConfig())
+
+
+@functools.lru_cache(maxsize=4)
+def _default(config: AvatarConfig) -> Avatar:
+    from skimage import data
+
+    return analyse(np.asarray(data.astronaut()), DEFAULT_NAME, config)
+
+
+def load_photo(path: Path, max_megapixels: float) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, upright per EXIF; refuses huge images from their header."""
+    if not path.is_file():
+        raise PhotoError(f"photo not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # lazy: reads the header only
+                megapixels = im.width * im.height / 1e6
+                if megapixels > max_megapixels:
+                    raise PhotoError(_too_large(path, f"{im.width}x{im.height}", max_megapixels))
+                im = ImageOps.exif_transpose(im)
+                return np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as err:  # Pillow's own limit, hit before ours at >179 MP
+        raise PhotoError(_too_large(path, "over 179 megapixels", max_megapixels)) from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise PhotoError(f"cannot read {path.name} as an image ({err}): use a JPEG or PNG photo") from err
+
+
+def _too_large(path: Path, dims: str, limit: float) -> str:
+    return f"{path.name} is {dims}, over the {limit:g}-megapixel limit: scale it down first"
+
+
+def _as_rgb(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise PhotoError(f"image array has shape {array.shape}: expected (H, W, 3) RGB")
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def pick_face(rgb: np.ndarray, name: str, config: AvatarConfig) -> FaceFound:
+    faces = find_faces(rgb)
+    hint = f"use a frontal photo where the face is at least {config.min_face_px} px tall"
+    if not faces:
+        raise PhotoError(f"no face found in {name}: {hint}")
+    if len(faces) > 1:
+        message = f"{len(faces)} faces found in {name}: using the largest"
+        log.warning(message)
+        warnings.warn(message, stacklevel=3)
+    face = faces[0]
+    if face.height_px < config.min_face_px:
+        raise PhotoError(f"the face in {name} is only {face.height_px:.0f} px tall: {hint}")
+    _check_visible(face, rgb.shape, name)
+    return face
+
+
+def _check_visible(face: FaceFound, shape: tuple[int, ...], name: str) -> None:
+    """The mouth and chin must lie inside the photo: the rig cannot invent them."""
+    needed = face.landmarks[list(UPPER_OUTER + LOWER_OUTER + (CHIN,))]
+    h, w = shape[:2]
+    margin = 1.0
+    inside = (needed[:, 0] >= -margin) & (needed[:, 0] <= w + margin) & (needed[:, 1] >= -margin)
+    inside &= needed[:, 1] <= h + margin
+    if not inside.all():
+        raise PhotoError(f"the mouth or chin in {name} is cut off by the photo's edge: "
+                         "use a photo showing the whole lower face")
+
+
+def crop_square(rgb: np.ndarray, face: FaceFound, config: AvatarConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Square crop around the head at config.size, edge-replicated past the photo's border.
+
+    Returns the crop and the 2x3 matrix taking photo pixels to crop pixels.
+    """
+    frame = FaceFrame.from_landmarks(face.landmarks)
+    x0, y0, x1, y1 = face.box
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) + frame.y_axis * config.crop_shift * frame.face_px
+    side = config.crop_scale * frame.face_px
+    scale = config.size / side
+    matrix = np.array([[scale, 0.0, config.size / 2 - scale * centre[0]],
+                       [0.0, scale, config.size / 2 - scale * centre[1]]])
+    pre = int(1.0 / scale)  # shrink by an integer factor first, area-averaged, so detail does not alias
+    if pre > 1:
+        h, w = rgb.shape[0] // pre, rgb.shape[1] // pre
+        rgb = cv2.resize(rgb[: h * pre, : w * pre], (w, h), interpolation=cv2.INTER_AREA)
+        # small pixel i covers photo pixels [i pre, (i + 1) pre): its centre is i pre + (pre - 1) / 2
+        offset = matrix[:, :2] @ np.full(2, (pre - 1) / 2) + matrix[:, 2]
+        small_matrix = np.hstack([matrix[:, :2] * pre, offset[:, None]])
+    else:
+        small_matrix = matrix
+    flags = cv2.INTER_LINEAR if scale < 1.0 else cv2.INTER_CUBIC
+    crop = cv2.warpAffine(rgb, small_matrix, (config.size, config.size), flags=flags,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop, matrix
+
+
+def analyse(rgb: np.ndarray, name: str, config: AvatarConfig) -> Avatar:
+    face = pick_face(rgb, name, config)
+    crop, matrix = crop_square(rgb, face, config)
+    # FaceMesh again on the crop: precise landmarks at the working scale
+    landmarks = landmarks_of_largest(crop)
+    if landmarks is None:
+        landmarks = face.landmarks @ matrix[:, :2].T + matrix[:, 2]
+    landmarks = landmarks.astype(np.float32)
+    crop.setflags(write=False)
+    landmarks.setflags(write=False)
+    frame = FaceFrame.from_landmarks(landmarks)
+    return Avatar(
+        name=name,
+        image=crop,
+        landmarks=landmarks,
+        frame=frame,
+        rig=build_rig(landmarks, frame, config.size),
+        mouth=analyse_mouth(crop, landmarks, frame),
+        eyes=analyse_eyes(landmarks, frame, config.size),
+    )
+

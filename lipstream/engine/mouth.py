@@ -1,0 +1,92 @@
+"""The mouth interior: what shows between the parted lips (cavity, teeth, tongue).
+
+The photo usually shows a closed mouth, so nothing in it can be stretched into an open one. The
+interior is painted per frame between the moved inner-lip lines, in the face frame: a dark
+cavity (the lip colour, much darker, deepest at the middle), the upper teeth just under the upper
+lip following its curve, a hint of lower teeth and tongue when the jaw is wide open. Coverage is
+computed per pixel from the exact lip lines (a 1-px box filter), so the edge is smooth.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lipstream.engine.faceframe import FaceFrame
+
+TEETH_HEIGHT = 0.045  # visible upper incisors, face heights (~8 mm)
+LOWER_TEETH_HEIGHT = 0.025
+INCISOR_WIDTH = 0.045  # face heights between tooth edges
+TEETH_SPAN = 0.85  # teeth show over this fraction of the mouth's half width
+WIDE_OPEN = 0.06  # gap (face heights) from which the lower teeth and tongue appear
+LIP_SAMPLES = ((0, 13), (37, 82), (267, 312), (17, 14), (84, 87), (314, 317))  # (outer, inner) pairs
+CHEEKS = (50, 280, 101, 330)
+
+
+@dataclass(frozen=True)
+class MouthAssets:
+    cavity_rgb: np.ndarray  # (3,) float32, 0..255
+    teeth_rgb: np.ndarray
+    tongue_rgb: np.ndarray
+    face_px: float
+
+
+def _patch_median(image: np.ndarray, pt: np.ndarray, radius: int = 2) -> np.ndarray:
+    x, y = np.clip(np.round(pt).astype(int), radius, np.array(image.shape[1::-1]) - radius - 1)
+    patch = image[y - radius : y + radius + 1, x - radius : x + radius + 1].reshape(-1, 3)
+    return np.median(patch, axis=0).astype(np.float32)
+
+
+def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> MouthAssets:
+    """Interior colours from the photo's lips and skin, so the mouth matches its lighting."""
+    lips = np.mean([_patch_median(image, (lm[a] + lm[b]) / 2) for a, b in LIP_SAMPLES], axis=0)
+    skin = np.mean([_patch_median(image, lm[i], 4) for i in CHEEKS], axis=0)
+    light = float(np.clip(skin.mean() / 160.0, 0.45, 1.05))  # darker photos get darker teeth
+    teeth = np.array([232.0, 224.0, 208.0]) * light
+    teeth = 0.9 * teeth + 0.1 * skin  # take on the light's colour
+    return MouthAssets(
+        cavity_rgb=(lips * 0.22).astype(np.float32),
+        teeth_rgb=teeth.astype(np.float32),
+        tongue_rgb=(lips * np.array([0.75, 0.5, 0.5])).astype(np.float32),
+        face_px=frame.face_px,
+    )
+
+
+def interior(assets: MouthAssets, u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray,
+             corners_u: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Colour (h, w, 3) float32 and coverage (h, w) float32 of the interior at pixels (u, v).
+
+    u, v: px in the face frame; top, bottom: the upper and lower inner-lip v above each pixel.
+    """
+    f = assets.face_px
+    gap = bottom - top
+    coverage = np.clip(np.minimum(v + 0.5, bottom) - np.maximum(v - 0.5, top), 0.0, 1.0)
+    centre, half = (corners_u[0] + corners_u[1]) / 2, max((corners_u[1] - corners_u[0]) / 2, 1.0)
+    s = np.clip((u - centre) / half, -1.0, 1.0)
+    middle = np.sqrt(1.0 - s * s)  # 1 at the middle of the mouth, 0 at the corners
+    t = np.clip((v - top) / np.maximum(gap, 1.0), 0.0, 1.0)  # 0 at the upper lip, 1 at the lower
+    shade = 1.0 - 0.55 * np.sin(np.pi * t) * middle  # the back of the mouth gets the least light
+    colour = assets.cavity_rgb * (0.6 + 0.4 * middle)[..., None] * shade[..., None]
+    wide = np.clip((gap / f - WIDE_OPEN) / 0.04, 0.0, 1.0)
+    tongue = np.clip((t - 0.55) / 0.45, 0.0, 1.0) ** 0.7 * middle * wide
+    colour += (assets.tongue_rgb * (0.55 + 0.45 * t)[..., None] - colour) * tongue[..., None]
+    lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.7) ** 2, 0.0, 1.0))
+    lower = np.clip(v - (bottom - lower_h) + 0.5, 0.0, 1.0) * (lower_h > 0.5)
+    colour += (assets.teeth_rgb * 0.62 - colour) * lower[..., None]
+    colour += (_upper_teeth(assets, u - centre, v - top, s) - colour) * _upper_cover(f, v - top, s)[..., None]
+    return colour, coverage
+
+
+def _upper_cover(f: float, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
+    height = TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
+    return np.clip(height - below_lip + 0.5, 0.0, 1.0)
+
+
+def _upper_teeth(assets: MouthAssets, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Off-white, darker towards the corners and in the lip's shadow, with faint tooth edges."""
+    f = assets.face_px
+    side = 0.55 + 0.45 * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
+    lip_shadow = 0.8 + 0.2 * np.clip(below_lip / (0.3 * TEETH_HEIGHT * f), 0.0, 1.0)
+    phase = du / (INCISOR_WIDTH * f)
+    edge_px = np.abs(phase - np.round(phase)) * INCISOR_WIDTH * f  # px to the nearest tooth edge
+    edges = 1.0 - 0.18 * np.exp(-((edge_px / 0.8) ** 2))
+    return assets.teeth_rgb * (side * lip_shadow * edges)[..., None]

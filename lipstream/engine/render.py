@@ -1,0 +1,121 @@
+"""Renderer: mouth controls + frame index -> one RGB frame of the avatar.
+
+Stages per frame, each a method so `benchmarks/stages.py` can time them apart:
+  rig        controls -> the lips' pose (inner-lip lines)                 `pose`
+  field      pose -> backward coordinates over the lower face              `field`
+  warp       photo sampled at those coordinates into the frame's region    `warp`
+  composite  mouth interior painted between the lips                       `composite`
+  idle       blink warp of the eye regions, then head motion of the frame  `blink`, `head`
+Everything else (landmarks, bases, masks, colours) was computed once in the Avatar.
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lipstream.engine.avatar import Avatar
+from lipstream.engine.idle import HeadPose, IdleLife, blink_coords, head_pivot
+from lipstream.engine.mouth import interior
+from lipstream.engine.rig import MouthPose
+from lipstream.kernels import Kernels, get_kernels
+
+REFERENCE_SIZE = 512  # head_shift_px is given at this frame size and scales with it
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    blink_interval_s: tuple[float, float] = (2.0, 6.0)  # time between blinks, drawn uniformly
+    blink_ms: tuple[float, float] = (150.0, 250.0)  # length of one blink
+    head_rotation_deg: float = 0.6  # largest head roll; 0 holds the head still
+    head_shift_px: float = 1.5  # largest head shift at a 512 px frame; 0 holds it still
+    device: str = "cpu"  # kernels: "cpu" or "reference"
+
+
+class Renderer:
+    def __init__(self, avatar: Avatar, config: RenderConfig | None = None, seed: int = 0) -> None:
+        self.avatar = avatar
+        self.config = config or RenderConfig()
+        self.kernels: Kernels = get_kernels(self.config.device)
+        self.idle = IdleLife(
+            seed, self.config.blink_interval_s, self.config.blink_ms, self.config.head_rotation_deg,
+            self.config.head_shift_px * avatar.size / REFERENCE_SIZE,
+            head_pivot(avatar.landmarks, avatar.frame),
+        )
+
+    def render(self, controls: np.ndarray, index: int) -> np.ndarray:
+        """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1])."""
+        frame = self.avatar.image.copy()
+        pose = self.pose(controls)
+        self.warp(self.field(pose), frame)
+        self.composite(pose, frame)
+        self.blink(index, frame)
+        return self.head(index, frame)
+
+    def pose(self, controls: np.ndarray) -> MouthPose:
+        return self.avatar.rig.pose(controls)
+
+    def field(self, pose: MouthPose) -> np.ndarray:
+        return self.avatar.rig.field(pose)
+
+    def warp(self, coords: np.ndarray, frame: np.ndarray) -> None:
+        self.kernels.warp_region(self.avatar.image, coords, frame[self.avatar.rig.roi.slices])
+
+    def composite(self, pose: MouthPose, frame: np.ndarray) -> None:
+        """Paint the interior over the part of the region where the lips are apart."""
+        rig = self.avatar.rig
+        gap = pose.lower_line - pose.upper_line
+        open_bins = np.flatnonzero(gap > 0.05)
+        if open_bins.size == 0:
+            return
+        box = _bins_box(rig.u_bin, open_bins[0], open_bins[-1], rig.v, pose)
+        if box is None:
+            return
+        rows, cols = box
+        u_bin = rig.u_bin[rows, cols]
+        colour, alpha = interior(
+            self.avatar.mouth, rig.bin_u[u_bin], rig.v[rows, cols],
+            pose.upper_line[u_bin], pose.lower_line[u_bin], pose.corners_u,
+        )
+        region = frame[rig.roi.slices][rows, cols]
+        self.kernels.composite(region, colour, alpha)
+
+    def blink_amount(self, index: int) -> float:
+        return self.idle.blink(index)
+
+    def blink(self, index: int, frame: np.ndarray) -> None:
+        amount = self.idle.blink(index)
+        if amount <= 0.0:
+            return
+        eyes = self.avatar.eyes
+        for region in eyes.regions:
+            coords = blink_coords(region, eyes.y_axis, amount)
+            self.kernels.warp_region(self.avatar.image, coords, frame[region.roi.slices])
+
+    def head_pose(self, index: int) -> HeadPose:
+        return self.idle.head_pose(index)
+
+    def head(self, index: int, frame: np.ndarray) -> np.ndarray:
+        if self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0:
+            return frame
+        size = self.avatar.size
+        return move_head(frame, self.head_pose(index), size)
+
+
+def move_head(image: np.ndarray, pose: HeadPose, size: int) -> np.ndarray:
+    """The whole frame turned and shifted by the pose (what a test compares the photo against)."""
+    return cv2.warpAffine(image, pose.matrix(), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _bins_box(u_bin: np.ndarray, first: int, last: int, v: np.ndarray,
+              pose: MouthPose) -> tuple[slice, slice] | None:
+    """Rows and columns of the region whose pixels can lie between the parted lips."""
+    top = float(pose.upper_line[first : last + 1].min()) - 1.0
+    bottom = float(pose.lower_line[first : last + 1].max()) + 1.0
+    inside = (u_bin >= first) & (u_bin <= last) & (v >= top) & (v <= bottom)
+    rows = np.flatnonzero(inside.any(axis=1))
+    cols = np.flatnonzero(inside.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
