@@ -178,3 +178,12 @@ def test_pauses_and_breaths_are_labelled_rest() -> None:
     assert np.abs(padded[: int(padded_phones[0].end_s * SAMPLE_RATE)]).max() > 0  # a breath is there
     assert np.all(u.visemes[: lead_frames - 1] == 0)
     assert np.abs(u.controls[: lead_frames - 15]).max() < 1e-3  # rest until the lips anticipate speech
+
+
+def test_espeak_gives_the_same_audio_whatever_was_said_before() -> None:
+    if not available("espeak"):
+        pytest.skip(f"espeak-ng not installed: install {INSTALL_HINT['espeak']}")
+    first = corpus.synthesize("espeak", "+m1", "Hello there, big pumpkin.", "en-us")
+    corpus.synthesize("espeak", "+f2", "Guten Tag, wie geht es dir?", "de")
+    again = corpus.synthesize("espeak", "+m1", "Hello there, big pumpkin.", "en-us")
+    assert np.array_equal(first.audio, again.audio)

@@ -6,11 +6,13 @@ The library and its data come from the `espeakng-loader` wheel. The library keep
 
 import ctypes
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
+from lipstream.training.espeak_state import StateReset
 from lipstream.training.tts import (
     INSTALL_HINT,
     IPA,
@@ -66,7 +68,9 @@ class _Library:
             import espeakng_loader
         except ImportError as exc:
             raise SpeechEngineError(f"espeak-ng library not found: install {INSTALL_HINT['espeak']}") from exc
-        self.lib: Any = ctypes.CDLL(espeakng_loader.get_library_path())
+        library_path = espeakng_loader.get_library_path()
+        self.lib: Any = ctypes.CDLL(library_path)
+        self.reset_state = StateReset(self.lib, Path(library_path))
         data = espeakng_loader.get_data_path().encode()
         self.rate_hz = self.lib.espeak_Initialize(
             AUDIO_OUTPUT_SYNCHRONOUS, 0, data, INITIALIZE_PHONEME_EVENTS | INITIALIZE_PHONEME_IPA
@@ -115,6 +119,7 @@ class Espeak:
         with lib.lock:
             lib.chunks.clear()
             lib.events.clear()
+            lib.reset_state()  # the same text gives the same audio, whatever was said before
             if lib.lib.espeak_SetVoiceByName(f"{language}{voice}".encode()) != 0:
                 raise SpeechEngineError(f"espeak-ng has no voice {language}{voice}: pick another language")
             lib.lib.espeak_SetParameter(PARAM_RATE, round(DEFAULT_RATE_WPM * prosody.tempo), 0)
