@@ -13,7 +13,7 @@ import numpy as np
 
 from lipstream.engine.constants import VIDEO_FPS
 from lipstream.engine.faceframe import CHIN, LEFT_EYE, RIGHT_EYE, FaceFrame
-from lipstream.engine.rig import Roi
+from lipstream.engine.motionbasis import Roi
 
 BROW_SPAN = 1.4  # lid skin above the upper lid that stretches, in units of the eye's opening
 LID_TRAVEL = 0.97  # a closed lid stops just short of the lower lid's line

@@ -14,7 +14,7 @@ import numpy as np
 from lipstream.engine.faceframe import FaceFrame
 
 TEETH_HEIGHT = 0.045  # visible upper incisors, face heights (~8 mm)
-LOWER_TEETH_HEIGHT = 0.025
+LOWER_TEETH_HEIGHT = 0.018
 INCISOR_WIDTH = 0.045  # face heights between tooth edges
 TEETH_SPAN = 0.85  # teeth show over this fraction of the mouth's half width
 WIDE_OPEN = 0.06  # gap (face heights) from which the lower teeth and tongue appear
@@ -41,7 +41,7 @@ def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> MouthA
     lips = np.mean([_patch_median(image, (lm[a] + lm[b]) / 2) for a, b in LIP_SAMPLES], axis=0)
     skin = np.mean([_patch_median(image, lm[i], 4) for i in CHEEKS], axis=0)
     light = float(np.clip(skin.mean() / 160.0, 0.45, 1.05))  # darker photos get darker teeth
-    teeth = np.array([232.0, 224.0, 208.0]) * light
+    teeth = np.array([222.0, 212.0, 194.0]) * light
     teeth = 0.9 * teeth + 0.1 * skin  # take on the light's colour
     return MouthAssets(
         cavity_rgb=(lips * 0.22).astype(np.float32),
@@ -51,28 +51,31 @@ def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> MouthA
     )
 
 
-def interior(assets: MouthAssets, u: np.ndarray, v: np.ndarray, top: np.ndarray, bottom: np.ndarray,
+def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.ndarray,
              corners_u: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Colour (h, w, 3) float32 and coverage (h, w) float32 of the interior at pixels (u, v).
+    """Colour (h, w, 3) float32 and coverage (h, w) float32 of the interior.
 
-    u, v: px in the face frame; top, bottom: the upper and lower inner-lip v above each pixel.
+    u: px in the face frame; above / below: px from the upper / lower lip's inner edge (both > 0
+    between the lips). A closed seam (both 0) gets half coverage: the dark line between the lips.
     """
     f = assets.face_px
-    gap = bottom - top
-    coverage = np.clip(np.minimum(v + 0.5, bottom) - np.maximum(v - 0.5, top), 0.0, 1.0)
     centre, half = (corners_u[0] + corners_u[1]) / 2, max((corners_u[1] - corners_u[0]) / 2, 1.0)
+    inside = np.clip(half - np.abs(u - centre) + 0.5, 0.0, 1.0)  # nothing beyond the mouth corners
+    coverage = np.clip(np.minimum(above, below) + 0.5, 0.0, 1.0) * inside
+    a, b = np.maximum(above, 0.0), np.maximum(below, 0.0)
+    gap = a + b
     s = np.clip((u - centre) / half, -1.0, 1.0)
     middle = np.sqrt(1.0 - s * s)  # 1 at the middle of the mouth, 0 at the corners
-    t = np.clip((v - top) / np.maximum(gap, 1.0), 0.0, 1.0)  # 0 at the upper lip, 1 at the lower
+    t = a / np.maximum(gap, 1.0)  # 0 at the upper lip, 1 at the lower
     shade = 1.0 - 0.55 * np.sin(np.pi * t) * middle  # the back of the mouth gets the least light
-    colour = assets.cavity_rgb * (0.6 + 0.4 * middle)[..., None] * shade[..., None]
+    colour = assets.cavity_rgb * ((0.6 + 0.4 * middle) * shade)[..., None]
     wide = np.clip((gap / f - WIDE_OPEN) / 0.04, 0.0, 1.0)
     tongue = np.clip((t - 0.55) / 0.45, 0.0, 1.0) ** 0.7 * middle * wide
     colour += (assets.tongue_rgb * (0.55 + 0.45 * t)[..., None] - colour) * tongue[..., None]
     lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.7) ** 2, 0.0, 1.0))
-    lower = np.clip(v - (bottom - lower_h) + 0.5, 0.0, 1.0) * (lower_h > 0.5)
-    colour += (assets.teeth_rgb * 0.62 - colour) * lower[..., None]
-    colour += (_upper_teeth(assets, u - centre, v - top, s) - colour) * _upper_cover(f, v - top, s)[..., None]
+    lower = np.clip(lower_h - b + 0.5, 0.0, 1.0) * (lower_h > 0.5)
+    colour += (assets.teeth_rgb * (0.45 + 0.2 * middle)[..., None] - colour) * lower[..., None]
+    colour += (_upper_teeth(assets, u - centre, a, s) - colour) * _upper_cover(f, a, s)[..., None]
     return colour, coverage
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.idle import HeadPose, IdleLife, blink_coords, head_pivot
 from lipstream.engine.mouth import interior
-from lipstream.engine.rig import MouthPose
+from lipstream.engine.rig import MouthField, MouthPose
 from lipstream.kernels import Kernels, get_kernels
 
 REFERENCE_SIZE = 512  # head_shift_px is given at this frame size and scales with it
@@ -47,37 +47,29 @@ class Renderer:
         """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1])."""
         frame = self.avatar.image.copy()
         pose = self.pose(controls)
-        self.warp(self.field(pose), frame)
-        self.composite(pose, frame)
+        field = self.field(pose)
+        self.warp(field.coords, frame)
+        self.composite(pose, field, frame)
         self.blink(index, frame)
         return self.head(index, frame)
 
     def pose(self, controls: np.ndarray) -> MouthPose:
         return self.avatar.rig.pose(controls)
 
-    def field(self, pose: MouthPose) -> np.ndarray:
+    def field(self, pose: MouthPose) -> MouthField:
         return self.avatar.rig.field(pose)
 
     def warp(self, coords: np.ndarray, frame: np.ndarray) -> None:
         self.kernels.warp_region(self.avatar.image, coords, frame[self.avatar.rig.roi.slices])
 
-    def composite(self, pose: MouthPose, frame: np.ndarray) -> None:
-        """Paint the interior over the part of the region where the lips are apart."""
-        rig = self.avatar.rig
-        gap = pose.lower_line - pose.upper_line
-        open_bins = np.flatnonzero(gap > 0.05)
-        if open_bins.size == 0:
-            return
-        box = _bins_box(rig.u_bin, open_bins[0], open_bins[-1], rig.v, pose)
+    def composite(self, pose: MouthPose, field: MouthField, frame: np.ndarray) -> None:
+        """Paint the interior where the lips are apart (and the dark seam where they meet)."""
+        box = _open_box(field)
         if box is None:
             return
-        rows, cols = box
-        u_bin = rig.u_bin[rows, cols]
-        colour, alpha = interior(
-            self.avatar.mouth, rig.bin_u[u_bin], rig.v[rows, cols],
-            pose.upper_line[u_bin], pose.lower_line[u_bin], pose.corners_u,
-        )
-        region = frame[rig.roi.slices][rows, cols]
+        colour, alpha = interior(self.avatar.mouth, self.avatar.rig.u[box], field.above[box],
+                                 field.below[box], pose.corners_u)
+        region = frame[self.avatar.rig.roi.slices][box]
         self.kernels.composite(region, colour, alpha)
 
     def blink_amount(self, index: int) -> float:
@@ -108,14 +100,11 @@ def move_head(image: np.ndarray, pose: HeadPose, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def _bins_box(u_bin: np.ndarray, first: int, last: int, v: np.ndarray,
-              pose: MouthPose) -> tuple[slice, slice] | None:
-    """Rows and columns of the region whose pixels can lie between the parted lips."""
-    top = float(pose.upper_line[first : last + 1].min()) - 1.0
-    bottom = float(pose.lower_line[first : last + 1].max()) + 1.0
-    inside = (u_bin >= first) & (u_bin <= last) & (v >= top) & (v <= bottom)
-    rows = np.flatnonzero(inside.any(axis=1))
-    cols = np.flatnonzero(inside.any(axis=0))
+def _open_box(field: MouthField) -> tuple[slice, slice] | None:
+    """Rows and columns of the region holding every pixel the interior covers."""
+    shown = np.minimum(field.above, field.below) > -0.5
+    rows = np.flatnonzero(shown.any(axis=1))
     if rows.size == 0:
         return None
+    cols = np.flatnonzero(shown[rows[0] : rows[-1] + 1].any(axis=0))
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
