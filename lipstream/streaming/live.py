@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from lipstream.errors import LipstreamError
 from lipstream.streaming.microphone import (
     AudioChunk,
@@ -78,12 +78,14 @@ class LiveLoop:
         self.stats = LiveStats()
         self._now = now
         self._stalled = False
+        self._max_frames: int | None = None
         self._max_backlog_frames = max(self.config.max_backlog_ms * VIDEO_FPS // 1000, 1)
 
     def run(self, max_frames: int | None = None, stop: threading.Event | None = None) -> LiveStats:
         """Until `max_frames` frames have gone out, or `stop` is set (or Ctrl-C)."""
+        self._max_frames = max_frames
         accounted = self._now()  # time up to which input (audio or stall silence) has been taken
-        while not (stop is not None and stop.is_set()) and not self._done(max_frames):
+        while not (stop is not None and stop.is_set()) and not self._done():
             wait_s = FRAME_S if self._stalled else self.config.stall_ms / 1000
             chunk = self.source.read(wait_s)
             now = self._now()
@@ -92,11 +94,10 @@ class LiveLoop:
             else:
                 self._take_audio(chunk)
             accounted = now
-            self._emit(max_frames)
         return self.stats
 
-    def _done(self, max_frames: int | None) -> bool:
-        return max_frames is not None and self.stats.frames >= max_frames
+    def _done(self) -> bool:
+        return self._max_frames is not None and self.stats.frames >= self._max_frames
 
     def _take_audio(self, chunk: AudioChunk) -> None:
         if self._stalled:
@@ -104,27 +105,48 @@ class LiveLoop:
             # add the stall's length to the latency for the rest of the run
             self.engine.clear()
             self._stalled = False
-        self.engine.push_audio(chunk.pcm, chunk.sample_rate)
-        while (more := self.source.read(0)) is not None:  # catch up on whatever queued meanwhile
-            self.engine.push_audio(more.pcm, more.sample_rate)
+        chunks = [chunk]
+        while (more := self.source.read(0)) is not None:  # whatever queued while we worked
+            chunks.append(more)
+        self._feed(chunks)
 
     def _fill_stall(self, elapsed_s: float) -> None:
         self._stalled = True
-        samples = round(elapsed_s * SAMPLE_RATE)
-        before = self.engine.ready()
-        self.engine.push_audio(np.zeros(samples, np.float32), SAMPLE_RATE)
-        self.stats.idle += self.engine.ready() - before
+        self.stats.idle += self._feed([AudioChunk(np.zeros(round(elapsed_s * SAMPLE_RATE), np.int16),
+                                                  SAMPLE_RATE)])
 
-    def _emit(self, max_frames: int | None) -> None:
-        while (backlog := self.engine.ready()) > 0 and not self._done(max_frames):
-            frame = self.engine.pop_frame(render=backlog <= self._max_backlog_frames)
+    def _feed(self, chunks: list[AudioChunk]) -> int:
+        """Push the audio one frame's worth at a time, handing out frames as they complete (the
+        engine keeps only a few frames of features, so it is fed no further ahead than that).
+        Returns how many frames went out."""
+        waiting = sum(c.pcm.shape[0] * SAMPLE_RATE / c.sample_rate for c in chunks)  # 16 kHz samples
+        sent = 0
+        for chunk in chunks:
+            step = max(chunk.sample_rate * SAMPLES_PER_VIDEO_FRAME // SAMPLE_RATE, 1)
+            for start in range(0, chunk.pcm.shape[0], step):
+                piece = chunk.pcm[start : start + step]
+                self.engine.push_audio(piece, chunk.sample_rate)
+                waiting -= piece.shape[0] * SAMPLE_RATE / chunk.sample_rate
+                sent += self._emit(waiting / SAMPLES_PER_VIDEO_FRAME)
+                if self._done():
+                    return sent
+        return sent
+
+    def _emit(self, waiting_frames: float) -> int:
+        """Hand out the frames the engine can make; render only those within the backlog limit
+        of the newest audio in hand (`waiting_frames` of it not yet pushed)."""
+        sent = 0
+        while (ready := self.engine.ready()) > 0 and not self._done():
+            frame = self.engine.pop_frame(render=ready + waiting_frames <= self._max_backlog_frames)
             if frame is None:
                 break
             for sink in self.sinks:
                 sink.send(frame)
+            sent += 1
             self.stats.frames += 1
             self.stats.rendered += frame.rendered
             self.stats.skipped += not frame.rendered
+        return sent
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:

@@ -113,27 +113,31 @@ class Microphone:
 
     def __init__(self, config: MicrophoneConfig | None = None) -> None:
         self.config = config or MicrophoneConfig()
-        pyaudio = load_pyaudio()
-        self._pa = open_portaudio()
+        chunks_held = max(self.config.queue_ms // self.config.chunk_ms, 1)
+        self._queue: queue.Queue[bytes] = queue.Queue(chunks_held)
+        self.dropped_chunks = 0  # chunks lost because the reader fell more than queue_ms behind
+        self._continue = load_pyaudio().paContinue
+        self._pa: Any = open_portaudio()
         self._stream: Any = None
         try:
             self.device = choose_device(list_input_devices(self._pa), self.config.device)
             self.sample_rate = choose_rate(self._pa, self.device)
-            chunk_samples = self.sample_rate * self.config.chunk_ms // 1000
-            chunks_held = max(self.config.queue_ms // self.config.chunk_ms, 1)
-            self._queue: queue.Queue[bytes] = queue.Queue(chunks_held)
-            self.dropped_chunks = 0  # chunks lost because the reader fell more than queue_ms behind
-            with native_stderr_silenced():
-                self._stream = self._pa.open(
-                    rate=self.sample_rate, channels=1, format=pyaudio.paInt16, input=True,
-                    input_device_index=self.device.index, frames_per_buffer=chunk_samples,
-                    stream_callback=self._on_audio, start=False)
-        except OSError as exc:
-            self.close()
-            raise DeviceError(f"cannot open microphone '{self.device.name}': {exc}; {LIST_HINT}") from None
+            self._stream = self._open_stream()
         except BaseException:
             self.close()
             raise
+
+    def _open_stream(self) -> Any:
+        pyaudio = load_pyaudio()
+        try:
+            with native_stderr_silenced():
+                return self._pa.open(
+                    rate=self.sample_rate, channels=1, format=pyaudio.paInt16, input=True,
+                    input_device_index=self.device.index,
+                    frames_per_buffer=self.sample_rate * self.config.chunk_ms // 1000,
+                    stream_callback=self._on_audio, start=False)
+        except OSError as exc:  # busy, unplugged, or a format the device refuses
+            raise DeviceError(f"cannot open microphone '{self.device.name}': {exc}; {LIST_HINT}") from None
 
     def start(self) -> None:
         self._stream.start_stream()
@@ -162,7 +166,7 @@ class Microphone:
             self._queue.put_nowait(data)
         except queue.Full:
             self._drop_oldest(data)
-        return None, load_pyaudio().paContinue
+        return None, self._continue
 
     def _drop_oldest(self, data: bytes) -> None:
         with contextlib.suppress(queue.Empty):

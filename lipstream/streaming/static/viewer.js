@@ -75,12 +75,16 @@ async function connect() {
       play();
     }
   });
+  const giveUp = () => {
+    if (viewer.pc !== pc || pc.connectionState === "connected") return;
+    viewer.pc = null;
+    pc.close();
+    retryLater("The session's stream stopped");
+  };
   pc.addEventListener("connectionstatechange", () => {
-    if (viewer.pc === pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) {
-      viewer.pc = null;
-      pc.close();
-      retryLater("The session's stream stopped");
-    }
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") giveUp();
+    // "disconnected" may heal by itself (a network blip); if it has not within RETRY_MS, reconnect
+    if (pc.connectionState === "disconnected") setTimeout(giveUp, RETRY_MS);
   });
   try {
     await pc.setLocalDescription(await pc.createOffer());
