@@ -1,0 +1,79 @@
+"""Headless Debian Chromium as a real WebRTC peer, driven by pip playwright (never `playwright
+install`: that downloads a browser). Flags from NOTES.md; the fake microphone plays a WAV."""
+
+import shutil
+import wave
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from lipstream.engine.constants import SAMPLE_RATE
+
+FAKE_MIC_RATE = 48_000  # 16-bit mono 48 kHz: the safest fake-microphone format (NOTES.md)
+
+
+def chromium_executable() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def chromium_flags(fake_mic_wav: Path) -> list[str]:
+    # playwright adds --headless and --no-sandbox, and passes the profile folder itself
+    return [
+        "--disable-gpu",
+        "--allow-loopback-in-peer-connection",  # ICE over 127.0.0.1, where the test server lives
+        "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_mic_wav}",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-quic",
+    ]
+
+
+def write_fake_mic_wav(path: Path, audio_16k: np.ndarray) -> Path:
+    """float32 16 kHz mono -> a 16-bit mono 48 kHz WAV (Chromium loops it; a 24-bit WAV would
+    play silence without an error)."""
+    frame = av.AudioFrame.from_ndarray(audio_16k.reshape(1, -1).astype(np.float32), format="flt",
+                                       layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=FAKE_MIC_RATE)
+    chunks = [f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]]
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(FAKE_MIC_RATE)
+        out.writeframes(np.concatenate(chunks).astype(np.int16).tobytes())
+    return path
+
+
+async def launch(playwright: Any, profile: Path, fake_mic_wav: Path) -> Any:
+    """A browser context with a fresh profile folder (no state from any earlier run)."""
+    return await playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=chromium_executable(), headless=True,
+        args=chromium_flags(fake_mic_wav), viewport={"width": 800, "height": 1000})
+
+
+# Receive-side numbers of a page's RTCPeerConnection (`pcExpression` evaluates to it).
+INBOUND_STATS_JS = """async (pcExpression) => {
+  const pc = eval(pcExpression);
+  const out = {};
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp") out[s.kind] = {
+      timestamp: s.timestamp, framesDecoded: s.framesDecoded, framesDropped: s.framesDropped,
+      framesPerSecond: s.framesPerSecond, frameWidth: s.frameWidth, freezeCount: s.freezeCount,
+      totalAudioEnergy: s.totalAudioEnergy, audioLevel: s.audioLevel,
+      totalSamplesReceived: s.totalSamplesReceived, concealedSamples: s.concealedSamples,
+    };
+  });
+  return out;
+}"""
+
+
+async def inbound_stats(page: Any, pc_expression: str) -> dict[str, dict[str, float]]:
+    stats: dict[str, dict[str, float]] = await page.evaluate(INBOUND_STATS_JS, pc_expression)
+    return stats

@@ -1,0 +1,148 @@
+"""The page and the viewer page in headless Chromium against a real `lipstream serve` on loopback.
+
+Chromium's fake microphone plays espeak-ng speech; the page sends it, and the test reads the
+browser's own WebRTC statistics, a screenshot of the video, and the viewer page of the session.
+"""
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lipstream.engine.audio import load_audio
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.streaming.server import ServeConfig
+from tests.browser import chromium_executable, inbound_stats, launch, write_fake_mic_wav
+from tests.conftest import espeak_wav
+from tests.serving import RunningServer, loopback_only, running_server
+
+TOKEN = "page-test-token"
+MEASURE_S = 4.0  # the frame-rate window, after the stream has settled
+
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    loopback_only(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Speech with silence around it: Chromium loops the file."""
+    folder = tmp_path_factory.mktemp("mic")
+    speech = load_audio(espeak_wav(folder / "speech.wav", "Papa bought a big map. Mama, look at the moon!"))
+    speech = speech / max(float(np.abs(speech).max()), 1e-6) * 0.7
+    pad = np.zeros(SAMPLE_RATE // 2, np.float32)
+    return write_fake_mic_wav(folder / "mic48k.wav", np.concatenate([pad, speech, pad]))
+
+
+def server_seams() -> dict[str, Callable[..., object]]:
+    """The real engine and default avatar (a seam kept so a test can swap them)."""
+    return {}
+
+
+@pytest.fixture
+async def browser(fake_mic: Path, tmp_path: Path) -> AsyncIterator[Any]:
+    chromium_executable()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        context = await launch(playwright, tmp_path / "profile", fake_mic)
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def start_session(page: Any, server: RunningServer, query: str = "") -> str:
+    await page.goto(f"{server.url}/{query}")
+    await page.click("#start")
+    await page.wait_for_function("window.lipstream.pc && window.lipstream.pc.connectionState === 'connected'",
+                                 timeout=20_000)
+    session_id: str = await page.evaluate("window.lipstream.sessionId")
+    return session_id
+
+
+async def video_fps(page: Any, pc: str) -> tuple[float, dict[str, dict[str, float]]]:
+    """Frames decoded per second over MEASURE_S, by the browser's clock, and the last stats."""
+    before = await inbound_stats(page, pc)
+    await asyncio.sleep(MEASURE_S)
+    after = await inbound_stats(page, pc)
+    frames = after["video"]["framesDecoded"] - before["video"]["framesDecoded"]
+    seconds = (after["video"]["timestamp"] - before["video"]["timestamp"]) / 1000
+    return frames / seconds, after
+
+
+def video_area_spread(png: bytes) -> float:
+    """Standard deviation of the grey levels in a screenshot: ~0 for a black or frozen-blank box."""
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
+    return float(grey.std())
+
+
+async def test_page_streams_the_talking_face(browser: Any, tmp_path: Path) -> None:
+    async with running_server(ServeConfig(max_sessions=2, loopback_ice=False), **server_seams()) as server:
+        page = await browser.new_page()
+        session_id = await start_session(page, server)
+        assert session_id in server.state.sessions
+        await asyncio.sleep(3.0)  # settle: jitter buffer and frame rate estimate
+        fps, stats = await video_fps(page, "window.lipstream.pc")
+
+        assert fps >= 24.0, f"the page decoded {fps:.1f} fps: {stats['video']}"
+        assert stats["video"]["framesDropped"] == 0
+        assert stats["video"]["frameWidth"] > 0
+        # the returned audio is the microphone's speech, delayed: it must not be silence
+        assert stats["audio"]["totalAudioEnergy"] > 1e-4, stats["audio"]
+
+        await page.screenshot(path=str(tmp_path / "page.png"))  # for a person reading a failure
+        png = await page.locator("#avatar").screenshot(path=str(tmp_path / "video.png"))
+        assert video_area_spread(png) > 10, "the video area is blank"
+        assert await page.locator("#session-id").inner_text() == session_id
+        assert await page.locator("#error").is_hidden()
+
+        viewer = await browser.new_page()
+        await viewer.goto(f"{server.url}/view/{session_id}")
+        await viewer.wait_for_function(
+            "window.lipstreamViewer.pc && window.lipstreamViewer.pc.connectionState === 'connected'",
+            timeout=20_000)
+        await viewer.wait_for_function("document.getElementById('video').currentTime > 1.0", timeout=10_000)
+        watched = await inbound_stats(viewer, "window.lipstreamViewer.pc")
+        assert watched["video"]["framesDecoded"] >= VIDEO_FPS, watched
+        await viewer.screenshot(path=str(tmp_path / "viewer.png"))
+        if await viewer.locator("#overlay").is_visible():  # autoplay with sound refused: one click
+            await viewer.click("#overlay")
+        assert await viewer.evaluate("document.getElementById('video').muted") is False
+
+        await page.click("#stop")
+        for _ in range(50):
+            if not server.state.sessions:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.state.sessions, "Stop did not end the session on the server"
+
+
+async def test_page_asks_for_the_token_and_shows_server_errors(browser: Any, tmp_path: Path) -> None:
+    config = ServeConfig(max_sessions=1, token=TOKEN, loopback_ice=False)
+    async with running_server(config, **server_seams()) as server:
+        page = await browser.new_page()
+        answers = iter(["wrong-token", TOKEN])
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(next(answers))))
+        await page.goto(server.url + "/")
+        await page.click("#start")
+        await page.wait_for_selector("#error:not([hidden])")
+        assert "token" in await page.locator("#error").inner_text()
+
+        session_id = await start_session(page, server)  # asked again: the right token this time
+        assert session_id in server.state.sessions
+        assert f"token={TOKEN}" in await page.locator("#viewer-link").inner_text()
+        await page.click("#stop")
+
+        not_a_photo = tmp_path / "photo.jpg"
+        not_a_photo.write_text("not an image")
+        await page.set_input_files("#photo", str(not_a_photo))
+        await page.click("#start")
+        await page.wait_for_selector("#error:not([hidden])")
+        assert "not an image" in await page.locator("#error").inner_text()
