@@ -35,7 +35,7 @@ from lipstream.training.tts import (
     available,
     engine,
 )
-from lipstream.training.tts_cli import Festival
+from lipstream.training.tts_cli import Festival, festival_voices
 
 __all__ = ["Phone", "Utterance", "VoiceSpec", "augment", "synthesize", "utterances", "voices"]
 
@@ -172,13 +172,14 @@ class _Sampler:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: use 'train' or 'heldout'")
         self.rng = rng
-        self.names = sorted(n for n in ENGINE_WEIGHTS[split] if available(n))
+        specs = {n: _installed(n, [s for s in voices(split) if s.engine == n]) for n in ENGINE_WEIGHTS[split]}
+        self.specs = {n: found for n, found in specs.items() if found}
+        self.names = sorted(self.specs)
         if not self.names:
             hints = "; ".join(f"{n}: {INSTALL_HINT[n]}" for n in ENGINE_WEIGHTS[split])
             raise SpeechEngineError(f"no speech engine for the {split} split is installed ({hints})")
         weights = np.array([ENGINE_WEIGHTS[split][n] for n in self.names])
         self.weights = weights / weights.sum()
-        self.specs = {n: [s for s in voices(split) if s.engine == n] for n in self.names}
         self.engines: dict[str, Synthesizer] = {}
         self.buffered: dict[VoiceSpec, list[Utterance]] = {}
 
@@ -221,6 +222,15 @@ class _Sampler:
         """One sentence, sometimes two or three (a longer stretch with phrase pauses)."""
         count = 1 + int(self.rng.random() < 0.3) + int(self.rng.random() < 0.1)
         return " ".join(_sentence_end(text_source.random_text(language, self.rng)) for _ in range(count))
+
+
+def _installed(name: str, specs: list[VoiceSpec]) -> list[VoiceSpec]:
+    """The specs whose engine (and, for Festival, voice) is installed; no engine is started."""
+    if not available(name):
+        return []
+    if name == "festival":
+        return [s for s in specs if s.voice in festival_voices()]
+    return specs
 
 
 def _sentence_end(text: str) -> str:

@@ -79,9 +79,7 @@ class Festival:
         _require("festival")
 
     def voices(self) -> tuple[str, ...]:
-        if not FESTIVAL_VOICE_DIR.is_dir():
-            return ()
-        return tuple(sorted(p.name for p in FESTIVAL_VOICE_DIR.glob("*/*") if p.is_dir()))
+        return festival_voices()
 
     def synthesize(self, voice: str, text: str, language: str = "en", prosody: Prosody = NEUTRAL) -> Speech:
         return self.synthesize_many(voice, [text], prosody)[0]
@@ -111,6 +109,13 @@ class Festival:
         labels = [p[1] for p in pairs]
         ends = [float(p[2]) for p in pairs]
         return Speech(audio, phones_from_ends(labels, ends, audio.size / 16000, ARPABET), ARPABET)
+
+
+def festival_voices() -> tuple[str, ...]:
+    """Installed Festival voices (their folders, as `voice_NAME` expects)."""
+    if not FESTIVAL_VOICE_DIR.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in FESTIVAL_VOICE_DIR.glob("*/*") if p.is_dir()))
 
 
 def _festival_script(voice: str, texts: Sequence[str], out_dir: Path, prosody: Prosody) -> str:

@@ -99,6 +99,11 @@ def is_known(label: str, phoneset: str) -> bool:
     return phone_visemes(label, phoneset)[1]
 
 
+def unknown_phones(phones: tuple[Phone, ...], phoneset: str) -> list[str]:
+    """Labels the map does not know (they were given UNKNOWN_FALLBACK); for corpus summaries."""
+    return [p.label for p in phones if not is_known(p.label, phoneset)]
+
+
 def viseme_segments(phones: tuple[Phone, ...], phoneset: str) -> list[tuple[str, float, float]]:
     """(viseme, start_s, end_s) spans: diphthongs split evenly, NEXT resolved to the following viseme."""
     spans: list[tuple[str, float, float]] = []
