@@ -58,13 +58,24 @@ async def browser(fake_mic: Path, tmp_path: Path) -> AsyncIterator[Any]:
             await context.close()
 
 
+CONNECTED = "window.lipstream.pc && window.lipstream.pc.connectionState === 'connected'"
+
+
 async def start_session(page: Any, server: RunningServer, query: str = "") -> str:
     await page.goto(f"{server.url}/{query}")
     await page.click("#start")
-    await page.wait_for_function("window.lipstream.pc && window.lipstream.pc.connectionState === 'connected'",
-                                 timeout=20_000)
+    await page.wait_for_function(CONNECTED, timeout=20_000)
     session_id: str = await page.evaluate("window.lipstream.sessionId")
     return session_id
+
+
+async def stop_session(page: Any, server: RunningServer) -> None:
+    await page.click("#stop")
+    for _ in range(50):
+        if not server.state.sessions:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("Stop did not end the session on the server")
 
 
 async def video_fps(page: Any, pc: str) -> tuple[float, dict[str, dict[str, float]]]:
@@ -116,20 +127,20 @@ async def test_page_streams_the_talking_face(browser: Any, tmp_path: Path) -> No
             await viewer.click("#overlay")
         assert await viewer.evaluate("document.getElementById('video').muted") is False
 
-        await page.click("#stop")
-        for _ in range(50):
-            if not server.state.sessions:
-                break
-            await asyncio.sleep(0.1)
-        assert not server.state.sessions, "Stop did not end the session on the server"
+        await stop_session(page, server)
 
 
-async def test_page_asks_for_the_token_and_shows_server_errors(browser: Any, tmp_path: Path) -> None:
+async def test_page_token_photo_upload_and_errors(browser: Any, tmp_path: Path) -> None:
+    from skimage.data import astronaut
+
     config = ServeConfig(max_sessions=1, token=TOKEN, loopback_ice=False)
     async with running_server(config, **server_seams()) as server:
         page = await browser.new_page()
         answers = iter(["wrong-token", TOKEN])
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(next(answers))))
+        offers: list[str] = []
+        page.on("request", lambda r: offers.append(r.url) if r.url.startswith(f"{server.url}/v1/sessions")
+                and r.method == "POST" else None)
         await page.goto(server.url + "/")
         await page.click("#start")
         await page.wait_for_selector("#error:not([hidden])")
@@ -138,7 +149,15 @@ async def test_page_asks_for_the_token_and_shows_server_errors(browser: Any, tmp
         session_id = await start_session(page, server)  # asked again: the right token this time
         assert session_id in server.state.sessions
         assert f"token={TOKEN}" in await page.locator("#viewer-link").inner_text()
-        await page.click("#stop")
+        await stop_session(page, server)
+
+        photo = tmp_path / "mirrored.png"
+        Image.fromarray(astronaut()[:, ::-1]).save(photo)
+        await page.set_input_files("#photo", str(photo))
+        await page.click("#start")
+        await page.wait_for_function(CONNECTED, timeout=20_000)
+        assert "?avatar=" in offers[-1], "the session was not asked for the uploaded photo"
+        await stop_session(page, server)
 
         not_a_photo = tmp_path / "photo.jpg"
         not_a_photo.write_text("not an image")

@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
-from lipstream.errors import LipstreamError
+from lipstream.errors import DeviceError, LipstreamError
 from lipstream.streaming.microphone import (
     AudioChunk,
     Microphone,
@@ -150,17 +150,17 @@ class LiveLoop:
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--face", type=Path, help="face photo (default: the bundled avatar)")
-    parser.add_argument("--mic", metavar="DEVICE",
-                        help="microphone: a name, a unique part of one, or an index (see --list-devices)")
-    parser.add_argument("--list-devices", action="store_true", help="print the microphones and exit")
-    parser.add_argument("--vcam", action="store_true", help="send the video to a virtual camera "
-                        "(it carries no audio)")
-    parser.add_argument("--vcam-device", help="virtual camera device, e.g. /dev/video2 (default: the first)")
-    parser.add_argument("--vcam-backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
-    parser.add_argument("--out", type=Path, help="also write video and audio to this .mp4")
-    parser.add_argument("--seconds", type=float, help="stop after this many seconds of video")
-    parser.add_argument("--size", type=int, help="output side in pixels (default: the avatar's)")
+    add = parser.add_argument
+    add("--face", type=Path, metavar="PHOTO", help="face photo (default: the bundled avatar)")
+    add("--mic", metavar="DEVICE", help="microphone: a name, a unique part of one, or an index "
+        "(see --list-devices; default: the system's default input)")
+    add("--list-devices", action="store_true", help="print the microphones and exit")
+    add("--vcam", action="store_true", help="send the video to a virtual camera (it carries no audio)")
+    add("--vcam-device", metavar="DEVICE", help="virtual camera, e.g. /dev/video2 (default: the first)")
+    add("--vcam-backend", metavar="NAME", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
+    add("--out", type=Path, metavar="FILE.mp4", help="also write the video and the audio to this file")
+    add("--seconds", type=float, metavar="N", help="stop after N seconds of video (default: Ctrl-C)")
+    add("--size", type=int, metavar="PX", help="output side in pixels (default: the avatar's)")
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -221,8 +221,7 @@ def _list_devices() -> int:
     finally:
         pa.terminate()
     if not devices:
-        _say("no microphone found: connect one or start the sound server (PulseAudio/PipeWire)")
-        return 2
+        raise DeviceError("no microphone found: connect one or start the sound server (PulseAudio/PipeWire)")
     print("microphones (pass the name or index to --mic):")
     for device in devices:
         print(device.describe())
