@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar
-from lipstream.engine.facemesh import landmarks_of_largest
 from lipstream.engine.faceframe import CHIN, FOREHEAD, NOSE_TIP
+from lipstream.engine.facemesh import landmarks_of_largest
 from lipstream.engine.render import RenderConfig, Renderer, move_head
 from lipstream.engine.rig import MAX_SHIFT
 
@@ -75,7 +75,8 @@ def test_mouth_follows_jaw_open(astronaut: Avatar) -> None:
     gaps = [lip_gap(renderer.render(c, 0)) for c in JAW]
     assert gaps[0] < 0.02, f"mouth should be closed at rest: {gaps}"
     assert gaps[-1] > 0.06, f"mouth should be clearly open at jaw_open=1: {gaps}"
-    assert all(b >= a - 0.01 for a, b in zip(gaps, gaps[1:])), f"opening should grow with jaw_open: {gaps}"
+    steps = np.diff(gaps)
+    assert steps.min() >= -0.01, f"opening should grow with jaw_open: {gaps}"
 
 
 @pytest.mark.parametrize("controls", [
@@ -99,7 +100,7 @@ def test_same_seed_same_frames(astronaut: Avatar) -> None:
     for _ in range(2):
         renderer = Renderer(astronaut, RenderConfig(), seed=11)
         runs.append([renderer.render(c, i) for i, c in enumerate(controls)])
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -64,7 +64,7 @@ class Renderer:
 
     def composite(self, pose: MouthPose, field: MouthField, frame: np.ndarray) -> None:
         """Paint the interior where the lips are apart (and the dark seam where they meet)."""
-        box = _open_box(field)
+        box = _open_box(field, self.avatar.rig.u, pose)
         if box is None:
             return
         colour, alpha = interior(self.avatar.mouth, self.avatar.rig.u[box], field.above[box],
@@ -100,9 +100,12 @@ def move_head(image: np.ndarray, pose: HeadPose, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def _open_box(field: MouthField) -> tuple[slice, slice] | None:
+def _open_box(field: MouthField, u: np.ndarray, pose: MouthPose) -> tuple[slice, slice] | None:
     """Rows and columns of the region holding every pixel the interior covers."""
+    centre = (pose.corners_u[0] + pose.corners_u[1]) / 2
+    half = (pose.corners_u[1] - pose.corners_u[0]) / 2 + 1.0
     shown = np.minimum(field.above, field.below) > -0.5
+    shown &= np.abs(u - centre) < half
     rows = np.flatnonzero(shown.any(axis=1))
     if rows.size == 0:
         return None

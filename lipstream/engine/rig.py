@@ -50,10 +50,10 @@ class RigBasis:
     u: np.ndarray  # (h, w) float32 each pixel's position in the face frame, px
     v: np.ndarray
     axes: np.ndarray  # (2, 2) float32 rows: the face's x and y axes in image coordinates
-    bin0: float  # u of the first lip-edge bin (bins are 1 px wide)
+    u_from_bin0: np.ndarray  # (h, w) float32 u - (u of the first lip-edge bin) + 0.5; bins are 1 px
     upper_edge: np.ndarray  # (n_bins,) float32 v of the photo's upper inner lip edge
     lower_edge: np.ndarray  # (n_bins,) float32 v of the photo's lower inner lip edge
-    blend_px: np.ndarray  # (h, w) float32 width of the upper/lower blend: 1 px between the lips
+    blend_px: np.ndarray  # (h, w) float32 twice the width of the upper/lower blend (1 px between the lips)
     corners: np.ndarray  # (N_CONTROLS + 2, 2) u of the inner corners: position, then per shape
     face_px: float
 
@@ -83,10 +83,16 @@ class RigBasis:
         h, w = self.roi.shape
         b_up = cv2.resize(coarse_up, (w, h), interpolation=cv2.INTER_LINEAR)
         b_lo = cv2.resize(coarse_lo, (w, h), interpolation=cv2.INTER_LINEAR)
-        above = self._past_edge(b_up, self.upper_edge)
-        below = -self._past_edge(b_lo, self.lower_edge)
+        # the same offsets in face axes, turned on the coarse grid where it is cheap
+        face_up = cv2.resize(coarse_up @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
+        face_lo = cv2.resize(coarse_lo @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
+        above = self._past_edge(face_up, self.upper_edge)
+        below = self._past_edge(face_lo, self.lower_edge)
+        np.negative(below, out=below)
         # 0: upper side, 1: lower side; the switch sits where the two edges are equally near
-        side = (above - below) / (2.0 * self.blend_px) + 0.5
+        side = above - below
+        side /= self.blend_px
+        side += 0.5
         np.clip(side, 0.0, 1.0, out=side)
         b_lo -= b_up
         b_lo *= side[..., None]
@@ -94,12 +100,17 @@ class RigBasis:
         b_lo += self.grid
         return MouthField(b_lo, above, below)
 
-    def _past_edge(self, offsets: np.ndarray, edge: np.ndarray) -> np.ndarray:
-        """v of each pixel's source minus the lip edge at the source's u (px, > 0 below the edge)."""
-        face = offsets @ self.axes.T  # (h, w, 2): the offsets in face axes
-        bins = np.rint(self.u + face[..., 0] - self.bin0).astype(np.int32)
+    def _past_edge(self, face: np.ndarray, edge: np.ndarray) -> np.ndarray:
+        """v of each pixel's source minus the lip edge at the source's u (px, > 0 below the edge).
+
+        face: (h, w, 2) the pixel's backward offset in face axes.
+        """
+        source_u = face[..., 0] + self.u_from_bin0
+        bins = source_u.astype(np.int32)  # u_from_bin0 carries +0.5: truncation rounds
         np.clip(bins, 0, len(edge) - 1, out=bins)
-        return self.v + face[..., 1] - edge[bins]
+        past = face[..., 1] + self.v
+        past -= edge[bins]
+        return past
 
 
 def _cap(offsets: np.ndarray, max_px: float) -> np.ndarray:
@@ -135,8 +146,8 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
         roi=roi, step=step, upper=upper, lower=lower, grid=grid,
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
         v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
-        bin0=bin0, upper_edge=_edge(bin_u, shapes.uv[list(UPPER_INNER)]),
+        u_from_bin0=(pix[..., 0] - bin0 + 0.5).astype(np.float32), upper_edge=_edge(bin_u, shapes.uv[list(UPPER_INNER)]),
         lower_edge=_edge(bin_u, shapes.uv[list(LOWER_LINE)]),
-        blend_px=np.maximum(1.0, CHEEK_BLEND * beyond).astype(np.float32),
+        blend_px=2.0 * np.maximum(1.0, CHEEK_BLEND * beyond).astype(np.float32),
         corners=corners.astype(np.float32), face_px=frame.face_px,
     )

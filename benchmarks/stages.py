@@ -1,0 +1,138 @@
+"""Per-stage engine cost per frame (ms, p50 / p99) at 256 and 512 px, one thread.
+
+Wall time (p50, p99) and this thread's CPU time (cpu p50, cpu p99: what the work costs one core
+when other processes share the machine). Render stages are timed one after another inside each frame (rig, field, warp, composite,
+blink, head); the audio side (mel + motion model + smoothing) is timed through the Engine with
+rendering skipped, for the baseline and, when shipped, the ONNX model. Burn-in, then measure.
+
+    python benchmarks/stages.py [--frames 500] [--out benchmarks/results/stages.json]
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lipstream.engine.avatar import Avatar, AvatarConfig  # noqa: E402
+from lipstream.engine.constants import SAMPLE_RATE  # noqa: E402
+from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
+from lipstream.engine.motion import shipped_model_path  # noqa: E402
+from lipstream.engine.render import RenderConfig, Renderer  # noqa: E402
+
+RENDER_STAGES = ("rig", "field", "warp", "composite", "blink", "head")
+BURN_IN = 50
+
+
+def speech_like_controls(frames: int, seed: int = 0) -> np.ndarray:
+    """Smoothly varying controls that open and close like speech, with pauses."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / 25.0
+    jaw = np.clip(0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6)), 0, 1)
+    jaw *= (np.sin(2 * np.pi * 0.3 * t) > -0.5)  # pauses: mouth at rest
+    other = np.clip(rng.normal(0.2, 0.25, size=(frames, 4)), 0, 1)
+    return np.column_stack([jaw, other]).astype(np.float32)
+
+
+def _now() -> tuple[float, float]:
+    """(wall, this thread's CPU) seconds: CPU time leaves out time lost to other processes."""
+    return time.perf_counter(), time.thread_time()
+
+
+def time_render(size: int, frames: int) -> dict[str, list[tuple[float, float]]]:
+    avatar = Avatar.default(AvatarConfig(size=size))
+    renderer = Renderer(avatar, RenderConfig(), seed=0)
+    controls = speech_like_controls(frames + BURN_IN)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in (*RENDER_STAGES, "render total")}
+    for index, c in enumerate(controls):
+        marks = [_now()]
+        frame = avatar.image.copy()
+        pose = renderer.pose(c)
+        marks.append(_now())
+        field = renderer.field(pose)
+        marks.append(_now())
+        renderer.warp(field.coords, frame)
+        marks.append(_now())
+        renderer.composite(pose, field, frame)
+        marks.append(_now())
+        renderer.blink(index, frame)
+        marks.append(_now())
+        renderer.head(index, frame)
+        marks.append(_now())
+        if index < BURN_IN:
+            continue
+        for name, a, b in zip(RENDER_STAGES, marks[:-1], marks[1:], strict=True):
+            times[name].append(((b[0] - a[0]) * 1e3, (b[1] - a[1]) * 1e3))
+        times["render total"].append(((marks[-1][0] - marks[0][0]) * 1e3, (marks[-1][1] - marks[0][1]) * 1e3))
+    return times
+
+
+def time_audio_side(motion: str | None, frames: int) -> list[tuple[float, float]]:
+    """push 40 ms of audio + pop its frame unrendered: mel + motion model + smoothing, via the Engine."""
+    engine = Engine(Avatar.default(), EngineConfig(motion=motion))
+    rng = np.random.default_rng(0)
+    seconds = (frames + BURN_IN + 10) / 25.0
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    speech = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+              + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    out = []
+    chunk = SAMPLE_RATE // 25  # one frame of audio per push, as a live session feeds it
+    for i in range(speech.size // chunk):
+        start = _now()
+        engine.push_audio(speech[i * chunk : (i + 1) * chunk], SAMPLE_RATE)
+        popped = [engine.pop_frame(render=False) for _ in range(engine.ready())]
+        end = _now()
+        elapsed = ((end[0] - start[0]) * 1e3, (end[1] - start[1]) * 1e3)
+        if i >= BURN_IN and len(popped) == 1:
+            out.append(elapsed)
+        if len(out) >= frames:
+            break
+    return out
+
+
+def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
+    wall, cpu = np.array(samples).T
+    return {"p50_ms": float(np.percentile(wall, 50)), "p99_ms": float(np.percentile(wall, 99)),
+            "cpu_p50_ms": float(np.percentile(cpu, 50)), "cpu_p99_ms": float(np.percentile(cpu, 99))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stages.json"))
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    models = {"baseline": "baseline"}
+    if shipped_model_path() is not None:
+        models["onnx"] = None
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for size in (256, 512):
+        render = {name: summary(v) for name, v in time_render(size, args.frames).items()}
+        for label, spec in models.items():
+            audio = summary(time_audio_side(spec, args.frames))
+            render[f"mel+model+smooth ({label})"] = audio
+        results[str(size)] = render
+    for size, rows in results.items():
+        for label in models:
+            audio = rows[f"mel+model+smooth ({label})"]
+            rows[f"engine total ({label})"] = {
+                k: rows["render total"][k] + audio[k] for k in audio  # p99: an upper bound
+            }
+        print(f"\n{size}x{size}, one thread, {args.frames} frames")
+        print(f"{'stage':<32}{'p50 ms':>9}{'p99 ms':>9}{'cpu p50':>9}{'cpu p99':>9}")
+        for name, s in rows.items():
+            figures = "".join(f"{s[k]:>9.3f}" for k in ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms"))
+            print(f"{name:<32}{figures}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"frames": args.frames, "threads": 1, "sizes": results}, indent=2))
+    print(f"\nwritten {args.out}")
+
+
+if __name__ == "__main__":
+    main()
