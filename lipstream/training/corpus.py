@@ -43,6 +43,7 @@ PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA}
 SPLITS = ("train", "heldout")
 MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 5  # shorter draws (a lone word that failed) are skipped
 FESTIVAL_BATCH = 8  # utterances per Festival process
+MAX_DRAWS = 200  # failed draws in a row before a stream gives up
 
 # fmt: off
 ESPEAK_TRAIN_LANGUAGES = (
@@ -184,15 +185,18 @@ class _Sampler:
         self.buffered: dict[VoiceSpec, list[Utterance]] = {}
 
     def next_clean(self) -> Utterance:
-        while True:
+        error: SpeechEngineError | None = None
+        for _ in range(MAX_DRAWS):
             name = self.names[int(self.rng.choice(len(self.names), p=self.weights))]
             spec = self.specs[name][int(self.rng.integers(0, len(self.specs[name])))]
             try:
                 u = self._draw(spec)
-            except SpeechEngineError:
-                continue  # e.g. a Festival voice not installed here: draw another
+            except SpeechEngineError as exc:
+                error = exc  # one broken voice or text: draw another
+                continue
             if u.audio.size >= MIN_UTTERANCE_SAMPLES:
                 return u
+        raise SpeechEngineError(f"{MAX_DRAWS} draws gave no usable speech; last error: {error}")
 
     def _engine(self, name: str) -> Synthesizer:
         if name not in self.engines:
