@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
+from lipstream.engine.native_log import native_stderr_silenced
 from lipstream.errors import DeviceError, LipstreamError
 from lipstream.streaming.microphone import (
     AudioChunk,
@@ -36,6 +37,9 @@ from lipstream.streaming.microphone import (
 from lipstream.streaming.sinks import FrameSink, Mp4Sink
 from lipstream.streaming.vcam import VirtualCamera, VirtualCameraConfig
 from lipstream.streaming.worker import FrameEngine
+
+if TYPE_CHECKING:
+    from lipstream.engine.avatar import AvatarConfig
 
 FRAME_S = 1.0 / VIDEO_FPS  # 40 ms
 
@@ -172,27 +176,33 @@ def run_live(args: argparse.Namespace) -> int:
     if args.face is not None and not args.face.is_file():
         raise LipstreamError(f"photo not found: {args.face}")
     with contextlib.ExitStack() as stack:
-        mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))
-        from lipstream.engine.avatar import Avatar, AvatarConfig  # slow imports after the cheap checks
-        from lipstream.engine.engine import Engine
+        mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))  # cheap checks first
+        from lipstream.engine.avatar import AvatarConfig
 
         avatar_config = AvatarConfig() if args.size is None else AvatarConfig(size=args.size)
         sinks = _open_sinks(args, avatar_config.size, stack)
-        avatar = Avatar.from_image(args.face, avatar_config) if args.face else Avatar.default(avatar_config)
-        engine = Engine(avatar)
-        loop = LiveLoop(engine, mic, sinks)
-        latency_ms = 1000 * engine.latency_samples // SAMPLE_RATE
+        loop = LiveLoop(_make_engine(args.face, avatar_config), mic, sinks)
+        latency_ms = 1000 * loop.engine.latency_samples // SAMPLE_RATE
         _say(f"microphone '{mic.device.name}' at {mic.sample_rate} Hz -> "
              + ", ".join(_describe(s, latency_ms) for s in sinks) + "; Ctrl-C stops")
         mic.start()
-        max_frames = None if args.seconds is None else round(args.seconds * VIDEO_FPS)
         try:
-            stats = loop.run(max_frames)
+            stats = loop.run(None if args.seconds is None else round(args.seconds * VIDEO_FPS))
         except KeyboardInterrupt:
             stats = loop.stats
         dropped = f", {mic.dropped_chunks} audio chunks dropped" if mic.dropped_chunks else ""
         _say(stats.describe() + dropped)
     return 0
+
+
+def _make_engine(face: Path | None, avatar_config: "AvatarConfig") -> LiveEngine:
+    from lipstream.engine.avatar import Avatar
+    from lipstream.engine.engine import Engine
+
+    with native_stderr_silenced():  # FaceMesh's start-up lines (see native_log.py)
+        avatar = Avatar.from_image(face, avatar_config) if face else Avatar.default(avatar_config)
+    engine: LiveEngine = Engine(avatar)
+    return engine
 
 
 def _open_sinks(args: argparse.Namespace, size: int, stack: contextlib.ExitStack) -> list[FrameSink]:
