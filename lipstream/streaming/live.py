@@ -3,9 +3,9 @@
 One thread does everything: it waits for microphone audio, feeds the engine and renders the
 frames the audio completes. The microphone is the clock: 640 samples make one frame, so frames
 leave at the device's 25 fps and cannot drift from its audio however long the run. Pacing
-against the wall clock instead would drift by the device's crystal error (tens of ppm: a frame
-every few minutes). The monotonic clock is used only when the microphone stalls, to keep making
-idle frames at 25 fps so the camera never freezes.
+against the wall clock instead would drift by the device's crystal error (tens of ppm: a whole
+frame every 10-20 minutes). The monotonic clock is used only when the microphone stalls, to keep
+making idle frames at 25 fps so the camera never freezes.
 
 When rendering falls behind, the frames more than `max_backlog_ms` behind the microphone are
 taken without rendering (the image repeats, the mouth and the audio advance): the output stays
