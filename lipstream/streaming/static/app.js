@@ -8,7 +8,7 @@ const STATS_EVERY_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  photo: $("photo"), photoNote: $("photo-note"), start: $("start"), stop: $("stop"),
+  photo: $("photo"), photoNote: $("photo-note"), sound: $("sound"), start: $("start"), stop: $("stop"),
   error: $("error"), status: $("status"), video: $("avatar"), session: $("session"),
   sessionId: $("session-id"), stats: $("stats"), viewerLink: $("viewer-link"),
 };
@@ -95,6 +95,7 @@ function newPeerConnection(mic) {
   pc.addEventListener("track", (event) => {
     remote.addTrack(event.track);
     ui.video.srcObject = remote;
+    ui.video.muted = !ui.sound.checked;
   });
   pc.addEventListener("connectionstatechange", () => {
     if (pc !== state.pc) return;
@@ -177,6 +178,9 @@ ui.photo.addEventListener("change", () => {
   const file = ui.photo.files[0];
   ui.photoNote.textContent = file ? `${file.name}: used when you press Start` : "none chosen: the default avatar is used";
 });
+// Hearing your own voice ~0.1 s late makes talking hard (delayed auditory feedback): let the user
+// watch in silence, or use headphones.
+ui.sound.addEventListener("change", () => { ui.video.muted = !ui.sound.checked; });
 ui.start.addEventListener("click", start);
 ui.stop.addEventListener("click", stop);
 window.addEventListener("pagehide", () => {
