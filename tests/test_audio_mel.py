@@ -105,7 +105,7 @@ def test_incremental_mel_equals_whole_file(speech_wav: Path) -> None:
     whole = log_mel(audio)
     assert whole.shape == (audio.size // HOP_SAMPLES, N_MELS)
     for chunk in (1, 7, 320, 16_000):
-        stream = MelStream(keep_frames=whole.shape[0])
+        stream = MelStream()
         for i in range(0, audio.size, chunk):
             stream.push(audio[i : i + chunk])
         assert stream.n_frames == whole.shape[0]
@@ -113,9 +113,13 @@ def test_incremental_mel_equals_whole_file(speech_wav: Path) -> None:
 
 
 def test_mel_window_before_start_is_silence() -> None:
-    stream = MelStream(keep_frames=8)
+    stream = MelStream()
     stream.push(np.random.default_rng(0).normal(0, 0.1, HOP_SAMPLES * 3).astype(np.float32))
     window = stream.window(-5, 3)
     assert np.all(window[:5] == SILENCE_LOG_MEL) and np.all(window[5:] > SILENCE_LOG_MEL)
     with pytest.raises(ValueError):
         stream.window(0, 4)
+    stream.discard_before(2)
+    with pytest.raises(ValueError, match="dropped"):
+        stream.window(1, 3)
+    np.testing.assert_array_equal(stream.window(2, 3), window[7:])

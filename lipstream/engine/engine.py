@@ -137,12 +137,14 @@ class Engine:
 
     def _predict(self, local: int) -> MotionOutput:
         start, stop = video_frame_window(local, self.model.context_frames, self.model.lookahead_frames)
-        return self.model.predict(self._mel.window(start, stop))
+        output = self.model.predict(self._mel.window(start, stop))
+        next_start, _ = video_frame_window(local + 1, self.model.context_frames, 0)
+        self._mel.discard_before(next_start)
+        return output
 
     def _reset_input(self) -> None:
         self._audio_in = AudioIn()
-        keep = self.model.context_frames + self.model.lookahead_frames + 8
-        self._mel = MelStream(keep_frames=keep)
+        self._mel = MelStream()
         self._frame_base = self._next_index  # input sample 0 belongs to this frame
         self._received = 0  # 16 kHz samples received since the base
         self._audio = np.zeros(0, np.float32)  # received samples not yet handed out

@@ -12,9 +12,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lipstream.engine.native_log import native_stderr_silenced
+
 N_LANDMARKS = 478
 _lock = threading.Lock()
 _graphs: dict[str, Any] = {}
+_quiet_runs: set[str] = set()  # graphs whose first run (which logs to fd 2) is over
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,17 @@ class FaceFound:
         return float(x0), float(y0), float(x1), float(y1)
 
 
+def _process(name: str, rgb: np.ndarray) -> Any:
+    """Run one graph under the lock; its set-up and first run keep their log lines to themselves."""
+    with _lock:
+        if name in _quiet_runs:
+            return _graph(name).process(np.ascontiguousarray(rgb))
+        with native_stderr_silenced():
+            result = _graph(name).process(np.ascontiguousarray(rgb))
+        _quiet_runs.add(name)
+        return result
+
+
 def _graph(name: str) -> Any:
     import mediapipe as mp
 
@@ -48,8 +62,7 @@ def _graph(name: str) -> Any:
 
 def _mesh(rgb: np.ndarray) -> list[FaceFound]:
     h, w = rgb.shape[:2]
-    with _lock:
-        result = _graph("mesh").process(np.ascontiguousarray(rgb))
+    result = _process("mesh", rgb)
     faces = []
     for face in result.multi_face_landmarks or []:
         pts = np.array([(p.x * w, p.y * h) for p in face.landmark], dtype=np.float32)
@@ -60,8 +73,7 @@ def _mesh(rgb: np.ndarray) -> list[FaceFound]:
 def _detect_boxes(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
     """Full-range face boxes (x0, y0, x1, y1) in pixels."""
     h, w = rgb.shape[:2]
-    with _lock:
-        result = _graph("detect").process(np.ascontiguousarray(rgb))
+    result = _process("detect", rgb)
     boxes = []
     for det in result.detections or []:
         b = det.location_data.relative_bounding_box

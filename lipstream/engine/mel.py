@@ -73,13 +73,14 @@ class MelStream:
     """Incremental log-mel: each push computes only the hops it completes.
 
     Frames are computed one at a time, so values do not depend on how the audio was chunked.
-    Only the last `keep_frames` are held, which bounds memory however long a session runs.
+    The reader says when it no longer needs old frames (`discard_before`), which bounds memory
+    however long a session runs.
     """
 
-    def __init__(self, keep_frames: int) -> None:
+    def __init__(self) -> None:
         self._tail = np.zeros(HISTORY_SAMPLES, np.float32)
         self._pending = np.zeros(0, np.float32)
-        self._frames: deque[np.ndarray] = deque(maxlen=keep_frames)
+        self._frames: deque[np.ndarray] = deque()
         self.n_frames = 0  # mel frames computed since the start of the stream
 
     def push(self, audio: np.ndarray) -> int:
@@ -94,6 +95,12 @@ class MelStream:
         self._pending = self._pending[n_new * HOP_SAMPLES :]
         self.n_frames += n_new
         return n_new
+
+    def discard_before(self, t: int) -> None:
+        """Forget mel frames before frame t."""
+        oldest = self.n_frames - len(self._frames)
+        for _ in range(min(t - oldest, len(self._frames))):
+            self._frames.popleft()
 
     def window(self, start: int, stop: int) -> np.ndarray:
         """Mel frames [start, stop) as (stop - start, N_MELS); frames before 0 are silence."""
