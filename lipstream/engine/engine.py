@@ -63,6 +63,7 @@ class Engine:
         self._smoother = ControlSmoother(self.config.smoothing)
         self._next_index = 0  # next frame to hand out
         self._last_image = avatar.image
+        self._frames_limit: int | None = None  # set by finish(): the last frame of a file
         self._reset_input()
 
     @property
@@ -149,7 +150,7 @@ class Engine:
         self._received = 0  # 16 kHz samples received since the base
         self._audio = np.zeros(0, np.float32)  # received samples not yet handed out
         self._audio_offset = 0  # sample index (since the base) of self._audio[0]
-        self._frames_limit: int | None = None
+        self._frames_limit = None
 
     def _ingest(self, audio: np.ndarray) -> None:
         if audio.size == 0:
