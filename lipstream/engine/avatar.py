@@ -108,7 +108,7 @@ def pick_face(rgb: np.ndarray, name: str, config: AvatarConfig) -> FaceFound:
     if len(faces) > 1:
         message = f"{len(faces)} faces found in {name}: using the largest"
         log.warning(message)
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=4)
     face = faces[0]
     if face.height_px < config.min_face_px:
         raise PhotoError(f"the face in {name} is only {face.height_px:.0f} px tall: {hint}")

@@ -124,12 +124,28 @@ def dense_fields(lm: np.ndarray, frame: FaceFrame, shapes: SparseShapes, roi: Ro
     anchors = np.vstack([lm[still], _border_anchors(roi, ANCHOR_SPACING * frame.face_px)])
     window = _edge_window(centres, roi, EDGE_RAMP * frame.face_px)[None, ..., None]
     scale = frame.face_px  # solve in face heights: a well-conditioned system
+    lower_lip = np.array(LOWER_INNER + LOWER_OUTER)
+    upper_lip = np.array(UPPER_INNER[1:-1] + UPPER_OUTER[1:-1])
     out = []
-    for ids in (upper_ids, lower_ids):
-        points = np.vstack([lm[ids], anchors]) / scale
+    for ids, ghosts, edge in ((upper_ids, lower_lip, UPPER_INNER), (lower_ids, upper_lip, LOWER_LINE)):
+        # Each side's field continues across the parting as its own lip edge moves, so it cannot
+        # fold back over its lip where the other side's lip sits in the photo.
+        moved = np.concatenate([shapes.offsets_px[:, ids], _follow_edge(shapes, edge, ghosts)], axis=1)
+        points = np.vstack([lm[ids], lm[ghosts], anchors]) / scale
         values = np.zeros((len(points), (N_CONTROLS + 1) * 2))
-        values[: len(ids)] = shapes.offsets_px[:, ids, :].transpose(1, 0, 2).reshape(len(ids), -1)
+        values[: moved.shape[1]] = moved.transpose(1, 0, 2).reshape(moved.shape[1], -1)
         dense = _tps(points, values, centres.reshape(-1, 2) / scale)
         dense = dense.reshape(hc, wc, N_CONTROLS + 1, 2).transpose(2, 0, 1, 3) * window
         out.append(dense.astype(np.float32))
     return out[0], out[1]
+
+
+def _follow_edge(shapes: SparseShapes, edge: tuple[int, ...], ghosts: np.ndarray) -> np.ndarray:
+    """(N_CONTROLS + 1, len(ghosts), 2) offsets of the lip edge point at each ghost's u."""
+    order = np.array(edge)[np.argsort(shapes.uv[list(edge), 0])]
+    u_edge, u_ghost = shapes.uv[order, 0], shapes.uv[ghosts, 0]
+    out = np.empty((shapes.offsets_px.shape[0], len(ghosts), 2))
+    for k in range(out.shape[0]):
+        for c in range(2):
+            out[k, :, c] = np.interp(u_ghost, u_edge, shapes.offsets_px[k, order, c])
+    return out

@@ -14,9 +14,10 @@ import numpy as np
 from lipstream.engine.faceframe import FaceFrame
 
 TEETH_HEIGHT = 0.045  # visible upper incisors, face heights (~8 mm)
-LOWER_TEETH_HEIGHT = 0.018
+LOWER_TEETH_HEIGHT = 0.014
 INCISOR_WIDTH = 0.045  # face heights between tooth edges
 TEETH_SPAN = 0.85  # teeth show over this fraction of the mouth's half width
+CORNER_FADE = 0.2  # fraction of the half width over which the interior fades into a corner
 WIDE_OPEN = 0.06  # gap (face heights) from which the lower teeth and tongue appear
 LIP_SAMPLES = ((0, 13), (37, 82), (267, 312), (17, 14), (84, 87), (314, 317))  # (outer, inner) pairs
 CHEEKS = (50, 280, 101, 330)
@@ -60,7 +61,8 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     """
     f = assets.face_px
     centre, half = (corners_u[0] + corners_u[1]) / 2, max((corners_u[1] - corners_u[0]) / 2, 1.0)
-    inside = np.clip(half - np.abs(u - centre) + 0.5, 0.0, 1.0)  # nothing beyond the mouth corners
+    # fade out over the last part of the way to each corner: no hard edge where the lips meet
+    inside = np.clip((half - np.abs(u - centre)) / (CORNER_FADE * half), 0.0, 1.0)
     coverage = np.clip(np.minimum(above, below) + 0.5, 0.0, 1.0) * inside
     a, b = np.maximum(above, 0.0), np.maximum(below, 0.0)
     gap = a + b
@@ -74,7 +76,7 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     colour += (assets.tongue_rgb * (0.55 + 0.45 * t)[..., None] - colour) * tongue[..., None]
     lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.7) ** 2, 0.0, 1.0))
     lower = np.clip(lower_h - b + 0.5, 0.0, 1.0) * (lower_h > 0.5)
-    colour += (assets.teeth_rgb * (0.45 + 0.2 * middle)[..., None] - colour) * lower[..., None]
+    colour += (assets.teeth_rgb * (0.35 + 0.2 * middle)[..., None] - colour) * lower[..., None]
     colour += (_upper_teeth(assets, u - centre, a, s) - colour) * _upper_cover(f, a, s)[..., None]
     return colour, coverage
 

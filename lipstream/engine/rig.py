@@ -8,8 +8,8 @@ fetches lower-lip content it takes the lower one; where neither does, the lips a
 mouth interior goes there. Deciding by where the content comes from keeps the painted interior
 exactly flush with the warped lips.
 
-Per frame: field = rest + sum_k c_k basis_k on a coarse grid (one small matmul), one fixed-point
-step to turn forward offsets into a backward map, upsampling, then the per-pixel choice. Controls
+Per frame: field = rest + sum_k c_k basis_k on a coarse grid (one small matmul), negated into a
+backward map, upsampled, then the per-pixel choice. Controls
 are clamped to [0, 1] and offsets capped, so no input can tear the face.
 """
 
@@ -23,6 +23,7 @@ from lipstream.engine.faceframe import UPPER_INNER, FaceFrame
 from lipstream.engine.motionbasis import LOWER_LINE, Roi, dense_fields, lower_face_roi, sparse_shapes
 
 MAX_SHIFT = 0.25  # no pixel moves further than this (face heights), whatever the input
+CORNER_SLOPE = 1.0  # px the lip edges cross per px past the mouth corners
 CHEEK_BLEND = 1.5  # beyond the mouth corners, px of blend per px of distance: cheeks stretch smoothly
 
 
@@ -67,16 +68,18 @@ class RigBasis:
         return MouthPose(c, (float(left), float(right)))
 
     def coarse_fields(self, pose: MouthPose) -> tuple[np.ndarray, np.ndarray]:
-        """Backward offsets (hc, wc, 2) px for the upper and lower sides on the coarse grid."""
+        """Backward offsets (hc, wc, 2) px for the upper and lower sides on the coarse grid.
+
+        b(q) = -d(q): exact where a side moves rigidly, which is where its content is used (the
+        jaw side over the lower lip and chin). A fixed-point step b = -d(q + b) was tried and
+        dropped: across the strong stretch between the still nose and a dropped jaw it pulls
+        the lower field back onto the lips, so lip pixels showed inside the open mouth.
+        """
         weights = np.concatenate([pose.controls, [1.0]]).astype(np.float32)
-        out = []
-        for basis in (self.upper, self.lower):
-            forward = np.tensordot(weights, basis, axes=1)
-            # one fixed-point step of b(q) = -d(q + b(q)): a pixel samples where its content came from
-            at = self.coarse_grid - forward / self.step
-            backward = -cv2.remap(forward, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            out.append(_cap(backward, MAX_SHIFT * self.face_px))
-        return out[0], out[1]
+        up = np.tensordot(weights, self.upper, axes=1)
+        lo = np.tensordot(weights, self.lower, axes=1)
+        cap = MAX_SHIFT * self.face_px
+        return _cap(-up, cap), _cap(-lo, cap)
 
     def field(self, pose: MouthPose) -> MouthField:
         coarse_up, coarse_lo = self.coarse_fields(pose)
@@ -119,9 +122,21 @@ def _cap(offsets: np.ndarray, max_px: float) -> np.ndarray:
     return offsets * np.minimum(1.0, max_px / np.maximum(length, 1e-6))
 
 
-def _edge(bin_u: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    order = np.argsort(pts[:, 0])
-    return np.interp(bin_u, pts[order, 0], pts[order, 1]).astype(np.float32)
+def _edges(bin_u: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo's upper and lower inner-lip edges, v per u bin (px).
+
+    Past the corners the two edges cross (the upper one drops, the lower one rises), so no
+    pixel beside the mouth can count as "between the lips": the opening closes at the corners.
+    """
+    left, right = uv[UPPER_INNER[0], 0], uv[UPPER_INNER[-1], 0]
+    beyond = np.maximum(np.maximum(left - bin_u, bin_u - right), 0.0)
+    edges = []
+    for ids, sign in ((UPPER_INNER, 1.0), (LOWER_LINE, -1.0)):
+        pts = uv[list(ids)]
+        order = np.argsort(pts[:, 0])
+        line = np.interp(bin_u, pts[order, 0], pts[order, 1]) + sign * CORNER_SLOPE * beyond
+        edges.append(line.astype(np.float32))
+    return edges[0], edges[1]
 
 
 def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
@@ -142,12 +157,13 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
     corners_u = shapes.uv[corner_ids, 0]
     beyond = np.maximum(np.maximum(corners_u[0] - pix[..., 0], pix[..., 0] - corners_u[1]), 0.0)
     corners = np.vstack([corners_u[None], shapes.offsets_uv[:, corner_ids, 0]])
+    upper_edge, lower_edge = _edges(bin_u, shapes.uv)
     return RigBasis(
         roi=roi, step=step, upper=upper, lower=lower, grid=grid,
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
         v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
-        u_from_bin0=(pix[..., 0] - bin0 + 0.5).astype(np.float32), upper_edge=_edge(bin_u, shapes.uv[list(UPPER_INNER)]),
-        lower_edge=_edge(bin_u, shapes.uv[list(LOWER_LINE)]),
+        u_from_bin0=(pix[..., 0] - bin0 + 0.5).astype(np.float32), upper_edge=upper_edge,
+        lower_edge=lower_edge,
         blend_px=2.0 * np.maximum(1.0, CHEEK_BLEND * beyond).astype(np.float32),
         corners=corners.astype(np.float32), face_px=frame.face_px,
     )

@@ -2,8 +2,8 @@
 
 Each control moves a set of landmarks linearly, so the rig can precompute one motion field per
 control. Offsets are shaped by where a point sits on the lips: `s` runs from -1 (right mouth
-corner in the image's left) to +1, and `arch` = sqrt(1 - s^2) makes the lips part more at the
-middle than at the corners. Magnitudes are fractions of the face height (forehead to chin,
+corner in the image's left) to +1, and `arch` makes the lips part more at the
+middle than at the corners (arch = 1 - s^2). Magnitudes are fractions of the face height (forehead to chin,
 ~17 cm on an adult), e.g. a wide "aa" drops the lower lip ~13% of it (~2 cm).
 """
 
@@ -56,7 +56,7 @@ def control_offsets(uv: np.ndarray) -> np.ndarray:
     for name, idx in groups.items():
         ids = np.array(idx)
         s = np.clip((uv[ids, 0] - centre) / half, -1.0, 1.0)
-        arch = np.sqrt(1.0 - s**2)
+        arch = 1.0 - s**2  # the lips part most at the middle, closing smoothly into the corners
         if name == "corner":
             s, arch = np.sign(s), np.zeros_like(s)
         _lip_shapes(off, ids, name, s, arch)
