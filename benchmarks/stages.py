@@ -1,9 +1,10 @@
 """Per-stage engine cost per frame (ms, p50 / p99) at 256 and 512 px, one thread.
 
 Wall time (p50, p99) and this thread's CPU time (cpu p50, cpu p99: what the work costs one core
-when other processes share the machine). Render stages are timed one after another inside each frame (rig, field, warp, composite,
-blink, head); the audio side (mel + motion model + smoothing) is timed through the Engine with
-rendering skipped, for the baseline and, when shipped, the ONNX model. Burn-in, then measure.
+when other processes share the machine). Render stages are timed one after another inside each
+frame (rig, field, warp, composite, blink, head); the audio side (mel + motion model +
+smoothing) is timed through the Engine with rendering skipped, for the baseline and, when
+shipped, the ONNX model. Burn-in, then measure.
 
     python benchmarks/stages.py [--frames 500] [--out benchmarks/results/stages.json]
 """

@@ -64,7 +64,7 @@ class Avatar:
 def _default(config: AvatarConfig) -> Avatar:
     from skimage import data
 
-    return analyse(np.asarray(data.astronaut()), DEFAULT_NAME, config)
+    return analyse(np.asarray(data.astronaut()), DEFAULT_NAME, config)  # type: ignore[no-untyped-call]
 
 
 def load_photo(path: Path, max_megapixels: float) -> np.ndarray:
@@ -78,8 +78,8 @@ def load_photo(path: Path, max_megapixels: float) -> np.ndarray:
                 megapixels = im.width * im.height / 1e6
                 if megapixels > max_megapixels:
                     raise PhotoError(_too_large(path, f"{im.width}x{im.height}", max_megapixels))
-                im = ImageOps.exif_transpose(im)
-                return np.asarray(im.convert("RGB"))
+                upright = ImageOps.exif_transpose(im)
+                return np.asarray(upright.convert("RGB"))
     except Image.DecompressionBombError as err:  # Pillow's own limit, hit before ours at >179 MP
         raise PhotoError(_too_large(path, "over 179 megapixels", max_megapixels)) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:

@@ -51,8 +51,10 @@ class FaceFrame:
     def to_face(self, pts: np.ndarray) -> np.ndarray:
         """(..., 2) px -> (..., 2) (u, v) in face heights."""
         rel = pts - self.origin
-        return np.stack([rel @ self.x_axis, rel @ self.y_axis], axis=-1) / self.face_px
+        uv: np.ndarray = np.stack([rel @ self.x_axis, rel @ self.y_axis], axis=-1) / self.face_px
+        return uv
 
     def to_pixel_offsets(self, uv: np.ndarray) -> np.ndarray:
         """(..., 2) offsets in face heights -> (..., 2) px offsets in image axes."""
-        return (uv[..., :1] * self.x_axis + uv[..., 1:] * self.y_axis) * self.face_px
+        px: np.ndarray = (uv[..., :1] * self.x_axis + uv[..., 1:] * self.y_axis) * self.face_px
+        return px

@@ -35,7 +35,7 @@ class EyeAssets:
     y_axis: np.ndarray  # (2,) the face's downward axis, image coordinates
 
 
-def _lid_line(uv: np.ndarray, ids: tuple[int, ...], corners: tuple[int, int], u: np.ndarray) -> np.ndarray:
+def _lid_line(uv: np.ndarray, ids: tuple[int, ...], corners: tuple[int, ...], u: np.ndarray) -> np.ndarray:
     pts = uv[list(ids) + list(corners)]
     order = np.argsort(pts[:, 0])
     return np.interp(u, pts[order, 0], pts[order, 1])
@@ -60,7 +60,8 @@ def _eye_region(lm: np.ndarray, frame: FaceFrame, eye: tuple[tuple[int, ...], ..
     lower = np.maximum(lower, upper)
     brow = upper - BROW_SPAN * (lower - upper).max() * np.sqrt(np.clip((lower - upper) / opening, 0, 1))
     f32 = np.float32
-    return EyeRegion(roi, grid, puv[..., 1].astype(f32), upper.astype(f32), lower.astype(f32), brow.astype(f32))
+    return EyeRegion(roi, grid, puv[..., 1].astype(f32), upper.astype(f32), lower.astype(f32),
+                     brow.astype(f32))
 
 
 def analyse_eyes(lm: np.ndarray, frame: FaceFrame, size: int) -> EyeAssets:
@@ -76,7 +77,8 @@ def blink_coords(region: EyeRegion, y_axis: np.ndarray, amount: float) -> np.nda
     span = np.maximum(lid - region.brow, 1e-3)
     source_v = region.brow + (v - region.brow) * (region.upper - region.brow) / span
     shift = np.where(inside, source_v - v, 0.0).astype(np.float32)
-    return region.grid + shift[..., None] * y_axis
+    coords: np.ndarray = region.grid + shift[..., None] * y_axis
+    return coords
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def _tps(points: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Thin-plate spline through (n, 2) points with (n, m) values, evaluated at (k, 2) -> (k, m)."""
     def phi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         r2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-        return 0.5 * r2 * np.log(np.maximum(r2, 1e-12))  # r^2 log r
+        out: np.ndarray = 0.5 * r2 * np.log(np.maximum(r2, 1e-12))  # r^2 log r
+        return out
 
     n = len(points)
     affine = np.hstack([np.ones((n, 1)), points])
@@ -90,7 +91,8 @@ def _tps(points: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     system[n:, :n] = affine.T
     rhs = np.vstack([values, np.zeros((3, values.shape[1]))])
     coef = np.linalg.solve(system, rhs)
-    return phi(at, points) @ coef[:n] + np.hstack([np.ones((len(at), 1)), at]) @ coef[n:]
+    values_at: np.ndarray = phi(at, points) @ coef[:n] + np.hstack([np.ones((len(at), 1)), at]) @ coef[n:]
+    return values_at
 
 
 def _border_anchors(roi: Roi, spacing: float) -> np.ndarray:
@@ -104,7 +106,8 @@ def _edge_window(centres: np.ndarray, roi: Roi, ramp_px: float) -> np.ndarray:
     x, y = centres[..., 0], centres[..., 1]
     dist = np.minimum.reduce([x - roi.x0, roi.x1 - 1 - x, y - roi.y0, roi.y1 - 1 - y])
     t = np.clip(dist / ramp_px, 0.0, 1.0)
-    return t * t * (3 - 2 * t)  # smoothstep: zero value and zero slope at the edge
+    window: np.ndarray = t * t * (3 - 2 * t)  # smoothstep: zero value and zero slope at the edge
+    return window
 
 
 def dense_fields(lm: np.ndarray, frame: FaceFrame, shapes: SparseShapes, roi: Roi,

@@ -34,7 +34,8 @@ class MouthAssets:
 def _patch_median(image: np.ndarray, pt: np.ndarray, radius: int = 2) -> np.ndarray:
     x, y = np.clip(np.round(pt).astype(int), radius, np.array(image.shape[1::-1]) - radius - 1)
     patch = image[y - radius : y + radius + 1, x - radius : x + radius + 1].reshape(-1, 3)
-    return np.median(patch, axis=0).astype(np.float32)
+    median: np.ndarray = np.median(patch, axis=0).astype(np.float32)
+    return median
 
 
 def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> MouthAssets:
@@ -83,7 +84,8 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
 
 def _upper_cover(f: float, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
     height = TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
-    return np.clip(height - below_lip + 0.5, 0.0, 1.0)
+    cover: np.ndarray = np.clip(height - below_lip + 0.5, 0.0, 1.0)
+    return cover
 
 
 def _upper_teeth(assets: MouthAssets, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -94,4 +96,5 @@ def _upper_teeth(assets: MouthAssets, du: np.ndarray, below_lip: np.ndarray, s: 
     phase = du / (INCISOR_WIDTH * f)
     edge_px = np.abs(phase - np.round(phase)) * INCISOR_WIDTH * f  # px to the nearest tooth edge
     edges = 1.0 - 0.18 * np.exp(-((edge_px / 0.8) ** 2))
-    return assets.teeth_rgb * (side * lip_shadow * edges)[..., None]
+    colour: np.ndarray = assets.teeth_rgb * (side * lip_shadow * edges)[..., None]
+    return colour

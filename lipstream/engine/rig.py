@@ -84,8 +84,8 @@ class RigBasis:
     def field(self, pose: MouthPose) -> MouthField:
         coarse_up, coarse_lo = self.coarse_fields(pose)
         h, w = self.roi.shape
-        b_up = cv2.resize(coarse_up, (w, h), interpolation=cv2.INTER_LINEAR)
-        b_lo = cv2.resize(coarse_lo, (w, h), interpolation=cv2.INTER_LINEAR)
+        b_up = np.asarray(cv2.resize(coarse_up, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+        b_lo = np.asarray(cv2.resize(coarse_lo, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
         # the same offsets in face axes, turned on the coarse grid where it is cheap
         face_up = cv2.resize(coarse_up @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
         face_lo = cv2.resize(coarse_lo @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -111,7 +111,7 @@ class RigBasis:
         source_u = face[..., 0] + self.u_from_bin0
         bins = source_u.astype(np.int32)  # u_from_bin0 carries +0.5: truncation rounds
         np.clip(bins, 0, len(edge) - 1, out=bins)
-        past = face[..., 1] + self.v
+        past: np.ndarray = face[..., 1] + self.v
         past -= edge[bins]
         return past
 
@@ -119,7 +119,8 @@ class RigBasis:
 def _cap(offsets: np.ndarray, max_px: float) -> np.ndarray:
     """Shorten offsets longer than max_px: a bound that holds whatever the controls."""
     length = np.sqrt((offsets**2).sum(-1, keepdims=True))
-    return offsets * np.minimum(1.0, max_px / np.maximum(length, 1e-6))
+    capped: np.ndarray = offsets * np.minimum(1.0, max_px / np.maximum(length, 1e-6))
+    return capped
 
 
 def _edges(bin_u: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,17 +11,17 @@ The per-frame pixel work of the renderer is exactly two operations on a region o
 `reference.py` spells the per-pixel math in plain numpy; tests compare every device against it.
 """
 
-from typing import Protocol
+from typing import Any, Protocol
 
-import numpy as np
+from numpy.typing import NDArray
 
 
 class Kernels(Protocol):
     name: str
 
-    def warp_region(self, src: np.ndarray, coords: np.ndarray, out: np.ndarray) -> None: ...
+    def warp_region(self, src: NDArray[Any], coords: NDArray[Any], out: NDArray[Any]) -> None: ...
 
-    def composite(self, out: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None: ...
+    def composite(self, out: NDArray[Any], colour: NDArray[Any], alpha: NDArray[Any]) -> None: ...
 
 
 def get_kernels(device: str = "cpu") -> Kernels:
