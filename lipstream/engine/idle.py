@@ -15,7 +15,8 @@ from lipstream.engine.constants import VIDEO_FPS
 from lipstream.engine.faceframe import CHIN, LEFT_EYE, RIGHT_EYE, FaceFrame
 from lipstream.engine.motionbasis import Roi
 
-BROW_SPAN = 1.4  # lid skin above the upper lid that stretches, in units of the eye's opening
+BROW_SPAN = 1.25  # lid skin above the upper lid that stretches, in units of the eye's opening
+LASH_FRACTION = 0.4  # thickness of the dark lash line, in units of the eye's opening
 LID_TRAVEL = 0.97  # a closed lid stops just short of the lower lid's line
 
 
@@ -27,6 +28,7 @@ class EyeRegion:
     upper: np.ndarray  # (h, w) float32 v of the upper lid above each pixel
     lower: np.ndarray  # (h, w) float32 v of the lower lid
     brow: np.ndarray  # (h, w) float32 v where the stretching skin starts
+    lash: np.ndarray  # (h, w) float32 px of lash line above the upper lid's edge
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,12 @@ def _eye_region(lm: np.ndarray, frame: FaceFrame, eye: tuple[tuple[int, ...], ..
     upper = _lid_line(uv, upper_ids, corners, puv[..., 0])
     lower = _lid_line(uv, lower_ids, corners, puv[..., 0])
     lower = np.maximum(lower, upper)
-    brow = upper - BROW_SPAN * (lower - upper).max() * np.sqrt(np.clip((lower - upper) / opening, 0, 1))
+    fraction = np.sqrt(np.clip((lower - upper) / opening, 0, 1))  # 1 mid-eye, 0 at the corners
+    brow = upper - BROW_SPAN * opening * fraction
+    lash = LASH_FRACTION * opening * fraction
     f32 = np.float32
     return EyeRegion(roi, grid, puv[..., 1].astype(f32), upper.astype(f32), lower.astype(f32),
-                     brow.astype(f32))
+                     brow.astype(f32), lash.astype(f32))
 
 
 def analyse_eyes(lm: np.ndarray, frame: FaceFrame, size: int) -> EyeAssets:
@@ -70,12 +74,17 @@ def analyse_eyes(lm: np.ndarray, frame: FaceFrame, size: int) -> EyeAssets:
 
 
 def blink_coords(region: EyeRegion, y_axis: np.ndarray, amount: float) -> np.ndarray:
-    """(h, w, 2) float32 source coordinates for the eye region with the lid `amount` closed."""
+    """(h, w, 2) float32 source coordinates for the eye region with the lid `amount` closed.
+
+    The lid's skin [B, U - lash) is stretched over [B, C - lash); the lash line [U - lash, U)
+    moves down unstretched to end at the lid edge C, so a closed eye is skin with a thin dark edge.
+    """
     lid = region.upper + LID_TRAVEL * amount * (region.lower - region.upper)  # the lid edge, C
-    v = region.v
-    inside = (v >= region.brow) & (v < lid)
-    span = np.maximum(lid - region.brow, 1e-3)
-    source_v = region.brow + (v - region.brow) * (region.upper - region.brow) / span
+    v, brow, lash = region.v, region.brow, region.lash
+    skin_end = region.upper - lash
+    stretch = (skin_end - brow) / np.maximum(lid - lash - brow, 1e-3)
+    source_v = np.where(v < lid - lash, brow + (v - brow) * stretch, v - (lid - region.upper))
+    inside = (v >= brow) & (v < lid)
     shift = np.where(inside, source_v - v, 0.0).astype(np.float32)
     coords: np.ndarray = region.grid + shift[..., None] * y_axis
     return coords

@@ -76,8 +76,10 @@ class RigBasis:
         the lower field back onto the lips, so lip pixels showed inside the open mouth.
         """
         weights = np.concatenate([pose.controls, [1.0]]).astype(np.float32)
-        up = np.tensordot(weights, self.upper, axes=1)
-        lo = np.tensordot(weights, self.lower, axes=1)
+        shape = self.upper.shape[1:]
+        # (K + 1,) @ (K + 1, hc * wc * 2): one small matrix-vector product per side
+        up = (weights @ self.upper.reshape(len(weights), -1)).reshape(shape)
+        lo = (weights @ self.lower.reshape(len(weights), -1)).reshape(shape)
         cap = MAX_SHIFT * self.face_px
         return _cap(-up, cap), _cap(-lo, cap)
 
