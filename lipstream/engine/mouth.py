@@ -18,6 +18,7 @@ LOWER_TEETH_HEIGHT = 0.014
 INCISOR_WIDTH = 0.045  # face heights between tooth edges
 TEETH_SPAN = 0.85  # teeth show over this fraction of the mouth's half width
 CORNER_FADE = 0.2  # fraction of the half width over which the interior fades into a corner
+SEAM_DARKNESS = 0.45  # how dark the line between closed lips is (interior coverage)
 WIDE_OPEN = 0.06  # gap (face heights) from which the lower teeth and tongue appear
 LIP_SAMPLES = ((0, 13), (37, 82), (267, 312), (17, 14), (84, 87), (314, 317))  # (outer, inner) pairs
 CHEEKS = (50, 280, 101, 330)
@@ -58,13 +59,15 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     """Colour (h, w, 3) float32 and coverage (h, w) float32 of the interior.
 
     u: px in the face frame; above / below: px from the upper / lower lip's inner edge (both > 0
-    between the lips). A closed seam (both 0) gets half coverage: the dark line between the lips.
+    between the lips). Where closed lips meet (above == below) a thin dark seam is drawn.
     """
     f = assets.face_px
     centre, half = (corners_u[0] + corners_u[1]) / 2, max((corners_u[1] - corners_u[0]) / 2, 1.0)
     # fade out over the last part of the way to each corner: no hard edge where the lips meet
     inside = np.clip((half - np.abs(u - centre)) / (CORNER_FADE * half), 0.0, 1.0)
-    coverage = np.clip(np.minimum(above, below) + 0.5, 0.0, 1.0) * inside
+    coverage = np.clip(np.minimum(above, below) + 0.5, 0.0, 1.0)
+    seam = SEAM_DARKNESS * np.clip(1.0 - np.abs(above - below) / 2.0, 0.0, 1.0)  # where lips meet
+    coverage = np.maximum(coverage, seam) * inside
     a, b = np.maximum(above, 0.0), np.maximum(below, 0.0)
     gap = a + b
     s = np.clip((u - centre) / half, -1.0, 1.0)
@@ -78,23 +81,32 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.7) ** 2, 0.0, 1.0))
     lower = np.clip(lower_h - b + 0.5, 0.0, 1.0) * (lower_h > 0.5)
     colour += (assets.teeth_rgb * (0.35 + 0.2 * middle)[..., None] - colour) * lower[..., None]
-    colour += (_upper_teeth(assets, u - centre, a, s) - colour) * _upper_cover(f, a, s)[..., None]
+    cover = _upper_cover(f, u - centre, a, s)
+    colour += (_upper_teeth(assets, u - centre, a, s) - colour) * cover[..., None]
     return colour, coverage
 
 
-def _upper_cover(f: float, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _tooth_phase(du: np.ndarray, f: float) -> np.ndarray:
+    """0 at a tooth's edge, 0.5 at its middle (teeth from the mouth's centre line outwards)."""
+    phase = du / (INCISOR_WIDTH * f)
+    middle: np.ndarray = np.abs(phase - np.round(phase))
+    return middle
+
+
+def _upper_cover(f: float, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Coverage of the upper teeth: a band under the lip, shorter to the sides, each tooth rounded."""
     height = TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
+    rounded = np.clip(_tooth_phase(du, f) / 0.2, 0.0, 1.0) ** 0.5  # corners of each tooth's tip
+    height *= 0.82 + 0.18 * rounded
     cover: np.ndarray = np.clip(height - below_lip + 0.5, 0.0, 1.0)
     return cover
 
 
 def _upper_teeth(assets: MouthAssets, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Off-white, darker towards the corners and in the lip's shadow, with faint tooth edges."""
+    """Off-white, darker towards the corners, in the lip's shadow and at each tooth's edges."""
     f = assets.face_px
     side = 0.55 + 0.45 * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
-    lip_shadow = 0.8 + 0.2 * np.clip(below_lip / (0.3 * TEETH_HEIGHT * f), 0.0, 1.0)
-    phase = du / (INCISOR_WIDTH * f)
-    edge_px = np.abs(phase - np.round(phase)) * INCISOR_WIDTH * f  # px to the nearest tooth edge
-    edges = 1.0 - 0.18 * np.exp(-((edge_px / 0.8) ** 2))
-    colour: np.ndarray = assets.teeth_rgb * (side * lip_shadow * edges)[..., None]
+    lip_shadow = 0.78 + 0.22 * np.clip(below_lip / (0.35 * TEETH_HEIGHT * f), 0.0, 1.0)
+    tooth = 0.8 + 0.2 * np.clip(_tooth_phase(du, f) / 0.25, 0.0, 1.0)  # rounded, not a grid
+    colour: np.ndarray = assets.teeth_rgb * (side * lip_shadow * tooth)[..., None]
     return colour

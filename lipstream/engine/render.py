@@ -105,6 +105,7 @@ def _open_box(field: MouthField, u: np.ndarray, pose: MouthPose) -> tuple[slice,
     centre = (pose.corners_u[0] + pose.corners_u[1]) / 2
     half = (pose.corners_u[1] - pose.corners_u[0]) / 2 + 1.0
     shown = np.minimum(field.above, field.below) > -0.5
+    shown |= np.abs(field.above - field.below) < 2.0  # the seam of closed lips
     shown &= np.abs(u - centre) < half
     rows = np.flatnonzero(shown.any(axis=1))
     if rows.size == 0:

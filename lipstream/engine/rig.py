@@ -54,7 +54,7 @@ class RigBasis:
     u_from_bin0: np.ndarray  # (h, w) float32 u - (u of the first lip-edge bin) + 0.5; bins are 1 px
     upper_edge: np.ndarray  # (n_bins,) float32 v of the photo's upper inner lip edge
     lower_edge: np.ndarray  # (n_bins,) float32 v of the photo's lower inner lip edge
-    blend_px: np.ndarray  # (h, w) float32 twice the width of the upper/lower blend (1 px between the lips)
+    blend_px: np.ndarray  # (h, w) float32 twice the blend width: a hard switch between the lips
     corners: np.ndarray  # (N_CONTROLS + 2, 2) u of the inner corners: position, then per shape
     face_px: float
 
@@ -167,6 +167,6 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
         v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
         u_from_bin0=(pix[..., 0] - bin0 + 0.5).astype(np.float32), upper_edge=upper_edge,
         lower_edge=lower_edge,
-        blend_px=2.0 * np.maximum(1.0, CHEEK_BLEND * beyond).astype(np.float32),
+        blend_px=2.0 * np.maximum(0.05, CHEEK_BLEND * beyond).astype(np.float32),
         corners=corners.astype(np.float32), face_px=frame.face_px,
     )

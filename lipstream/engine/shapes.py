@@ -28,6 +28,7 @@ CORNERS = (*MOUTH_CORNERS, UPPER_INNER[0], UPPER_INNER[-1])
 JAW_DROP = 0.125  # chin travel at jaw_open = 1
 LIP_PART = 0.13  # lower inner lip travel at the middle, jaw_open = 1
 CORNER_DROP = 0.04  # corners follow the jaw a little
+REST_OVERLAP = 0.005  # how far each lip passes the meeting line when the photo's mouth is closed
 
 
 def _lip_groups() -> dict[str, tuple[int, ...]]:
@@ -89,7 +90,7 @@ def _lip_shapes(off: np.ndarray, ids: np.ndarray, name: str, s: np.ndarray, arch
     off[LIP_ROUND, ids, 0] = -0.055 * s
     off[LIP_ROUND, ids, 1] = {"UO": -0.012, "UI": -0.012, "LO": 0.015, "LI": 0.02}.get(name, 0.0) * arch
     # lip_press: lips meet and thin; the lower lip is pushed up against the upper
-    off[LIP_PRESS, ids, 1] = {"UO": 0.025, "UI": 0.012, "LO": -0.06, "LI": -0.05}.get(name, 0.0) * arch
+    off[LIP_PRESS, ids, 1] = {"UO": 0.012, "UI": 0.012, "LO": -0.06, "LI": -0.05}.get(name, 0.0) * arch
     # lip_tuck: the lower lip rolls up under the upper teeth; the upper lip lifts to show them
     off[LIP_TUCK, ids, 1] = {"UO": -0.012, "UI": -0.024, "LO": -0.045, "LI": 0.0}.get(name, 0.0) * arch
 
@@ -107,7 +108,9 @@ def _rest_shape(uv: np.ndarray, off: np.ndarray) -> np.ndarray:
     for name in ("UO", "UI", "LO", "LI"):
         ids = np.array(groups[name])
         g = np.interp(uv[ids, 0], u_pairs, gap_sorted)
-        rest[ids, 1] = 0.4 * g if name[0] == "U" else -0.6 * g
+        # each lip also goes a little past the meeting line, so the seam shows lip, not teeth
+        overlap = REST_OVERLAP * np.clip(g / 0.01, 0.0, 1.0)
+        rest[ids, 1] = 0.4 * g + overlap if name[0] == "U" else -0.6 * g - overlap
     # the jaw closes with the lower lip, as far as the jaw_open shape would have moved it
     centre_gap = float(gap.max())
     moved = off[JAW_OPEN, :, 1] > 0
