@@ -2,7 +2,7 @@
 
 Wall time (p50, p99) and this thread's CPU time (cpu p50, cpu p99: what the work costs one core
 when other processes share the machine). Render stages are timed one after another inside each
-frame (rig, field, warp, composite, blink, head); the audio side (mel + motion model +
+frame (head, rig, field, warp, composite, blink); the audio side (mel + motion model +
 smoothing) is timed through the Engine with rendering skipped, for the baseline and, when
 shipped, the ONNX model. Burn-in, then measure.
 
@@ -27,7 +27,7 @@ from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
 from lipstream.engine.motion import shipped_model_path  # noqa: E402
 from lipstream.engine.render import RenderConfig, Renderer  # noqa: E402
 
-RENDER_STAGES = ("rig", "field", "warp", "composite", "blink", "head")
+RENDER_STAGES = ("head", "rig", "field", "warp", "composite", "blink")
 BURN_IN = 50
 
 
@@ -53,18 +53,17 @@ def time_render(size: int, frames: int) -> dict[str, list[tuple[float, float]]]:
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in (*RENDER_STAGES, "render total")}
     for index, c in enumerate(controls):
         marks = [_now()]
-        frame = avatar.image.copy()
+        frame, head = renderer.background(index)
+        marks.append(_now())
         pose = renderer.pose(c)
         marks.append(_now())
-        field = renderer.field(pose)
+        field = renderer.field(pose, head)
         marks.append(_now())
         renderer.warp(field.coords, frame)
         marks.append(_now())
         renderer.composite(pose, field, frame)
         marks.append(_now())
-        renderer.blink(index, frame)
-        marks.append(_now())
-        renderer.head(index, frame)
+        renderer.blink(index, frame, head)
         marks.append(_now())
         if index < BURN_IN:
             continue

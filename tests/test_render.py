@@ -133,3 +133,16 @@ def test_shared_photos_render_with_a_moving_mouth(shared_faces: Path, name: str)
     renderer = Renderer(avatar, RenderConfig(), seed=0)
     gaps = [lip_gap(renderer.render(c, i * 10)) for i, c in enumerate(JAW[::2])]
     assert gaps[0] < 0.025 and gaps[-1] > 0.05, gaps
+
+
+def test_no_seam_at_the_warped_regions_border(astronaut: Avatar) -> None:
+    """With head motion folded into the mouth warp, its border matches the moved photo."""
+    renderer = Renderer(astronaut, RenderConfig(head_rotation_deg=1.0, head_shift_px=2.0), seed=3)
+    roi = astronaut.rig.roi
+    ring = np.zeros(astronaut.image.shape[:2], bool)
+    ring[roi.slices] = True
+    ring[roi.y0 + 3 : roi.y1 - 3, roi.x0 + 3 : roi.x1 - 3] = False
+    for index in range(0, 200, 20):
+        frame = renderer.render(np.array([0.8, 0.3, 0, 0, 0], np.float32), index)
+        expected = move_head(astronaut.image, renderer.head_pose(index), astronaut.size)
+        assert np.abs(frame[ring].astype(int) - expected[ring].astype(int)).max() <= 3

@@ -58,3 +58,13 @@ class FaceFrame:
         """(..., 2) offsets in face heights -> (..., 2) px offsets in image axes."""
         px: np.ndarray = (uv[..., :1] * self.x_axis + uv[..., 1:] * self.y_axis) * self.face_px
         return px
+
+
+def apply_affine(grid: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(h, w, 2) float32 pixel coordinates mapped by a 2x3 affine matrix."""
+    rot, shift = matrix[:, :2].astype(np.float32), matrix[:, 2].astype(np.float32)
+    x, y = grid[..., 0], grid[..., 1]
+    out = np.empty_like(grid)
+    out[..., 0] = rot[0, 0] * x + rot[0, 1] * y + shift[0]
+    out[..., 1] = rot[1, 0] * x + rot[1, 1] * y + shift[1]
+    return out

@@ -9,15 +9,18 @@ Head motion: a small rotation and shift of the whole frame, sums of slow sinusoi
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from lipstream.engine.constants import VIDEO_FPS
-from lipstream.engine.faceframe import CHIN, LEFT_EYE, RIGHT_EYE, FaceFrame
+from lipstream.engine.faceframe import CHIN, LEFT_EYE, RIGHT_EYE, FaceFrame, apply_affine
 from lipstream.engine.motionbasis import Roi
 
 BROW_SPAN = 1.25  # lid skin above the upper lid that stretches, in units of the eye's opening
 LASH_FRACTION = 0.4  # thickness of the dark lash line, in units of the eye's opening
-LID_TRAVEL = 0.97  # a closed lid stops just short of the lower lid's line
+LID_TRAVEL = 0.97
+HEAD_ANGLE_STEP_DEG = 0.05  # ~0.2 px at 250 px from the pivot
+HEAD_SHIFT_STEP_PX = 0.2  # a closed lid stops just short of the lower lid's line
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,20 +76,24 @@ def analyse_eyes(lm: np.ndarray, frame: FaceFrame, size: int) -> EyeAssets:
     return EyeAssets(regions, frame.y_axis.astype(np.float32))
 
 
-def blink_coords(region: EyeRegion, y_axis: np.ndarray, amount: float) -> np.ndarray:
+def blink_coords(region: EyeRegion, y_axis: np.ndarray, amount: float,
+                 head: np.ndarray | None = None) -> np.ndarray:
     """(h, w, 2) float32 source coordinates for the eye region with the lid `amount` closed.
 
     The lid's skin [B, U - lash) is stretched over [B, C - lash); the lash line [U - lash, U)
     moves down unstretched to end at the lid edge C, so a closed eye is skin with a thin dark edge.
     """
     lid = region.upper + LID_TRAVEL * amount * (region.lower - region.upper)  # the lid edge, C
-    v, brow, lash = region.v, region.brow, region.lash
+    grid = region.grid if head is None else apply_affine(region.grid, head)
+    # v of the still face under each pixel (head motion is a tiny turn: its effect on u is negligible)
+    v = region.v if head is None else region.v + (grid - region.grid) @ y_axis
+    brow, lash = region.brow, region.lash
     skin_end = region.upper - lash
     stretch = (skin_end - brow) / np.maximum(lid - lash - brow, 1e-3)
     source_v = np.where(v < lid - lash, brow + (v - brow) * stretch, v - (lid - region.upper))
     inside = (v >= brow) & (v < lid)
     shift = np.where(inside, source_v - v, 0.0).astype(np.float32)
-    coords: np.ndarray = region.grid + shift[..., None] * y_axis
+    coords: np.ndarray = grid + shift[..., None] * y_axis
     return coords
 
 
@@ -104,6 +111,11 @@ class HeadPose:
         rot = np.array([[c, s], [-s, c]])  # positive angle turns counter-clockwise on screen
         offset = np.array([cx, cy]) - rot @ np.array([cx, cy]) + np.array(self.shift_px)
         return np.hstack([rot, offset[:, None]])
+
+    def inverse(self) -> np.ndarray:
+        """2x3 float64: moved frame pixels -> crop pixels (where each output pixel samples)."""
+        inverse: np.ndarray = cv2.invertAffineTransform(self.matrix())
+        return inverse
 
 
 class IdleLife:
@@ -143,6 +155,10 @@ class IdleLife:
         t = index / VIDEO_FPS
         wave = (self._weight * np.sin(2 * np.pi * self._freq_hz * t + self._phase)).sum(axis=1)
         angle, dx, dy = wave * self._amplitude
+        # Quantised, so that neighbouring frames share a pose and the moved photo can be reused;
+        # a step moves no face pixel by more than ~0.25 px, too little to see.
+        angle = round(angle / HEAD_ANGLE_STEP_DEG) * HEAD_ANGLE_STEP_DEG
+        dx, dy = (round(d / HEAD_SHIFT_STEP_PX) * HEAD_SHIFT_STEP_PX for d in (dx, dy))
         return HeadPose(float(angle), (float(dx), float(dy)), self._pivot)
 
 

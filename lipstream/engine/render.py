@@ -1,11 +1,15 @@
 """Renderer: mouth controls + frame index -> one RGB frame of the avatar.
 
 Stages per frame, each a method so `benchmarks/stages.py` can time them apart:
-  rig        controls -> the lips' pose (inner-lip lines)                 `pose`
-  field      pose -> backward coordinates over the lower face              `field`
+  head       the photo turned and shifted by the frame's head pose        `background`
+             (reused while the quantised pose stays the same)
+  rig        controls -> the lips' pose                                    `pose`
+  field      pose (+ head pose) -> source coordinates over the lower face  `field`
   warp       photo sampled at those coordinates into the frame's region    `warp`
   composite  mouth interior painted between the lips                       `composite`
-  idle       blink warp of the eye regions, then head motion of the frame  `blink`, `head`
+  blink      the eye regions, re-sampled with the lids lowered             `blink`
+The mouth and eye regions sample the still photo directly, with the head motion folded into their
+coordinates, so each frame touches the full image at most once (and only when the pose changed).
 Everything else (landmarks, bases, masks, colours) was computed once in the Avatar.
 """
 
@@ -42,32 +46,43 @@ class Renderer:
             self.config.head_shift_px * avatar.size / REFERENCE_SIZE,
             head_pivot(avatar.landmarks, avatar.frame),
         )
+        self._moved: tuple[HeadPose, np.ndarray] | None = None  # the last head pose and its photo
 
     def render(self, controls: np.ndarray, index: int) -> np.ndarray:
         """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1])."""
-        frame = self.avatar.image.copy()
+        frame, head = self.background(index)
         pose = self.pose(controls)
-        field = self.field(pose)
+        field = self.field(pose, head)
         self.warp(field.coords, frame)
         self.composite(pose, field, frame)
-        self.blink(index, frame)
-        return self.head(index, frame)
+        self.blink(index, frame, head)
+        return frame
+
+    def background(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A fresh copy of the photo moved by frame index's head pose, and that pose's inverse
+        (frame -> photo, None when the head is held still)."""
+        if self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0:
+            return self.avatar.image.copy(), None
+        pose = self.head_pose(index)
+        if self._moved is None or self._moved[0] != pose:
+            self._moved = (pose, move_head(self.avatar.image, pose, self.avatar.size))
+        return self._moved[1].copy(), pose.inverse()
 
     def pose(self, controls: np.ndarray) -> MouthPose:
         return self.avatar.rig.pose(controls)
 
-    def field(self, pose: MouthPose) -> MouthField:
-        return self.avatar.rig.field(pose)
+    def field(self, pose: MouthPose, head: np.ndarray | None = None) -> MouthField:
+        return self.avatar.rig.field(pose, head)
 
     def warp(self, coords: np.ndarray, frame: np.ndarray) -> None:
         self.kernels.warp_region(self.avatar.image, coords, frame[self.avatar.rig.roi.slices])
 
     def composite(self, pose: MouthPose, field: MouthField, frame: np.ndarray) -> None:
         """Paint the interior where the lips are apart (and the dark seam where they meet)."""
-        box = _open_box(field, self.avatar.rig.u, pose)
+        box = _open_box(field, pose)
         if box is None:
             return
-        colour, alpha = interior(self.avatar.mouth, self.avatar.rig.u[box], field.above[box],
+        colour, alpha = interior(self.avatar.mouth, field.u[box], field.above[box],
                                  field.below[box], pose.corners_u)
         region = frame[self.avatar.rig.roi.slices][box]
         self.kernels.composite(region, colour, alpha)
@@ -75,23 +90,17 @@ class Renderer:
     def blink_amount(self, index: int) -> float:
         return self.idle.blink(index)
 
-    def blink(self, index: int, frame: np.ndarray) -> None:
+    def blink(self, index: int, frame: np.ndarray, head: np.ndarray | None = None) -> None:
         amount = self.idle.blink(index)
         if amount <= 0.0:
             return
         eyes = self.avatar.eyes
         for region in eyes.regions:
-            coords = blink_coords(region, eyes.y_axis, amount)
+            coords = blink_coords(region, eyes.y_axis, amount, head)
             self.kernels.warp_region(self.avatar.image, coords, frame[region.roi.slices])
 
     def head_pose(self, index: int) -> HeadPose:
         return self.idle.head_pose(index)
-
-    def head(self, index: int, frame: np.ndarray) -> np.ndarray:
-        if self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0:
-            return frame
-        size = self.avatar.size
-        return move_head(frame, self.head_pose(index), size)
 
 
 def move_head(image: np.ndarray, pose: HeadPose, size: int) -> np.ndarray:
@@ -100,13 +109,13 @@ def move_head(image: np.ndarray, pose: HeadPose, size: int) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def _open_box(field: MouthField, u: np.ndarray, pose: MouthPose) -> tuple[slice, slice] | None:
+def _open_box(field: MouthField, pose: MouthPose) -> tuple[slice, slice] | None:
     """Rows and columns of the region holding every pixel the interior covers."""
     centre = (pose.corners_u[0] + pose.corners_u[1]) / 2
     half = (pose.corners_u[1] - pose.corners_u[0]) / 2 + 1.0
     shown = np.minimum(field.above, field.below) > -0.5
     shown |= np.abs(field.above - field.below) < 2.0  # the seam of closed lips
-    shown &= np.abs(u - centre) < half
+    shown &= np.abs(field.u - centre) < half
     rows = np.flatnonzero(shown.any(axis=1))
     if rows.size == 0:
         return None

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from lipstream.engine.controls import N_CONTROLS
-from lipstream.engine.faceframe import UPPER_INNER, FaceFrame
+from lipstream.engine.faceframe import UPPER_INNER, FaceFrame, apply_affine
 from lipstream.engine.motionbasis import LOWER_LINE, Roi, dense_fields, lower_face_roi, sparse_shapes
 
 MAX_SHIFT = 0.25  # no pixel moves further than this (face heights), whatever the input
@@ -38,6 +38,7 @@ class MouthField:
     coords: np.ndarray  # (h, w, 2) float32 absolute source coordinates for the region
     above: np.ndarray  # (h, w) px below the upper lip's inner edge (> 0 where the lips are apart)
     below: np.ndarray  # (h, w) px above the lower lip's inner edge (> 0 where the lips are apart)
+    u: np.ndarray  # (h, w) float32 each pixel's u in the still face (head motion undone), px
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +52,8 @@ class RigBasis:
     u: np.ndarray  # (h, w) float32 each pixel's position in the face frame, px
     v: np.ndarray
     axes: np.ndarray  # (2, 2) float32 rows: the face's x and y axes in image coordinates
-    u_from_bin0: np.ndarray  # (h, w) float32 u - (u of the first lip-edge bin) + 0.5; bins are 1 px
+    origin: np.ndarray  # (2,) float32 the face frame's origin (mouth centre), image px
+    bin0: float  # u of the first lip-edge bin; bins are 1 px
     upper_edge: np.ndarray  # (n_bins,) float32 v of the photo's upper inner lip edge
     lower_edge: np.ndarray  # (n_bins,) float32 v of the photo's lower inner lip edge
     blend_px: np.ndarray  # (h, w) float32 twice the blend width: a hard switch between the lips
@@ -83,7 +85,9 @@ class RigBasis:
         cap = MAX_SHIFT * self.face_px
         return _cap(-up, cap), _cap(-lo, cap)
 
-    def field(self, pose: MouthPose) -> MouthField:
+    def field(self, pose: MouthPose, head: np.ndarray | None = None) -> MouthField:
+        """The region's source coordinates; `head` (2x3, frame -> photo) folds in head motion."""
+        base, u, v = self._base(head)
         coarse_up, coarse_lo = self.coarse_fields(pose)
         h, w = self.roi.shape
         b_up = np.asarray(cv2.resize(coarse_up, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
@@ -91,8 +95,8 @@ class RigBasis:
         # the same offsets in face axes, turned on the coarse grid where it is cheap
         face_up = cv2.resize(coarse_up @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
         face_lo = cv2.resize(coarse_lo @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
-        above = self._past_edge(face_up, self.upper_edge)
-        below = self._past_edge(face_lo, self.lower_edge)
+        above = self._past_edge(face_up, u, v, self.upper_edge)
+        below = self._past_edge(face_lo, u, v, self.lower_edge)
         np.negative(below, out=below)
         # 0: upper side, 1: lower side; the switch sits where the two edges are equally near
         side = above - below
@@ -102,18 +106,33 @@ class RigBasis:
         b_lo -= b_up
         b_lo *= side[..., None]
         b_lo += b_up
-        b_lo += self.grid
-        return MouthField(b_lo, above, below)
+        b_lo += base
+        return MouthField(b_lo, above, below, u)
 
-    def _past_edge(self, face: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    def _base(self, head: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each pixel sits in the still photo before the mouth moves: coordinates (h, w, 2),
+        and its face-frame u, v (px). Without head motion these are precomputed."""
+        if head is None:
+            return self.grid, self.u, self.v
+        base = apply_affine(self.grid, head)
+        rot, shift = head[:, :2].astype(np.float32), head[:, 2].astype(np.float32)
+        # the same similarity in face coordinates: q = o + axes^T (u, v)
+        turn = self.axes @ rot @ self.axes.T
+        offset = self.axes @ (rot @ self.origin + shift - self.origin)
+        u = turn[0, 0] * self.u + turn[0, 1] * self.v + offset[0]
+        v = turn[1, 0] * self.u + turn[1, 1] * self.v + offset[1]
+        return base, u.astype(np.float32), v.astype(np.float32)
+
+    def _past_edge(self, face: np.ndarray, u: np.ndarray, v: np.ndarray, edge: np.ndarray) -> np.ndarray:
         """v of each pixel's source minus the lip edge at the source's u (px, > 0 below the edge).
 
-        face: (h, w, 2) the pixel's backward offset in face axes.
+        face: (h, w, 2) the pixel's backward offset in face axes; u, v: where the pixel sits.
         """
-        source_u = face[..., 0] + self.u_from_bin0
-        bins = source_u.astype(np.int32)  # u_from_bin0 carries +0.5: truncation rounds
+        source_u = face[..., 0] + u
+        source_u -= self.bin0 - 0.5  # +0.5: truncation below rounds to the nearest bin
+        bins = source_u.astype(np.int32)
         np.clip(bins, 0, len(edge) - 1, out=bins)
-        past: np.ndarray = face[..., 1] + self.v
+        past: np.ndarray = face[..., 1] + v
         past -= edge[bins]
         return past
 
@@ -165,7 +184,7 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
         roi=roi, step=step, upper=upper, lower=lower, grid=grid,
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
         v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
-        u_from_bin0=(pix[..., 0] - bin0 + 0.5).astype(np.float32), upper_edge=upper_edge,
+        origin=frame.origin.astype(np.float32), bin0=bin0, upper_edge=upper_edge,
         lower_edge=lower_edge,
         blend_px=2.0 * np.maximum(0.05, CHEEK_BLEND * beyond).astype(np.float32),
         corners=corners.astype(np.float32), face_px=frame.face_px,
