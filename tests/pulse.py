@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -133,6 +134,32 @@ class VirtualMicrophone:
 
 
 @contextlib.contextmanager
+def fresh_portaudio() -> Iterator[None]:
+    """Make the next PortAudio start list devices anew, with our .asoundrc.
+
+    mediapipe imports sounddevice, which starts PortAudio (a shared library, shared with PyAudio)
+    at import; PortAudio lists devices only when first started and libasound reads its
+    configuration once per process. So sounddevice's hold is released while the microphone
+    runs, and libasound's cached configuration is dropped.
+    """
+    import ctypes
+    import ctypes.util
+
+    sounddevice = sys.modules.get("sounddevice")
+    held = 0
+    while sounddevice is not None and sounddevice._initialized > 0:
+        sounddevice._terminate()
+        held += 1
+    if (libasound := ctypes.util.find_library("asound")) is not None:
+        ctypes.CDLL(libasound).snd_config_update_free_global()
+    try:
+        yield
+    finally:
+        for _ in range(held):
+            sounddevice._initialize()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
 def virtual_microphone() -> Iterator[VirtualMicrophone]:
     """A running virtual microphone with this process's HOME pointing at its .asoundrc."""
     skip_unless_available()
@@ -144,7 +171,8 @@ def virtual_microphone() -> Iterator[VirtualMicrophone]:
             patch.setenv(key, value)
         try:
             mic.start()
-            yield mic
+            with fresh_portaudio():
+                yield mic
         finally:
             mic.stop()
             shutil.rmtree(folder, ignore_errors=True)
