@@ -121,3 +121,10 @@ def test_huge_image_refused_from_its_header(tmp_path: Path, side: int) -> None:
         warnings.simplefilter("error")  # no DecompressionBombWarning leaks out either
         with pytest.raises(PhotoError, match="huge.png is .*over the 50-megapixel limit"):
             Avatar.from_image(path)
+
+
+def test_mouth_cut_off_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "no-chin.png"
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[:160])).save(path)  # cut through the lips
+    with pytest.raises(PhotoError, match="mouth or chin in no-chin.png is cut off by the photo's edge"):
+        Avatar.from_image(path)
