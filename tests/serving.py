@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -70,3 +72,30 @@ async def record_session(pcm: np.ndarray, config: ServeConfig, keep_size: int | 
         await asyncio.sleep(pcm.size / 16_000 + tail_s)
         await publisher.stop(http)
         return publisher
+
+
+class MachineLoad:
+    """How much CPU other programs took while a test ran (in cores), from /proc/stat.
+
+    Tests share a 2-core box with whatever else runs; a frame gap while other programs keep both
+    cores busy says little about the server. Tests hold real-time criteria strictly on a quiet
+    machine and loosen them, saying so, on a busy one.
+    """
+
+    def __enter__(self) -> "MachineLoad":
+        self._start = (time.monotonic(), _machine_busy_s(), time.process_time())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        wall, busy, own = (now - then for now, then in
+                           zip((time.monotonic(), _machine_busy_s(), time.process_time()), self._start,
+                               strict=True))
+        self.others_cores = max(busy - own, 0.0) / wall
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all programs spent running (not idle or waiting for I/O) since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")

@@ -62,6 +62,9 @@ class Reception:
 
     video_pts: list[int] = field(default_factory=list)  # RTP timestamps, 90 kHz
     video_arrival: list[float] = field(default_factory=list)  # when the decoded frame came out
+    # By then, how long the event loop's thread had waited, in all, for the OS to give it a CPU:
+    # a frame gap that this wait explains was a busy machine, not a stalled stream.
+    video_cpu_wait: list[float] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)  # kept if keep_size, (s, s, 3) RGB
     audio_pts: list[int] = field(default_factory=list)  # RTP timestamps, 48 kHz
     audio: list[np.ndarray] = field(default_factory=list)  # decoded, mono float32 at 48 kHz
@@ -135,6 +138,7 @@ class Publisher:
                 return
             assert isinstance(frame, av.VideoFrame) and frame.pts is not None
             self.received.video_arrival.append(time.monotonic())
+            self.received.video_cpu_wait.append(cpu_wait_s())
             self.received.video_pts.append(frame.pts)
             if self.keep_size:
                 image = frame.to_ndarray(format="rgb24")
@@ -151,6 +155,15 @@ class Publisher:
             pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
             self.received.audio_pts.append(frame.pts)
             self.received.audio.append((pcm / 32768.0).astype(np.float32))
+
+
+def cpu_wait_s() -> float:
+    """Seconds the calling thread has spent ready to run but waiting for a CPU (Linux; else 0)."""
+    try:
+        with open("/proc/thread-self/schedstat") as stats:
+            return int(stats.read().split()[1]) / 1e9  # run time, run-queue wait, slices (ns)
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _record_rtp_arrivals(receiver: RTCRtpReceiver, kind: str, into: Reception) -> None:
