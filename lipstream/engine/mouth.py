@@ -14,7 +14,7 @@ import numpy as np
 from lipstream.engine.faceframe import FaceFrame
 
 TEETH_HEIGHT = 0.045  # visible upper incisors, face heights (~8 mm)
-LOWER_TEETH_HEIGHT = 0.014
+LOWER_TEETH_HEIGHT = 0.012
 INCISOR_WIDTH = 0.045  # face heights between tooth edges
 TEETH_SPAN = 0.85  # teeth show over this fraction of the mouth's half width
 CORNER_FADE = 0.2  # fraction of the half width over which the interior fades into a corner
@@ -78,9 +78,12 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     wide = np.clip((gap / f - WIDE_OPEN) / 0.04, 0.0, 1.0)
     tongue = np.clip((t - 0.55) / 0.45, 0.0, 1.0) ** 0.7 * middle * wide
     colour += (assets.tongue_rgb * (0.55 + 0.45 * t)[..., None] - colour) * tongue[..., None]
-    lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.7) ** 2, 0.0, 1.0))
-    lower = np.clip(lower_h - b + 0.5, 0.0, 1.0) * (lower_h > 0.5)
-    colour += (assets.teeth_rgb * (0.35 + 0.2 * middle)[..., None] - colour) * lower[..., None]
+    # the tips of the lower incisors just above the lower lip, in its shadow
+    lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.55) ** 2, 0.0, 1.0))
+    tips = 0.75 + 0.25 * np.clip(_tooth_phase(u - centre + 0.5 * INCISOR_WIDTH * f, f) / 0.2, 0.0, 1.0)
+    lower = np.clip(lower_h * tips - b + 0.5, 0.0, 1.0) * (lower_h > 0.5)
+    shade = (0.45 + 0.25 * middle) * np.clip(b / np.maximum(lower_h, 1.0), 0.6, 1.0)
+    colour += (assets.teeth_rgb * shade[..., None] - colour) * lower[..., None]
     cover = _upper_cover(f, u - centre, a, s)
     colour += (_upper_teeth(assets, u - centre, a, s) - colour) * cover[..., None]
     return colour, coverage
