@@ -143,9 +143,10 @@ async def test_page_streams_the_talking_face(browser: Any, tmp_path: Path) -> No
         await viewer.wait_for_function(
             "window.lipstreamViewer.pc && window.lipstreamViewer.pc.connectionState === 'connected'",
             timeout=20_000)
-        await viewer.wait_for_function("document.getElementById('video').currentTime > 1.0", timeout=10_000)
+        await viewer.wait_for_function("document.getElementById('video').currentTime > 2.0", timeout=10_000)
         watched = await inbound_stats(viewer, "window.lipstreamViewer.pc")
         assert watched["video"]["framesDecoded"] >= VIDEO_FPS, watched
+        assert watched["audio"]["totalAudioEnergy"] > 1e-4, "the viewer gets no voice"
         await viewer.screenshot(path=str(tmp_path / "viewer.png"))
         if await viewer.locator("#overlay").is_visible():  # autoplay with sound refused: one click
             await viewer.click("#overlay")
