@@ -172,7 +172,7 @@ def analyse(rgb: np.ndarray, name: str, config: AvatarConfig) -> Avatar:
         landmarks=landmarks,
         frame=frame,
         rig=build_rig(landmarks, frame, config.size),
-        mouth=analyse_mouth(crop, landmarks, frame),
+        mouth=analyse_mouth(crop, landmarks, frame, upscale=float(np.hypot(*matrix[0, :2]))),
         eyes=analyse_eyes(landmarks, frame, config.size),
     )
 

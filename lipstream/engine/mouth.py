@@ -30,6 +30,7 @@ class MouthAssets:
     teeth_rgb: np.ndarray
     tongue_rgb: np.ndarray
     face_px: float
+    edge_px: float  # width of the interior's soft edges: the photo's own blur where it was upscaled
 
 
 def _patch_median(image: np.ndarray, pt: np.ndarray, radius: int = 2) -> np.ndarray:
@@ -39,7 +40,7 @@ def _patch_median(image: np.ndarray, pt: np.ndarray, radius: int = 2) -> np.ndar
     return median
 
 
-def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> MouthAssets:
+def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame, upscale: float = 1.0) -> MouthAssets:
     """Interior colours from the photo's lips and skin, so the mouth matches its lighting."""
     lips = np.mean([_patch_median(image, (lm[a] + lm[b]) / 2) for a, b in LIP_SAMPLES], axis=0)
     skin = np.mean([_patch_median(image, lm[i], 4) for i in CHEEKS], axis=0)
@@ -51,6 +52,7 @@ def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> MouthA
         teeth_rgb=teeth.astype(np.float32),
         tongue_rgb=(lips * np.array([0.75, 0.5, 0.5])).astype(np.float32),
         face_px=frame.face_px,
+        edge_px=max(1.0, 0.7 * upscale),
     )
 
 
@@ -65,7 +67,8 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     centre, half = (corners_u[0] + corners_u[1]) / 2, max((corners_u[1] - corners_u[0]) / 2, 1.0)
     # fade out over the last part of the way to each corner: no hard edge where the lips meet
     inside = np.clip((half - np.abs(u - centre)) / (CORNER_FADE * half), 0.0, 1.0)
-    coverage = np.clip(np.minimum(above, below) + 0.5, 0.0, 1.0)
+    soft = assets.edge_px
+    coverage = np.clip(np.minimum(above, below) / soft + 0.5, 0.0, 1.0)
     seam = SEAM_DARKNESS * np.clip(1.0 - np.abs(above - below) / 2.0, 0.0, 1.0)  # where lips meet
     coverage = np.maximum(coverage, seam) * inside
     a, b = np.maximum(above, 0.0), np.maximum(below, 0.0)
@@ -81,10 +84,10 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     # the tips of the lower incisors just above the lower lip, in its shadow
     lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.55) ** 2, 0.0, 1.0))
     tips = 0.75 + 0.25 * np.clip(_tooth_phase(u - centre + 0.5 * INCISOR_WIDTH * f, f) / 0.2, 0.0, 1.0)
-    lower = np.clip(lower_h * tips - b + 0.5, 0.0, 1.0) * (lower_h > 0.5)
+    lower = np.clip((lower_h * tips - b) / soft + 0.5, 0.0, 1.0) * (lower_h > 0.5)
     shade = (0.45 + 0.25 * middle) * np.clip(b / np.maximum(lower_h, 1.0), 0.6, 1.0)
     colour += (assets.teeth_rgb * shade[..., None] - colour) * lower[..., None]
-    cover = _upper_cover(f, u - centre, a, s)
+    cover = _upper_cover(f, u - centre, a, s, soft)
     colour += (_upper_teeth(assets, u - centre, a, s) - colour) * cover[..., None]
     return colour, coverage
 
@@ -96,12 +99,12 @@ def _tooth_phase(du: np.ndarray, f: float) -> np.ndarray:
     return middle
 
 
-def _upper_cover(f: float, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _upper_cover(f: float, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray, soft: float) -> np.ndarray:
     """Coverage of the upper teeth: a band under the lip, shorter to the sides, each tooth rounded."""
     height = TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
     rounded = np.clip(_tooth_phase(du, f) / 0.2, 0.0, 1.0) ** 0.5  # corners of each tooth's tip
     height *= 0.82 + 0.18 * rounded
-    cover: np.ndarray = np.clip(height - below_lip + 0.5, 0.0, 1.0)
+    cover: np.ndarray = np.clip((height - below_lip) / soft + 0.5, 0.0, 1.0)
     return cover
 
 
