@@ -43,6 +43,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every program on the machine has run (not idle, not I/O wait) since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 def frame_counts(metrics_text: str) -> dict[str, float]:
     found = re.findall(r'^lipstream_frames_total\{result="(\w+)"\} ([\d.e+]+)$', metrics_text, re.M)
     return {result: float(value) for result, value in found}
@@ -85,10 +91,12 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
         async with http.get(f"{url}/metrics") as response:
             before = frame_counts(await response.text())
         since, cpu_before, client_before = time.monotonic(), cpu_seconds(server_pid), time.process_time()
+        machine_before = machine_busy_s()
         await asyncio.sleep(seconds)
         wall = time.monotonic() - since
         server_cpu = (cpu_seconds(server_pid) - cpu_before) / wall
         client_cpu = (time.process_time() - client_before) / wall
+        others_cpu = (machine_busy_s() - machine_before) / wall - server_cpu - client_cpu
         async with http.get(f"{url}/metrics") as response:
             after = frame_counts(await response.text())
         rows = [per_session(p, since) for p in publishers]
@@ -97,7 +105,8 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
     frames = {k: after.get(k, 0) - before.get(k, 0) for k in ("rendered", "skipped", "late")}
     return {"sessions": sessions, "seconds": seconds, "cores": os.cpu_count(), "per_session": rows,
             "server_cpu_cores": server_cpu, "server_cpu_per_session": server_cpu / sessions,
-            "client_cpu_cores": client_cpu, "server_frames": frames}
+            "client_cpu_cores": client_cpu, "other_programs_cpu_cores": max(others_cpu, 0.0),
+            "server_frames": frames}
 
 
 def print_table(result: dict) -> None:
@@ -110,7 +119,8 @@ def print_table(result: dict) -> None:
     total = max(sum(frames.values()) - frames["late"], 1)
     print(f"server CPU: {result['server_cpu_cores'] * 100:.0f}% of one core in all, "
           f"{result['server_cpu_per_session'] * 100:.0f}% per session; "
-          f"clients (this process): {result['client_cpu_cores'] * 100:.0f}%")
+          f"clients (this process): {result['client_cpu_cores'] * 100:.0f}%; "
+          f"other programs: {result['other_programs_cpu_cores'] * 100:.0f}%")
     print(f"server frames: {frames['rendered']:.0f} rendered, {frames['skipped']:.0f} skipped "
           f"({frames['skipped'] / total * 100:.1f}%), {frames['late']:.0f} sent late")
 

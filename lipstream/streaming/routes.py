@@ -112,7 +112,7 @@ def _authorize(request: web.Request) -> ServerState:
 
 def _session(state: ServerState, request: web.Request) -> Session:
     session = state.sessions.get(request.match_info["id"])
-    if session is None:
+    if session is None or session.ending:
         raise ApiError(404, f"no session {request.match_info['id']}: it ended or never existed")
     return session
 

@@ -120,6 +120,10 @@ class Session:
         await pc.close()
         return True
 
+    @property
+    def ending(self) -> bool:
+        return self._closer is not None
+
     def end(self, reason: str) -> None:
         """Start closing from a callback that must not wait (event handlers, the watchdog)."""
         if self._closer is None:
