@@ -15,6 +15,7 @@ from lipstream.engine.controls import JAW_OPEN
 from lipstream.engine.engine import Engine
 from lipstream.streaming.client import (
     Reception,
+    realtime_fps,
     received_audio,
     transport_offsets_s,
 )
@@ -74,9 +75,7 @@ def test_frames_arrive_at_25_fps_without_gaps(recorded: Recorded) -> None:
     media_s = np.asarray(reception.video_pts) / 90_000
     arrival_s = np.asarray(reception.video_arrival)
     assert media_s[-1] >= SPEECH_S
-    # Real time: arrival against media time, fitted over the whole run (robust to one late frame
-    # at either end); 25 fps of media arriving per second of wall clock is slope 1.
-    fps = 25 / np.polyfit(media_s, arrival_s, 1)[0]
+    fps = realtime_fps(reception)
     assert fps >= 24.5, f"{fps:.2f} fps"
     # Pauses: in arrival, and frames the server skipped because its sender had stalled > 200 ms.
     gaps_ms = np.diff(arrival_s)[np.diff(arrival_s) > 0.1] * 1000

@@ -193,6 +193,13 @@ def fps_and_max_gap(arrivals: list[float]) -> tuple[float, float]:
     return (t.size - 1) / (t[-1] - t[0]), float(np.diff(t).max())
 
 
+def realtime_fps(received: Reception) -> float:
+    """Media frames per wall-clock second, from a line fitted to arrival vs media time: 25 when
+    the stream keeps up with real time (one late frame at either end barely moves it)."""
+    media_s = np.asarray(received.video_pts) / 90_000
+    return float(25 / np.polyfit(media_s, np.asarray(received.video_arrival), 1)[0])
+
+
 def transport_offsets_s(received: Reception, skip_s: float = 1.0) -> np.ndarray:
     """Per video frame: its arrival minus the arrival of the audio with the same media time.
 
