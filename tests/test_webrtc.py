@@ -2,6 +2,7 @@
 the frame rate, the mouth (FaceMesh on the received frames), and audio-video sync."""
 
 import asyncio
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +85,11 @@ def test_frames_arrive_at_25_fps_without_gaps(recorded: Recorded) -> None:
     said = f"gaps of {np.round(gaps_ms)} ms, {skipped} frames skipped; other programs used {busy:.1f} cores"
     if busy < 0.25:  # a quiet machine: no excuse for any pause
         assert gaps_ms.size == 0 and skipped == 0, said
-    else:  # a shared machine kept busy by others: pauses must stay rare and short
+    elif busy < 1.0:  # others kept up to half the machine busy: pauses must stay rare and short
         assert gaps_ms.size <= 0.02 * arrival_s.size and np.all(gaps_ms < 400), said
         assert skipped <= 0.02 * arrival_s.size, said
+    else:  # less than one core left for server and client together: pauses say nothing
+        warnings.warn(f"pauses not judged: {said}", stacklevel=1)
 
 
 def test_audio_and_video_leave_together(recorded: Recorded) -> None:
