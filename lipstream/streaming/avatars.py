@@ -30,20 +30,20 @@ DEFAULT_ID = "default"
 @dataclass(frozen=True)
 class UploadLimits:
     max_bytes: int = 20 * 1024 * 1024  # a phone photo is 2-8 MB
-    max_pixels: int = 40_000_000  # 40 MP: beyond any phone camera; decoding more risks memory
     max_avatars: int = 32  # uploads kept; the oldest is forgotten first
+    # The pixel limit is the avatar's own (AvatarConfig.max_megapixels), checked from the header.
 
 
-def decode_photo(data: bytes, limits: UploadLimits) -> np.ndarray:
+def decode_photo(data: bytes, max_megapixels: float) -> np.ndarray:
     """Image bytes -> (H, W, 3) uint8 RGB, upright per EXIF. Raises PhotoError with the reason."""
     try:
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError):
         raise PhotoError("the upload is not an image PIL can read: send a JPEG or PNG photo") from None
     width, height = image.size  # from the header: nothing decoded yet
-    if width * height > limits.max_pixels:
+    if width * height > max_megapixels * 1e6:
         raise PhotoError(f"photo is {width}x{height} ({width * height / 1e6:.0f} MP); the limit is "
-                         f"{limits.max_pixels / 1e6:.0f} MP: downscale it")
+                         f"{max_megapixels:.0f} MP: downscale it")
     try:
         upright = ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, ValueError) as exc:
@@ -51,10 +51,11 @@ def decode_photo(data: bytes, limits: UploadLimits) -> np.ndarray:
     return np.asarray(upright)
 
 
-def analyse_photo(data: bytes, limits: UploadLimits) -> Avatar:
-    from lipstream.engine.avatar import Avatar as AvatarClass
+def analyse_photo(data: bytes) -> Avatar:
+    from lipstream.engine.avatar import AvatarConfig, analyse
 
-    return AvatarClass.from_image(decode_photo(data, limits))
+    config = AvatarConfig()
+    return analyse(decode_photo(data, config.max_megapixels), "the uploaded photo", config)
 
 
 class AvatarStore:
@@ -78,7 +79,7 @@ class AvatarStore:
 
     async def add(self, data: bytes) -> str:
         """Analyse an uploaded photo -> its id. Raises PhotoError."""
-        avatar, _ = await self._pool.run(lambda: analyse_photo(data, self.limits))
+        avatar, _ = await self._pool.run(lambda: analyse_photo(data))
         avatar_id = secrets.token_urlsafe(9)
         self._avatars[avatar_id] = avatar
         uploads = [k for k in self._avatars if k != DEFAULT_ID]
