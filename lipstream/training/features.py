@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lipstream.engine.constants import MEL_FRAMES_PER_SECOND, SAMPLE_RATE
-from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel
+from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel, mel_filterbank
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = 
     if workers <= 1:
         chunks = [_chunk(t) for t in tasks]
     else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # fork, not spawn: spawn re-imports the main module, and `python -m lipstream` has no guard
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
             chunks = []
             for i, chunk in enumerate(pool.imap(_chunk, tasks)):
                 chunks.append(chunk)
@@ -88,27 +89,30 @@ def summarize(pool: list[Example]) -> dict[str, Any]:
     }
 
 
-def noise_bank(seed: int, count: int = 48, seconds: float = 3.0) -> list[np.ndarray]:
-    """Log-mel of speech-free sounds a microphone hears (hiss, hum, rumble, breaths), (T, N_MELS) each.
+def noise_bank(seed: int, count: int = 96, seconds: float = 3.0) -> list[np.ndarray]:
+    """Log-mel of speech-free sounds a microphone hears (hiss, rumble, hum, breaths), (T, N_MELS) each.
 
     Crops of these train the mouth to stay at rest when nobody speaks; mixed under speech they
-    add background noise on top of the corpus's own augmentation.
+    add background noise on top of the corpus's own augmentation. Colours and bands are drawn
+    at random: a bank of a few fixed shapes teaches the model those shapes, not "no speech".
     """
     rng = np.random.default_rng(seed)
     n = int(seconds * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
+    hz = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
     bank = []
     for i in range(count):
-        white = rng.standard_normal(n)
-        spectrum = np.fft.rfft(white) / np.maximum(np.arange(n // 2 + 1), 1.0) ** (0.5 * (i % 3))
-        sound = np.fft.irfft(spectrum, n)  # white, pink, brown
-        if i % 4 == 1:  # breaths: low-passed noise in swells
-            swells = np.sin(np.pi * t * rng.uniform(0.5, 1.5)) ** 2
-            sound = np.convolve(white, np.ones(6) / 6, mode="same") * swells
-        if i % 4 == 2:  # mains hum with harmonics under hiss
-            f0 = 50.0 if i % 8 == 2 else 60.0
-            sound = sound * 0.1 + sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
-        level_db = rng.uniform(-75, -30)  # RMS re full scale
+        low, high = rng.uniform(20, 600), rng.uniform(800, SAMPLE_RATE / 2)
+        band = 1 / (1 + (low / np.maximum(hz, 1)) ** 4) / (1 + (hz / high) ** 4)  # 2nd-order-like skirts
+        slope = np.maximum(hz, 20.0) ** (-rng.uniform(0, 1))  # white .. brown
+        sound = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band * slope, n)
+        if i % 3 == 1:  # breaths: swells of air noise
+            sound *= np.sin(np.pi * t * rng.uniform(0.4, 1.5) + rng.uniform(0, np.pi)) ** 2
+        if i % 6 == 2:  # mains hum with harmonics over the hiss
+            f0 = 50.0 if rng.random() < 0.5 else 60.0
+            hum = sum(np.sin(2 * np.pi * f0 * k * t) * rng.uniform(0, 1) for k in range(1, 6))
+            sound = sound / np.sqrt((sound**2).mean()) * rng.uniform(0.05, 1) + hum
+        level_db = rng.uniform(-75, -25)  # RMS re full scale
         sound *= 10 ** (level_db / 20) / max(float(np.sqrt((sound**2).mean())), 1e-12)
         bank.append(log_mel(sound.astype(np.float32)).astype(np.float16))
     return bank
@@ -132,9 +136,12 @@ class CropSampler:
     def __init__(self, pool: list[Example], crop_frames: int, seed: int,
                  noise: list[np.ndarray] | None = None, overhang_frames: int = 50,
                  level_range: tuple[float, float] = (-1.5, 1.0),
-                 noise_only: float = 0.05, noise_under: float = 0.3) -> None:
+                 noise_only: float = 0.1, noise_under: float = 0.3,
+                 warp_range: tuple[float, float] = (0.82, 1.22), freq_masks: int = 2) -> None:
         self.pool, self.crop_frames, self.overhang = pool, crop_frames, overhang_frames
-        self.level_range = level_range
+        self.level_range, self.warp_range, self.freq_masks = level_range, warp_range, freq_masks
+        bank = mel_filterbank()  # (n_fft bins, N_MELS)
+        self._centre_hz = (bank * np.arange(len(bank))[:, None]).sum(0) / bank.sum(0)  # in FFT bins
         self.noise = noise or []
         self.noise_only, self.noise_under = noise_only, noise_under  # probabilities per crop
         self.rng = np.random.default_rng(seed)
@@ -157,11 +164,25 @@ class CropSampler:
         if self.noise and self.rng.random() < self.noise_only:
             mel[:] = SILENCE_LOG_MEL
             controls[:], visemes[:] = 0.0, 0
+        mel = self._warp(mel)
         sound = mel > SILENCE_LOG_MEL + 1e-3  # digital silence stays at the floor at any gain
         mel[sound] = np.maximum(mel[sound] + self.rng.uniform(*self.level_range), SILENCE_LOG_MEL)
         if self.noise and (not sound.any() or self.rng.random() < self.noise_under):
             mel = self._add_noise(mel)
         return mel, controls, visemes
+
+    def _warp(self, mel: np.ndarray) -> np.ndarray:
+        """Scale the frequency axis (vocal tract length: a child's formants sit ~20% above a man's)
+        and blank a few random bands, so the model keys on patterns, not on one speaker's formants."""
+        alpha = np.exp(self.rng.uniform(*np.log(self.warp_range)))
+        idx = np.interp(self._centre_hz / alpha, self._centre_hz, np.arange(mel.shape[1]))
+        lo = np.minimum(idx.astype(np.int64), mel.shape[1] - 2)
+        w = (idx - lo).astype(np.float32)
+        out = mel[:, lo] * (1 - w) + mel[:, lo + 1] * w
+        for _ in range(int(self.rng.integers(self.freq_masks + 1))):
+            start, width = int(self.rng.integers(mel.shape[1] - 8)), int(self.rng.integers(1, 9))
+            out[:, start : start + width] = out[:, start : start + width].mean(axis=0)
+        return out.astype(np.float32)
 
     def _add_noise(self, mel: np.ndarray) -> np.ndarray:
         """Power-add a noise recording (random level) to the crop: log10(10^mel + 10^noise)."""

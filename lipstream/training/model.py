@@ -28,6 +28,7 @@ class ModelConfig:
     dilations: tuple[int, ...] = (1, 2, 2, 4)  # kernel-3 convs: receptive field 1 + 2 * sum = 19
     head_channels: int = 64  # channels fed to the final window-wide conv
     hidden: int = 256  # width of the MLP before the two heads
+    dropout: float = 0.1
 
     @property
     def window_frames(self) -> int:
@@ -79,7 +80,9 @@ class MotionNet(nn.Module):
         # One conv spanning the rest of the window: position-aware, like a flatten + linear.
         span = config.window_frames - config.stack_field + 1
         self.span = nn.Conv1d(config.head_channels, config.hidden, span)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Conv1d(config.hidden, config.hidden, 1), nn.GELU())
+        hidden, p = config.hidden, config.dropout
+        self.mlp = nn.Sequential(nn.GELU(), nn.Dropout(p), nn.Conv1d(hidden, hidden, 1),
+                                 nn.GELU(), nn.Dropout(p))
         self.controls = nn.Conv1d(config.hidden, N_CONTROLS, 1)
         self.visemes = nn.Conv1d(config.hidden, N_VISEMES, 1)
 
