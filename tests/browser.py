@@ -51,11 +51,11 @@ def write_fake_mic_wav(path: Path, audio_16k: np.ndarray) -> Path:
     return path
 
 
-async def launch(playwright: Any, profile: Path, fake_mic_wav: Path) -> Any:
+async def launch(playwright: Any, profile: Path, fake_mic_wav: Path, *extra_flags: str) -> Any:
     """A browser context with a fresh profile folder (no state from any earlier run)."""
     return await playwright.chromium.launch_persistent_context(
         str(profile), executable_path=chromium_executable(), headless=True,
-        args=chromium_flags(fake_mic_wav), viewport={"width": 800, "height": 1000})
+        args=[*chromium_flags(fake_mic_wav), *extra_flags], viewport={"width": 800, "height": 1000})
 
 
 # Receive-side numbers of a page's RTCPeerConnection (`pcExpression` evaluates to it).

@@ -47,13 +47,13 @@ def server_seams() -> dict[str, Callable[..., object]]:
     return {}
 
 
-@pytest.fixture
-async def browser(fake_mic: Path, tmp_path: Path) -> AsyncIterator[Any]:
+@pytest.fixture(params=[()], ids=["default-autoplay"])
+async def browser(request: pytest.FixtureRequest, fake_mic: Path, tmp_path: Path) -> AsyncIterator[Any]:
     chromium_executable()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        context = await launch(playwright, tmp_path / "profile", fake_mic)
+        context = await launch(playwright, tmp_path / "profile", fake_mic, *request.param)
         try:
             yield context
         finally:
@@ -69,6 +69,16 @@ async def start_session(page: Any, server: RunningServer, query: str = "") -> st
     await page.wait_for_function(CONNECTED, timeout=20_000)
     session_id: str = await page.evaluate("window.lipstream.sessionId")
     return session_id
+
+
+async def viewer_connected(server: RunningServer, session_id: str, timeout_s: float = 20.0) -> None:
+    """Wait, from the server's side, until a viewer of the session is connected."""
+    session = server.state.sessions[session_id]
+    for _ in range(round(timeout_s * 10)):
+        if any(pc.connectionState == "connected" for pc in session.viewers.values()):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no viewer connected within {timeout_s} s")
 
 
 async def stop_session(page: Any, server: RunningServer) -> None:
@@ -190,3 +200,32 @@ async def test_page_token_photo_upload_and_errors(browser: Any, tmp_path: Path) 
         await page.click("#start")
         await page.wait_for_selector("#error:not([hidden])")
         assert "not an image" in await page.locator("#error").inner_text()
+
+
+# A browser that, like most desktop browsers on a first visit, refuses sound without a click
+STRICT_AUTOPLAY = ("--autoplay-policy=document-user-activation-required",)
+
+
+@pytest.mark.parametrize("browser", [STRICT_AUTOPLAY], ids=["strict-autoplay"], indirect=True)
+async def test_viewer_plays_muted_and_asks_for_a_click_when_sound_is_refused(browser: Any) -> None:
+    async with running_server(ServeConfig(max_sessions=1, loopback_ice=False), **server_seams()) as server:
+        page = await browser.new_page()
+        session_id = await start_session(page, server)
+        viewer = await browser.new_page()
+        await viewer.goto(f"{server.url}/view/{session_id}")
+        # no evaluate() on the viewer until it has tried to play: playwright evaluates with a
+        # user gesture, which would grant the very permission under test
+        await viewer_connected(server, session_id)
+        await asyncio.sleep(1.0)
+        assert await viewer.locator("#overlay").is_visible()
+        assert await viewer.locator("#message").inner_text() == "Click for sound"
+        await viewer.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=10_000)
+        assert await viewer.evaluate("document.getElementById('video').muted") is True
+
+        await viewer.click("#overlay")
+        assert await viewer.evaluate("document.getElementById('video').muted") is False
+        assert await viewer.locator("#overlay").is_hidden()
+        played = await viewer.evaluate("document.getElementById('video').currentTime")
+        await viewer.wait_for_function(f"document.getElementById('video').currentTime > {played + 0.5}",
+                                       timeout=5_000)  # still playing, now with sound
+        await stop_session(page, server)
