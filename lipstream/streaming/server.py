@@ -72,7 +72,7 @@ def include_loopback_candidates(only: bool = False) -> None:
     original = getattr(ice.get_host_addresses, "__wrapped__", ice.get_host_addresses)
 
     def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        found: list[str] = [] if only else original(use_ipv4, use_ipv6)
+        found = [] if only else [a for a in original(use_ipv4, use_ipv6) if a != "127.0.0.1"]
         return ["127.0.0.1", *found] if use_ipv4 else found
 
     addresses.__wrapped__ = original  # type: ignore[attr-defined]
