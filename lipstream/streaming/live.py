@@ -120,9 +120,9 @@ class LiveLoop:
                                                   SAMPLE_RATE)])
 
     def _feed(self, chunks: list[AudioChunk]) -> int:
-        """Push the audio one frame's worth at a time, handing out frames as they complete (the
-        engine keeps only a few frames of features, so it is fed no further ahead than that).
-        Returns how many frames went out."""
+        """Push the audio one frame's worth at a time, handing out each frame as it completes, so
+        every frame knows how much audio is still in hand behind it (the backlog that decides
+        whether it is rendered). Returns how many frames went out."""
         waiting = sum(c.pcm.shape[0] * SAMPLE_RATE / c.sample_rate for c in chunks)  # 16 kHz samples
         sent = 0
         for chunk in chunks:
