@@ -23,3 +23,7 @@ class DeviceError(LipstreamError):
 
 class SpeechEngineError(LipstreamError):
     """A text-to-speech engine for training data that is missing or failed."""
+
+
+class GpuError(LipstreamError):
+    """The CUDA kernels cannot run: no NVIDIA driver or device, no cuda-python, or a CUDA call failed."""

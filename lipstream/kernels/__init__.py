@@ -9,6 +9,8 @@ The per-frame pixel work of the renderer is exactly two operations on a region o
   colour (h, w, 3) float32 in 0..255, alpha (h, w) float32 in [0, 1].
 
 `reference.py` spells the per-pixel math in plain numpy; tests compare every device against it.
+`cuda.py` runs `warp.cu` (its per-pixel math in `warp.cuh`, which also builds for the CPU) on an
+NVIDIA GPU; it needs `pip install lipstream[gpu]` and raises `GpuError` where there is no GPU.
 """
 
 from typing import Any, Protocol
@@ -25,7 +27,7 @@ class Kernels(Protocol):
 
 
 def get_kernels(device: str = "cpu") -> Kernels:
-    """The implementation for a device ("cpu" or "reference"; "cuda" once it exists)."""
+    """The implementation for a device: "cpu", "reference" or "cuda" (an NVIDIA GPU)."""
     if device == "cpu":
         from lipstream.kernels.cpu import CpuKernels
 
@@ -34,4 +36,8 @@ def get_kernels(device: str = "cpu") -> Kernels:
         from lipstream.kernels.reference import ReferenceKernels
 
         return ReferenceKernels()
-    raise ValueError(f"no kernels for device {device!r}: use 'cpu' or 'reference'")
+    if device == "cuda":
+        from lipstream.kernels.cuda import CudaKernels
+
+        return CudaKernels()
+    raise ValueError(f"no kernels for device {device!r}: use 'cpu', 'reference' or 'cuda'")

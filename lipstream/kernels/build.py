@@ -1,0 +1,111 @@
+"""warp.cu -> a GPU binary, compiled at run time by NVRTC (cuda-python); no device needed.
+
+NVRTC ships in a pip wheel (`pip install lipstream[gpu]`), so a user needs no CUDA toolkit, and the
+binary is built for the exact GPU it runs on. Compiling needs no GPU and no driver, which is what
+lets the tests check this path on machines without one.
+"""
+
+from importlib import resources
+from typing import Any
+
+from lipstream.errors import GpuError
+
+SOURCE = "warp.cu"
+HEADER = "warp.cuh"  # included by SOURCE; handed to NVRTC by name, so no include path is needed
+KERNEL_NAMES = ("ls_warp_region", "ls_composite")
+NO_BINDINGS = "cuda-python is not installed: run 'pip install lipstream[gpu]' to use device 'cuda'"
+NO_NVRTC = "the NVRTC library is not installed: run 'pip install lipstream[gpu]' (cuda-python[all])"
+
+
+def bindings() -> tuple[Any, Any]:
+    """cuda-python's (driver, nvrtc) modules, imported on first use so lipstream runs without them."""
+    try:
+        from cuda.bindings import driver, nvrtc  # cuda-python >= 12.8 (and 13)
+    except ImportError:
+        try:
+            from cuda import cuda as driver  # cuda-python 11.x - 12.7
+            from cuda import nvrtc
+        except ImportError as err:
+            raise GpuError(NO_BINDINGS) from err
+    return driver, nvrtc
+
+
+def kernel_source() -> tuple[bytes, bytes]:
+    """(warp.cu, warp.cuh) as shipped inside the package."""
+    folder = resources.files("lipstream.kernels")
+    return folder.joinpath(SOURCE).read_bytes(), folder.joinpath(HEADER).read_bytes()
+
+
+def load_nvrtc(nvrtc: Any | None = None) -> Any:
+    """cuda-python's nvrtc module with its shared library loaded; GpuError when either is missing."""
+    nvrtc = nvrtc or bindings()[1]
+    try:
+        nvrtc.nvrtcVersion()
+    except Exception as err:  # a missing libnvrtc is a loader error from the bindings, not a status
+        raise GpuError(NO_NVRTC) from err
+    return nvrtc
+
+
+def supported_archs(nvrtc: Any | None = None) -> list[int]:
+    """The compute capabilities this NVRTC can build for, as 10 * major + minor (75, 80, ...)."""
+    nvrtc = load_nvrtc(nvrtc)
+    return [int(a) for a in _nvrtc_check(nvrtc, nvrtc.nvrtcGetSupportedArchs(), "list its targets")]
+
+
+def choose_target(capability: tuple[int, int], supported: list[int]) -> str:
+    """The NVRTC target for a GPU of compute capability (major, minor).
+
+    A cubin runs on its own major version at the same or a higher minor, and needs no JIT in the
+    driver; a GPU newer than NVRTC knows gets PTX, which the driver compiles forward.
+    """
+    major, minor = capability
+    cc = 10 * major + minor
+    same_major = [a for a in supported if a // 10 == major and a <= cc]
+    if same_major:
+        return f"sm_{max(same_major)}"
+    older = [a for a in supported if a <= cc]
+    if older:
+        return f"compute_{max(older)}"
+    raise GpuError(f"this GPU (compute capability {major}.{minor}) is older than NVRTC supports "
+                   f"(sm_{min(supported)} and newer): install an older cuda-python, e.g. 'cuda-python<13'")
+
+
+def compile_kernels(target: str, nvrtc: Any | None = None) -> bytes:
+    """warp.cu compiled for `target`: a cubin (ELF) for "sm_XY", PTX text for "compute_XY"."""
+    nvrtc = load_nvrtc(nvrtc)
+    source, header = kernel_source()
+    program = _nvrtc_check(nvrtc, nvrtc.nvrtcCreateProgram(source, SOURCE.encode(), 1, [header],
+                                                           [HEADER.encode()]), "create a program")
+    try:
+        options = [f"--gpu-architecture={target}".encode()]
+        (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
+        if status != 0:
+            raise GpuError(f"NVRTC could not compile {SOURCE} for {target}: {_log(nvrtc, program)}")
+        if target.startswith("sm_"):
+            return _read(nvrtc, program, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
+        return _read(nvrtc, program, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+    finally:
+        nvrtc.nvrtcDestroyProgram(program)
+
+
+def _read(nvrtc: Any, program: Any, get_size: Any, get: Any) -> bytes:
+    size: int = _nvrtc_check(nvrtc, get_size(program), "size its output")
+    buffer = b" " * size  # NVRTC writes into the bytes object it is handed
+    _nvrtc_check(nvrtc, get(program, buffer), "copy its output")
+    return buffer
+
+
+def _log(nvrtc: Any, program: Any) -> str:
+    size: int = _nvrtc_check(nvrtc, nvrtc.nvrtcGetProgramLogSize(program), "size its log")
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(program, log)
+    lines = [line for line in log.decode(errors="replace").splitlines() if line.strip()]
+    return " | ".join(lines[:3]) or "no log"  # one line for the user; the first errors say most
+
+
+def _nvrtc_check(nvrtc: Any, result: tuple[Any, ...], what: str) -> Any:
+    """The value of an NVRTC call that returns (status, value) or (status,)."""
+    status = result[0]
+    if status != 0:
+        raise GpuError(f"NVRTC failed to {what}: {getattr(status, 'name', status)}")
+    return result[1] if len(result) > 1 else None

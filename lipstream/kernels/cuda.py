@@ -1,0 +1,220 @@
+"""CUDA kernels: warp.cu, built by NVRTC for this GPU, launched through cuda-python's driver API.
+
+One `CudaKernels` per renderer. It runs on the device's primary context (shared by every instance in
+the process, as is the compiled module), has its own stream, and keeps its device buffers between
+frames: each grows to the largest region it has seen and is then reused, so a steady stream of
+frames allocates nothing. Per call: copy the inputs up, launch one thread per pixel of the region,
+copy the region back. The photo is uploaded once while the same read-only array (an Avatar's image)
+is passed in again.
+
+Importing this module needs neither cuda-python nor a GPU; constructing `CudaKernels` needs both and
+raises `GpuError` with what to install otherwise.
+"""
+
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lipstream.errors import GpuError
+from lipstream.kernels.build import KERNEL_NAMES, bindings, choose_target, compile_kernels, supported_archs
+
+NO_DEVICE = "no CUDA device: install the NVIDIA driver and 'pip install lipstream[gpu]'"
+WARP_BLOCK = (16, 16)  # threads per block over the region's (x, y): 256, eight 32-thread warps
+COMPOSITE_BLOCK = 256  # threads per block over the region's pixels, flattened
+
+_MODULES: dict[int, tuple[Any, ...]] = {}  # device ordinal -> (warp, composite) CUfunctions
+_MODULES_LOCK = threading.Lock()
+
+
+class CudaKernels:
+    name = "cuda"
+
+    def __init__(self, device_index: int = 0) -> None:
+        self._cu, nvrtc = bindings()
+        self._device, self._context = open_device(self._cu, device_index)
+        with self._current():
+            self._warp_fn, self._composite_fn = _kernels_for(self._cu, nvrtc, device_index)
+            self._stream = _check(self._cu, self._cu.cuStreamCreate(0), "create a stream")
+        self._buffers: dict[str, tuple[Any, int]] = {}  # role -> (device pointer, bytes)
+        self._photo: NDArray[Any] | None = None  # the read-only source now resident in "src"
+        self._lock = threading.Lock()  # one frame's copies and launches at a time on the stream
+        # free the stream and buffers when the renderer goes; at exit the driver frees everything
+        self._finalizer = weakref.finalize(self, _release, self._cu, self._device, self._context,
+                                           self._stream, self._buffers)
+        self._finalizer.atexit = False
+
+    def warp_region(self, src: NDArray[Any], coords: NDArray[Any], out: NDArray[Any]) -> None:
+        _check_warp_shapes(src, coords, out)
+        h, w = out.shape[:2]
+        if h == 0 or w == 0:
+            return
+        with self._lock, self._current():
+            d_src = self._upload_photo(src)
+            d_coords = self._upload("coords", np.ascontiguousarray(coords, dtype=np.float32))
+            d_out = self._buffer("pixels", out.nbytes)
+            grid = (_blocks(w, WARP_BLOCK[0]), _blocks(h, WARP_BLOCK[1]))
+            self._launch(self._warp_fn, grid, WARP_BLOCK,
+                         [_ptr(d_src), _i32(src.shape[0]), _i32(src.shape[1]), _ptr(d_coords),
+                          _ptr(d_out), _i32(h), _i32(w)])
+            self._download(d_out, out)
+
+    def composite(self, out: NDArray[Any], colour: NDArray[Any], alpha: NDArray[Any]) -> None:
+        _check_composite_shapes(out, colour, alpha)
+        n_pixels = out.shape[0] * out.shape[1]
+        if n_pixels == 0:
+            return
+        with self._lock, self._current():
+            d_out = self._upload("pixels", np.ascontiguousarray(out))
+            d_colour = self._upload("colour", np.ascontiguousarray(colour, dtype=np.float32))
+            d_alpha = self._upload("alpha", np.ascontiguousarray(alpha, dtype=np.float32))
+            grid = (_blocks(n_pixels, COMPOSITE_BLOCK), 1)
+            self._launch(self._composite_fn, grid, (COMPOSITE_BLOCK, 1),
+                         [_ptr(d_out), _ptr(d_colour), _ptr(d_alpha), _i32(n_pixels)])
+            self._download(d_out, out)
+
+    def close(self) -> None:
+        """Free this instance's stream and device buffers now (otherwise when it is collected)."""
+        self._finalizer()
+
+    @contextmanager
+    def _current(self) -> Iterator[None]:
+        """The device's context current on this thread (renderers may run on executor threads)."""
+        _check(self._cu, self._cu.cuCtxPushCurrent(self._context), "make the context current")
+        try:
+            yield
+        finally:
+            self._cu.cuCtxPopCurrent()
+
+    def _buffer(self, role: str, nbytes: int) -> Any:
+        """A device buffer of at least nbytes for this role, grown only when a region is larger."""
+        held = self._buffers.get(role)
+        if held is None or held[1] < nbytes:
+            if held is not None:
+                _check(self._cu, self._cu.cuMemFree(held[0]), "free device memory")
+            pointer = _check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
+            held = self._buffers[role] = (pointer, nbytes)
+        return held[0]
+
+    def _upload(self, role: str, host: NDArray[Any]) -> Any:
+        # from pageable memory the call returns once the driver has staged the bytes, so `host`
+        # may be a temporary that goes right after
+        device = self._buffer(role, host.nbytes)
+        _check(self._cu, self._cu.cuMemcpyHtoDAsync(device, host.ctypes.data, host.nbytes,
+                                                     self._stream), "copy to the device")
+        return device
+
+    def _upload_photo(self, src: NDArray[Any]) -> Any:
+        if src is self._photo:
+            return self._buffers["src"][0]
+        device = self._upload("src", np.ascontiguousarray(src, dtype=np.uint8))
+        # a read-only array (an Avatar's photo) cannot change under us: keep it on the device
+        self._photo = None if src.flags.writeable else src
+        return device
+
+    def _download(self, device: Any, out: NDArray[Any]) -> None:
+        """Copy the region back into out (a strided view of the frame, usually) and wait for it."""
+        host = out if out.flags.c_contiguous else np.empty_like(out, order="C")
+        _check(self._cu, self._cu.cuMemcpyDtoHAsync(host.ctypes.data, device, host.nbytes,
+                                                     self._stream), "copy from the device")
+        _check(self._cu, self._cu.cuStreamSynchronize(self._stream), "run the kernel")
+        if host is not out:
+            out[...] = host
+
+    def _launch(self, function: Any, grid: tuple[int, int], block: tuple[int, int],
+                args: list[NDArray[Any]]) -> None:
+        # kernelParams: an array of pointers, each to one argument's value (read at launch)
+        params = np.array([a.ctypes.data for a in args], dtype=np.uint64)
+        _check(self._cu, self._cu.cuLaunchKernel(function, grid[0], grid[1], 1, block[0], block[1], 1,
+                                                 0, self._stream, params.ctypes.data, 0),
+               "launch a kernel")
+
+
+def open_device(cu: Any, device_index: int = 0) -> tuple[Any, Any]:
+    """(device, its primary context, retained) for CUDA device `device_index`; GpuError if none."""
+    try:
+        _check(cu, cu.cuInit(0), "initialise")
+        count = _check(cu, cu.cuDeviceGetCount(), "count devices")
+    except Exception as err:  # no libcuda: the bindings raise their own loader errors, not a status
+        raise GpuError(NO_DEVICE) from err
+    if count <= device_index:
+        raise GpuError(NO_DEVICE if count == 0 else
+                       f"no CUDA device {device_index}: this machine has {count} (0 to {count - 1})")
+    device = _check(cu, cu.cuDeviceGet(device_index), "open the device")
+    return device, _check(cu, cu.cuDevicePrimaryCtxRetain(device), "open the device's context")
+
+
+def device_target(cu: Any, nvrtc: Any, device_index: int) -> str:
+    """The NVRTC target ("sm_86", or "compute_XY" for a GPU newer than NVRTC) for a device."""
+    device = _check(cu, cu.cuDeviceGet(device_index), "open the device")
+    attribute = cu.CUdevice_attribute
+    major = _check(cu, cu.cuDeviceGetAttribute(
+        attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device), "read the device")
+    minor = _check(cu, cu.cuDeviceGetAttribute(
+        attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device), "read the device")
+    return choose_target((int(major), int(minor)), supported_archs(nvrtc))
+
+
+def _kernels_for(cu: Any, nvrtc: Any, device_index: int) -> tuple[Any, ...]:
+    """The kernels loaded on a device, compiled once per process (the context must be current)."""
+    with _MODULES_LOCK:
+        if device_index not in _MODULES:
+            image = compile_kernels(device_target(cu, nvrtc, device_index), nvrtc)
+            # the module lives as long as the process: hold its context open for it
+            open_device(cu, device_index)
+            module = _check(cu, cu.cuModuleLoadData(image), "load the compiled kernels")
+            _MODULES[device_index] = tuple(
+                _check(cu, cu.cuModuleGetFunction(module, name.encode()), f"find {name}")
+                for name in KERNEL_NAMES)
+        return _MODULES[device_index]
+
+
+def _release(cu: Any, device: Any, context: Any, stream: Any,
+             buffers: dict[str, tuple[Any, int]]) -> None:
+    cu.cuCtxPushCurrent(context)
+    for pointer, _ in buffers.values():
+        cu.cuMemFree(pointer)
+    buffers.clear()
+    cu.cuStreamDestroy(stream)
+    cu.cuCtxPopCurrent()
+    cu.cuDevicePrimaryCtxRelease(device)
+
+
+def _check(cu: Any, result: tuple[Any, ...], what: str) -> Any:
+    """The value of a driver call that returns (CUresult, value) or (CUresult,)."""
+    status = result[0]
+    if status != 0:
+        raise GpuError(f"CUDA failed to {what}: {getattr(status, 'name', status)}")
+    return result[1] if len(result) > 1 else None
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return (n + per_block - 1) // per_block
+
+
+def _ptr(device_pointer: Any) -> NDArray[Any]:
+    return np.array([int(device_pointer)], dtype=np.uint64)
+
+
+def _i32(value: int) -> NDArray[Any]:
+    return np.array([value], dtype=np.int32)
+
+
+def _check_warp_shapes(src: NDArray[Any], coords: NDArray[Any], out: NDArray[Any]) -> None:
+    # the kernel trusts these shapes: a mismatch would read or write outside the device buffers
+    if src.ndim != 3 or src.shape[2] != 3 or min(src.shape[:2]) < 2 or src.dtype != np.uint8:
+        raise ValueError(f"src must be (H, W, 3) uint8 with H, W >= 2, not {src.shape} {src.dtype}")
+    if out.dtype != np.uint8 or out.shape[2:] != (3,) or coords.shape != (*out.shape[:2], 2):
+        raise ValueError(f"need out (h, w, 3) uint8 and coords (h, w, 2): got {out.shape} {out.dtype}"
+                         f" and {coords.shape}")
+
+
+def _check_composite_shapes(out: NDArray[Any], colour: NDArray[Any], alpha: NDArray[Any]) -> None:
+    if out.dtype != np.uint8 or out.shape[2:] != (3,) or colour.shape != out.shape \
+            or alpha.shape != out.shape[:2]:
+        raise ValueError(f"need out (h, w, 3) uint8, colour (h, w, 3), alpha (h, w): got {out.shape} "
+                         f"{out.dtype}, {colour.shape}, {alpha.shape}")
