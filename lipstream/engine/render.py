@@ -33,7 +33,7 @@ class RenderConfig:
     blink_ms: tuple[float, float] = (150.0, 250.0)  # length of one blink
     head_rotation_deg: float = 0.6  # largest head roll; 0 holds the head still
     head_shift_px: float = 1.5  # largest head shift at a 512 px frame; 0 holds it still
-    device: str = "cpu"  # kernels: "cpu" or "reference"
+    device: str = "cpu"  # kernels: "cpu", "reference" (numpy) or "cuda" (NVIDIA GPU, lipstream[gpu])
 
 
 class Renderer:
