@@ -1,0 +1,273 @@
+"""Lip sync as a viewer sees it: held-out speech rendered, re-detected with FaceMesh, scored.
+
+Each held-out utterance (see `lipstream.training.lipsync_set`) goes the way `lipstream render`
+takes a file: a WAV is written and read back with `load_audio`, pushed into an `Engine`,
+finished, and the frames are encoded to H.264 with the CLI's `Mp4Writer` and decoded again, so
+compression is part of what FaceMesh measures. Figures are defined in
+`lipstream.training.lipsync_metrics` (truth = jaw_open * (1 - lip_press) of the phone-derived
+targets per frame; closure threshold 25% up the utterance's open range).
+
+Rows: `oracle` (the truth controls rendered directly, no model and no smoothing: the ceiling the
+renderer and the measurement allow), the baseline at each lookahead, and each trained model
+(the shipped one, plus any `--models name=path.onnx`), clean and at 10 dB SNR (pink noise
+relative to the speech's active level, as in training validation).
+
+    python benchmarks/lipsync.py [--quick] [--utterances 16] [--size 320]
+        [--models la0=runs/la0/motion.onnx ...] [--keep-videos DIR]
+"""
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+import wave
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from lipstream.engine.audio import load_audio  # noqa: E402
+from lipstream.engine.avatar import Avatar, AvatarConfig  # noqa: E402
+from lipstream.engine.constants import MEL_FRAMES_PER_VIDEO_FRAME, SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME  # noqa: E402
+from lipstream.engine.controls import REST  # noqa: E402
+from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
+from lipstream.engine.motion import BaselineMotionModel, MotionModel, load_motion_model, shipped_model_path  # noqa: E402
+from lipstream.engine.render import Renderer  # noqa: E402
+from lipstream.streaming.files import Mp4Writer  # noqa: E402
+from lipstream.training.corpus import PHONESET, Utterance  # noqa: E402
+from lipstream.training.evaluate import MouthMeter, read_video_frames  # noqa: E402
+from lipstream.training.lipsync_metrics import LipsyncScore, Measured, Truth, make_truth, score  # noqa: E402
+from lipstream.training.lipsync_set import heldout_set  # noqa: E402
+from lipstream.training.validation import NOISY_SNR_DB, with_noise  # noqa: E402
+
+ORACLE = "oracle"
+CLEAN, NOISY = "clean", f"{NOISY_SNR_DB:g}dB_snr"
+TARGETS = {"correlation": 0.75, "abs_lag_ms": 20.0, "closure_hit_rate": 0.90, "snr_corr_drop": 0.10}
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    lookahead_ms: int
+    condition: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    images: list[np.ndarray]
+    visemes: np.ndarray | None  # (N,) argmax of the model's viseme output
+
+
+def wav_path(audio: np.ndarray, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def render_engine(avatar: Avatar, model: MotionModel, audio_path: Path, seed: int) -> Rendered:
+    """`lipstream render`'s path: load_audio -> Engine push/finish -> frames."""
+    engine = Engine(avatar, EngineConfig(seed=seed), model=model)
+    engine.push_audio(load_audio(audio_path), SAMPLE_RATE)
+    engine.finish()
+    frames = engine.frames()
+    probs = [f.visemes for f in frames if f.visemes is not None]
+    visemes = np.array([int(np.argmax(p)) for p in probs]) if frames and len(probs) == len(frames) else None
+    return Rendered([f.image for f in frames], visemes)
+
+
+def render_oracle(avatar: Avatar, utt: Utterance, seed: int) -> Rendered:
+    """The truth controls (each frame's 4 mel frames averaged) straight into the Renderer."""
+    renderer = Renderer(avatar, EngineConfig().render, seed=seed)
+    n_frames = -(-utt.audio.size // SAMPLES_PER_VIDEO_FRAME)
+    images = []
+    for n in range(n_frames):
+        mel = utt.controls[n * MEL_FRAMES_PER_VIDEO_FRAME : (n + 1) * MEL_FRAMES_PER_VIDEO_FRAME]
+        images.append(renderer.render(mel.mean(axis=0) if len(mel) else REST, n))
+    return Rendered(images, None)
+
+
+def through_h264(images: list[np.ndarray], path: Path) -> list[np.ndarray]:
+    with Mp4Writer(path, images[0].shape[0]) as writer:
+        for index, image in enumerate(images):
+            writer.write_video(image, index)
+    frames, _ = read_video_frames(str(path))
+    return frames
+
+
+def measure(rendered: Rendered, video: Path, static: bool) -> Measured:
+    frames = through_h264(rendered.images, video)
+    with MouthMeter(static=static) as meter:  # fresh per video
+        readings = [meter.read(f) for f in frames]
+    aperture = np.array([r.aperture if r.found else np.nan for r in readings])
+    return Measured(aperture, rendered.visemes)
+
+
+def make_models(args: argparse.Namespace) -> dict[str, MotionModel]:
+    """Name -> model; baselines are made per lookahead in `rows`."""
+    models: dict[str, MotionModel] = {}
+    shipped = shipped_model_path()
+    if shipped is not None and not args.no_shipped:
+        models["shipped"] = load_motion_model(None)
+    for item in args.models:
+        name, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"--models takes name=path.onnx, got {item!r}")
+        models[name] = load_motion_model(path)
+    return models
+
+
+def plan(args: argparse.Namespace, trained: dict[str, MotionModel]) -> dict[Row, MotionModel | None]:
+    rows: dict[Row, MotionModel | None] = {Row(ORACLE, 0, CLEAN): None}
+    for condition in (CLEAN, NOISY):
+        for la in args.baseline_lookaheads:
+            rows[Row("baseline", la, condition)] = BaselineMotionModel(la)
+        for name, model in trained.items():
+            rows[Row(name, model.lookahead_frames * 10, condition)] = model
+    return rows
+
+
+Scored = dict[Row, list[tuple[Measured, Truth]]]
+
+
+def run(args: argparse.Namespace) -> tuple[Scored, list[Utterance], dict[str, float]]:
+    started = time.perf_counter()
+    utts = heldout_set(args.utterances, args.seed)
+    synth_s = time.perf_counter() - started
+    avatar = Avatar.from_image(args.face, AvatarConfig(size=args.size)) if args.face else \
+        Avatar.default(AvatarConfig(size=args.size))
+    rows = plan(args, make_models(args))
+    items: Scored = {row: [] for row in rows}
+    rng = np.random.default_rng(args.seed)
+    keep = args.keep_videos
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for i, utt in enumerate(utts):
+            truth = make_truth(utt.controls, utt.phones, PHONESET[utt.engine])
+            audio = {CLEAN: wav_path(utt.audio, folder, "clean"),
+                     NOISY: wav_path(with_noise(utt.audio, NOISY_SNR_DB, rng), folder, "noisy")}
+            for row, model in rows.items():
+                name = f"{i:02d}-{row.model}-la{row.lookahead_ms}-{row.condition}"
+                video = (keep / f"{name}.mp4") if keep else folder / "video.mp4"
+                rendered = (render_oracle(avatar, utt, args.seed) if model is None
+                            else render_engine(avatar, model, audio[row.condition], args.seed))
+                items[row].append((measure(rendered, video, args.mesh == "static"), truth))
+            print(f"  utterance {i + 1}/{len(utts)} {utt.engine}:{utt.voice}:{utt.language} "
+                  f"{utt.audio.size / SAMPLE_RATE:.1f} s", flush=True)
+    timing = {"synthesis_s": synth_s, "total_s": time.perf_counter() - started}
+    return items, utts, timing
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def table(scores: dict[Row, LipsyncScore]) -> str:
+    head = f"{'model':<12}{'la ms':>6}  {'condition':<11}{'corr':>6}{'lag ms':>8}{'closure':>9}" \
+           f"{'viseme':>8}{'frames':>8}{'face':>7}"
+    lines = [head, "-" * len(head)]
+    for row, s in scores.items():
+        closure, face = _fmt(100 * s.closure_hit_rate, ".0f") + "%", _fmt(100 * s.face_found, ".0f") + "%"
+        lines.append(f"{row.model:<12}{row.lookahead_ms:>6}  {row.condition:<11}"
+                     f"{_fmt(s.correlation, '.3f'):>6}{_fmt(s.best_lag_ms, '+.0f'):>8}{closure:>9}"
+                     f"{_fmt(s.viseme_accuracy, '.2f'):>8}{s.frames:>8}{face:>7}")
+    return "\n".join(lines)
+
+
+def verdicts(scores: dict[Row, LipsyncScore]) -> dict[str, dict[str, bool]]:
+    """The issue's targets, per trained model (against the baseline at the same lookahead, or 40 ms)."""
+    out = {}
+    for row, s in scores.items():
+        if row.model in (ORACLE, "baseline") or row.condition != CLEAN:
+            continue
+        noisy = scores.get(Row(row.model, row.lookahead_ms, NOISY))
+        base = scores.get(Row("baseline", row.lookahead_ms, CLEAN)) or scores.get(Row("baseline", 40, CLEAN))
+        checks = {
+            "correlation": s.correlation >= TARGETS["correlation"],
+            "lag": abs(s.best_lag_ms) <= TARGETS["abs_lag_ms"],
+            "closure": s.closure_hit_rate >= TARGETS["closure_hit_rate"],
+            "snr_drop": noisy is not None and s.correlation - noisy.correlation <= TARGETS["snr_corr_drop"],
+        }
+        if base is not None:
+            checks["beats_baseline"] = (s.correlation > base.correlation
+                                        and abs(s.best_lag_ms) <= abs(base.best_lag_ms)
+                                        and s.closure_hit_rate > base.closure_hit_rate)
+        out[f"{row.model} la{row.lookahead_ms}"] = checks
+    return out
+
+
+def by_engine(items: list[tuple[Measured, Truth]], utts: list[Utterance]) -> dict[str, dict[str, Any]]:
+    """The row's figures per speech engine (which voices the model follows, which not)."""
+    engines = sorted({u.engine for u in utts})
+    pairs = list(zip(items, utts, strict=True))
+    return {e: asdict(score([it for it, u in pairs if u.engine == e])) for e in engines}
+
+
+def _finite(value: Any) -> Any:
+    """NaN -> None, so the JSON is standard."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--utterances", type=int, default=16, help="held-out utterances (2-4 s of speech each)")
+    p.add_argument("--quick", action="store_true", help="6 utterances, baseline at 40 ms only")
+    p.add_argument("--size", type=int, default=320, help="frame side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--face", type=Path, help="face photo (default: the bundled avatar)")
+    p.add_argument("--models", nargs="*", default=[], metavar="NAME=PATH",
+                   help="exported .onnx files to score")
+    p.add_argument("--no-shipped", action="store_true", help="leave the shipped model out")
+    p.add_argument("--baseline-lookaheads", type=int, nargs="*", default=[0, 40, 80], metavar="MS")
+    p.add_argument("--mesh", choices=("static", "video"), default="video",
+                   help="FaceMesh tracking across frames, as MouthMeter does by default, or per frame")
+    p.add_argument("--keep-videos", type=Path, help="keep every rendered mp4 in this folder")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/lipsync.json"))
+    args = p.parse_args()
+    if args.quick:
+        args.utterances, args.baseline_lookaheads = min(args.utterances, 6), [40]
+    return args
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    args = parse_args()
+    if args.keep_videos:
+        args.keep_videos.mkdir(parents=True, exist_ok=True)
+    items, utts, timing = run(args)
+    scores = {row: score(its) for row, its in items.items()}
+    print(f"\n{len(utts)} held-out utterances, {args.size} px, "
+          f"{timing['total_s']:.0f} s (synthesis {timing['synthesis_s']:.0f} s)\n")
+    print(table(scores))
+    checks = verdicts(scores)
+    for name, c in checks.items():
+        print(f"targets {name}: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in c.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(_finite({
+        "config": {"utterances": len(utts), "size": args.size, "seed": args.seed, "snr_db": NOISY_SNR_DB,
+                   "models": args.models, "baseline_lookaheads": args.baseline_lookaheads},
+        "heldout": [{"engine": u.engine, "voice": u.voice, "language": u.language, "text": u.text,
+                     "seconds": round(u.audio.size / SAMPLE_RATE, 2)} for u in utts],
+        "rows": [{**asdict(row), **asdict(s), "by_engine": by_engine(items[row], utts)}
+                 for row, s in scores.items()],
+        "targets": TARGETS, "verdicts": checks, "timing": timing,
+    }), indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
