@@ -8,7 +8,8 @@ compression is part of what FaceMesh measures. Figures are defined in
 targets per frame; closure threshold 25% up the utterance's open range).
 
 Rows: `oracle` (the truth controls rendered directly, no model and no smoothing: the ceiling the
-renderer and the measurement allow), the baseline at each lookahead, and each trained model
+renderer and the measurement allow), `oracle+smooth` (the same through the engine's control
+smoother: what the smoothing costs), the baseline at each lookahead, and each trained model
 (the shipped one, plus any `--models name=path.onnx`), clean and at 10 dB SNR (pink noise
 relative to the speech's active level, as in training validation).
 
@@ -38,6 +39,7 @@ from lipstream.engine.controls import REST  # noqa: E402
 from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
 from lipstream.engine.motion import BaselineMotionModel, MotionModel, load_motion_model, shipped_model_path  # noqa: E402
 from lipstream.engine.render import Renderer  # noqa: E402
+from lipstream.engine.smoothing import ControlSmoother  # noqa: E402
 from lipstream.streaming.files import Mp4Writer  # noqa: E402
 from lipstream.training.corpus import PHONESET, Utterance  # noqa: E402
 from lipstream.training.evaluate import MouthMeter, read_video_frames  # noqa: E402
@@ -45,7 +47,7 @@ from lipstream.training.lipsync_metrics import LipsyncScore, Measured, Truth, ma
 from lipstream.training.lipsync_set import heldout_set  # noqa: E402
 from lipstream.training.validation import NOISY_SNR_DB, with_noise  # noqa: E402
 
-ORACLE = "oracle"
+ORACLE, ORACLE_SMOOTHED = "oracle", "oracle+smooth"
 CLEAN, NOISY = "clean", f"{NOISY_SNR_DB:g}dB_snr"
 TARGETS = {"correlation": 0.75, "abs_lag_ms": 20.0, "closure_hit_rate": 0.90, "snr_corr_drop": 0.10}
 
@@ -84,14 +86,17 @@ def render_engine(avatar: Avatar, model: MotionModel, audio_path: Path, seed: in
     return Rendered([f.image for f in frames], visemes)
 
 
-def render_oracle(avatar: Avatar, utt: Utterance, seed: int) -> Rendered:
-    """The truth controls (each frame's 4 mel frames averaged) straight into the Renderer."""
+def render_oracle(avatar: Avatar, utt: Utterance, seed: int, smooth: bool) -> Rendered:
+    """The truth controls (each frame's 4 mel frames averaged) into the Renderer, straight or
+    through the engine's smoother (which shows what the smoothing alone costs)."""
     renderer = Renderer(avatar, EngineConfig().render, seed=seed)
+    smoother = ControlSmoother(EngineConfig().smoothing)
     n_frames = -(-utt.audio.size // SAMPLES_PER_VIDEO_FRAME)
     images = []
     for n in range(n_frames):
         mel = utt.controls[n * MEL_FRAMES_PER_VIDEO_FRAME : (n + 1) * MEL_FRAMES_PER_VIDEO_FRAME]
-        images.append(renderer.render(mel.mean(axis=0) if len(mel) else REST, n))
+        controls = mel.mean(axis=0) if len(mel) else REST
+        images.append(renderer.render(smoother.step(controls) if smooth else controls, n))
     return Rendered(images, None)
 
 
@@ -126,7 +131,7 @@ def make_models(args: argparse.Namespace) -> dict[str, MotionModel]:
 
 
 def plan(args: argparse.Namespace, trained: dict[str, MotionModel]) -> dict[Row, MotionModel | None]:
-    rows: dict[Row, MotionModel | None] = {Row(ORACLE, 0, CLEAN): None}
+    rows: dict[Row, MotionModel | None] = {Row(ORACLE, 0, CLEAN): None, Row(ORACLE_SMOOTHED, 0, CLEAN): None}
     for condition in (CLEAN, NOISY):
         for la in args.baseline_lookaheads:
             rows[Row("baseline", la, condition)] = BaselineMotionModel(la)
@@ -157,7 +162,8 @@ def run(args: argparse.Namespace) -> tuple[Scored, list[Utterance], dict[str, fl
             for row, model in rows.items():
                 name = f"{i:02d}-{row.model}-la{row.lookahead_ms}-{row.condition}"
                 video = (keep / f"{name}.mp4") if keep else folder / "video.mp4"
-                rendered = (render_oracle(avatar, utt, args.seed) if model is None
+                smooth = row.model == ORACLE_SMOOTHED
+                rendered = (render_oracle(avatar, utt, args.seed, smooth) if model is None
                             else render_engine(avatar, model, audio[row.condition], args.seed))
                 items[row].append((measure(rendered, video, args.mesh == "static"), truth))
             print(f"  utterance {i + 1}/{len(utts)} {utt.engine}:{utt.voice}:{utt.language} "
@@ -171,14 +177,27 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def table(scores: dict[Row, LipsyncScore]) -> str:
-    head = f"{'model':<12}{'la ms':>6}  {'condition':<11}{'corr':>6}{'lag ms':>8}{'closure':>9}" \
+    head = f"{'model':<14}{'la ms':>6}  {'condition':<11}{'corr':>6}{'lag ms':>8}{'closure':>9}" \
            f"{'viseme':>8}{'frames':>8}{'face':>7}"
     lines = [head, "-" * len(head)]
     for row, s in scores.items():
         closure, face = _fmt(100 * s.closure_hit_rate, ".0f") + "%", _fmt(100 * s.face_found, ".0f") + "%"
-        lines.append(f"{row.model:<12}{row.lookahead_ms:>6}  {row.condition:<11}"
+        lines.append(f"{row.model:<14}{row.lookahead_ms:>6}  {row.condition:<11}"
                      f"{_fmt(s.correlation, '.3f'):>6}{_fmt(s.best_lag_ms, '+.0f'):>8}{closure:>9}"
                      f"{_fmt(s.viseme_accuracy, '.2f'):>8}{s.frames:>8}{face:>7}")
+    return "\n".join(lines)
+
+
+def engine_table(by_row: dict[Row, dict[str, dict[str, Any]]]) -> str:
+    """Clean rows: correlation / closure hit % per speech engine."""
+    engines = sorted({e for figures in by_row.values() for e in figures})
+    lines = [f"{'model':<14}{'la ms':>6}  " + "".join(f"{e:>16}" for e in engines)]
+    for row, figures in by_row.items():
+        if row.condition != CLEAN:
+            continue
+        cells = [f"{_fmt(figures[e]['correlation'], '.2f')} / "
+                 f"{_fmt(100 * figures[e]['closure_hit_rate'], '.0f')}%" for e in engines]
+        lines.append(f"{row.model:<14}{row.lookahead_ms:>6}  " + "".join(f"{c:>16}" for c in cells))
     return "\n".join(lines)
 
 
@@ -186,7 +205,7 @@ def verdicts(scores: dict[Row, LipsyncScore]) -> dict[str, dict[str, bool]]:
     """The issue's targets, per trained model (against the baseline at the same lookahead, or 40 ms)."""
     out = {}
     for row, s in scores.items():
-        if row.model in (ORACLE, "baseline") or row.condition != CLEAN:
+        if row.model in (ORACLE, ORACLE_SMOOTHED, "baseline") or row.condition != CLEAN:
             continue
         noisy = scores.get(Row(row.model, row.lookahead_ms, NOISY))
         base = scores.get(Row("baseline", row.lookahead_ms, CLEAN)) or scores.get(Row("baseline", 40, CLEAN))
@@ -253,6 +272,8 @@ def main() -> None:
     print(f"\n{len(utts)} held-out utterances, {args.size} px, "
           f"{timing['total_s']:.0f} s (synthesis {timing['synthesis_s']:.0f} s)\n")
     print(table(scores))
+    engines = {row: by_engine(its, utts) for row, its in items.items()}
+    print("\nclean, per speech engine: correlation / closure hit rate\n" + engine_table(engines) + "\n")
     checks = verdicts(scores)
     for name, c in checks.items():
         print(f"targets {name}: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in c.items()))
@@ -262,7 +283,7 @@ def main() -> None:
                    "models": args.models, "baseline_lookaheads": args.baseline_lookaheads},
         "heldout": [{"engine": u.engine, "voice": u.voice, "language": u.language, "text": u.text,
                      "seconds": round(u.audio.size / SAMPLE_RATE, 2)} for u in utts],
-        "rows": [{**asdict(row), **asdict(s), "by_engine": by_engine(items[row], utts)}
+        "rows": [{**asdict(row), **asdict(s), "by_engine": engines[row]}
                  for row, s in scores.items()],
         "targets": TARGETS, "verdicts": checks, "timing": timing,
     }), indent=1) + "\n")
