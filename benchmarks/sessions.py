@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/sessions.py --sessions 4 --seconds 20
 
-Starts the server as a subprocess (its CPU time is read from /proc, so the clients' decoding,
-which runs in this process, is not charged to it), connects N aiortc publishers that send
-speech-like audio, and after a warm-up measures, per session: received fps and the longest gap
-(from frame arrival times), the audio-video offset (arrival of each frame's packets minus that of
-the audio with the same media time), and frames the server rendered, skipped or sent late.
+Starts the server as a subprocess (its CPU time is read from /proc), connects N aiortc publishers
+that send speech-like audio, and after a warm-up measures, per session: fps and the longest gap
+between frames (from the arrival of each frame's first RTP packet), the audio-video offset (that
+arrival minus the arrival of the audio with the same media time), and frames the server rendered,
+skipped or sent late. The clients do not decode the video unless --decode is given: on a 2-core
+machine, decoding N streams next to the server would take the CPU the server is being measured on.
 Prints a table and writes JSON.
 """
 
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import aiohttp
 import aioice.ice
+import aiortc.rtcrtpreceiver
 import numpy as np
+from aiortc.codecs.base import Decoder
 
 from lipstream.bench import speechlike
 from lipstream.streaming.client import Publisher, fps_and_max_gap, transport_offsets_s
@@ -49,6 +52,17 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
+def stage_means_ms(before: str, after: str) -> dict[str, float]:
+    """Mean time per stage over the measurement, from the lipstream_stage_seconds histograms."""
+    def totals(text: str, what: str) -> dict[str, float]:
+        pattern = rf'^lipstream_stage_seconds_{what}\{{stage="(\w+)"\}} ([\d.e+-]+)$'
+        return {stage: float(v) for stage, v in re.findall(pattern, text, re.M)}
+
+    sums = {k: v - totals(before, "sum").get(k, 0) for k, v in totals(after, "sum").items()}
+    counts = {k: v - totals(before, "count").get(k, 0) for k, v in totals(after, "count").items()}
+    return {k: sums[k] / counts[k] * 1000 for k in sums if counts.get(k)}
+
+
 def frame_counts(metrics_text: str) -> dict[str, float]:
     found = re.findall(r'^lipstream_frames_total\{result="(\w+)"\} ([\d.e+]+)$', metrics_text, re.M)
     return {result: float(value) for result, value in found}
@@ -70,9 +84,26 @@ async def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: flo
     raise SystemExit("server did not become healthy")
 
 
+class CountingOnlyDecoder(Decoder):
+    """Decodes nothing: frames are counted from RTP packet arrival instead."""
+
+    def decode(self, encoded_frame: object) -> list:
+        return []
+
+
+def skip_video_decoding() -> None:
+    get_decoder = aiortc.rtcrtpreceiver.get_decoder
+
+    def decoder(codec: object) -> Decoder:
+        video = getattr(codec, "mimeType", "").startswith("video/")
+        return CountingOnlyDecoder() if video else get_decoder(codec)
+
+    aiortc.rtcrtpreceiver.get_decoder = decoder
+
+
 def per_session(publisher: Publisher, since: float) -> dict[str, float]:
     got = publisher.received
-    arrivals = [t for t in got.video_arrival if t >= since]
+    arrivals = sorted(t for t in got.rtp_arrival["video"].values() if t >= since)
     fps, max_gap_s = fps_and_max_gap(arrivals)
     offsets_ms = transport_offsets_s(got, skip_s=2.0) * 1000
     return {"fps": fps, "max_gap_ms": max_gap_s * 1000, "frames": len(arrivals),
@@ -89,7 +120,8 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
         await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), 20) for p in publishers))
         await asyncio.sleep(warmup_s)
         async with http.get(f"{url}/metrics") as response:
-            before = frame_counts(await response.text())
+            before_text = await response.text()
+        before = frame_counts(before_text)
         since, cpu_before, client_before = time.monotonic(), cpu_seconds(server_pid), time.process_time()
         machine_before = machine_busy_s()
         await asyncio.sleep(seconds)
@@ -98,7 +130,9 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
         client_cpu = (time.process_time() - client_before) / wall
         others_cpu = (machine_busy_s() - machine_before) / wall - server_cpu - client_cpu
         async with http.get(f"{url}/metrics") as response:
-            after = frame_counts(await response.text())
+            text = await response.text()
+        after = frame_counts(text)
+        stages = stage_means_ms(before_text, text)
         rows = [per_session(p, since) for p in publishers]
         for publisher in publishers:
             await publisher.stop(http)
@@ -106,7 +140,7 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
     return {"sessions": sessions, "seconds": seconds, "cores": os.cpu_count(), "per_session": rows,
             "server_cpu_cores": server_cpu, "server_cpu_per_session": server_cpu / sessions,
             "client_cpu_cores": client_cpu, "other_programs_cpu_cores": max(others_cpu, 0.0),
-            "server_frames": frames}
+            "server_frames": frames, "server_stage_mean_ms": stages}
 
 
 def print_table(result: dict) -> None:
@@ -121,6 +155,8 @@ def print_table(result: dict) -> None:
           f"{result['server_cpu_per_session'] * 100:.0f}% per session; "
           f"clients (this process): {result['client_cpu_cores'] * 100:.0f}%; "
           f"other programs: {result['other_programs_cpu_cores'] * 100:.0f}%")
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in result["server_stage_mean_ms"].items())
+    print(f"server stage means, ms: {stages}")
     print(f"server frames: {frames['rendered']:.0f} rendered, {frames['skipped']:.0f} skipped "
           f"({frames['skipped'] / total * 100:.1f}%), {frames['late']:.0f} sent late")
 
@@ -130,8 +166,11 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--decode", action="store_true", help="decode the received video in the clients")
     parser.add_argument("--out", default="benchmarks/results/sessions.json")
     args = parser.parse_args()
+    if not args.decode:
+        skip_video_decoding()
     # Loopback only: the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
     port = free_port()

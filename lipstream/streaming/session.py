@@ -67,7 +67,8 @@ class Session:
         self.ring = FrameRing(self.config.ring_ms)
         self.probe = SyncProbe(metrics)
         self.video = SessionVideoTrack(self.ring, self.media, metrics, start_index=0, probe=self.probe)
-        self.audio = SessionAudioTrack(self.ring, self.media, start_index=0, probe=self.probe)
+        self.audio = SessionAudioTrack(self.ring, self.media, start_index=0, probe=self.probe,
+                                       video=self.video)
         self.producer = FrameProducer(engine, self.inbox, self.media, pool, self.ring, metrics,
                                       self.config.producer)
         self.pc = new_peer_connection()
@@ -104,8 +105,9 @@ class Session:
             if pc.connectionState in ("failed", "closed"):
                 await self.remove_viewer(viewer_id)
 
-        tracks: list[MediaStreamTrack] = [SessionVideoTrack(self.ring, self.media, start_index=None),
-                                          SessionAudioTrack(self.ring, self.media, start_index=None)]
+        video = SessionVideoTrack(self.ring, self.media, start_index=None)
+        tracks: list[MediaStreamTrack] = [video, SessionAudioTrack(self.ring, self.media, start_index=None,
+                                                                   video=video)]
         try:
             return viewer_id, await answer_offer(pc, offer_sdp, tracks)
         except BaseException:

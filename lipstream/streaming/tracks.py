@@ -7,6 +7,7 @@ leave together. Every session track and every viewer track reads the same `Frame
 aiortc sender encodes its own copy.
 """
 
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -14,7 +15,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_PER_FRAME
-from lipstream.streaming.clock import AUDIO_CHUNK_MS, AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
+from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.worker import FrameRing
 
@@ -23,11 +24,38 @@ AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 # A sender that stalls longer than this (a blocked encoder) jumps to the present instead of
 # bursting out old media: both tracks jump to the same clock position, so they stay in sync.
 MAX_BEHIND_S = 0.2
-# aiortc's Opus encoder resamples our 16 kHz audio to 48 kHz; the resampler's filter holds back
-# a few samples, so the packet for chunk k is only emitted when chunk k+1 is handed over. Chunks
-# are therefore handed over one chunk early, so each packet leaves with its video frame (RTCP
-# sender reports map RTP time to send time: that is what a receiver lines up).
-OPUS_ENCODER_DELAY_S = AUDIO_CHUNK_MS / 1000
+# The video track hands a frame to aiortc, which encodes it (VP8 at 512 px: ~5-10 ms, more on a
+# busy machine) before it leaves; audio packets leave at once. The audio track hands each chunk
+# over that much later, so both leave together (RTCP sender reports tie RTP time to send time).
+SEND_LATENCY_WEIGHT = 0.1  # per frame: follows a change of load within about a second
+MAX_SEND_LATENCY_S = 0.1
+OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
+
+
+class OpusChunkEncoder:
+    """Encodes each 20 ms chunk to one Opus packet at once, on the calling thread (~0.1 ms).
+
+    Handing aiortc packets instead of frames matters twice. Its own encoder resamples to 48 kHz and
+    its resampler holds back a few samples, so the packet for chunk k would leave only with chunk
+    k+1 (measured: audio 18 ms behind video). And it encodes in a thread pool shared with every
+    video encoder: on a busy machine each audio packet waited for a thread, 50 times a second, and
+    the audio fell 40-60 ms behind. libopus takes 16 kHz directly; a packet is only packetized.
+    """
+
+    def __init__(self) -> None:
+        self.codec = av.CodecContext.create("libopus", "w")
+        self.codec.sample_rate = SAMPLE_RATE
+        self.codec.layout = "mono"
+        self.codec.format = "s16"
+        self.codec.bit_rate = OPUS_BITRATE
+        self.codec.time_base = AUDIO_TIME_BASE
+        self.codec.options = {"application": "voip"}
+
+    def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame:
+        (packet,) = self.codec.encode(frame)  # one packet per 20 ms frame, never buffered
+        # Its pts is the frame's minus the encoder's lookahead (6.5 ms): the truth about when its
+        # sound plays, so a receiver lines it up with the video exactly.
+        return packet
 
 
 class SyncProbe:
@@ -85,10 +113,15 @@ class SessionVideoTrack(_SessionTrack):
         self.metrics = metrics  # set on the session's own track only: late frames counted once
         self._index: int | None = None
         self._last: np.ndarray | None = None
+        self._returned_at: float | None = None
+        self.send_latency_s = 0.0  # hand-over to the next request: aiortc's encode + send, smoothed
         self.sent = 0
         self.late = 0
 
     async def recv(self) -> av.VideoFrame:
+        if self._returned_at is not None:  # the sender asks for the next frame once it sent this one
+            latest = min(self.clock.now() - self._returned_at, MAX_SEND_LATENCY_S)
+            self.send_latency_s += SEND_LATENCY_WEIGHT * (latest - self.send_latency_s)
         if self._index is None:
             self._index = await self._await_start()
         due = self.clock.frame_time(self._index)
@@ -97,7 +130,9 @@ class SessionVideoTrack(_SessionTrack):
             self._index = self.clock.frame_index_at(self.clock.now())
         index = self._index
         self._index += 1
-        return self._frame(index)
+        frame = self._frame(index)
+        self._returned_at = self.clock.now()
+        return frame
 
     def _frame(self, index: int) -> av.VideoFrame:
         made = self.ring.get(index)
@@ -114,8 +149,8 @@ class SessionVideoTrack(_SessionTrack):
         frame.pts = index * VIDEO_PTS_PER_FRAME
         frame.time_base = VIDEO_TIME_BASE
         self.sent += 1
-        if self.probe is not None:
-            self.probe.video(index, self.clock.now())
+        if self.probe is not None:  # when it will leave: after its encode
+            self.probe.video(index, self.clock.now() + self.send_latency_s)
         return frame
 
 
@@ -125,20 +160,24 @@ class SessionAudioTrack(_SessionTrack):
     kind = "audio"
 
     def __init__(self, ring: FrameRing, clock: MediaClock, start_index: int | None = 0,
-                 probe: SyncProbe | None = None) -> None:
+                 probe: SyncProbe | None = None,
+                 encode: Callable[[av.AudioFrame], av.Packet | av.AudioFrame] | None = None,
+                 video: SessionVideoTrack | None = None) -> None:
         super().__init__(ring, clock, start_index, probe)
+        self.encode = encode or OpusChunkEncoder()  # tests pass `lambda f: f` to read the PCM
+        self.video = video  # whose send latency the audio waits out
         self._chunk: int | None = None
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet | av.AudioFrame:
         if self._chunk is None:
             self._chunk = await self._await_start() * CHUNKS_PER_FRAME
-        due = self.clock.chunk_time(self._chunk) - OPUS_ENCODER_DELAY_S
+        due = self.clock.chunk_time(self._chunk) + (self.video.send_latency_s if self.video else 0.0)
         await self.clock.clock.sleep_until(due)
         if self.clock.now() - due > MAX_BEHIND_S:
             self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
         chunk = self._chunk
         self._chunk += 1
-        return self._frame(chunk)
+        return self.encode(self._frame(chunk))
 
     def _frame(self, chunk: int) -> av.AudioFrame:
         made = self.ring.get(chunk // CHUNKS_PER_FRAME)
@@ -152,6 +191,6 @@ class SessionAudioTrack(_SessionTrack):
         frame.sample_rate = SAMPLE_RATE
         frame.pts = chunk * AUDIO_CHUNK_SAMPLES
         frame.time_base = AUDIO_TIME_BASE
-        if self.probe is not None:  # when its packet will leave: with the next hand-over
-            self.probe.audio(chunk, self.clock.now() + OPUS_ENCODER_DELAY_S)
+        if self.probe is not None:
+            self.probe.audio(chunk, self.clock.now())
         return frame
