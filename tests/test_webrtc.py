@@ -83,9 +83,10 @@ def test_frames_arrive_at_25_fps_without_gaps(recorded: Recorded) -> None:
     skipped = int(np.sum(np.diff(reception.video_pts) // 3600 - 1))
     busy = recorded.load.others_cores
     said = f"gaps of {np.round(gaps_ms)} ms, {skipped} frames skipped; other programs used {busy:.1f} cores"
-    if busy < 0.25:  # a quiet machine: no excuse for any pause
-        assert gaps_ms.size == 0 and skipped == 0, said
-    elif busy < 1.0:  # others kept up to half the machine busy: pauses must stay rare and short
+    if gaps_ms.size == 0 and skipped == 0:
+        return
+    assert busy >= 0.25, said  # a quiet machine: no excuse for any pause
+    if busy < 1.0:  # others kept up to half the machine busy: pauses must stay rare and short
         assert gaps_ms.size <= 0.02 * arrival_s.size and np.all(gaps_ms < 400), said
         assert skipped <= 0.02 * arrival_s.size, said
     else:  # less than one core left for server and client together: pauses say nothing
