@@ -9,7 +9,7 @@ from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.streaming.clock import FRAME_S, ManualClock, MediaClock
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.tracks import SessionAudioTrack, SessionVideoTrack
+from lipstream.streaming.tracks import RawChunks, SessionAudioTrack, SessionVideoTrack
 from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
 
 
@@ -54,7 +54,7 @@ async def test_ten_minutes_of_media_time_without_drift() -> None:
     pool = RenderPool(1)
     producer = FrameProducer(StampingEngine(), inbox, media, pool, ring, metrics)
     video = SessionVideoTrack(ring, media, metrics, start_index=0)
-    audio = SessionAudioTrack(ring, media, start_index=0, encode=lambda frame: frame)  # PCM to read
+    audio = SessionAudioTrack(ring, media, start_index=0, encode=RawChunks())  # PCM, to read it
     n_frames = 10 * 60 * 25
     sent_video: list[tuple[int, float]] = []
     sent_audio: list[tuple[int, float, float]] = []

@@ -7,8 +7,8 @@ leave together. Every session track and every viewer track reads the same `Frame
 aiortc sender encodes its own copy.
 """
 
-from collections.abc import Callable
 from fractions import Fraction
+from typing import Protocol
 
 import av
 import numpy as np
@@ -32,6 +32,23 @@ MAX_SEND_LATENCY_S = 0.1
 OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
 
 
+class ChunkEncoder(Protocol):
+    """Turns one 20 ms chunk into what the audio track hands aiortc."""
+
+    lookahead_s: float  # how far the sound of its output lags the input chunk
+
+    def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame: ...
+
+
+class RawChunks:
+    """Hands over the PCM frames themselves (aiortc then encodes): for tests that read them."""
+
+    lookahead_s = 0.0
+
+    def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame:
+        return frame
+
+
 class OpusChunkEncoder:
     """Encodes each 20 ms chunk to one Opus packet at once, on the calling thread (~0.1 ms).
 
@@ -50,11 +67,14 @@ class OpusChunkEncoder:
         self.codec.bit_rate = OPUS_BITRATE
         self.codec.time_base = AUDIO_TIME_BASE
         self.codec.options = {"application": "voip"}
+        self.lookahead_s = 0.0
 
     def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame:
         (packet,) = self.codec.encode(frame)  # one packet per 20 ms frame, never buffered
-        # Its pts is the frame's minus the encoder's lookahead (6.5 ms): the truth about when its
-        # sound plays, so a receiver lines it up with the video exactly.
+        # Its pts is the frame's minus libopus's lookahead (6.5 ms): what it decodes to starts
+        # that much earlier than the chunk. The track sends it that much earlier too.
+        if frame.pts is not None and packet.pts is not None:
+            self.lookahead_s = (frame.pts - packet.pts) / SAMPLE_RATE
         return packet
 
 
@@ -161,17 +181,18 @@ class SessionAudioTrack(_SessionTrack):
 
     def __init__(self, ring: FrameRing, clock: MediaClock, start_index: int | None = 0,
                  probe: SyncProbe | None = None,
-                 encode: Callable[[av.AudioFrame], av.Packet | av.AudioFrame] | None = None,
-                 video: SessionVideoTrack | None = None) -> None:
+                 encode: ChunkEncoder | None = None, video: SessionVideoTrack | None = None) -> None:
         super().__init__(ring, clock, start_index, probe)
-        self.encode = encode or OpusChunkEncoder()  # tests pass `lambda f: f` to read the PCM
+        self.encode = encode or OpusChunkEncoder()
         self.video = video  # whose send latency the audio waits out
         self._chunk: int | None = None
 
     async def recv(self) -> av.Packet | av.AudioFrame:
         if self._chunk is None:
             self._chunk = await self._await_start() * CHUNKS_PER_FRAME
-        due = self.clock.chunk_time(self._chunk) + (self.video.send_latency_s if self.video else 0.0)
+        # Sent when its sound is due: its pts, plus the time its video takes to be encoded and sent
+        video_latency_s = self.video.send_latency_s if self.video is not None else 0.0
+        due = self.clock.chunk_time(self._chunk) - self.encode.lookahead_s + video_latency_s
         await self.clock.clock.sleep_until(due)
         if self.clock.now() - due > MAX_BEHIND_S:
             self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
