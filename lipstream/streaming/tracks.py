@@ -157,15 +157,15 @@ class SessionVideoTrack(_SessionTrack):
     def _frame(self, index: int) -> av.VideoFrame:
         made = self.ring.get(index)
         if made is not None:
-            self._last = made.image
+            self._last = made.yuv
         elif self._last is None:
             newest = self.ring.get(self.ring.newest)
-            self._last = newest.image if newest is not None else np.zeros((64, 64, 3), np.uint8)
+            self._last = newest.yuv if newest is not None else np.zeros((96, 64), np.uint8)
         if made is None:
             self.late += 1
             if self.metrics is not None:
                 self.metrics.frames.labels("late").inc()
-        frame = av.VideoFrame.from_ndarray(self._last, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(self._last, format="yuv420p")
         frame.pts = index * VIDEO_PTS_PER_FRAME
         frame.time_base = VIDEO_TIME_BASE
         self.sent += 1

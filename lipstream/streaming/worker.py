@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -77,6 +78,17 @@ class RenderPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class ReadyFrame:
+    """A frame as the tracks send it."""
+
+    index: int
+    audio: np.ndarray  # (640,) float32 at 16 kHz: the engine's Frame.audio
+    # (S * 3 // 2, S) uint8 I420, the encoders' own format: converted once here, in a worker,
+    # instead of once per sender (session and viewers) on the encoding threads.
+    yuv: np.ndarray
+
+
 class FrameRing:
     """The newest frames of a session, by index, bounded in milliseconds of video.
 
@@ -85,16 +97,16 @@ class FrameRing:
 
     def __init__(self, capacity_ms: int = 240) -> None:
         self.capacity = max(int(capacity_ms / 1000 / FRAME_S), 2)
-        self._frames: dict[int, EngineFrame] = {}
+        self._frames: dict[int, ReadyFrame] = {}
         self.newest = -1
 
-    def put(self, frame: EngineFrame) -> None:
+    def put(self, frame: ReadyFrame) -> None:
         self._frames[frame.index] = frame
         self.newest = max(self.newest, frame.index)
         for index in [i for i in self._frames if i <= self.newest - self.capacity]:
             del self._frames[index]
 
-    def get(self, index: int) -> EngineFrame | None:
+    def get(self, index: int) -> ReadyFrame | None:
         return self._frames.get(index)
 
 
@@ -115,6 +127,7 @@ class FrameProducer:
         self.config = config or ProducerConfig()
         self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
         self.counts = {"rendered": 0, "skipped": 0}
+        self._yuv: np.ndarray | None = None  # the picture last rendered, I420
 
     def release(self) -> None:
         """Drop the engine (after the run task has been cancelled and awaited)."""
@@ -140,12 +153,22 @@ class FrameProducer:
         audio = self.inbox.take()
         render = self.clock.now() + self.render_estimate_s <= due
         start = time.perf_counter()
-        frame, waited_s = await self.pool.run(lambda: _step(engine, audio, render))
+        frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
         elapsed_s = time.perf_counter() - start
         if frame is None:  # cannot happen while one frame of audio goes in per tick
             return
         self.ring.put(frame)
-        self._account(frame.rendered, elapsed_s, waited_s, due)
+        self._account(render, elapsed_s, waited_s, due)
+
+    def _step(self, engine: FrameEngine, audio: np.ndarray, render: bool) -> ReadyFrame | None:
+        """One tick, in a worker thread: a frame of audio in, the frame it completes out."""
+        engine.push_audio(audio, SAMPLE_RATE)
+        frame = engine.pop_frame(render=render)
+        if frame is None:
+            return None
+        if frame.rendered or self._yuv is None:  # a skipped render repeats the last picture
+            self._yuv = cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+        return ReadyFrame(frame.index, frame.audio, self._yuv)
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
         result = "rendered" if rendered else "skipped"
@@ -160,8 +183,3 @@ class FrameProducer:
         else:  # decay, so a session that fell behind tries rendering again once it can
             self.render_estimate_s *= 1 - self.config.ema_weight
 
-
-def _step(engine: FrameEngine, audio: np.ndarray, render: bool) -> EngineFrame | None:
-    """One tick in a worker thread: a frame of audio in, the frame it completes out."""
-    engine.push_audio(audio, SAMPLE_RATE)
-    return engine.pop_frame(render=render)
