@@ -24,9 +24,10 @@ AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 # A sender that stalls longer than this (a blocked encoder) jumps to the present instead of
 # bursting out old media: both tracks jump to the same clock position, so they stay in sync.
 MAX_BEHIND_S = 0.2
-# The video track hands a frame to aiortc, which encodes it (VP8 at 512 px: ~5-10 ms, more on a
-# busy machine) before it leaves; audio packets leave at once. The audio track hands each chunk
-# over that much later, so both leave together (RTCP sender reports tie RTP time to send time).
+# The video track hands a frame to aiortc, which encodes it (VP8 at 512 px: ~5-10 ms) before it
+# leaves, and a busy machine makes its sender late too; audio packets leave at once. The audio
+# track hands each chunk over that much later, so both leave together (RTCP sender reports tie RTP
+# time to send time, and that is what a receiver lines up).
 SEND_LATENCY_WEIGHT = 0.1  # per frame: follows a change of load within about a second
 MAX_SEND_LATENCY_S = 0.1
 OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
@@ -133,14 +134,14 @@ class SessionVideoTrack(_SessionTrack):
         self.metrics = metrics  # set on the session's own track only: late frames counted once
         self._index: int | None = None
         self._last: np.ndarray | None = None
-        self._returned_at: float | None = None
-        self.send_latency_s = 0.0  # hand-over to the next request: aiortc's encode + send, smoothed
+        self._last_due: float | None = None  # when the frame last handed over was due
+        self.send_latency_s = 0.0  # due time to the next request: lateness + encode + send, smoothed
         self.sent = 0
         self.late = 0
 
     async def recv(self) -> av.VideoFrame:
-        if self._returned_at is not None:  # the sender asks for the next frame once it sent this one
-            latest = min(self.clock.now() - self._returned_at, MAX_SEND_LATENCY_S)
+        if self._last_due is not None:  # the sender asks for the next frame once it sent the last
+            latest = min(self.clock.now() - self._last_due, MAX_SEND_LATENCY_S)
             self.send_latency_s += SEND_LATENCY_WEIGHT * (latest - self.send_latency_s)
         if self._index is None:
             self._index = await self._await_start()
@@ -150,9 +151,8 @@ class SessionVideoTrack(_SessionTrack):
             self._index = self.clock.frame_index_at(self.clock.now())
         index = self._index
         self._index += 1
-        frame = self._frame(index)
-        self._returned_at = self.clock.now()
-        return frame
+        self._last_due = self.clock.frame_time(index)
+        return self._frame(index)
 
     def _frame(self, index: int) -> av.VideoFrame:
         made = self.ring.get(index)
