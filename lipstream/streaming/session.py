@@ -74,7 +74,6 @@ class Session:
         self.pc = new_peer_connection()
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.end_reason: str | None = None
-        self.packets_in = 0
         self.ended = asyncio.Event()
         self._created = clock.now()
         self._last_packet: float | None = None
@@ -181,7 +180,6 @@ class Session:
                 continue
             start = time.perf_counter()
             self._last_packet = self.media.now()
-            self.packets_in += 1
             for out in resampler.resample(frame):
                 self.inbox.push(out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0)
             stage.observe(time.perf_counter() - start)
