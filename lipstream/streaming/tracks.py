@@ -1,10 +1,10 @@
 """aiortc tracks that send a session's frames and the audio made with them, paced by its clock.
 
 aiortc sends as soon as `recv()` returns, so each track sleeps until its next deadline on the
-session's `MediaClock`. Video frame n and audio chunks 2n, 2n+1 are due at the same moment and
-carry the same media time (pts n * 3600 at 90 kHz; pts 640 n at 16 kHz), so sound and picture
-leave together. Every session track and every viewer track reads the same `FrameRing`; each
-aiortc sender encodes its own copy.
+session's `MediaClock`. Video frame n and audio chunks 2n, 2n+1 carry the same media time (pts
+n * 3600 at 90 kHz; pts 640 n at 16 kHz) and are due at the same moment; the audio is handed over
+after the video's measured encode-and-send delay, so sound and picture leave together. Every
+session track and every viewer track reads the same `FrameRing`; each sender encodes its own copy.
 """
 
 from fractions import Fraction
@@ -56,8 +56,8 @@ class OpusChunkEncoder:
     Handing aiortc packets instead of frames matters twice. Its own encoder resamples to 48 kHz and
     its resampler holds back a few samples, so the packet for chunk k would leave only with chunk
     k+1 (measured: audio 18 ms behind video). And it encodes in a thread pool shared with every
-    video encoder: on a busy machine each audio packet waited for a thread, 50 times a second, and
-    the audio fell 40-60 ms behind. libopus takes 16 kHz directly; a packet is only packetized.
+    video encoder, one hop per packet, 50 a second: on a busy machine audio packets queued behind
+    video encodes. libopus takes 16 kHz directly, and aiortc only packetizes a packet.
     """
 
     def __init__(self) -> None:

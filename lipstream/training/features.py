@@ -136,7 +136,7 @@ class CropSampler:
     def __init__(self, pool: list[Example], crop_frames: int, seed: int,
                  noise: list[np.ndarray] | None = None, overhang_frames: int = 50,
                  level_range: tuple[float, float] = (-1.5, 1.0),
-                 noise_only: float = 0.1, noise_under: float = 0.3,
+                 noise_only: float = 0.2, noise_under: float = 0.3,
                  warp_range: tuple[float, float] = (0.82, 1.22), freq_masks: int = 2) -> None:
         self.pool, self.crop_frames, self.overhang = pool, crop_frames, overhang_frames
         self.level_range, self.warp_range, self.freq_masks = level_range, warp_range, freq_masks

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 3000
+    steps: int = 1400
     batch_size: int = 32
     crop_frames: int = 256  # mel frames per training crop (2.56 s)
     lr: float = 2e-3
@@ -32,7 +32,7 @@ class TrainConfig:
     warmup_steps: int = 100
     seed: int = 0
     threads: int = 2  # torch threads, and corpus worker processes
-    pool_utterances: int = 2000  # synthesised once per run, sampled as random crops
+    pool_utterances: int = 1500  # (~1.8 h of speech) synthesised once per run, sampled as random crops
     val_utterances: int = 40  # held-out voices, clean and at 10 dB SNR
     val_every: int = 250
     context_ms: int = 240  # includes the video frame's own 40 ms
@@ -126,7 +126,7 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        running.append((float(loss_c), float(loss_v)))
+        running.append((loss_c.item(), loss_v.item()))
         if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
             row = _log_row(step + 1, running, sched.get_last_lr()[0], time.monotonic() - start, cfg)
             row.update(_val_row(score(val, sequence_predictor(net))))
