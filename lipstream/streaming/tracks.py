@@ -7,6 +7,7 @@ after the video's measured encode-and-send delay, so sound and picture leave tog
 session track and every viewer track reads the same `FrameRing`; each sender encodes its own copy.
 """
 
+from collections import deque
 from fractions import Fraction
 from typing import Protocol
 
@@ -86,7 +87,7 @@ class SyncProbe:
         self.metrics = metrics
         self._video: dict[int, float] = {}
         self._audio: dict[int, float] = {}
-        self.offsets_s: list[float] = []  # video minus audio, newest last (bounded)
+        self.offsets_s: deque[float] = deque(maxlen=1000)  # video minus audio, newest last
 
     def video(self, index: int, t: float) -> None:
         self._pair(index, video_t=t)
@@ -103,7 +104,7 @@ class SyncProbe:
         if index in self._video and index in self._audio:
             offset = self._video.pop(index) - self._audio.pop(index)
             self.metrics.av_offset_seconds.observe(offset)
-            self.offsets_s = [*self.offsets_s[-999:], offset]
+            self.offsets_s.append(offset)
         for table in (self._video, self._audio):  # unmatched entries of skipped indices
             for stale in [i for i in table if i < index - 50]:
                 del table[stale]
