@@ -13,11 +13,12 @@ smoother: what the smoothing costs), the baseline at each lookahead, and each tr
 (the shipped one, plus any `--models name=path.onnx`), clean and at 10 dB SNR (pink noise
 relative to the speech's active level, as in training validation).
 
-    python benchmarks/lipsync.py [--quick] [--utterances 16] [--size 320]
+    python benchmarks/lipsync.py [--quick] [--utterances 20] [--size 320]
         [--models la0=runs/la0/motion.onnx ...] [--keep-videos DIR]
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -119,15 +120,25 @@ def measure(rendered: Rendered, video: Path, static: bool) -> Measured:
 def make_models(args: argparse.Namespace) -> dict[str, MotionModel]:
     """Name -> model; baselines are made per lookahead in `rows`."""
     models: dict[str, MotionModel] = {}
+    seen: dict[str, str] = {}  # file digest -> name: the shipped file is often also a run's export
     shipped = shipped_model_path()
     if shipped is not None and not args.no_shipped:
         models["shipped"] = load_motion_model(None)
+        seen[_digest(shipped)] = "shipped"
     for item in args.models:
         name, _, path = item.partition("=")
         if not path:
             raise SystemExit(f"--models takes name=path.onnx, got {item!r}")
+        if (same := seen.get(_digest(Path(path)))) is not None:
+            print(f"{name}: the same file as {same}, scored once")
+            continue
         models[name] = load_motion_model(path)
+        seen[_digest(Path(path))] = name
     return models
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(path)
 
 
 def plan(args: argparse.Namespace, trained: dict[str, MotionModel]) -> dict[Row, MotionModel | None]:
@@ -243,7 +254,7 @@ def _finite(value: Any) -> Any:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--utterances", type=int, default=16, help="held-out utterances (2-4 s of speech each)")
+    p.add_argument("--utterances", type=int, default=20, help="held-out utterances (2-4 s of speech each)")
     p.add_argument("--quick", action="store_true", help="6 utterances, baseline at 40 ms only")
     p.add_argument("--size", type=int, default=320, help="frame side in pixels")
     p.add_argument("--seed", type=int, default=0)
