@@ -18,13 +18,17 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_PER_FRAME
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.worker import FrameRing
+from lipstream.streaming.worker import FrameRing, ReadyFrame
 
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 # A sender that stalls longer than this (a blocked encoder) jumps to the present instead of
 # bursting out old media: both tracks jump to the same clock position, so they stay in sync.
 MAX_BEHIND_S = 0.2
+# A frame still being made when due (a busy pool) is waited for this long before the video repeats
+# the last picture and the audio sends silence: a little jitter, which receivers' buffers absorb,
+# rather than a dropout.
+LATE_WAIT_S = 0.03
 # The video track hands a frame to aiortc, which encodes it (VP8 at 512 px: ~5-10 ms) before it
 # leaves, and a busy machine makes its sender late too; audio packets leave at once. The audio
 # track hands each chunk over that much later, so both leave together (RTCP sender reports tie RTP
@@ -153,10 +157,9 @@ class SessionVideoTrack(_SessionTrack):
         index = self._index
         self._index += 1
         self._last_due = self.clock.frame_time(index)
-        return self._frame(index)
+        return self._frame(index, await self.ring.wait_for(index, LATE_WAIT_S))
 
-    def _frame(self, index: int) -> av.VideoFrame:
-        made = self.ring.get(index)
+    def _frame(self, index: int, made: ReadyFrame | None) -> av.VideoFrame:
         if made is not None:
             self._last = made.yuv
         elif self._last is None:
@@ -199,10 +202,10 @@ class SessionAudioTrack(_SessionTrack):
             self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
         chunk = self._chunk
         self._chunk += 1
-        return self.encode(self._frame(chunk))
+        made = await self.ring.wait_for(chunk // CHUNKS_PER_FRAME, LATE_WAIT_S)
+        return self.encode(self._frame(chunk, made))
 
-    def _frame(self, chunk: int) -> av.AudioFrame:
-        made = self.ring.get(chunk // CHUNKS_PER_FRAME)
+    def _frame(self, chunk: int, made: ReadyFrame | None) -> av.AudioFrame:
         if made is None:
             pcm = np.zeros(AUDIO_CHUNK_SAMPLES, np.float32)
         else:

@@ -8,6 +8,7 @@ session stays live and in sync, and the skip is counted.
 """
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -98,16 +99,30 @@ class FrameRing:
     def __init__(self, capacity_ms: int = 240) -> None:
         self.capacity = max(int(capacity_ms / 1000 / FRAME_S), 2)
         self._frames: dict[int, ReadyFrame] = {}
+        self._arrived = asyncio.Event()  # set and replaced on every put
         self.newest = -1
 
     def put(self, frame: ReadyFrame) -> None:
         self._frames[frame.index] = frame
+        self._arrived.set()
+        self._arrived = asyncio.Event()
         self.newest = max(self.newest, frame.index)
         for index in [i for i in self._frames if i <= self.newest - self.capacity]:
             del self._frames[index]
 
     def get(self, index: int) -> ReadyFrame | None:
         return self._frames.get(index)
+
+    async def wait_for(self, index: int, timeout_s: float) -> ReadyFrame | None:
+        """Frame `index`, waiting up to `timeout_s` if it is still being made."""
+        deadline = time.monotonic() + timeout_s
+        while (frame := self._frames.get(index)) is None and self.newest < index:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        return frame
 
 
 @dataclass(frozen=True)
