@@ -7,7 +7,6 @@ awaits every task, closes every peer connection, drops the engine, and is safe t
 """
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -154,7 +153,7 @@ class Session:
         self.ended.set()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and not self.ending:  # a late event must not outlive the session
             self._tasks.append(asyncio.create_task(self._drain(track), name=f"drain-{self.id}"))
 
     async def _on_state(self) -> None:
@@ -208,7 +207,3 @@ class Session:
         self.metrics.input_dropped_seconds.inc((dropped - self._exported[1]) / SAMPLE_RATE)
         self._exported = (underruns, dropped)
 
-
-async def close_quietly(session: Session, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await session.close(reason)
