@@ -62,7 +62,7 @@ def default_avatar_loader(face: str | None) -> Callable[[], Avatar]:
     return load
 
 
-def include_loopback_candidates(only: bool = False) -> None:
+def include_loopback_candidates() -> None:
     """Make aioice gather 127.0.0.1 (it skips it): a loopback-bound server talks to local browsers.
 
     aioice has no setting for this, so its address lister is wrapped, once per process.
@@ -72,7 +72,7 @@ def include_loopback_candidates(only: bool = False) -> None:
     original = getattr(ice.get_host_addresses, "__wrapped__", ice.get_host_addresses)
 
     def addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        found = [] if only else [a for a in original(use_ipv4, use_ipv6) if a != "127.0.0.1"]
+        found = [a for a in original(use_ipv4, use_ipv6) if a != "127.0.0.1"]
         return ["127.0.0.1", *found] if use_ipv4 else found
 
     addresses.__wrapped__ = original  # type: ignore[attr-defined]
@@ -94,13 +94,14 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
         engine_factory=factory, clock=clock or MonotonicClock(),
         max_sessions=config.max_sessions or 0,
     )
-    if config.loopback_ice if config.loopback_ice is not None else is_loopback(config.host):
+    loopback_ice = is_loopback(config.host) if config.loopback_ice is None else config.loopback_ice
+    if loopback_ice:
         include_loopback_candidates()
     app = web.Application(client_max_size=config.uploads.max_bytes + 64 * 1024,
                           middlewares=[routes.json_errors])
     app[routes.STATE] = state
     routes.add_routes(app, static_dir())
-    app.on_startup.append(_measure_capacity)
+    app.on_startup.append(_prepare)
     app.on_shutdown.append(_close_sessions)
     app.on_cleanup.append(_stop_pool)
     return app
@@ -110,12 +111,13 @@ def static_dir() -> Path:
     return Path(str(resources.files("lipstream.streaming") / "static"))
 
 
-async def _measure_capacity(app: web.Application) -> None:
+async def _prepare(app: web.Application) -> None:
+    """Analyse the default avatar now (the first session must not wait ~1 s for it), and measure
+    capacity unless --max-sessions was given."""
     state = app[routes.STATE]
+    avatar = await state.avatars.default()
     if state.max_sessions:
         return
-
-    avatar = await state.avatars.default()  # loaded now, so the first session does not wait
 
     def measure() -> str:
         capacity = estimate_capacity(state.engine_factory(avatar))
