@@ -104,3 +104,15 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
         assert expected in lines[0].lower(), (expected, lines[0])
     assert not Path(out).exists()  # nothing half-written is left behind
+
+
+def test_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = lipstream("bench", "--sizes", "128", "--motion", "baseline", "--seconds", "2",
+                       "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "p50 ms" in result.stdout
+    import json
+
+    (row,) = json.loads(out.read_text())
+    assert row["size"] == 128 and row["frames"] > 0 and row["p50_ms"] > 0
