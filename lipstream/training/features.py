@@ -106,7 +106,7 @@ def noise_bank(seed: int, count: int = 96, seconds: float = 3.0) -> list[np.ndar
         band = 1 / (1 + (low / np.maximum(hz, 1)) ** 4) / (1 + (hz / high) ** 4)  # 2nd-order-like skirts
         slope = np.maximum(hz, 20.0) ** (-rng.uniform(0, 1))  # white .. brown
         sound = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band * slope, n)
-        if i % 3 == 1:  # breaths: swells of air noise
+        if i % 2 == 1:  # breaths: swells of air noise
             sound *= np.sin(np.pi * t * rng.uniform(0.4, 1.5) + rng.uniform(0, np.pi)) ** 2
         if i % 6 == 2:  # mains hum with harmonics over the hiss
             f0 = 50.0 if rng.random() < 0.5 else 60.0
@@ -136,7 +136,7 @@ class CropSampler:
     def __init__(self, pool: list[Example], crop_frames: int, seed: int,
                  noise: list[np.ndarray] | None = None, overhang_frames: int = 50,
                  level_range: tuple[float, float] = (-1.5, 1.0),
-                 noise_only: float = 0.2, noise_under: float = 0.3,
+                 noise_only: float = 0.3, noise_under: float = 0.3,
                  warp_range: tuple[float, float] = (0.82, 1.22), freq_masks: int = 2) -> None:
         self.pool, self.crop_frames, self.overhang = pool, crop_frames, overhang_frames
         self.level_range, self.warp_range, self.freq_masks = level_range, warp_range, freq_masks

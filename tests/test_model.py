@@ -1,0 +1,181 @@
+"""The trained audio-to-mouth model: training runs, exports faithfully, and the shipped file works."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipstream.engine.controls import JAW_OPEN, N_CONTROLS, N_VISEMES
+from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel
+from lipstream.engine.motion import load_motion_model, shipped_model_path
+from lipstream.engine.runners import METADATA_KEY, OnnxMotionModel, OnnxRunner, read_metadata
+from lipstream.errors import ModelError
+
+torch = pytest.importorskip("torch", reason="training needs the 'train' extra (torch)")
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'train' extra (onnx)")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few-second `lipstream train` on a small sample of the real corpus."""
+    from lipstream.cli import main
+
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", "--out", str(out), "--steps", "30", "--val-every", "10", "--batch-size", "8",
+                 "--pool-utterances", "8", "--val-utterances", "2", "--threads", "1", "--seed", "3"])
+    assert code == 0
+    return out
+
+
+def test_short_training_run_decreases_the_loss(short_run: Path) -> None:
+    rows = json.loads((short_run / "loss.json").read_text())
+    assert len(rows) == 3
+    assert rows[-1]["train_loss"] < 0.7 * rows[0]["train_loss"]
+    assert (short_run / "checkpoint.pt").is_file() and (short_run / "loss.csv").is_file()
+
+
+def test_torch_and_onnx_agree(short_run: Path) -> None:
+    from lipstream.engine.runners import TorchRunner
+    from lipstream.training.model import ModelConfig, MotionNet, WindowMotionNet
+
+    checkpoint = torch.load(short_run / "checkpoint.pt", weights_only=True)
+    net = MotionNet(ModelConfig.from_dict(checkpoint["model_config"]))
+    net.load_state_dict(checkpoint["state_dict"])
+    rng = np.random.default_rng(0)
+    mel = (rng.standard_normal((16, net.config.window_frames, 80)) - 5).astype(np.float32)
+    ours = OnnxRunner(short_run / "motion.onnx").run(mel)
+    theirs = TorchRunner(WindowMotionNet(net)).run(mel)
+    assert ours.controls.shape == (16, N_CONTROLS) and ours.visemes.shape == (16, N_VISEMES)
+    np.testing.assert_allclose(ours.controls, theirs.controls, atol=1e-4)
+    np.testing.assert_allclose(ours.visemes, theirs.visemes, atol=1e-4)
+
+
+def test_metadata_round_trips(short_run: Path) -> None:
+    meta = read_metadata(short_run / "motion.onnx")
+    assert meta == json.loads((short_run / "motion.json").read_text())
+    assert (meta["context_frames"], meta["lookahead_frames"]) == (24, 4)
+    assert meta["mel"]["n_mels"] == 80 and meta["mel"]["sample_rate"] == 16000
+    assert meta["corpus"]["train"]["utterances"] == 8 and meta["command"].startswith("lipstream train")
+    model = OnnxMotionModel(short_run / "motion.onnx")
+    assert (model.context_frames, model.lookahead_frames) == (24, 4)
+
+
+def test_unusable_model_files_are_refused_with_a_reason(short_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        OnnxMotionModel(tmp_path / "absent.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes((short_run / "motion.onnx").read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a valid ONNX"):
+        OnnxMotionModel(corrupt)
+    proto = onnx.load(str(short_run / "motion.onnx"))
+    meta = json.loads(proto.metadata_props[0].value)
+    proto.metadata_props[0].value = json.dumps({**meta, "format": "lipstream.motion/0"})
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(ModelError, match="retrain"):
+        OnnxMotionModel(tmp_path / "old.onnx")
+    proto.metadata_props[0].value = json.dumps({**meta, "mel": {**meta["mel"], "n_mels": 64}})
+    onnx.save(proto, str(tmp_path / "mel64.onnx"))
+    with pytest.raises(ModelError, match="mel settings"):
+        OnnxMotionModel(tmp_path / "mel64.onnx")
+    proto.metadata_props[0].key = "other"
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ModelError, match=f"no '{METADATA_KEY}' metadata"):
+        OnnxMotionModel(tmp_path / "foreign.onnx")
+
+
+# --- the shipped model ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped() -> OnnxMotionModel:
+    assert shipped_model_path() is not None, "no lipstream/models/motion.onnx: run lipstream train --install"
+    model = load_motion_model(None)
+    assert isinstance(model, OnnxMotionModel)
+    return model
+
+
+def _jaw_per_video_frame(model: OnnxMotionModel, audio: np.ndarray) -> np.ndarray:
+    """Jaw opening for every video frame, with the windows the engine would cut, in one batch."""
+    from lipstream.engine.mel import video_frame_window
+    from lipstream.training.validation import pad_for_windows
+
+    mel = pad_for_windows(log_mel(audio), model.context_frames, model.lookahead_frames)
+    offset = model.context_frames - 1
+    windows = [mel[a + offset : b + offset] for a, b in
+               (video_frame_window(n, model.context_frames, model.lookahead_frames)
+                for n in range(len(audio) // 640))]
+    return model.runner.run(np.stack(windows)).controls[:, JAW_OPEN]
+
+
+def test_shipped_model_follows_heldout_voices(shipped: OnnxMotionModel) -> None:
+    from lipstream.training import corpus
+
+    stream = corpus.utterances("heldout", seed=12345, augment=False)
+    pred, truth = [], []
+    for _ in range(4):
+        utt = next(stream)
+        pred.append(_jaw_per_video_frame(shipped, utt.audio))
+        truth.append(utt.controls[3::4, JAW_OPEN][: len(pred[-1])])
+        pred[-1] = pred[-1][: len(truth[-1])]
+    corr = np.corrcoef(np.concatenate(pred), np.concatenate(truth))[0, 1]
+    assert corr >= 0.6, f"jaw_open correlation with the phone-derived truth on held-out voices: {corr:.2f}"
+
+
+def _swelling_noise(low_hz: float, high_hz: float, rms_dbfs: float, seed: int = 1) -> np.ndarray:
+    """Two seconds of noise in a band, in two swells, like breaths: (32000,) float32."""
+    rng = np.random.default_rng(seed)
+    n = 32_000
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    hz = np.fft.rfftfreq(n, 1 / 16_000)
+    noise = np.fft.irfft(spectrum * ((hz >= low_hz) & (hz <= high_hz)), n)
+    noise *= np.sin(np.pi * np.arange(n) / n * 2) ** 2
+    return (noise * 10 ** (rms_dbfs / 20) / np.sqrt((noise**2).mean())).astype(np.float32)
+
+
+def test_shipped_model_rests_in_silence_and_breath(shipped: OnnxMotionModel) -> None:
+    assert _jaw_per_video_frame(shipped, np.zeros(32_000, np.float32)).max() < 0.05
+    window = np.full((shipped.context_frames + shipped.lookahead_frames, 80), SILENCE_LOG_MEL, np.float32)
+    assert shipped.predict(window).controls.max() < 0.05
+    for level in (-50, -40, -35):  # an inhalation near the microphone: air noise, 400-3500 Hz
+        assert _jaw_per_video_frame(shipped, _swelling_noise(400, 3500, level)).max() < 0.15
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness of the shipped weights: swelling noise below 1 kHz "
+                   "(breath blown onto the microphone, rumble) opens the jaw to ~0.4")
+def test_shipped_model_rests_in_low_frequency_noise(shipped: OnnxMotionModel) -> None:
+    assert _jaw_per_video_frame(shipped, _swelling_noise(0, 1000, -40)).max() < 0.15
+
+
+def test_shipped_model_drives_the_engine(shipped: OnnxMotionModel, speech_wav: Path) -> None:
+    import wave
+
+    from lipstream.engine.avatar import Avatar
+    from lipstream.engine.engine import Engine
+
+    with wave.open(str(speech_wav)) as f:
+        rate, pcm = f.getframerate(), np.frombuffer(f.readframes(f.getnframes()), np.int16)
+    pcm = np.concatenate([np.zeros(rate * 2 // 5, np.int16), pcm])  # 0.4 s of silence first
+    engine = Engine(Avatar.default())
+    assert isinstance(engine.model, OnnxMotionModel)
+    engine.push_audio(pcm, rate)
+    engine.finish()
+    frames = []
+    while (frame := engine.pop_frame(render=False)) is not None:
+        frames.append(frame)
+    jaw = np.array([f.controls[JAW_OPEN] for f in frames])
+    assert len(frames) == -(-len(pcm) * 16_000 // rate // 640)
+    # at rest while the model hears only the leading silence (frames 0-7), open for the speech
+    assert jaw[:8].max() < 0.05 and jaw.max() > 0.3
+    assert frames[0].visemes is not None and frames[0].visemes.shape == (N_VISEMES,)
+
+
+def test_tensorrt_runner_says_what_is_missing(short_run: Path) -> None:
+    from lipstream.engine.runners import TensorRTRunner
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelError, match="lipstream\\[gpu\\]"):
+            TensorRTRunner(short_run / "motion.onnx", window_frames=28)
+    else:
+        pytest.skip("tensorrt is installed: the runner is exercised by the GPU benchmarks instead")
