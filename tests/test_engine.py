@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lipstream.engine.avatar import Avatar, AvatarConfig
 
 from lipstream.engine.audio import load_audio
+from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.engine.engine import Engine, EngineConfig
