@@ -12,18 +12,20 @@ def photo() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut())
 
 
-def _coords(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A smooth warp with sub-pixel offsets, some reaching past the image edge."""
+def warp_coords(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A smooth warp with sub-pixel offsets, some rows far off the image, some exactly on pixels."""
     h, w = shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     coords = np.stack([xs * 1.7 + 300, ys * 1.3 + 150], -1)
     coords += rng.normal(0, 3, size=coords.shape).astype(np.float32)
     coords[:5] -= 400  # off the left and top: edge replication
+    coords[-5:] += 600  # off the right and bottom
+    coords[10:15] = np.round(coords[10:15])  # whole pixels: no interpolation at all
     return coords.astype(np.float32)
 
 
 def test_warp_matches_reference(photo: np.ndarray) -> None:
-    coords = _coords((120, 140), np.random.default_rng(0))
+    coords = warp_coords((120, 140), np.random.default_rng(0))
     cpu, ref = np.zeros((120, 140, 3), np.uint8), np.zeros((120, 140, 3), np.uint8)
     get_kernels("cpu").warp_region(photo, coords, cpu)
     get_kernels("reference").warp_region(photo, coords, ref)

@@ -25,6 +25,7 @@ from lipstream.kernels import get_kernels
 from lipstream.kernels.build import NO_BINDINGS, choose_target, compile_kernels, load_nvrtc
 from lipstream.kernels.reference import ReferenceKernels
 from tests.cuda_on_cpu import KERNELS_DIR, CpuDriver, build_math_library
+from tests.test_kernels import warp_coords
 
 REFERENCE = ReferenceKernels()
 COMPILERS = [("cc", "c"), ("c++", "c++")]
@@ -73,18 +74,6 @@ def c_math_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     return _build(tmp_path_factory.mktemp("warp"), "cc", "c")
 
 
-def _coords(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A smooth warp with sub-pixel offsets, some rows far off the image, some exactly on pixels."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    coords = np.stack([xs * 1.7 + 300, ys * 1.3 + 150], -1)
-    coords += rng.normal(0, 3, size=coords.shape).astype(np.float32)
-    coords[:5] -= 400  # off the left and top: edge replication
-    coords[-5:] += 600  # off the right and bottom
-    coords[10:15] = np.round(coords[10:15])  # whole pixels: no interpolation at all
-    return coords
-
-
 def _cpu_warp(lib: ctypes.CDLL, src: np.ndarray, coords: np.ndarray) -> np.ndarray:
     out = np.zeros((*coords.shape[:2], 3), np.uint8)
     lib.ls_warp_region(src.ctypes.data, src.shape[0], src.shape[1], coords.ctypes.data,
@@ -103,7 +92,7 @@ def _assert_close(got: np.ndarray, want: np.ndarray) -> None:
 def test_cpu_build_warp_matches_reference(math_lib: ctypes.CDLL, photo: np.ndarray, source: str) -> None:
     rng = np.random.default_rng(0)
     src = photo if source == "photo" else rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)
-    coords = _coords((120, 140), rng)
+    coords = warp_coords((120, 140), rng)
     want = np.zeros((120, 140, 3), np.uint8)
     REFERENCE.warp_region(src, coords, want)
     _assert_close(_cpu_warp(math_lib, src, coords), want)
@@ -192,7 +181,7 @@ def test_cuda_kernels_write_frame_regions_like_the_reference(cpu_driver: CpuDriv
     kernels = cuda_kernels.CudaKernels()
     assert cpu_driver.images and cpu_driver.images[0][:4] == b"\x7fELF"  # a cubin for sm_86
     rng = np.random.default_rng(2)
-    coords = _coords((120, 140), rng)
+    coords = warp_coords((120, 140), rng)
     got, want = photo.copy(), photo.copy()
     kernels.warp_region(photo, coords, got[200:320, 100:240])  # strided views, as the renderer does
     REFERENCE.warp_region(photo, coords, want[200:320, 100:240])
@@ -242,7 +231,7 @@ def test_cuda_kernels_on_a_gpu_match_the_reference(photo: np.ndarray) -> None:
         kernels = get_kernels("cuda")
     except GpuError as err:
         pytest.skip(f"needs an NVIDIA GPU with CUDA ({err})")
-    coords = _coords((120, 140), np.random.default_rng(3))
+    coords = warp_coords((120, 140), np.random.default_rng(3))
     got, want = photo.copy(), photo.copy()
     kernels.warp_region(photo, coords, got[200:320, 100:240])
     REFERENCE.warp_region(photo, coords, want[200:320, 100:240])
