@@ -28,6 +28,23 @@ def lip_gap(frame: np.ndarray) -> float:
     return float(np.linalg.norm(lm[14] - lm[13]) / np.linalg.norm(lm[CHIN] - lm[FOREHEAD]))
 
 
+def mouth_shape(frame: np.ndarray) -> tuple[float, float]:
+    """Mouth width (outer corners 61/291) and outer lip height (0/17) over face height, by FaceMesh."""
+    lm = landmarks_of_largest(frame)
+    assert lm is not None, "FaceMesh lost the face in a rendered frame"
+    face = np.linalg.norm(lm[CHIN] - lm[FOREHEAD])
+    return float(np.linalg.norm(lm[291] - lm[61]) / face), float(np.linalg.norm(lm[17] - lm[0]) / face)
+
+
+def assert_rounding_purses_the_lips(avatar: Avatar) -> None:
+    """lip_round ("oo") makes the mouth narrower and the lips fuller (pushed forward); lip_spread wider."""
+    renderer = Renderer(avatar, STILL, seed=0)
+    rest, rounded, spread = (mouth_shape(renderer.render(np.array(c, np.float32), 0))
+                             for c in ([0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 1, 0, 0, 0]))
+    assert rounded[0] < 0.88 * rest[0] and rounded[1] > 1.25 * rest[1], (rest, rounded)
+    assert spread[0] > 1.08 * rest[0], (rest, spread)
+
+
 @pytest.fixture(scope="module")
 def astronaut() -> Avatar:
     return Avatar.default()
@@ -77,6 +94,10 @@ def test_mouth_follows_jaw_open(astronaut: Avatar) -> None:
     assert gaps[-1] > 0.06, f"mouth should be clearly open at jaw_open=1: {gaps}"
     steps = np.diff(gaps)
     assert steps.min() >= -0.01, f"opening should grow with jaw_open: {gaps}"
+
+
+def test_rounding_purses_the_lips(astronaut: Avatar) -> None:
+    assert_rounding_purses_the_lips(astronaut)
 
 
 @pytest.mark.parametrize("controls", [
@@ -133,6 +154,7 @@ def test_shared_photos_render_with_a_moving_mouth(shared_faces: Path, name: str)
     renderer = Renderer(avatar, RenderConfig(), seed=0)
     gaps = [lip_gap(renderer.render(c, i * 10)) for i, c in enumerate(JAW[::2])]
     assert gaps[0] < 0.025 and gaps[-1] > 0.05, gaps
+    assert_rounding_purses_the_lips(avatar)
 
 
 def test_no_seam_at_the_warped_regions_border(astronaut: Avatar) -> None:

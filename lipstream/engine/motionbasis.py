@@ -23,7 +23,7 @@ from lipstream.engine.faceframe import (
     UPPER_OUTER,
     FaceFrame,
 )
-from lipstream.engine.shapes import CORNERS, control_offsets, jaw_points
+from lipstream.engine.shapes import CORNERS, cheek_ring, control_offsets, jaw_points
 
 TPS_RIDGE = 1e-6  # regularisation (face heights^2): near-duplicate landmarks share their offsets
 EDGE_RAMP = 0.08  # face heights over which a field fades to zero at the region's border
@@ -120,9 +120,9 @@ def dense_fields(lm: np.ndarray, frame: FaceFrame, shapes: SparseShapes, roi: Ro
     hc, wc = roi.shape[0] // step, roi.shape[1] // step
     jj, ii = np.meshgrid(np.arange(wc), np.arange(hc))
     centres = np.stack([roi.x0 + (jj + 0.5) * step - 0.5, roi.y0 + (ii + 0.5) * step - 0.5], -1)
-    upper_ids = np.array(UPPER_OUTER + UPPER_INNER)
+    upper_ids = np.array(UPPER_OUTER + UPPER_INNER + cheek_ring())
     jaw, _ = jaw_points(frame.to_face(lm))
-    lower_ids = np.unique(np.concatenate([LOWER_OUTER, LOWER_INNER, CORNERS, CHIN_LINE, jaw]))
+    lower_ids = np.unique(np.concatenate([LOWER_OUTER, LOWER_INNER, CORNERS, cheek_ring(), CHIN_LINE, jaw]))
     still = np.setdiff1d(np.array(NOSE + STILL_UPPER), np.concatenate([upper_ids, lower_ids]))
     anchors = np.vstack([lm[still], _border_anchors(roi, ANCHOR_SPACING * frame.face_px)])
     window = _edge_window(centres, roi, EDGE_RAMP * frame.face_px)[None, ..., None]

@@ -57,16 +57,18 @@ def analyse_mouth(image: np.ndarray, lm: np.ndarray, frame: FaceFrame, upscale: 
 
 
 def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.ndarray,
-             corners_u: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+             corners_u: tuple[float, float], rounding: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Colour (h, w, 3) float32 and coverage (h, w) float32 of the interior.
 
     u: px in the face frame; above / below: px from the upper / lower lip's inner edge (both > 0
     between the lips). Where closed lips meet (above == below) a thin dark seam is drawn.
+    rounding (lip_round): pushed-out lips stand in front of the teeth, which show less.
     """
     f = assets.face_px
     centre, half = (corners_u[0] + corners_u[1]) / 2, max((corners_u[1] - corners_u[0]) / 2, 1.0)
     # fade out over the last part of the way to each corner: no hard edge where the lips meet
-    inside = np.clip((half - np.abs(u - centre)) / (CORNER_FADE * half), 0.0, 1.0)
+    # (rounded lips: over most of it, so the small opening is an oval, not a slot)
+    inside = np.clip((half - np.abs(u - centre)) / ((CORNER_FADE + 0.5 * rounding) * half), 0.0, 1.0)
     soft = assets.edge_px
     coverage = np.clip(np.minimum(above, below) / soft + 0.5, 0.0, 1.0)
     seam = SEAM_DARKNESS * np.clip(1.0 - np.abs(above - below) / 2.0, 0.0, 1.0)  # where lips meet
@@ -87,7 +89,7 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     lower = np.clip((lower_h * tips - b) / soft + 0.5, 0.0, 1.0) * (lower_h > 0.5)
     shade = (0.45 + 0.25 * middle) * np.clip(b / np.maximum(lower_h, 1.0), 0.6, 1.0)
     colour += (assets.teeth_rgb * shade[..., None] - colour) * lower[..., None]
-    cover = _upper_cover(f, u - centre, a, s, soft)
+    cover = _upper_cover(f, u - centre, a, s, soft, 1.0 - 0.7 * rounding)
     colour += (_upper_teeth(assets, u - centre, a, s) - colour) * cover[..., None]
     return colour, coverage
 
@@ -99,9 +101,11 @@ def _tooth_phase(du: np.ndarray, f: float) -> np.ndarray:
     return middle
 
 
-def _upper_cover(f: float, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray, soft: float) -> np.ndarray:
-    """Coverage of the upper teeth: a band under the lip, shorter to the sides, each tooth rounded."""
-    height = TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
+def _upper_cover(f: float, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray, soft: float,
+                 shown: float = 1.0) -> np.ndarray:
+    """Coverage of the upper teeth: a band under the lip, shorter to the sides, each tooth rounded;
+    `shown` scales its height."""
+    height = shown * TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
     rounded = np.clip(_tooth_phase(du, f) / 0.2, 0.0, 1.0) ** 0.5  # corners of each tooth's tip
     height *= 0.82 + 0.18 * rounded
     cover: np.ndarray = np.clip((height - below_lip) / soft + 0.5, 0.0, 1.0)

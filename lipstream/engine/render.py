@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from lipstream.engine.avatar import Avatar
+from lipstream.engine.controls import LIP_ROUND
 from lipstream.engine.idle import HeadPose, IdleLife, blink_coords, head_pivot
 from lipstream.engine.mouth import interior
 from lipstream.engine.rig import MouthField, MouthPose
@@ -83,7 +84,7 @@ class Renderer:
         if box is None:
             return
         colour, alpha = interior(self.avatar.mouth, field.u[box], field.above[box],
-                                 field.below[box], pose.corners_u)
+                                 field.below[box], pose.corners_u, float(pose.controls[LIP_ROUND]))
         region = frame[self.avatar.rig.roi.slices][box]
         self.kernels.composite(region, colour, alpha)
 

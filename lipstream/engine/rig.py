@@ -56,7 +56,6 @@ class RigBasis:
     bin0: float  # u of the first lip-edge bin; bins are 1 px
     upper_edge: np.ndarray  # (n_bins,) float32 v of the photo's upper inner lip edge
     lower_edge: np.ndarray  # (n_bins,) float32 v of the photo's lower inner lip edge
-    blend_px: np.ndarray  # (h, w) float32 twice the blend width: a hard switch between the lips
     corners: np.ndarray  # (N_CONTROLS + 2, 2) u of the inner corners: position, then per shape
     face_px: float
 
@@ -100,7 +99,7 @@ class RigBasis:
         np.negative(below, out=below)
         # 0: upper side, 1: lower side; the switch sits where the two edges are equally near
         side = above - below
-        side /= self.blend_px
+        side /= self._blend_px(pose, u)
         side += 0.5
         np.clip(side, 0.0, 1.0, out=side)
         b_lo -= b_up
@@ -108,6 +107,16 @@ class RigBasis:
         b_lo += b_up
         b_lo += base
         return MouthField(b_lo, above, below, u)
+
+    def _blend_px(self, pose: MouthPose, u: np.ndarray) -> np.ndarray:
+        """Twice the blend width between the sides: a hard switch between the lips, widening
+        past the corners where they are this frame (rounded lips pull them well inside the
+        photo's), so the cheeks beside the mouth do not shear."""
+        left, right = pose.corners_u
+        beyond = np.maximum(left - u, u - right)
+        beyond *= 2.0 * CHEEK_BLEND
+        np.maximum(beyond, 0.1, out=beyond)
+        return beyond
 
     def _base(self, head: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where each pixel sits in the still photo before the mouth moves: coordinates (h, w, 2),
@@ -177,7 +186,6 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
     bin_u = np.arange(bin0, pix[..., 0].max() + margin + 1)
     corner_ids = [UPPER_INNER[0], UPPER_INNER[-1]]
     corners_u = shapes.uv[corner_ids, 0]
-    beyond = np.maximum(np.maximum(corners_u[0] - pix[..., 0], pix[..., 0] - corners_u[1]), 0.0)
     corners = np.vstack([corners_u[None], shapes.offsets_uv[:, corner_ids, 0]])
     upper_edge, lower_edge = _edges(bin_u, shapes.uv)
     return RigBasis(
@@ -186,6 +194,5 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
         v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
         origin=frame.origin.astype(np.float32), bin0=bin0, upper_edge=upper_edge,
         lower_edge=lower_edge,
-        blend_px=2.0 * np.maximum(0.05, CHEEK_BLEND * beyond).astype(np.float32),
         corners=corners.astype(np.float32), face_px=frame.face_px,
     )

@@ -28,6 +28,9 @@ CORNERS = (*MOUTH_CORNERS, UPPER_INNER[0], UPPER_INNER[-1])
 JAW_DROP = 0.125  # chin travel at jaw_open = 1
 LIP_PART = 0.13  # lower inner lip travel at the middle, jaw_open = 1
 CORNER_DROP = 0.04  # corners follow the jaw a little
+# skin beside each mouth corner (mediapipe ids; (left side, right side), how far it follows the
+# corner): both sides of the rig share these, so the cheeks cannot shear where the corners move
+CHEEK_RING = (((57, 287), 0.55), ((186, 410), 0.5), ((212, 432), 0.3))
 REST_OVERLAP = 0.005  # how far each lip passes the meeting line when the photo's mouth is closed
 
 
@@ -36,6 +39,10 @@ def _lip_groups() -> dict[str, tuple[int, ...]]:
         "UO": UPPER_OUTER[1:-1], "UI": UPPER_INNER[1:-1], "LO": LOWER_OUTER, "LI": LOWER_INNER,
         "corner": CORNERS,
     }
+
+
+def cheek_ring() -> tuple[int, ...]:
+    return tuple(i for pair, _ in CHEEK_RING for i in pair)
 
 
 def jaw_points(uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +68,13 @@ def control_offsets(uv: np.ndarray) -> np.ndarray:
         if name == "corner":
             s, arch = np.sign(s), np.zeros_like(s)
         _lip_shapes(off, ids, name, s, arch)
+    # a smiling photo has its corners above the lips' middle; pursed lips bring them level
+    corners = np.array(CORNERS)
+    smile = max(float(uv[[13, 14], 1].mean() - uv[corners, 1].mean()), 0.0)  # inner-lip middle
+    off[LIP_ROUND, corners, 1] += min(smile, 0.05)
+    for pair, follow in CHEEK_RING:
+        for cheek, corner in zip(pair, MOUTH_CORNERS, strict=True):
+            off[:N_CONTROLS, cheek] = follow * off[:N_CONTROLS, corner]
     chin = np.array(CHIN_LINE)
     jaw, jaw_weight = jaw_points(uv)
     for ids, weight in ((chin, np.ones(len(chin))), (jaw, jaw_weight)):
@@ -86,9 +100,12 @@ def _lip_shapes(off: np.ndarray, ids: np.ndarray, name: str, s: np.ndarray, arch
     off[LIP_SPREAD, ids, 0] = 0.06 * s
     thin = {"UO": 0.012, "LO": -0.012}.get(name, 0.0)
     off[LIP_SPREAD, ids, 1] = (-0.012 if corner else 0.0) + thin * arch
-    # lip_round: corners come in; lips push forward, so they look fuller and part a little
-    off[LIP_ROUND, ids, 0] = -0.055 * s
-    off[LIP_ROUND, ids, 1] = {"UO": -0.012, "UI": -0.012, "LO": 0.015, "LI": 0.02}.get(name, 0.0) * arch
+    # lip_round ("oo", "w"): corners come well in, the lips bunch up and push forward, so from the
+    # front they look fuller (pouted), and part a little in a small round opening
+    off[LIP_ROUND, ids, 0] = -0.085 * s
+    pout = {"UO": -0.022, "LO": 0.028}.get(name, 0.0) * arch
+    opening = {"UI": -0.01, "LI": 0.02}.get(name, 0.0) * arch**2  # rounder: closed towards the sides
+    off[LIP_ROUND, ids, 1] = pout + opening
     # lip_press: lips meet and thin; the lower lip is pushed up against the upper
     off[LIP_PRESS, ids, 1] = {"UO": 0.012, "UI": 0.012, "LO": -0.06, "LI": -0.05}.get(name, 0.0) * arch
     # lip_tuck: the lower lip rolls up under the upper teeth; the upper lip lifts to show them
