@@ -89,33 +89,78 @@ def summarize(pool: list[Example]) -> dict[str, Any]:
     }
 
 
-def noise_bank(seed: int, count: int = 96, seconds: float = 3.0) -> list[np.ndarray]:
-    """Log-mel of speech-free sounds a microphone hears (hiss, rumble, hum, breaths), (T, N_MELS) each.
+NOISE_KINDS = ("broadband", "breath", "hum", "blown", "pops", "clicks", "swell", "mixture")
+
+
+def noise_bank(seed: int, count: int = 240, seconds: float = 3.0) -> list[np.ndarray]:
+    """Log-mel of speech-free sounds a microphone hears, (T, N_MELS) each, `count` of them.
 
     Crops of these train the mouth to stay at rest when nobody speaks; mixed under speech they
-    add background noise on top of the corpus's own augmentation. Colours and bands are drawn
-    at random: a bank of a few fixed shapes teaches the model those shapes, not "no speech".
+    add background noise on top of the corpus's own augmentation. Kinds take turns (NOISE_KINDS):
+    steady hiss and rumble, breaths, mains hum, air blown onto the microphone (swelling noise
+    below ~1 kHz), wind pops, typing clicks, and mixtures; bands, colours, swells and levels
+    are drawn at random: a bank of a few fixed shapes teaches the model those shapes, not "no
+    speech". The probes that check the result (`lipstream.training.quiet`) are drawn apart.
     """
     rng = np.random.default_rng(seed)
     n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    hz = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
     bank = []
     for i in range(count):
-        low, high = rng.uniform(20, 600), rng.uniform(800, SAMPLE_RATE / 2)
-        band = 1 / (1 + (low / np.maximum(hz, 1)) ** 4) / (1 + (hz / high) ** 4)  # 2nd-order-like skirts
-        slope = np.maximum(hz, 20.0) ** (-rng.uniform(0, 1))  # white .. brown
-        sound = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band * slope, n)
-        if i % 2 == 1:  # breaths: swells of air noise
-            sound *= np.sin(np.pi * t * rng.uniform(0.4, 1.5) + rng.uniform(0, np.pi)) ** 2
-        if i % 6 == 2:  # mains hum with harmonics over the hiss
-            f0 = 50.0 if rng.random() < 0.5 else 60.0
-            hum = sum(np.sin(2 * np.pi * f0 * k * t) * rng.uniform(0, 1) for k in range(1, 6))
-            sound = sound / np.sqrt((sound**2).mean()) * rng.uniform(0.05, 1) + hum
+        sound = _noise(NOISE_KINDS[i % len(NOISE_KINDS)], n, rng)
         level_db = rng.uniform(-75, -25)  # RMS re full scale
         sound *= 10 ** (level_db / 20) / max(float(np.sqrt((sound**2).mean())), 1e-12)
         bank.append(log_mel(sound.astype(np.float32)).astype(np.float16))
     return bank
+
+
+def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """One unscaled sound of `kind`, n samples at 16 kHz."""
+    t = np.arange(n) / SAMPLE_RATE
+    if kind == "mixture":
+        a, b = (_noise(str(k), n, rng) for k in rng.choice(NOISE_KINDS[:-1], 2, replace=False))
+        return a / _rms(a) + b / _rms(b) * rng.uniform(0.1, 1)
+    if kind == "hum":  # mains hum with random harmonic weights, sometimes over hiss
+        f0 = 50.0 if rng.random() < 0.5 else 60.0
+        sound = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) * rng.uniform(0, 1) / k
+                    for k in range(1, int(rng.integers(2, 9))))
+        return sound + _coloured(n, 20, SAMPLE_RATE / 2, rng) * rng.uniform(0, 0.5) * _rms(sound)
+    if kind == "pops":  # wind pops: short low bursts
+        sound = np.zeros(n)
+        for _ in range(int(rng.integers(1, 6))):
+            length = int(rng.uniform(0.04, 0.3) * SAMPLE_RATE)
+            at = int(rng.integers(n - length))
+            sound[at : at + length] += _coloured(length, 0, rng.uniform(150, 800), rng) * np.hanning(length)
+        return sound
+    if kind == "clicks":  # typing, tapping: decaying broadband clicks
+        sound = np.zeros(n)
+        decay = np.exp(-np.arange(400) / rng.uniform(4, 40))
+        for at in rng.integers(0, n - 400, int(rng.uniform(1, 12) * n / SAMPLE_RATE)):
+            sound[at : at + 400] += rng.standard_normal(400) * decay * rng.uniform(0.2, 1)
+        return sound + _coloured(n, 20, SAMPLE_RATE / 2, rng) * 1e-3 * _rms(sound)
+    if kind == "breath":
+        low = rng.uniform(100, 1500)
+        sound = _coloured(n, low, rng.uniform(low * 1.5, SAMPLE_RATE / 2), rng)
+    elif kind == "blown":  # air onto the capsule, rumble: most energy below ~1 kHz
+        sound = _coloured(n, rng.uniform(0, 80), np.exp(rng.uniform(np.log(150), np.log(1500))), rng)
+    else:  # broadband or swell
+        sound = _coloured(n, rng.uniform(20, 600), rng.uniform(800, SAMPLE_RATE / 2), rng)
+    if kind in ("breath", "swell") or (kind == "blown" and rng.random() < 0.7):
+        sound *= np.sin(np.pi * t * rng.uniform(0.3, 2.0) + rng.uniform(0, np.pi)) ** 2
+    return sound
+
+
+def _coloured(n: int, low_hz: float, high_hz: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise between two corners of random steepness, white .. brown in slope."""
+    hz = np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 1.0)
+    order = rng.choice([2, 4, 8])
+    band = 1 / (1 + (low_hz / hz) ** order) / (1 + (hz / high_hz) ** order)
+    slope = np.maximum(hz, 20.0) ** (-rng.uniform(0, 1))
+    sound = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band * slope, n)
+    return sound / _rms(sound)
+
+
+def _rms(x: np.ndarray) -> float:
+    return max(float(np.sqrt((x**2).mean())), 1e-12)
 
 
 @dataclass(frozen=True)

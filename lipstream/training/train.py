@@ -84,7 +84,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     history = _fit(net, cfg, sampler, val.clean, out_dir)
     train_s = time.monotonic() - t0 - data_s
 
-    metrics = _final_metrics(net, val, cfg.seed)
+    metrics = _final_metrics(net, val)
     summary = {
         "command": cfg.command(), "config": asdict(cfg),
         "corpus": {"train": summarize(pool), "heldout": summarize(val.clean)},
@@ -166,7 +166,7 @@ def sequence_predictor(net: Any) -> Any:
     return predict
 
 
-def _final_metrics(net: Any, val: Any, seed: int) -> dict[str, Any]:
+def _final_metrics(net: Any, val: Any) -> dict[str, Any]:
     from lipstream.training.validation import baseline_jaw_correlation, rest_check, score
 
     predict = sequence_predictor(net)
@@ -176,7 +176,7 @@ def _final_metrics(net: Any, val: Any, seed: int) -> dict[str, Any]:
         "jaw_corr_drop_at_10db": clean["correlation"]["jaw_open"] - noisy["correlation"]["jaw_open"],
         "baseline_jaw_corr": {"clean": baseline_jaw_correlation(val.clean),
                               "10db_snr": baseline_jaw_correlation(val.noisy)},
-        "rest_max_control": rest_check(predict, seed),
+        "rest_max_control": rest_check(predict),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lipstream.engine.constants import HOP_MS, MEL_FRAMES_PER_VIDEO_FRAME, N_MELS, SAMPLE_RATE
+from lipstream.engine.constants import HOP_MS, MEL_FRAMES_PER_VIDEO_FRAME, N_MELS
 from lipstream.engine.controls import CONTROL_NAMES, JAW_OPEN
 from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel, video_frame_window
 from lipstream.engine.motion import BaselineMotionModel
@@ -145,13 +145,8 @@ def baseline_jaw_correlation(examples: list[Example]) -> float:
     return _corr(np.array(pred), np.array(truth))
 
 
-def rest_check(predict: SequencePredictor, seed: int) -> dict[str, float]:
-    """Largest control over 2 s of digital silence, quiet hiss, and breath-like noise bursts."""
-    rng = np.random.default_rng(seed)
-    n = 2 * SAMPLE_RATE
-    hiss = 10 ** (-60 / 20) * rng.standard_normal(n)
-    breath = rng.standard_normal(n) * 10 ** (-35 / 20)
-    breath = np.convolve(breath, np.ones(8) / 8, mode="same")  # mostly below 2 kHz, like a breath
-    breath *= np.sin(np.pi * np.arange(n) / n * 3) ** 2  # three swells
-    signals = {"silence": np.zeros(n), "hiss_-60dBFS": hiss, "breath_-35dBFS": breath}
-    return {name: float(predict(log_mel(sig.astype(np.float32)))[0].max()) for name, sig in signals.items()}
+def rest_check(predict: SequencePredictor) -> dict[str, float]:
+    """Largest control over each of `quiet.PROBES` (silence, hiss, hum, breaths, blown air, pops...)."""
+    from lipstream.training.quiet import PROBES
+
+    return {name: float(predict(log_mel(make()))[0].max()) for name, make in PROBES.items()}
