@@ -11,10 +11,11 @@ Rows: `oracle` (the truth controls rendered directly, no model and no smoothing:
 renderer and the measurement allow), `oracle+smooth` (the same through the engine's control
 smoother: what the smoothing costs), the baseline at each lookahead, and each trained model
 (the shipped one, plus any `--models name=path.onnx`), clean and at 10 dB SNR (pink noise
-relative to the speech's active level, as in training validation).
+relative to the speech's active level, as in training validation). `--closure-gains 0 2` scores
+each trained model with the engine's /p b m/ closure from the viseme head off and at gain 2.
 
     python benchmarks/lipsync.py [--quick] [--utterances 20] [--size 320]
-        [--models la0=runs/la0/motion.onnx ...] [--keep-videos DIR]
+        [--models la0=runs/la0/motion.onnx ...] [--closure-gains 0 2] [--keep-videos DIR]
 """
 
 import argparse
@@ -58,6 +59,11 @@ class Row:
     model: str
     lookahead_ms: int
     condition: str
+    closure_gain: float | None = None  # EngineConfig.bilabial_closure, for models with a viseme head
+
+    @property
+    def label(self) -> str:
+        return self.model if self.closure_gain is None else f"{self.model} pp{self.closure_gain:g}"
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,12 @@ def wav_path(audio: np.ndarray, folder: Path, name: str) -> Path:
     return path
 
 
-def render_engine(avatar: Avatar, model: MotionModel, audio_path: Path, seed: int) -> Rendered:
+def render_engine(avatar: Avatar, model: MotionModel, audio_path: Path, seed: int,
+                  closure_gain: float | None) -> Rendered:
     """`lipstream render`'s path: load_audio -> Engine push/finish -> frames."""
-    engine = Engine(avatar, EngineConfig(seed=seed), model=model)
+    config = EngineConfig(seed=seed) if closure_gain is None else \
+        EngineConfig(seed=seed, bilabial_closure=closure_gain)
+    engine = Engine(avatar, config, model=model)
     engine.push_audio(load_audio(audio_path), SAMPLE_RATE)
     engine.finish()
     frames = engine.frames()
@@ -147,7 +156,8 @@ def plan(args: argparse.Namespace, trained: dict[str, MotionModel]) -> dict[Row,
         for la in args.baseline_lookaheads:
             rows[Row("baseline", la, condition)] = BaselineMotionModel(la)
         for name, model in trained.items():
-            rows[Row(name, model.lookahead_frames * 10, condition)] = model
+            for gain in args.closure_gains:
+                rows[Row(name, model.lookahead_frames * 10, condition, gain)] = model
     return rows
 
 
@@ -171,11 +181,12 @@ def run(args: argparse.Namespace) -> tuple[Scored, list[Utterance], dict[str, fl
             audio = {CLEAN: wav_path(utt.audio, folder, "clean"),
                      NOISY: wav_path(with_noise(utt.audio, NOISY_SNR_DB, rng), folder, "noisy")}
             for row, model in rows.items():
-                name = f"{i:02d}-{row.model}-la{row.lookahead_ms}-{row.condition}"
+                name = f"{i:02d}-{row.label.replace(' ', '-')}-la{row.lookahead_ms}-{row.condition}"
                 video = (keep / f"{name}.mp4") if keep else folder / "video.mp4"
                 smooth = row.model == ORACLE_SMOOTHED
                 rendered = (render_oracle(avatar, utt, args.seed, smooth) if model is None
-                            else render_engine(avatar, model, audio[row.condition], args.seed))
+                            else render_engine(avatar, model, audio[row.condition], args.seed,
+                                               row.closure_gain))
                 items[row].append((measure(rendered, video, args.mesh == "static"), truth))
             print(f"  utterance {i + 1}/{len(utts)} {utt.engine}:{utt.voice}:{utt.language} "
                   f"{utt.audio.size / SAMPLE_RATE:.1f} s", flush=True)
@@ -188,12 +199,12 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def table(scores: dict[Row, LipsyncScore]) -> str:
-    head = f"{'model':<14}{'la ms':>6}  {'condition':<11}{'corr':>6}{'lag ms':>8}{'closure':>9}" \
+    head = f"{'model':<18}{'la ms':>6}  {'condition':<11}{'corr':>6}{'lag ms':>8}{'closure':>9}" \
            f"{'viseme':>8}{'frames':>8}{'face':>7}"
     lines = [head, "-" * len(head)]
     for row, s in scores.items():
         closure, face = _fmt(100 * s.closure_hit_rate, ".0f") + "%", _fmt(100 * s.face_found, ".0f") + "%"
-        lines.append(f"{row.model:<14}{row.lookahead_ms:>6}  {row.condition:<11}"
+        lines.append(f"{row.label:<18}{row.lookahead_ms:>6}  {row.condition:<11}"
                      f"{_fmt(s.correlation, '.3f'):>6}{_fmt(s.best_lag_ms, '+.0f'):>8}{closure:>9}"
                      f"{_fmt(s.viseme_accuracy, '.2f'):>8}{s.frames:>8}{face:>7}")
     return "\n".join(lines)
@@ -202,13 +213,13 @@ def table(scores: dict[Row, LipsyncScore]) -> str:
 def engine_table(by_row: dict[Row, dict[str, dict[str, Any]]]) -> str:
     """Clean rows: correlation / closure hit % per speech engine."""
     engines = sorted({e for figures in by_row.values() for e in figures})
-    lines = [f"{'model':<14}{'la ms':>6}  " + "".join(f"{e:>16}" for e in engines)]
+    lines = [f"{'model':<18}{'la ms':>6}  " + "".join(f"{e:>16}" for e in engines)]
     for row, figures in by_row.items():
         if row.condition != CLEAN:
             continue
         cells = [f"{_fmt(figures[e]['correlation'], '.2f')} / "
                  f"{_fmt(100 * figures[e]['closure_hit_rate'], '.0f')}%" for e in engines]
-        lines.append(f"{row.model:<14}{row.lookahead_ms:>6}  " + "".join(f"{c:>16}" for c in cells))
+        lines.append(f"{row.label:<18}{row.lookahead_ms:>6}  " + "".join(f"{c:>16}" for c in cells))
     return "\n".join(lines)
 
 
@@ -218,7 +229,7 @@ def verdicts(scores: dict[Row, LipsyncScore]) -> dict[str, dict[str, bool]]:
     for row, s in scores.items():
         if row.model in (ORACLE, ORACLE_SMOOTHED, "baseline") or row.condition != CLEAN:
             continue
-        noisy = scores.get(Row(row.model, row.lookahead_ms, NOISY))
+        noisy = scores.get(Row(row.model, row.lookahead_ms, NOISY, row.closure_gain))
         base = scores.get(Row("baseline", row.lookahead_ms, CLEAN)) or scores.get(Row("baseline", 40, CLEAN))
         checks = {
             "correlation": s.correlation >= TARGETS["correlation"],
@@ -230,7 +241,7 @@ def verdicts(scores: dict[Row, LipsyncScore]) -> dict[str, dict[str, bool]]:
             checks["beats_baseline"] = (s.correlation > base.correlation
                                         and abs(s.best_lag_ms) <= abs(base.best_lag_ms)
                                         and s.closure_hit_rate > base.closure_hit_rate)
-        out[f"{row.model} la{row.lookahead_ms}"] = checks
+        out[f"{row.label} la{row.lookahead_ms}"] = checks
     return out
 
 
@@ -265,6 +276,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--baseline-lookaheads", type=int, nargs="*", default=[0, 40, 80], metavar="MS")
     p.add_argument("--mesh", choices=("static", "video"), default="video",
                    help="FaceMesh tracking across frames, as MouthMeter does by default, or per frame")
+    p.add_argument("--closure-gains", type=float, nargs="*", default=[EngineConfig().bilabial_closure],
+                   metavar="G", help="EngineConfig.bilabial_closure values to score each model with "
+                   f"(0: controls only; default {EngineConfig().bilabial_closure:g})")
     p.add_argument("--keep-videos", type=Path, help="keep every rendered mp4 in this folder")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/lipsync.json"))
     args = p.parse_args()
@@ -291,7 +305,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_finite({
         "config": {"utterances": len(utts), "size": args.size, "seed": args.seed, "snr_db": NOISY_SNR_DB,
-                   "models": args.models, "baseline_lookaheads": args.baseline_lookaheads},
+                   "models": args.models, "baseline_lookaheads": args.baseline_lookaheads,
+                   "closure_gains": args.closure_gains},
         "heldout": [{"engine": u.engine, "voice": u.voice, "language": u.language, "text": u.text,
                      "seconds": round(u.audio.size / SAMPLE_RATE, 2)} for u in utts],
         "rows": [{**asdict(row), **asdict(s), "by_engine": engines[row]}

@@ -88,3 +88,26 @@ def test_clear_drops_pending_input_and_keeps_counting(avatar: Avatar, speech: np
     after = engine.frames()
     assert after and after[0].index == before[-1].index + 1
     assert not np.any(after[0].audio)
+
+
+def test_the_viseme_heads_bilabial_belief_closes_the_lips() -> None:
+    from lipstream.engine.controls import (
+        LIP_PRESS,
+        LIP_SPREAD,
+        N_VISEMES,
+        VISEMES,
+        MotionOutput,
+        close_for_bilabials,
+    )
+
+    controls = np.array([0.6, 0.3, 0.0, 0.1, 0.0], np.float32)
+    visemes = np.full(N_VISEMES, 0.5 / (N_VISEMES - 1), np.float32)
+    visemes[VISEMES.index("PP")] = 0.5
+    half = close_for_bilabials(MotionOutput(controls, visemes), gain=1.0)
+    assert half[JAW_OPEN] == pytest.approx(0.3) and half[LIP_PRESS] == pytest.approx(0.5)
+    assert half[LIP_SPREAD] == controls[LIP_SPREAD]
+    full = close_for_bilabials(MotionOutput(controls, visemes), gain=2.0)
+    assert full[JAW_OPEN] == 0.0 and full[LIP_PRESS] == 1.0
+    for unchanged in (close_for_bilabials(MotionOutput(controls, visemes), gain=0.0),
+                      close_for_bilabials(MotionOutput(controls, None), gain=2.0)):
+        np.testing.assert_array_equal(unchanged, controls)

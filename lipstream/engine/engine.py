@@ -17,7 +17,7 @@ from lipstream.engine.constants import (
     SAMPLES_PER_VIDEO_FRAME,
     VIDEO_PTS_PER_FRAME,
 )
-from lipstream.engine.controls import MotionOutput
+from lipstream.engine.controls import MotionOutput, close_for_bilabials
 from lipstream.engine.mel import MelStream, video_frame_window
 from lipstream.engine.motion import MotionModel, load_motion_model
 from lipstream.engine.render import RenderConfig, Renderer
@@ -29,6 +29,7 @@ class EngineConfig:
     seed: int = 0  # drives blinks and head motion: same seed, same inputs -> same frames
     motion: str | None = None  # None: the shipped model; "baseline"; or a path to an .onnx
     lookahead_ms: int | None = None  # the baseline's lookahead; a trained model brings its own
+    bilabial_closure: float = 2.0  # gain on the viseme head's /p b m/ belief closing the lips (0: off)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
 
@@ -113,7 +114,7 @@ class Engine:
             return None
         local = self._next_index - self._frame_base
         output = self._predict(local)
-        controls = self._smoother.step(output.controls)
+        controls = self._smoother.step(close_for_bilabials(output, self.config.bilabial_closure))
         if render:
             self._last_image = self.renderer.render(controls, self._next_index)
         start = local * SAMPLES_PER_VIDEO_FRAME - self._audio_offset
