@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1800
+    steps: int = 2400
     batch_size: int = 32
     crop_frames: int = 256  # mel frames per training crop (2.56 s)
     lr: float = 2e-3
