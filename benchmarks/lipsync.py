@@ -123,7 +123,7 @@ def measure(rendered: Rendered, video: Path, static: bool) -> Measured:
     with MouthMeter(static=static) as meter:  # fresh per video
         readings = [meter.read(f) for f in frames]
     aperture = np.array([r.aperture if r.found else np.nan for r in readings])
-    return Measured(aperture, rendered.visemes)
+    return Measured(aperture, rendered.visemes, np.array([r.width for r in readings]))
 
 
 def make_models(args: argparse.Namespace) -> dict[str, MotionModel]:
@@ -200,13 +200,14 @@ def _fmt(x: float | None, spec: str) -> str:
 
 def table(scores: dict[Row, LipsyncScore]) -> str:
     head = f"{'model':<18}{'la ms':>6}  {'condition':<11}{'corr':>6}{'lag ms':>8}{'closure':>9}" \
-           f"{'viseme':>8}{'frames':>8}{'face':>7}"
+           f"{'viseme':>8}{'width':>7}{'frames':>8}{'face':>7}"
     lines = [head, "-" * len(head)]
     for row, s in scores.items():
         closure, face = _fmt(100 * s.closure_hit_rate, ".0f") + "%", _fmt(100 * s.face_found, ".0f") + "%"
         lines.append(f"{row.label:<18}{row.lookahead_ms:>6}  {row.condition:<11}"
                      f"{_fmt(s.correlation, '.3f'):>6}{_fmt(s.best_lag_ms, '+.0f'):>8}{closure:>9}"
-                     f"{_fmt(s.viseme_accuracy, '.2f'):>8}{s.frames:>8}{face:>7}")
+                     f"{_fmt(s.viseme_accuracy, '.2f'):>8}{_fmt(s.width_correlation, '.2f'):>7}"
+                     f"{s.frames:>8}{face:>7}")
     return "\n".join(lines)
 
 

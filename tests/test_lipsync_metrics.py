@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lipstream.engine.constants import MEL_FRAMES_PER_VIDEO_FRAME
-from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, N_CONTROLS, VISEMES
+from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, LIP_SPREAD, N_CONTROLS, VISEMES
 from lipstream.training.lipsync_metrics import (
     FRAME_MS,
     Measured,
@@ -103,14 +103,16 @@ def test_a_perfect_measurement_scores_perfectly() -> None:
     t = np.arange(140) * 0.01 + 0.005  # mel hop centres
     controls = np.zeros((140, N_CONTROLS), np.float32)
     controls[:, JAW_OPEN] = ((t > 0.3) & (t < 0.6)) | ((t > 0.7) & (t < 1.0))
+    controls[:, LIP_SPREAD] = (t > 0.7) & (t < 1.0)
     truth = make_truth(controls, phones, ARPABET)
-    measured = Measured(0.001 + 0.08 * truth.aperture, visemes=truth.visemes)
+    measured = Measured(0.001 + 0.08 * truth.aperture, visemes=truth.visemes, width=0.4 + 0.05 * truth.width)
     s = score([(measured, truth)])
-    assert s.correlation == pytest.approx(1.0)
+    assert s.correlation == pytest.approx(1.0) and s.width_correlation == pytest.approx(1.0)
     assert abs(s.best_lag_ms) < 1.0
     assert s.closure_hit_rate == 1.0 and s.closures == 1
     assert s.viseme_accuracy == 1.0 and s.frames == 35
     assert score([(Measured(measured.aperture), truth)]).viseme_accuracy is None  # baseline: no head
+    assert np.isnan(score([(Measured(measured.aperture), truth)]).width_correlation)  # not measured
 
 
 def test_truth_controls_rendered_and_remeasured_follow_the_truth() -> None:
@@ -126,15 +128,18 @@ def test_truth_controls_rendered_and_remeasured_follow_the_truth() -> None:
         pytest.skip("espeak-ng library not installed (pip install espeakng-loader)")
     from lipstream.training.corpus import synthesize
 
-    utt = framed(synthesize("espeak", "+m3", "Bob bought a map, and papa made a mop.", "en-us"))
+    utt = framed(synthesize("espeak", "+m3", "Bob bought a map, and papa made a mop. We see two blue moons.",
+                            "en-us"))
     truth = make_truth(utt.controls, utt.phones, PHONESET[utt.engine])
     renderer = Renderer(Avatar.default(AvatarConfig(size=256)), seed=0)
     mel = utt.controls[: truth.aperture.size * MEL_FRAMES_PER_VIDEO_FRAME]
     per_frame = mel.reshape(truth.aperture.size, MEL_FRAMES_PER_VIDEO_FRAME, N_CONTROLS).mean(axis=1)
     with MouthMeter() as meter:
         readings = [meter.read(renderer.render(c, n)) for n, c in enumerate(per_frame)]
-    s = score([(Measured(np.array([r.aperture if r.found else np.nan for r in readings])), truth)])
+    s = score([(Measured(np.array([r.aperture if r.found else np.nan for r in readings]),
+                         width=np.array([r.width for r in readings])), truth)])
     assert s.face_found == 1.0
+    assert s.width_correlation > 0.5, s  # "ee" wider, "oo" narrower, as the phones say
     assert s.correlation > 0.8, s
     assert abs(s.best_lag_ms) <= 20, s
     assert s.closures >= 6 and s.closure_hit_rate >= 0.8, s

@@ -14,12 +14,14 @@ from lipstream.engine.native_log import native_stderr_silenced
 # FaceMesh indices: inner lips at the centre, and the face's vertical extent for scale.
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 FOREHEAD, CHIN = 10, 152
+MOUTH_CORNERS = (61, 291)
 
 
 @dataclass(frozen=True)
 class MouthReading:
     found: bool
     aperture: float  # inner-lip gap / face height (forehead to chin); 0 when closed or not found
+    width: float = float("nan")  # mouth corner to corner / face height; NaN when not found
 
 
 class MouthMeter:
@@ -47,9 +49,10 @@ class MouthMeter:
             return MouthReading(found=False, aperture=0.0)
         h, w = image.shape[:2]
         pts = np.array([(p.x * w, p.y * h) for p in result.multi_face_landmarks[0].landmark])
-        face_height = float(np.linalg.norm(pts[CHIN] - pts[FOREHEAD]))
+        face_height = max(float(np.linalg.norm(pts[CHIN] - pts[FOREHEAD])), 1.0)
         gap = float(np.linalg.norm(pts[LOWER_INNER_LIP] - pts[UPPER_INNER_LIP]))
-        return MouthReading(found=True, aperture=gap / max(face_height, 1.0))
+        width = float(np.linalg.norm(pts[MOUTH_CORNERS[1]] - pts[MOUTH_CORNERS[0]]))
+        return MouthReading(found=True, aperture=gap / face_height, width=width / face_height)
 
     def close(self) -> None:
         self._mesh.close()

@@ -15,6 +15,8 @@ All series are per video frame n, the frame shown while audio [40 n, 40 n + 40) 
   every utterance starts and ends at rest, so the 5th percentile is the closed mouth).
 - Viseme accuracy: argmax of the model's viseme output against the truth viseme at the frame's
   centre (40 n + 20 ms).
+- Width correlation: FaceMesh's mouth width (corner to corner / face height) against the truth's
+  lip_spread - lip_round per frame, pooled: does "ee" widen and "oo" narrow the mouth on screen.
 """
 
 from collections.abc import Sequence
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipstream.engine.constants import HOP_MS, MEL_FRAMES_PER_VIDEO_FRAME, VIDEO_FPS, exact_div
-from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, VISEMES
+from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, LIP_ROUND, LIP_SPREAD, VISEMES
 from lipstream.training.tts import Phone
 from lipstream.training.visemes import viseme_segments
 
@@ -41,6 +43,7 @@ class Truth:
     aperture: np.ndarray  # (N,) expected lip gap in control units
     visemes: np.ndarray  # (N,) viseme index at each frame's centre
     bilabial_centres_s: tuple[float, ...]  # centre time of every /p b m/ phone
+    width: np.ndarray | None = None  # (N,) expected mouth width change: lip_spread - lip_round
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Measured:
 
     aperture: np.ndarray  # (N,) inner-lip gap / face height; NaN where no face was found
     visemes: np.ndarray | None = None  # (N,) argmax of the model's viseme output, if it has one
+    width: np.ndarray | None = None  # (N,) mouth corner to corner / face height; NaN where not found
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,22 @@ class LipsyncScore:
     viseme_accuracy: float | None
     frames: int
     face_found: float  # fraction of frames where FaceMesh found the face
+    width_correlation: float = float("nan")  # measured mouth width against spread - round
 
 
 def truth_aperture(controls: np.ndarray) -> np.ndarray:
     """(T, N_CONTROLS) per-mel-frame targets -> (T // 4,) truth aperture per whole video frame."""
-    gap = controls[:, JAW_OPEN].astype(np.float64) * (1.0 - controls[:, LIP_PRESS])
-    n = gap.size // MEL_FRAMES_PER_VIDEO_FRAME
-    per_frame: np.ndarray = gap[: n * MEL_FRAMES_PER_VIDEO_FRAME].reshape(n, MEL_FRAMES_PER_VIDEO_FRAME)
+    return _per_video_frame(controls[:, JAW_OPEN].astype(np.float64) * (1.0 - controls[:, LIP_PRESS]))
+
+
+def truth_width(controls: np.ndarray) -> np.ndarray:
+    """(T, N_CONTROLS) targets -> (T // 4,) expected mouth width change: wide "ee" up, round "oo" down."""
+    return _per_video_frame(controls[:, LIP_SPREAD].astype(np.float64) - controls[:, LIP_ROUND])
+
+
+def _per_video_frame(series: np.ndarray) -> np.ndarray:
+    n = series.size // MEL_FRAMES_PER_VIDEO_FRAME
+    per_frame: np.ndarray = series[: n * MEL_FRAMES_PER_VIDEO_FRAME].reshape(n, MEL_FRAMES_PER_VIDEO_FRAME)
     mean: np.ndarray = per_frame.mean(axis=1)
     return mean
 
@@ -89,7 +102,7 @@ def bilabial_centres_s(phones: tuple[Phone, ...], phoneset: str) -> tuple[float,
 def make_truth(controls: np.ndarray, phones: tuple[Phone, ...], phoneset: str) -> Truth:
     aperture = truth_aperture(controls)
     return Truth(aperture, frame_centre_visemes(phones, phoneset, aperture.size),
-                 bilabial_centres_s(phones, phoneset))
+                 bilabial_centres_s(phones, phoneset), truth_width(controls))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -199,4 +212,14 @@ def score(items: Sequence[tuple[Measured, Truth]]) -> LipsyncScore:
         viseme_accuracy=accuracy,
         frames=int(measured.size),
         face_found=float(np.isfinite(measured).mean()) if measured.size else float("nan"),
+        width_correlation=_width_correlation(items),
     )
+
+
+def _width_correlation(items: Sequence[tuple[Measured, Truth]]) -> float:
+    """Pearson of measured mouth width against the truth's spread - round, pooled; NaN if unmeasured."""
+    pairs = [(m.width[: t.width.size], t.width[: m.width.size]) for m, t in items
+             if m.width is not None and t.width is not None]
+    if not pairs or len(pairs) < len(items):
+        return float("nan")
+    return pearson(np.concatenate([m for m, _ in pairs]), np.concatenate([t for _, t in pairs]))
