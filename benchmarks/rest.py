@@ -27,6 +27,7 @@ from lipstream.engine.engine import Engine  # noqa: E402
 from lipstream.engine.motion import MotionModel, load_motion_model  # noqa: E402
 from lipstream.training.lipsync_metrics import pearson  # noqa: E402
 from lipstream.training.quiet import PROBES  # noqa: E402
+from lipstream.training.validation import speech_power  # noqa: E402
 
 REST_LIMIT = 0.15
 SPEECH_LEVELS_DBFS = (-20, -40, -50)
@@ -43,13 +44,6 @@ def controls_through_engine(avatar: Avatar, model: MotionModel, audio: np.ndarra
     return np.stack(rows)
 
 
-def active_rms_dbfs(audio: np.ndarray) -> float:
-    """RMS of the louder half of 20 ms blocks: the speech's level without its pauses."""
-    blocks = audio[: len(audio) // 320 * 320].reshape(-1, 320)
-    power = (blocks.astype(np.float64) ** 2).mean(axis=1)
-    return float(10 * np.log10(np.sort(power)[len(power) // 2 :].mean() + 1e-20))
-
-
 def speech_rows(avatar: Avatar, models: dict[str, MotionModel], count: int) -> dict[str, dict[str, float]]:
     from lipstream.training import corpus
 
@@ -61,7 +55,7 @@ def speech_rows(avatar: Avatar, models: dict[str, MotionModel], count: int) -> d
         for name, model in models.items():
             pred, truth = [], []
             for utt in utts:
-                audio = (utt.audio * 10 ** ((level - active_rms_dbfs(utt.audio)) / 20)).astype(np.float32)
+                audio = (utt.audio * np.sqrt(10 ** (level / 10) / speech_power(utt.audio))).astype(np.float32)
                 jaw = controls_through_engine(avatar, model, audio)[:, JAW_OPEN]
                 target = utt.controls[MEL_FRAMES_PER_VIDEO_FRAME - 1 :: MEL_FRAMES_PER_VIDEO_FRAME, JAW_OPEN]
                 k = min(len(jaw), len(target))

@@ -24,6 +24,7 @@ VISEMES: tuple[str, ...] = (
     "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U",
 )
 N_VISEMES = len(VISEMES)
+BILABIAL = VISEMES.index("PP")  # /p b m/
 
 # Target controls for each viseme, held at the viseme's centre (columns follow CONTROL_NAMES).
 # Coarticulation and per-control rates act on top of these in the training targets.
@@ -74,7 +75,7 @@ def close_for_bilabials(output: MotionOutput, gain: float) -> np.ndarray:
     controls = output.controls.astype(np.float32, copy=True)
     if output.visemes is None or gain <= 0.0:
         return controls
-    closed = min(float(output.visemes[VISEMES.index("PP")]) * gain, 1.0)
+    closed = min(float(output.visemes[BILABIAL]) * gain, 1.0)
     controls[JAW_OPEN] *= 1.0 - closed
     controls[LIP_PRESS] = max(float(controls[LIP_PRESS]), closed)
     return controls

@@ -70,7 +70,8 @@ def control_offsets(uv: np.ndarray) -> np.ndarray:
         _lip_shapes(off, ids, name, s, arch)
     # a smiling photo has its corners above the lips' middle; pursed lips bring them level
     corners = np.array(CORNERS)
-    smile = max(float(uv[[13, 14], 1].mean() - uv[corners, 1].mean()), 0.0)  # inner-lip middle
+    middle = list(INNER_PAIRS[len(INNER_PAIRS) // 2])  # the inner lips at the mouth's middle
+    smile = max(float(uv[middle, 1].mean() - uv[corners, 1].mean()), 0.0)
     off[LIP_ROUND, corners, 1] += min(smile, 0.05)
     for pair, follow in CHEEK_RING:
         for cheek, corner in zip(pair, MOUTH_CORNERS, strict=True):

@@ -41,7 +41,8 @@ class AugmentConfig:
 DEFAULT_AUGMENT = AugmentConfig()
 
 
-def _rms(audio: np.ndarray) -> float:
+def rms(audio: np.ndarray) -> float:
+    """Root mean square (0 for an empty array)."""
     return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if audio.size else 0.0
 
 
@@ -75,7 +76,7 @@ def add_pauses(
     lead, tail = int(lead_s * SAMPLE_RATE), int(tail_s * SAMPLE_RATE)
     pad_lead, pad_tail = np.zeros(lead, np.float32), np.zeros(tail, np.float32)
     if rng.random() < cfg.p_breath and lead > SAMPLE_RATE // 10:
-        level = _rms(audio) * 10 ** (rng.uniform(-30, -12) / 20) * 3  # peak ~3x rms
+        level = rms(audio) * 10 ** (rng.uniform(-30, -12) / 20) * 3  # peak ~3x rms
         n = int(lead * rng.uniform(0.4, 0.8))
         pad_lead[:n] = breath_noise(n, rng) * level
     silence = SILENCE_LABEL[phoneset]
@@ -97,7 +98,7 @@ def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> n
     impulse = tail * 10 ** (rng.uniform(-8, 0) / 20) / max(np.sqrt(np.sum(tail**2)), 1e-9)
     impulse[0] = 1.0
     wet = fftconvolve(audio, impulse)[: audio.size]
-    return (wet * _rms(audio) / max(_rms(wet), 1e-9)).astype(np.float32)
+    return (wet * rms(audio) / max(rms(wet), 1e-9)).astype(np.float32)
 
 
 def coloured_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -108,7 +109,7 @@ def coloured_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
         f = np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 20.0)
         spectrum /= f ** (0.5 if kind == "pink" else 1.0)
         white = np.fft.irfft(spectrum, n)
-    return (white / max(_rms(white), 1e-12)).astype(np.float32)
+    return (white / max(rms(white), 1e-12)).astype(np.float32)
 
 
 def babble(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -116,13 +117,13 @@ def babble(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     reversed_speech = audio[::-1]
     mix = sum(np.roll(reversed_speech, int(rng.integers(0, max(audio.size, 1)))) for _ in range(3))
     mix = np.asarray(mix, dtype=np.float32)
-    return mix / max(_rms(mix), 1e-12)
+    return mix / max(rms(mix), 1e-12)
 
 
 def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     kind = ("white", "pink", "brown", "babble")[int(rng.integers(0, 4))]
     noise = babble(audio, rng) if kind == "babble" else coloured_noise(audio.size, kind, rng)
-    return (audio + noise * _rms(audio) * 10 ** (-snr_db / 20)).astype(np.float32)
+    return (audio + noise * rms(audio) * 10 ** (-snr_db / 20)).astype(np.float32)
 
 
 def equalize(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -197,4 +198,4 @@ def augment_speech(
 
 def _normalizing_gain_db(audio: np.ndarray, target_dbfs: float = -20.0) -> float:
     # Engines differ by 10+ dB; bring speech to a typical mic level before the random gain.
-    return target_dbfs - 20 * np.log10(max(_rms(audio), 1e-6))
+    return target_dbfs - 20 * np.log10(max(rms(audio), 1e-6))

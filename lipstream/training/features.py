@@ -17,6 +17,7 @@ import numpy as np
 
 from lipstream.engine.constants import MEL_FRAMES_PER_SECOND, SAMPLE_RATE
 from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel, mel_filterbank
+from lipstream.training.augment import rms
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def noise_bank(seed: int, count: int = 240, seconds: float = 3.0) -> list[np.nda
     for i in range(count):
         sound = _noise(NOISE_KINDS[i % len(NOISE_KINDS)], n, rng)
         level_db = rng.uniform(-75, -25)  # RMS re full scale
-        sound *= 10 ** (level_db / 20) / max(float(np.sqrt((sound**2).mean())), 1e-12)
+        sound *= 10 ** (level_db / 20) / max(rms(sound), 1e-12)
         bank.append(log_mel(sound.astype(np.float32)).astype(np.float16))
     return bank
 
@@ -118,12 +119,12 @@ def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(n) / SAMPLE_RATE
     if kind == "mixture":
         a, b = (_noise(str(k), n, rng) for k in rng.choice(NOISE_KINDS[:-1], 2, replace=False))
-        return a / _rms(a) + b / _rms(b) * rng.uniform(0.1, 1)
+        return a / max(rms(a), 1e-12) + b / max(rms(b), 1e-12) * rng.uniform(0.1, 1)
     if kind == "hum":  # mains hum with random harmonic weights, sometimes over hiss
         f0 = 50.0 if rng.random() < 0.5 else 60.0
         sound = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) * rng.uniform(0, 1) / k
                     for k in range(1, int(rng.integers(2, 9))))
-        return sound + _coloured(n, 20, SAMPLE_RATE / 2, rng) * rng.uniform(0, 0.5) * _rms(sound)
+        return sound + _coloured(n, 20, SAMPLE_RATE / 2, rng) * rng.uniform(0, 0.5) * rms(sound)
     if kind == "pops":  # wind pops: short low bursts
         sound = np.zeros(n)
         for _ in range(int(rng.integers(1, 6))):
@@ -136,7 +137,7 @@ def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
         decay = np.exp(-np.arange(400) / rng.uniform(4, 40))
         for at in rng.integers(0, n - 400, int(rng.uniform(1, 12) * n / SAMPLE_RATE)):
             sound[at : at + 400] += rng.standard_normal(400) * decay * rng.uniform(0.2, 1)
-        return sound + _coloured(n, 20, SAMPLE_RATE / 2, rng) * 1e-3 * _rms(sound)
+        return sound + _coloured(n, 20, SAMPLE_RATE / 2, rng) * 1e-3 * rms(sound)
     if kind == "breath":
         low = rng.uniform(100, 1500)
         sound = _coloured(n, low, rng.uniform(low * 1.5, SAMPLE_RATE / 2), rng)
@@ -156,11 +157,7 @@ def _coloured(n: int, low_hz: float, high_hz: float, rng: np.random.Generator) -
     band = 1 / (1 + (low_hz / hz) ** order) / (1 + (hz / high_hz) ** order)
     slope = np.maximum(hz, 20.0) ** (-rng.uniform(0, 1))
     sound = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * band * slope, n)
-    return sound / _rms(sound)
-
-
-def _rms(x: np.ndarray) -> float:
-    return max(float(np.sqrt((x**2).mean())), 1e-12)
+    return sound / max(rms(sound), 1e-12)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from collections.abc import Callable
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.training.augment import rms
 
 
 def scaled(sound: np.ndarray, rms_dbfs: float) -> np.ndarray:
     """`sound` at an RMS of `rms_dbfs` re full scale, float32."""
-    rms = max(float(np.sqrt(np.mean(sound.astype(np.float64) ** 2))), 1e-12)
-    return (sound * (10 ** (rms_dbfs / 20) / rms)).astype(np.float32)
+    return (sound * (10 ** (rms_dbfs / 20) / max(rms(sound), 1e-12))).astype(np.float32)
 
 
 def band_noise(n: int, low_hz: float, high_hz: float, rng: np.random.Generator) -> np.ndarray:

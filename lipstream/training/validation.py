@@ -30,16 +30,20 @@ MAX_LAG_FRAMES = 10  # searched lags: +-100 ms
 SequencePredictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # mel (T, 80) -> (T, 5), (T, 15)
 
 
+def speech_power(audio: np.ndarray) -> float:
+    """Mean power of the speech without its pauses: 20 ms blocks above 1% of the loudest block's."""
+    frames = audio[: audio.size // 320 * 320].reshape(-1, 320).astype(np.float64)
+    energy = (frames**2).mean(axis=1)
+    return float(energy[energy > 0.01 * energy.max()].mean()) if energy.size else 1e-6
+
+
 def with_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Pink-ish (1/f) noise at `snr_db` below the speech's active level."""
     n = audio.size
     spectrum = np.fft.rfft(rng.standard_normal(n))
     spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
     noise = np.fft.irfft(spectrum, n)
-    frames = audio[: n // 320 * 320].reshape(-1, 320).astype(np.float64)
-    energy = (frames**2).mean(axis=1)
-    speech_power = energy[energy > 0.01 * energy.max()].mean() if energy.size else 1e-6
-    noise *= np.sqrt(speech_power / 10 ** (snr_db / 10) / (noise**2).mean())
+    noise *= np.sqrt(speech_power(audio) / 10 ** (snr_db / 10) / (noise**2).mean())
     return (audio + noise).astype(np.float32)
 
 
