@@ -50,7 +50,7 @@ async def test_ten_minutes_of_media_time_without_drift() -> None:
     media = MediaClock(clock)
     metrics = ServerMetrics()
     inbox = AudioInbox()  # its 40 ms cushion absorbs input arriving in step with the ticks
-    ring = FrameRing(240)
+    ring = FrameRing(media, 240)
     pool = RenderPool(1)
     producer = FrameProducer(StampingEngine(), inbox, media, pool, ring, metrics)
     video = SessionVideoTrack(ring, media, metrics, start_index=0)

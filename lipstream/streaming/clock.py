@@ -115,3 +115,19 @@ class MediaClock:
 
     def now(self) -> float:
         return self.clock.now()
+
+    async def sleep_until(self, deadline: float) -> None:
+        await self.clock.sleep_until(deadline)
+
+    async def wait_event(self, event: asyncio.Event, deadline: float) -> bool:
+        """Wait until `event` is set or `deadline` passes on this clock -> whether it was set."""
+        if event.is_set():
+            return True
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, sleeper):
+                task.cancel()
+        return event.is_set()

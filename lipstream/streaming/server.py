@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,33 +18,15 @@ from aiohttp import web
 from lipstream.errors import LipstreamError
 from lipstream.streaming import routes
 from lipstream.streaming.auth import is_loopback, resolve_token
-from lipstream.streaming.avatars import Avatar, AvatarStore, UploadLimits
+from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
+from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.state import ServerState
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
 log = logging.getLogger(__name__)
-
-EngineFactory = Callable[[Avatar], FrameEngine]
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    face: str | None = None  # None: the bundled default avatar
-    max_sessions: int | None = None  # None: measured at start-up (see capacity.py)
-    token: str | None = None  # None on loopback: no auth; elsewhere one is generated
-    max_sdp_bytes: int = 64 * 1024  # real offers are 2-8 KB
-    retry_after_s: int = 10  # told to clients refused for capacity
-    workers: int | None = None  # render threads; None: one per core
-    loopback_ice: bool | None = None  # offer 127.0.0.1 candidates; None: when host is loopback
-    uploads: UploadLimits = field(default_factory=UploadLimits)
-    session: SessionConfig = field(default_factory=SessionConfig)
-
 
 def default_engine_factory(avatar: Avatar) -> FrameEngine:
     from lipstream.engine.engine import Engine

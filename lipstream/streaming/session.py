@@ -63,7 +63,7 @@ class Session:
         self.metrics, self.on_end = metrics, on_end
         self.media = MediaClock(clock)
         self.inbox = AudioInbox(self.config.inbox)
-        self.ring = FrameRing(self.config.ring_ms)
+        self.ring = FrameRing(self.media, self.config.ring_ms)
         self.probe = SyncProbe(metrics)
         self.video = SessionVideoTrack(self.ring, self.media, metrics, start_index=0, probe=self.probe)
         self.audio = SessionAudioTrack(self.ring, self.media, start_index=0, probe=self.probe,
@@ -184,11 +184,10 @@ class Session:
             stage.observe(time.perf_counter() - start)
 
     async def _watch(self) -> None:
-        clock = self.media.clock
         while True:
-            await clock.sleep_until(clock.now() + WATCH_PERIOD_S)
+            await self.media.sleep_until(self.media.now() + WATCH_PERIOD_S)
             self._export_inbox()
-            now = clock.now()
+            now = self.media.now()
             if not self.media.started and now - self._created > self.config.connect_timeout_s:
                 self.end("connect_timeout")
             last = self._idle_since()

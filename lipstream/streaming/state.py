@@ -2,21 +2,18 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.clock import Clock
+from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.session import Session
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
-if TYPE_CHECKING:
-    from lipstream.streaming.server import ServeConfig
-
 
 @dataclass
 class ServerState:
-    config: "ServeConfig"
+    config: ServeConfig
     token: str | None
     token_generated: bool
     pool: RenderPool

@@ -151,7 +151,7 @@ class SessionVideoTrack(_SessionTrack):
         if self._index is None:
             self._index = await self._await_start()
         due = self.clock.frame_time(self._index)
-        await self.clock.clock.sleep_until(due)
+        await self.clock.sleep_until(due)
         if self.clock.now() - due > MAX_BEHIND_S:
             self._index = self.clock.frame_index_at(self.clock.now())
         index = self._index
@@ -197,7 +197,7 @@ class SessionAudioTrack(_SessionTrack):
         # Sent when its sound is due: its pts, plus the time its video takes to be encoded and sent
         video_latency_s = self.video.send_latency_s if self.video is not None else 0.0
         due = self.clock.chunk_time(self._chunk) - self.encode.lookahead_s + video_latency_s
-        await self.clock.clock.sleep_until(due)
+        await self.clock.sleep_until(due)
         if self.clock.now() - due > MAX_BEHIND_S:
             self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
         chunk = self._chunk

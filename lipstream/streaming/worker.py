@@ -8,7 +8,6 @@ session stays live and in sync, and the skip is counted.
 """
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -96,7 +95,8 @@ class FrameRing:
     The session's tracks and every viewer's tracks read from it; when full, the oldest frame goes.
     """
 
-    def __init__(self, capacity_ms: int = 240) -> None:
+    def __init__(self, clock: MediaClock, capacity_ms: int = 240) -> None:
+        self.clock = clock
         self.capacity = max(int(capacity_ms / 1000 / FRAME_S), 2)
         self._frames: dict[int, ReadyFrame] = {}
         self._arrived = asyncio.Event()  # set and replaced on every put
@@ -115,13 +115,10 @@ class FrameRing:
 
     async def wait_for(self, index: int, timeout_s: float) -> ReadyFrame | None:
         """Frame `index`, waiting up to `timeout_s` if it is still being made."""
-        deadline = time.monotonic() + timeout_s
+        deadline = self.clock.now() + timeout_s
         while (frame := self._frames.get(index)) is None and self.newest < index:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if not await self.clock.wait_event(self._arrived, deadline):
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
         return frame
 
 
@@ -160,7 +157,7 @@ class FrameProducer:
         index = 0
         while True:
             due = self.clock.frame_time(index)
-            await self.clock.clock.sleep_until(due - lead_s)
+            await self.clock.sleep_until(due - lead_s)
             await self._make(engine, index, due)
             index += 1
 

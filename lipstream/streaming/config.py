@@ -1,0 +1,28 @@
+"""What `lipstream serve` is configured with: one frozen dataclass per concern, defaults written once.
+
+Its own module, so that the server, its routes and its state all import it without a cycle.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lipstream.streaming.avatars import Avatar, UploadLimits
+from lipstream.streaming.session import SessionConfig
+from lipstream.streaming.worker import FrameEngine
+
+EngineFactory = Callable[[Avatar], FrameEngine]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    face: str | None = None  # None: the bundled default avatar
+    max_sessions: int | None = None  # None: measured at start-up (see capacity.py)
+    token: str | None = None  # None on loopback: no auth; elsewhere one is generated
+    max_sdp_bytes: int = 64 * 1024  # real offers are 2-8 KB
+    retry_after_s: int = 10  # told to clients refused for capacity
+    workers: int | None = None  # render threads; None: one per core
+    loopback_ice: bool | None = None  # offer 127.0.0.1 candidates; None: when host is loopback
+    uploads: UploadLimits = field(default_factory=UploadLimits)
+    session: SessionConfig = field(default_factory=SessionConfig)
