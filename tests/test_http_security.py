@@ -159,11 +159,12 @@ async def test_without_tokens_no_viewer_token_is_issued(avatar: Avatar) -> None:
         assert viewer_token is None
 
 
-async def dribble(port: int, body_bytes: int, every_s: float, host: str = "127.0.0.1") -> tuple[
+async def dribble(port: int, body_bytes: int, every_s: float, path: str = "/v1/sessions",
+                  content_type: str = "application/sdp") -> tuple[
         asyncio.StreamReader, asyncio.StreamWriter, "asyncio.Task[None]"]:
     """A POST whose body arrives one byte per `every_s`: the slow-body attack."""
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write((f"POST /v1/sessions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/sdp\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
                   f"Content-Length: {body_bytes}\r\n\r\n").encode())
 
     async def trickle() -> None:
@@ -176,10 +177,16 @@ async def dribble(port: int, body_bytes: int, every_s: float, host: str = "127.0
     return reader, writer, asyncio.create_task(trickle())
 
 
-async def test_a_dribbled_body_gets_408_and_its_connection_is_closed(avatar: Avatar) -> None:
+MULTIPART = "multipart/form-data; boundary=x"
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/v1/sessions", "application/sdp"), ("/v1/avatars", "image/jpeg"), ("/v1/avatars", MULTIPART)])
+async def test_a_dribbled_body_gets_408_and_its_connection_is_closed(avatar: Avatar, path: str,
+                                                                     content_type: str) -> None:
     config = replace(OPEN, body_timeout_s=1.0)
     async with serving(config, avatar) as (server, _):
-        reader, writer, trickle = await dribble(port_of(server), 10_000, every_s=0.1)
+        reader, writer, trickle = await dribble(port_of(server), 10_000, 0.1, path, content_type)
         started = time.monotonic()
         reply = await asyncio.wait_for(reader.read(), timeout=8.0)  # read() to EOF: it must close
         waited = time.monotonic() - started

@@ -247,7 +247,8 @@ async def post_avatar(request: web.Request) -> web.Response:
 async def _read_photo(request: web.Request, limit: int) -> bytes:
     """A raw image body, or the first file part of a multipart form (a browser's <input type=file>)."""
     if request.content_type == "multipart/form-data":
-        data = await _read_file_part(request, limit)
+        async with body_deadline(request, "the photo"):
+            data = await _read_file_part(request, limit)
     else:
         data = await read_body(request, limit, "the photo")
     if not data:
