@@ -83,10 +83,11 @@ async def test_pages_of_other_sites_cannot_change_anything(avatar: Avatar) -> No
         async with http.post(f"{server.url}/v1/avatars", data=form, headers={"Origin": EVIL}) as response:
             status, body = await answer(response)
         assert status == 403 and EVIL in body["error"], body
-        for method, path in (("DELETE", "/v1/sessions/abc"), ("POST", "/v1/sessions")):
+        for method, path, origin in (("DELETE", "/v1/sessions/abc", EVIL), ("POST", "/v1/sessions", EVIL),
+                                     ("POST", "/v1/sessions", "null")):
             async with http.request(method, server.url + path, data="v=0",
-                                    headers=SDP | {"Origin": EVIL}) as response:
-                assert (await answer(response))[0] == 403, path
+                                    headers=SDP | {"Origin": origin}) as response:
+                assert (await answer(response))[0] == 403, (path, origin)
         async with http.get(f"{server.url}/healthz", headers={"Origin": EVIL}) as response:
             assert response.status == 200  # reading is harmless: no CORS header, so the page cannot
         async with http.post(f"{server.url}/v1/avatars", data=b"not an image",

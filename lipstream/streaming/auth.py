@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -90,4 +91,6 @@ def origin_allowed(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None or request.method not in STATE_CHANGING_METHODS:
         return True
-    return origin.lower() == f"{request.scheme}://{request.host}".lower()
+    # host[:port] only: behind a TLS proxy the page is https while this server sees http. "null"
+    # (sandboxed frames, file: pages) has no host and is refused.
+    return urlsplit(origin).netloc.lower() == request.host.lower()
