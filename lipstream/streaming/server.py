@@ -136,7 +136,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent sessions before answering 503 (default: measured at start-up as "
                         "cores x 40 ms / (engine + VP8 encode ms per frame) x 0.5)")
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
-                        "session endpoints (generated when binding a non-loopback address)")
+                        "session, viewer and avatar endpoints (generated when binding a non-loopback "
+                        "address); viewer links get a token that only watches their session")
 
 
 def run_serve(args: argparse.Namespace) -> int:
