@@ -195,10 +195,27 @@ async def test_a_dribbled_body_gets_408_and_its_connection_is_closed(avatar: Ava
         writer.close()
         head, _, body = reply.decode().partition("\r\n\r\n")
         assert head.startswith("HTTP/1.1 408"), reply
-        assert "application/json" in head and "within 1 s" in body, reply
+        assert "application/json" in head and "too slowly" in body, reply
         assert waited < 8.0
         assert server.state.pending == 0 and not server.state.sessions  # no slot held
         assert ServeConfig().body_timeout_s <= 10.0
+
+
+async def test_a_body_slower_than_the_grace_period_but_steady_is_read(avatar: Avatar) -> None:
+    """A big photo on a slow uplink takes longer than the grace period: only the rate counts."""
+    config = replace(OPEN, body_timeout_s=0.5, min_body_bytes_per_s=2_000)
+    async with serving(config, avatar) as (server, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        body = b"x" * 6_000  # at 5000 B/s: 1.2 s, over twice the grace period
+        writer.write((f"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:{port_of(server)}\r\n"
+                      f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode())
+        for start in range(0, len(body), 1_000):
+            writer.write(body[start:start + 1_000])
+            await writer.drain()
+            await asyncio.sleep(0.2)
+        reply = (await asyncio.wait_for(reader.readuntil(b"}"), timeout=5.0)).decode()
+        writer.close()
+    assert reply.startswith("HTTP/1.1 400") and "malformed SDP" in reply, reply  # read, then judged
 
 
 async def test_session_status_says_live_then_why_it_ended(avatar: Avatar) -> None:

@@ -3,7 +3,6 @@
 Handlers check, in order: token, body size and type, capacity; only then do they spend work.
 """
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from aiohttp import BodyPartReader, web
 
 from lipstream.errors import PhotoError
 from lipstream.streaming.auth import ViewerTokens, bearer, bearer_ok
+from lipstream.streaming.bodies import BodyPace, BodyTooSlow
 from lipstream.streaming.endings import in_words
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
 from lipstream.streaming.session import Session
@@ -85,8 +85,8 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     data = bytearray()
-    async with body_deadline(request, what):
-        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+    async with body_pace(request, what) as pace:
+        while chunk := await pace.read(request.content.read(READ_CHUNK_BYTES)):
             data += chunk
             if len(data) > limit:
                 raise too_large
@@ -94,15 +94,15 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def body_deadline(request: web.Request, what: str) -> AsyncIterator[None]:
-    """408 when the body takes longer than `body_timeout_s` to arrive."""
-    seconds = request.app[STATE].config.body_timeout_s
+async def body_pace(request: web.Request, what: str) -> AsyncIterator[BodyPace]:
+    """408 when the body arrives too slowly (bodies.py)."""
+    config = request.app[STATE].config
+    pace = BodyPace(config.body_timeout_s, config.min_body_bytes_per_s)
     try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise ApiError(408, f"{what} did not arrive within {seconds:g} s: send the whole body "
-                            "at once") from None
+        yield pace
+    except BodyTooSlow:
+        raise ApiError(408, f"{what} arrived too slowly: send it within {pace.grace_s:g} s, or faster "
+                            f"than {pace.min_bytes_per_s // 1024} KB/s") from None
 
 
 async def read_offer(request: web.Request, state: ServerState, need_audio: bool) -> str:
@@ -247,8 +247,8 @@ async def post_avatar(request: web.Request) -> web.Response:
 async def _read_photo(request: web.Request, limit: int) -> bytes:
     """A raw image body, or the first file part of a multipart form (a browser's <input type=file>)."""
     if request.content_type == "multipart/form-data":
-        async with body_deadline(request, "the photo"):
-            data = await _read_file_part(request, limit)
+        async with body_pace(request, "the photo") as pace:
+            data = await _read_file_part(request, limit, pace)
     else:
         data = await read_body(request, limit, "the photo")
     if not data:
@@ -256,15 +256,15 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
     return data
 
 
-async def _read_file_part(request: web.Request, limit: int) -> bytes:
+async def _read_file_part(request: web.Request, limit: int, pace: BodyPace) -> bytes:
     reader = await request.multipart()
-    part = await reader.next()
+    part = await pace.read(reader.next())
     while part is not None and not (isinstance(part, BodyPartReader) and part.filename):
-        part = await reader.next()
+        part = await pace.read(reader.next())
     if not isinstance(part, BodyPartReader):
         raise ApiError(400, "the form has no file: send the photo as a file field")
     data = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+    while chunk := await pace.read(part.read_chunk(READ_CHUNK_BYTES)):
         data += chunk
         if len(data) > limit:
             raise ApiError(413, f"the photo is larger than the limit of {limit // 1024} KB")
