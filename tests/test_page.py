@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from PIL import Image
@@ -183,7 +184,12 @@ async def test_page_token_photo_upload_and_errors(browser: Any, tmp_path: Path) 
 
         session_id = await start_session(page, server)  # asked again: the right token this time
         assert session_id in server.state.sessions
-        assert f"token={TOKEN}" in await page.locator("#viewer-link").inner_text()
+        link = await page.locator("#viewer-link").inner_text()
+        assert "token=" in link and TOKEN not in link, "the viewer link must not carry the server token"
+        viewer = await browser.new_page()
+        await viewer.goto(link)  # its viewer token is enough to watch
+        await viewer_connected(server, session_id)
+        await viewer.close()
         await stop_session(page, server)
 
         photo = tmp_path / "mirrored.png"
@@ -229,3 +235,27 @@ async def test_viewer_plays_muted_and_asks_for_a_click_when_sound_is_refused(bro
         await viewer.wait_for_function(f"document.getElementById('video').currentTime > {played + 0.5}",
                                        timeout=5_000)  # still playing, now with sound
         await stop_session(page, server)
+
+
+async def test_pages_say_the_server_ended_the_session_and_why(browser: Any) -> None:
+    """Ended from the server side while live: the page and the viewer page say so, with the reason,
+    within a few seconds (not a frozen "Live" and then a wrong "network or firewall")."""
+    async with running_server(ServeConfig(max_sessions=1, loopback_ice=False), **server_seams()) as server:
+        page = await browser.new_page()
+        session_id = await start_session(page, server)
+        viewer = await browser.new_page()
+        await viewer.goto(f"{server.url}/view/{session_id}")
+        await viewer_connected(server, session_id)
+        targets = await page.evaluate("window.lipstream.pc.getReceivers().map(r => r.jitterBufferTarget)")
+        assert targets and all(t == 0 for t in targets), targets  # lowest playout delay asked for
+
+        async with aiohttp.ClientSession() as http, \
+                http.delete(f"{server.url}/v1/sessions/{session_id}") as response:  # an operator's client
+            assert response.status == 204
+        await page.wait_for_selector("#error:not([hidden])", timeout=5_000)
+        said = await page.locator("#error").inner_text()
+        assert "server ended the session" in said and "stopped" in said, said
+        assert "firewall" not in said
+        assert await page.locator("#stop").is_disabled() and await page.locator("#start").is_enabled()
+        await viewer.wait_for_function("window.lipstreamViewer.ended !== null", timeout=5_000)
+        assert "has ended" in await viewer.locator("#message").inner_text()

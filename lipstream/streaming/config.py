@@ -24,5 +24,10 @@ class ServeConfig:
     retry_after_s: int = 10  # told to clients refused for capacity
     workers: int | None = None  # render threads; None: one per core
     loopback_ice: bool | None = None  # offer 127.0.0.1 candidates; None: when host is loopback
+    # A request body (offer, photo) must arrive within body_timeout_s plus its size at
+    # min_body_bytes_per_s, else 408 (bodies.py): a 1 byte/s dribble is refused after 10 s.
+    body_timeout_s: float = 10.0
+    min_body_bytes_per_s: int = 64 * 1024  # 512 kbit/s
+    shutdown_timeout_s: float = 2.0  # on SIGTERM, requests still running are cancelled after this
     uploads: UploadLimits = field(default_factory=UploadLimits)
     session: SessionConfig = field(default_factory=SessionConfig)

@@ -3,18 +3,22 @@
 Handlers check, in order: token, body size and type, capacity; only then do they spend work.
 """
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
 from lipstream.errors import PhotoError
-from lipstream.streaming.auth import bearer_ok
+from lipstream.streaming.auth import ViewerTokens, bearer, bearer_ok
+from lipstream.streaming.bodies import BodyPace, BodyTooSlow
+from lipstream.streaming.endings import in_words
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
 from lipstream.streaming.session import Session
 from lipstream.streaming.state import ServerState
 
 STATE = web.AppKey("state", ServerState)
+VIEWER_TOKENS = web.AppKey("viewer_tokens", ViewerTokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SDP = "application/sdp"
 READ_CHUNK_BYTES = 64 * 1024
@@ -39,7 +43,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response: web.StreamResponse = await handler(request)
         return response
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
+        response = error_response(exc.status, exc.message, exc.headers)
+        if not request.content.is_eof():  # a refused or dribbled body is not worth reading on
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -53,6 +60,7 @@ def add_routes(app: web.Application, static: Path) -> None:
     if static.is_dir():
         app.router.add_static("/static", static)
     app.router.add_post("/v1/sessions", post_session)
+    app.router.add_get("/v1/sessions/{id}", get_session)
     app.router.add_delete("/v1/sessions/{id}", delete_session)
     app.router.add_post("/v1/sessions/{id}/viewers", post_viewer)
     app.router.add_delete("/v1/sessions/{id}/viewers/{viewer}", delete_viewer)
@@ -71,16 +79,30 @@ def _page(path: Path) -> Handler:
 
 
 async def read_body(request: web.Request, limit: int, what: str) -> bytes:
-    """The whole body, or 413 as soon as it exceeds `limit` (never buffer an attacker's gigabyte)."""
+    """The whole body, or 413 as soon as it exceeds `limit` (never buffer an attacker's gigabyte),
+    or 408 when it has not all arrived within the body timeout (never wait on a dribble)."""
     too_large = ApiError(413, f"{what} is larger than the limit of {limit // 1024} KB")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     data = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-        data += chunk
-        if len(data) > limit:
-            raise too_large
+    async with body_pace(request, what) as pace:
+        while chunk := await pace.read(request.content.read(READ_CHUNK_BYTES)):
+            data += chunk
+            if len(data) > limit:
+                raise too_large
     return bytes(data)
+
+
+@contextlib.asynccontextmanager
+async def body_pace(request: web.Request, what: str) -> AsyncIterator[BodyPace]:
+    """408 when the body arrives too slowly (bodies.py)."""
+    config = request.app[STATE].config
+    pace = BodyPace(config.body_timeout_s, config.min_body_bytes_per_s)
+    try:
+        yield pace
+    except BodyTooSlow:
+        raise ApiError(408, f"{what} arrived too slowly: send it within {pace.grace_s:g} s, or faster "
+                            f"than {pace.min_bytes_per_s // 1024} KB/s") from None
 
 
 async def read_offer(request: web.Request, state: ServerState, need_audio: bool) -> str:
@@ -102,12 +124,26 @@ async def read_offer(request: web.Request, state: ServerState, need_audio: bool)
 
 
 def _authorize(request: web.Request) -> ServerState:
+    """Anything: the server token (when the server has one)."""
     state = request.app[STATE]
     if not bearer_ok(request, state.token):
-        raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
-                            "(printed by lipstream serve at start-up)",
-                       {"WWW-Authenticate": "Bearer"})
+        raise _unauthorized("missing or wrong token: send 'Authorization: Bearer <token>' "
+                            "(printed by lipstream serve at start-up)")
     return state
+
+
+def _authorize_viewer(request: web.Request) -> ServerState:
+    """Watching session {id}: the server token, or that session's viewer token."""
+    state = request.app[STATE]
+    session_id = request.match_info["id"]
+    if not (bearer_ok(request, state.token) or request.app[VIEWER_TOKENS].valid(session_id, bearer(request))):
+        raise _unauthorized(f"missing or wrong token: send 'Authorization: Bearer <token>' with the "
+                            f"viewer token of session {session_id} (its viewer link has it)")
+    return state
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, {"WWW-Authenticate": "Bearer"})
 
 
 def _session(state: ServerState, request: web.Request) -> Session:
@@ -152,6 +188,23 @@ async def _new_session(state: ServerState, avatar_id: str | None) -> Session:
         state.pending -= 1
 
 
+async def get_session(request: web.Request) -> web.Response:
+    """A session's state, or why it ended (the page and viewer page tell their user)."""
+    state = _authorize_viewer(request)
+    session_id = request.match_info["id"]
+    session = state.sessions.get(session_id)
+    if session is not None and not session.ending:
+        live = "live" if session.media.started else "connecting"
+        return web.json_response({"id": session_id, "state": live,
+                                  "viewers": len(session.viewers), "age_s": round(session.age_s, 1)})
+    code = session.end_reason if session is not None else state.ended.get(session_id)
+    if code is None and session is None:
+        raise ApiError(404, f"no session {session_id}: it never existed or ended long ago")
+    reason = in_words(code)
+    return web.json_response({"error": f"session {session_id} has ended: {reason}", "reason": reason},
+                             status=404)
+
+
 async def delete_session(request: web.Request) -> web.Response:
     state = _authorize(request)
     await _session(state, request).close("deleted")
@@ -159,7 +212,7 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def post_viewer(request: web.Request) -> web.Response:
-    state = _authorize(request)
+    state = _authorize_viewer(request)
     session = _session(state, request)
     offer = await read_offer(request, state, need_audio=False)
     if len(session.viewers) >= session.config.max_viewers:
@@ -174,7 +227,7 @@ async def post_viewer(request: web.Request) -> web.Response:
 
 
 async def delete_viewer(request: web.Request) -> web.Response:
-    state = _authorize(request)
+    state = _authorize_viewer(request)
     if not await _session(state, request).remove_viewer(request.match_info["viewer"]):
         raise ApiError(404, f"no viewer {request.match_info['viewer']} in this session")
     return web.Response(status=204)
@@ -194,7 +247,8 @@ async def post_avatar(request: web.Request) -> web.Response:
 async def _read_photo(request: web.Request, limit: int) -> bytes:
     """A raw image body, or the first file part of a multipart form (a browser's <input type=file>)."""
     if request.content_type == "multipart/form-data":
-        data = await _read_file_part(request, limit)
+        async with body_pace(request, "the photo") as pace:
+            data = await _read_file_part(request, limit, pace)
     else:
         data = await read_body(request, limit, "the photo")
     if not data:
@@ -202,15 +256,15 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
     return data
 
 
-async def _read_file_part(request: web.Request, limit: int) -> bytes:
+async def _read_file_part(request: web.Request, limit: int, pace: BodyPace) -> bytes:
     reader = await request.multipart()
-    part = await reader.next()
+    part = await pace.read(reader.next())
     while part is not None and not (isinstance(part, BodyPartReader) and part.filename):
-        part = await reader.next()
+        part = await pace.read(reader.next())
     if not isinstance(part, BodyPartReader):
         raise ApiError(400, "the form has no file: send the photo as a file field")
     data = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+    while chunk := await pace.read(part.read_chunk(READ_CHUNK_BYTES)):
         data += chunk
         if len(data) > limit:
             raise ApiError(413, f"the photo is larger than the limit of {limit // 1024} KB")

@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from lipstream.errors import LipstreamError
-from lipstream.streaming import routes
-from lipstream.streaming.auth import is_loopback, resolve_token
+from lipstream.streaming import guards, routes
+from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
@@ -27,6 +27,10 @@ from lipstream.streaming.state import ServerState
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
 log = logging.getLogger(__name__)
+# After answering a request whose body was not all read (408, 413, 401...), read and discard the
+# rest for this long so the client sees the answer rather than a reset, then close. aiohttp's 10 s
+# default let a dribbling client hold the connection that long after its 408.
+REFUSED_BODY_LINGER_S = 1.0
 
 def default_engine_factory(avatar: Avatar) -> FrameEngine:
     from lipstream.engine.engine import Engine
@@ -80,8 +84,10 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     if loopback_ice:
         include_loopback_candidates()
     app = web.Application(client_max_size=config.uploads.max_bytes + 64 * 1024,
-                          middlewares=[routes.json_errors])
+                          handler_args={"lingering_time": REFUSED_BODY_LINGER_S},
+                          middlewares=[routes.json_errors, guards.same_site, guards.viewer_token])
     app[routes.STATE] = state
+    app[routes.VIEWER_TOKENS] = ViewerTokens()
     routes.add_routes(app, static_dir())
     app.on_startup.append(_prepare)
     app.on_shutdown.append(_close_sessions)
@@ -130,7 +136,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent sessions before answering 503 (default: measured at start-up as "
                         "cores x 40 ms / (engine + VP8 encode ms per frame) x 0.5)")
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
-                        "session endpoints (generated when binding a non-loopback address)")
+                        "session, viewer and avatar endpoints (generated when binding a non-loopback "
+                        "address); viewer links get a token that only watches their session")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -149,7 +156,8 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"lipstream serve: http://{shown}:{config.port}/", flush=True)
     if state.token_generated:
         print(f"lipstream serve: token (send 'Authorization: Bearer <token>'): {state.token}", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=_quiet, access_log=None)
+    web.run_app(app, host=config.host, port=config.port, print=_quiet, access_log=None,
+                shutdown_timeout=config.shutdown_timeout_s)
     return 0
 
 

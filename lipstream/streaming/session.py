@@ -121,6 +121,10 @@ class Session:
         return True
 
     @property
+    def age_s(self) -> float:
+        return self.media.now() - self._created
+
+    @property
     def ending(self) -> bool:
         return self._closer is not None
 

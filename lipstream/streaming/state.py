@@ -10,6 +10,8 @@ from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.session import Session
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
+ENDED_KEPT = 500  # end reasons remembered for GET /v1/sessions/{id}, oldest forgotten first
+
 
 @dataclass
 class ServerState:
@@ -24,6 +26,7 @@ class ServerState:
     max_sessions: int  # 0 until measured at start-up
     sessions: dict[str, Session] = field(default_factory=dict)
     pending: int = 0  # sessions admitted but still being set up
+    ended: dict[str, str] = field(default_factory=dict)  # session id -> end reason, oldest first
 
     def admit(self) -> bool:
         """Reserve a slot for a new session; False when full."""
@@ -34,3 +37,6 @@ class ServerState:
 
     def forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        self.ended[session.id] = session.end_reason or "unknown"
+        if len(self.ended) > ENDED_KEPT:
+            del self.ended[next(iter(self.ended))]

@@ -5,6 +5,8 @@
 
 const GATHER_TIMEOUT_MS = 3000; // send the offer with what ICE gathered by then
 const STATS_EVERY_MS = 1000;
+const STATUS_EVERY_MS = 1000; // how soon the page notices the server ended the session
+const VIEWER_TOKEN_HEADER = "Lipstream-Viewer-Token";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -14,7 +16,9 @@ const ui = {
 };
 
 // Exposed for tests and curious users (the console): the live peer connection and session.
-const state = window.lipstream = { pc: null, mic: null, location: null, sessionId: null, timer: null };
+const state = window.lipstream = {
+  pc: null, mic: null, location: null, sessionId: null, viewerToken: null, timer: null, statusTimer: null,
+};
 
 let token = new URLSearchParams(location.search).get("token") || sessionStorage.getItem("lipstream-token");
 
@@ -93,6 +97,7 @@ function newPeerConnection(mic) {
   pc.addTransceiver("video", { direction: "recvonly" });
   const remote = new MediaStream();
   pc.addEventListener("track", (event) => {
+    lowestPlayoutDelay(event.receiver);
     remote.addTrack(event.track);
     ui.video.srcObject = remote;
     ui.video.muted = !ui.sound.checked;
@@ -100,13 +105,52 @@ function newPeerConnection(mic) {
   pc.addEventListener("connectionstatechange", () => {
     if (pc !== state.pc) return;
     if (pc.connectionState === "connected") setStatus("Live: talk, and the face talks with you.");
-    if (pc.connectionState === "failed") {
-      showError("the connection to the server failed (network or firewall between you and the server)");
-      stop();
+    if (pc.connectionState === "disconnected") {
+      setStatus("Connection interrupted; reconnecting…");
+      checkSession();
     }
-    if (pc.connectionState === "disconnected") setStatus("Connection interrupted; waiting for it to recover…");
+    if (pc.connectionState === "failed") checkSession();
   });
   return pc;
+}
+
+// Ask the browser to play received media as soon as it can (Chromium's jitterBufferTarget, in
+// ms); browsers without it ignore the property.
+function lowestPlayoutDelay(receiver) {
+  try {
+    if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0;
+  } catch (_) { /* not settable here: the browser's default delay */ }
+}
+
+// The session as the server sees it: {state, ...} while it runs, {ended: reason} once it ended,
+// or null when the server could not be asked.
+async function sessionStatus(url) {
+  try {
+    const response = await fetch(url, { headers: authHeaders(), cache: "no-store" });
+    const body = await response.json();
+    if (response.status === 404) return { ended: body.reason || "the server no longer knows it" };
+    return response.ok ? body : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+// Say truthfully what happened: ended by the server, or a connection failure and its likely cause.
+async function checkSession() {
+  const { pc, location: sessionUrl } = state;
+  if (!pc || !sessionUrl) return;
+  const status = await sessionStatus(sessionUrl);
+  if (pc !== state.pc) return;
+  if (status && status.ended) {
+    state.location = null; // nothing to DELETE
+    showError(`The server ended the session: ${status.ended}.`);
+    stop();
+  } else if (pc.connectionState === "failed") {
+    showError(status ? "the media connection failed while the server still runs the session: "
+      + "likely a network or firewall between you and the server (UDP blocked)"
+      : "the server is not reachable: it stopped, or the network to it is down");
+    stop();
+  }
 }
 
 async function start() {
@@ -127,6 +171,7 @@ async function start() {
     });
     if (!response.ok) throw new Error(await errorOf(response));
     state.location = response.headers.get("Location");
+    state.viewerToken = response.headers.get(VIEWER_TOKEN_HEADER);
     await state.pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     showSession(state.location.split("/").pop());
     ui.stop.disabled = false;
@@ -141,16 +186,19 @@ function showSession(id) {
   state.sessionId = id;
   ui.sessionId.textContent = id;
   const viewer = new URL(`/view/${encodeURIComponent(id)}`, location.href);
-  if (token) viewer.searchParams.set("token", token);
+  // the viewer token watches this session only: the link can go to OBS or another person
+  if (state.viewerToken) viewer.searchParams.set("token", state.viewerToken);
   ui.viewerLink.href = ui.viewerLink.textContent = viewer.href;
   ui.session.hidden = false;
   state.timer = setInterval(showStats, STATS_EVERY_MS);
+  state.statusTimer = setInterval(checkSession, STATUS_EVERY_MS);
 }
 
 async function stop() {
   const { pc, mic, location: sessionUrl } = state;
   clearInterval(state.timer);
-  Object.assign(state, { pc: null, mic: null, location: null, timer: null });
+  clearInterval(state.statusTimer);
+  Object.assign(state, { pc: null, mic: null, location: null, viewerToken: null, timer: null, statusTimer: null });
   if (sessionUrl) {
     authorizedFetch(sessionUrl, { method: "DELETE", headers: {} }).catch(() => { /* the server ends it on idle */ });
   }
@@ -159,7 +207,7 @@ async function stop() {
   ui.video.srcObject = null;
   ui.start.disabled = false;
   ui.stop.disabled = true;
-  setStatus(ui.error.hidden ? "Stopped. Press Start to talk again." : "");
+  setStatus(ui.error.hidden ? "Stopped. Press Start to talk again." : "Press Start to talk again.");
 }
 
 // Receive-side numbers a user can judge the stream by: frame rate and what was lost.

@@ -4,6 +4,7 @@
 
 const RETRY_MS = 3000;
 const GATHER_TIMEOUT_MS = 3000;
+const STATUS_EVERY_MS = 2000; // how soon a viewer notices the session ended
 
 const video = document.getElementById("video");
 const overlay = document.getElementById("overlay");
@@ -12,7 +13,8 @@ const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean
 const token = new URLSearchParams(location.search).get("token");
 
 // Exposed for tests: the current peer connection.
-const viewer = window.lipstreamViewer = { pc: null, location: null, wantsClick: false };
+const viewer = window.lipstreamViewer = { pc: null, location: null, wantsClick: false, ended: null };
+const sessionUrl = `/v1/sessions/${encodeURIComponent(sessionId)}`;
 
 function say(text, clickable) {
   message.textContent = text;
@@ -57,18 +59,59 @@ async function errorOf(response) {
   }
 }
 
-function retryLater(reason) {
-  say(`${reason}. Retrying…`, false);
+// The session's status from the server: {ended: reason} once it has ended, else whatever it says
+// (null when the server cannot be asked).
+async function sessionStatus() {
+  try {
+    const response = await fetch(sessionUrl, { headers: headers({}), cache: "no-store" });
+    const body = await response.json();
+    if (response.status === 404) return { ended: body.reason || "the server no longer knows it" };
+    return response.ok ? body : { error: body.error };
+  } catch (_) {
+    return null;
+  }
+}
+
+// A session does not come back once ended (a new one has a new address): say so and stop.
+function ended(reason) {
+  viewer.ended = reason;
+  viewer.location = null;
+  if (viewer.pc) viewer.pc.close();
+  viewer.pc = null;
+  video.srcObject = null;
+  say(`The session has ended: ${reason}.`, false);
+}
+
+async function watchStatus() {
+  if (viewer.ended) return;
+  const status = await sessionStatus();
+  if (status && status.ended) ended(status.ended);
+  else setTimeout(watchStatus, STATUS_EVERY_MS);
+}
+
+async function retryLater(reason) {
+  const status = await sessionStatus();
+  if (status && status.ended) return ended(status.ended);
+  const why = status ? reason : "The server is not reachable";
+  say(`${why}. Retrying…`, false);
   setTimeout(connect, RETRY_MS);
 }
 
+function lowestPlayoutDelay(receiver) {
+  try {
+    if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0; // ms; Chromium
+  } catch (_) { /* not settable here: the browser's default delay */ }
+}
+
 async function connect() {
+  if (viewer.ended) return;
   const pc = new RTCPeerConnection({ iceServers: [] });
   viewer.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
   const stream = new MediaStream();
   pc.addEventListener("track", (event) => {
+    lowestPlayoutDelay(event.receiver);
     stream.addTrack(event.track);
     if (video.srcObject !== stream) {
       video.srcObject = stream;
@@ -89,7 +132,7 @@ async function connect() {
   try {
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
-    const response = await fetch(`/v1/sessions/${encodeURIComponent(sessionId)}/viewers`, {
+    const response = await fetch(`${sessionUrl}/viewers`, {
       method: "POST", headers: headers({ "Content-Type": "application/sdp" }), body: pc.localDescription.sdp,
     });
     if (!response.ok) throw new Error(await errorOf(response));
@@ -113,5 +156,8 @@ window.addEventListener("pagehide", () => {
   if (viewer.location) fetch(viewer.location, { method: "DELETE", headers: headers({}), keepalive: true });
 });
 
-if (sessionId) connect();
+if (sessionId) {
+  connect();
+  setTimeout(watchStatus, STATUS_EVERY_MS);
+}
 else say("No session in the address: open /view/SESSION_ID", false);
