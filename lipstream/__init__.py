@@ -15,6 +15,7 @@ _PUBLIC = {
     "Engine": "lipstream.engine.engine",
     "EngineConfig": "lipstream.engine.config",
     "Frame": "lipstream.engine.engine",
+    "AsyncEngine": "lipstream.streaming.asyncengine",
     "RenderConfig": "lipstream.engine.render",
     "MotionStream": "lipstream.engine.stream",
     "MotionFrame": "lipstream.engine.stream",
@@ -33,8 +34,8 @@ _PUBLIC = {
 }
 __all__ = [  # written out, not list(_PUBLIC): linters and type checkers read it literally
     "ARKIT_BLENDSHAPES", "CONTROL_NAMES", "SAMPLES_PER_VIDEO_FRAME", "SAMPLE_RATE", "VIDEO_FPS", "VISEMES",
-    "AudioError", "Avatar", "AvatarConfig", "DeviceError", "Engine", "EngineConfig", "Frame", "GpuError",
-    "LipstreamError", "ModelError", "MotionFrame", "MotionStream", "PhotoError", "RenderConfig",
+    "AsyncEngine", "AudioError", "Avatar", "AvatarConfig", "DeviceError", "Engine", "EngineConfig", "Frame",
+    "GpuError", "LipstreamError", "ModelError", "MotionFrame", "MotionStream", "PhotoError", "RenderConfig",
 ]
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from lipstream.engine.render import RenderConfig
     from lipstream.engine.stream import MotionFrame, MotionStream
     from lipstream.errors import AudioError, DeviceError, GpuError, LipstreamError, ModelError, PhotoError
+    from lipstream.streaming.asyncengine import AsyncEngine
 else:
     def __getattr__(name: str) -> Any:
         if name in _PUBLIC:

@@ -1,6 +1,7 @@
 """lipstream embedded in another program: a typed API, turns, audio back at the caller's rate,
 read-only images, and the controls without a photo (MotionStream)."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from scipy.signal import resample_poly
 from lipstream import (
     CONTROL_NAMES,
     VIDEO_FPS,
+    AsyncEngine,
     Avatar,
     AvatarConfig,
     Engine,
@@ -24,6 +26,7 @@ from lipstream import (
 from lipstream.engine.audio import load_audio
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.errors import AudioError
+from lipstream.streaming.clock import ManualClock
 from tests.conftest import REPO, espeak_wav
 
 
@@ -148,3 +151,56 @@ def test_motion_stream_gives_the_engines_controls_without_a_photo(
         assert m.index == f.index and m.pts == f.pts
         np.testing.assert_array_equal(m.controls, f.controls)
         assert m.controls.shape == (len(CONTROL_NAMES),) and m.visemes is not None
+
+
+async def test_async_engine_makes_the_same_frames_as_the_engine(
+        avatar: Avatar, speech_16k: np.ndarray) -> None:
+    reference = Engine(avatar, EngineConfig(seed=4))
+    reference.push_audio(speech_16k, 16_000)
+    reference.finish()
+    expected = reference.frames()
+    engine = AsyncEngine(Engine(avatar, EngineConfig(seed=4)), paced=False)
+
+    async def produce() -> None:
+        for i in range(0, speech_16k.size, 1_000):
+            await engine.push_audio(speech_16k[i : i + 1_000], 16_000)
+            await asyncio.sleep(0)
+        await engine.close()
+
+    producer = asyncio.create_task(produce())
+    got = [frame async for frame in engine]
+    await producer
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.index == b.index
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.input_audio, b.input_audio)
+
+
+async def test_paced_async_engine_keeps_25_fps_and_idles_between_turns(
+        avatar: Avatar, speech_16k: np.ndarray) -> None:
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar), clock=clock)
+    n_frames = 3 * VIDEO_FPS
+    handed: list[tuple[Frame, float]] = []
+
+    async def consume() -> None:
+        async for frame in engine:
+            handed.append((frame, clock.now()))
+            if frame.index == VIDEO_FPS // 2:  # half a second of idling, then a turn
+                await engine.push_audio(speech_16k[: 2 * 16_000], 16_000)
+                await engine.end_segment()
+            if len(handed) == n_frames:
+                return
+
+    task = asyncio.create_task(consume())
+    while not task.done():
+        await asyncio.sleep(0.001)
+        if clock.sleepers:
+            clock.release_next()
+    await task
+    origin = handed[0][1]
+    assert [f.index for f, _ in handed] == list(range(n_frames))
+    assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)
+    jaw = np.array([f.controls[JAW_OPEN] for f, _ in handed])
+    assert jaw[: VIDEO_FPS // 2].max() < 0.05 and jaw.max() > 0.3  # idle, then speech
