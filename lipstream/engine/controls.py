@@ -19,6 +19,16 @@ CONTROL_NAMES: tuple[str, ...] = (
 N_CONTROLS = len(CONTROL_NAMES)
 JAW_OPEN, LIP_SPREAD, LIP_ROUND, LIP_PRESS, LIP_TUCK = range(N_CONTROLS)
 
+# The ARKit blendshapes each control stands for, to drive an ARKit-rigged (VRM, Live2D, 3D) face:
+# set every listed blendshape to the control's value (both sides alike).
+ARKIT_BLENDSHAPES: dict[str, tuple[str, ...]] = {
+    "jaw_open": ("jawOpen",),
+    "lip_spread": ("mouthStretchLeft", "mouthStretchRight"),
+    "lip_round": ("mouthFunnel", "mouthPucker"),
+    "lip_press": ("mouthClose", "mouthPressLeft", "mouthPressRight"),
+    "lip_tuck": ("mouthRollLower",),
+}
+
 # The 15 Oculus/Meta visemes, in their conventional order.
 VISEMES: tuple[str, ...] = (
     "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "I", "O", "U",

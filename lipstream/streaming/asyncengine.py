@@ -1,0 +1,103 @@
+"""AsyncEngine: an `Engine` for asyncio programs (voice agents, frameworks), rendering off the loop.
+
+    engine = AsyncEngine(Engine(avatar))
+    await engine.push_audio(tts_chunk, sample_rate=24_000)   # as the TTS streams it
+    await engine.end_segment()                               # the turn is over
+    async for frame in engine:                               # 25 fps in real time, forever
+        show(frame.image); play(frame.input_audio, frame.input_rate)
+
+Paced (the default), frame n is handed out at origin + n / 25 s on the clock, origin being the
+first request: when no speech is waiting the engine makes idle frames (the mouth rests, the eyes
+blink), so a video track never stalls; a consumer that falls behind gets frames with the render
+skipped until it catches up. Unpaced, frames come as fast as their audio allows and iteration ends
+after `close()` once every pushed sample has its frame.
+
+The engine's calls run one at a time in an executor thread (the Engine takes one producer and one
+consumer, not concurrently): the event loop never renders.
+"""
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TypeVar
+
+import numpy as np
+
+from lipstream.engine.constants import VIDEO_FPS
+from lipstream.engine.engine import Engine, Frame
+from lipstream.streaming.clock import Clock, MonotonicClock
+
+T = TypeVar("T")
+FRAME_S = 1.0 / VIDEO_FPS
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine, *, paced: bool = True, clock: Clock | None = None,
+                 executor: Executor | None = None) -> None:
+        self.engine, self.paced = engine, paced
+        self.clock = clock or MonotonicClock()
+        self._executor = executor  # None: the loop's default executor
+        self._lock = asyncio.Lock()  # one engine call at a time
+        self._arrived = asyncio.Event()  # set when input arrives or ends (unpaced waits on it)
+        self._closed = False
+        self._origin: float | None = None
+        self._next = 0  # frames handed out
+
+    async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
+        """Add input audio: int or float PCM, mono or (samples, channels), any rate."""
+        await self._call(lambda: self.engine.push_audio(pcm, sample_rate))
+        self._arrived.set()
+
+    async def end_segment(self) -> None:
+        """The turn is over: its last frames can be made now."""
+        await self._call(self.engine.end_segment)
+        self._arrived.set()
+
+    async def clear(self) -> None:
+        """Barge-in: drop the speech not yet turned into frames; the mouth eases to rest."""
+        await self._call(self.engine.clear)
+
+    async def close(self) -> None:
+        """No more input. Unpaced iteration ends after the frames of what was pushed."""
+        await self._call(self.engine.finish)
+        self._closed = True
+        self._arrived.set()
+
+    def __aiter__(self) -> "AsyncEngine":
+        return self
+
+    async def __anext__(self) -> Frame:
+        frame = await (self._next_paced() if self.paced else self._next_unpaced())
+        self._next += 1
+        return frame
+
+    async def _next_paced(self) -> Frame:
+        now = self.clock.now()
+        if self._origin is None:
+            self._origin = now
+        due = self._origin + self._next * FRAME_S
+        await self.clock.sleep_until(due)
+        late = self.clock.now() - due > FRAME_S  # a slow consumer: keep time, skip the picture
+        return await self._call(lambda: self._pop_or_idle(render=not late))
+
+    def _pop_or_idle(self, render: bool) -> Frame:
+        """The next frame; idle input (silence) when no speech is waiting, so time goes on."""
+        while self.engine.ready() == 0:
+            self.engine.end_segment()  # flushes a stalled turn, else adds a frame of silence
+        frame = self.engine.pop_frame(render=render)
+        assert frame is not None
+        return frame
+
+    async def _next_unpaced(self) -> Frame:
+        while True:
+            self._arrived.clear()  # before looking: input that comes while we look wakes us
+            frame = await self._call(self.engine.pop_frame)
+            if frame is not None:
+                return frame
+            if self._closed:
+                raise StopAsyncIteration
+            await self._arrived.wait()
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        async with self._lock:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

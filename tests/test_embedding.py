@@ -1,0 +1,206 @@
+"""lipstream embedded in another program: a typed API, turns, audio back at the caller's rate,
+read-only images, and the controls without a photo (MotionStream)."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from textwrap import dedent
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from lipstream import (
+    CONTROL_NAMES,
+    VIDEO_FPS,
+    AsyncEngine,
+    Avatar,
+    AvatarConfig,
+    Engine,
+    EngineConfig,
+    Frame,
+    MotionStream,
+)
+from lipstream.engine.audio import load_audio
+from lipstream.engine.controls import JAW_OPEN
+from lipstream.errors import AudioError
+from lipstream.streaming.clock import ManualClock
+from tests.conftest import REPO, espeak_wav
+
+
+@pytest.fixture(scope="module")
+def avatar() -> Avatar:
+    return Avatar.default(AvatarConfig(size=128))
+
+
+@pytest.fixture(scope="module")
+def speech_16k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    path = espeak_wav(tmp_path_factory.mktemp("turns") / "turn.wav", "Maybe. Papa bought a map.")
+    return load_audio(path)
+
+
+EMBEDDER = """
+import numpy as np
+from lipstream import Avatar, Engine, EngineConfig, Frame
+
+def talk(avatar: Avatar) -> list[Frame]:
+    engine = Engine(avatar, EngineConfig(seed=1))
+    engine.push_audio(np.zeros(16_000, np.float32), sample_rate=16_000)
+    engine.end_segment()
+    return engine.frames()
+"""
+
+
+def test_mypy_strict_sees_the_real_types_of_the_public_api(tmp_path: Path) -> None:
+    (tmp_path / "good.py").write_text(dedent(EMBEDDER))
+    (tmp_path / "bad.py").write_text(dedent(EMBEDDER).replace("push_audio", "push_audoi"))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-error-summary",
+         "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "good.py"), str(tmp_path / "bad.py")],
+        cwd=REPO, capture_output=True, text=True, env=os.environ | {"MYPYPATH": str(REPO)}, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if "error" in line]
+    assert lines, result.stdout + result.stderr  # the misspelt method is caught...
+    assert all("bad.py" in line and "push_audoi" in line for line in lines), lines  # ...and only it
+
+
+def _segments(speech_16k: np.ndarray, rate: int) -> list[np.ndarray]:
+    """Three turns at `rate`: int16 speech, different lengths (not whole frames)."""
+    at_rate = resample_poly(speech_16k, rate // 1000, 16)
+    pcm = (np.clip(at_rate, -1, 1) * 32767).astype(np.int16)
+    third, loud = pcm.size // 3, np.abs(pcm) > 100
+    starts = [int(np.flatnonzero(loud[third * k // 2 :])[0]) + third * k // 2 for k in (0, 1, 2)]
+    return [pcm[start : start + third + 37 * k] for k, start in enumerate(starts)]  # each starts voiced
+
+
+@pytest.mark.parametrize("rate", [24_000, 48_000])
+def test_turns_give_frames_for_all_their_audio_at_the_pushed_rate(
+        avatar: Avatar, speech_16k: np.ndarray, rate: int) -> None:
+    engine = Engine(avatar, EngineConfig(seed=2))
+    per_frame = rate // VIDEO_FPS
+    frames: list[Frame] = []
+    for segment in _segments(speech_16k, rate):
+        for i in range(0, segment.size, 480):  # 10-20 ms chunks, as a TTS streams them
+            engine.push_audio(segment[i : i + 480], rate)
+            frames += engine.frames()
+        engine.end_segment()
+        frames += engine.frames()
+        engine.push_audio(np.zeros(rate // 2, np.int16), rate)  # half a second of nobody speaking
+        engine.end_segment()
+        frames += engine.frames()
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert all(f.input_rate == rate and f.input_audio.dtype == np.int16 for f in frames)
+    assert all(f.input_audio.shape == (per_frame,) for f in frames)
+    tape = np.concatenate([f.input_audio for f in frames])
+    for segment in _segments(speech_16k, rate):
+        # each turn starts on a frame of its own (after the last turn's padding: whole silent frames)
+        start = next(f.index for f in frames if np.array_equal(f.input_audio, segment[:per_frame]))
+        np.testing.assert_array_equal(tape[start * per_frame : start * per_frame + segment.size], segment)
+        gap = slice(start * per_frame + segment.size, start * per_frame + segment.size + rate // 2)
+        assert not np.any(tape[gap])  # padding and pushed silence, nothing invented
+        rest = [f for f in frames if start * per_frame + segment.size + rate // 4 <= f.index * per_frame
+                < start * per_frame + segment.size + rate // 2]
+        assert rest and max(f.controls[JAW_OPEN] for f in rest) < 0.1  # the mouth rests in the gap
+    assert max(f.controls[JAW_OPEN] for f in frames) > 0.3  # and it did speak
+
+
+def test_more_audio_after_finish_makes_more_frames(avatar: Avatar, speech_16k: np.ndarray) -> None:
+    engine = Engine(avatar)
+    engine.push_audio(speech_16k[:16_000], 16_000)
+    engine.finish()
+    first = engine.frames()
+    assert len(first) == VIDEO_FPS
+    engine.push_audio(speech_16k[16_000:32_000], 16_000)  # a second turn after a finished file
+    engine.finish()
+    second = engine.frames()
+    assert len(second) >= VIDEO_FPS and second[0].index == first[-1].index + 1
+
+
+def test_rate_changes_only_between_turns(avatar: Avatar) -> None:
+    engine = Engine(avatar)
+    engine.push_audio(np.zeros(1000, np.int16), 24_000)  # 1000 is not a whole frame (960)
+    with pytest.raises(AudioError, match="end_segment"):
+        engine.push_audio(np.zeros(1000, np.int16), 48_000)
+    engine.end_segment()
+    engine.push_audio(np.zeros(4000, np.int16), 48_000)
+    engine.end_segment()
+    rates = [f.input_rate for f in engine.frames()]
+    assert rates[0] == 24_000 and rates[-1] == 48_000
+
+
+def test_images_are_read_only_and_a_skipped_frame_repeats_the_last(avatar: Avatar) -> None:
+    engine = Engine(avatar)
+    engine.push_audio(np.zeros(engine.latency_samples + 640, np.float32), 16_000)
+    shown, skipped = engine.pop_frame(), engine.pop_frame(render=False)
+    assert shown is not None and skipped is not None and not skipped.rendered
+    assert skipped.image is shown.image and not shown.image.flags.writeable
+    with pytest.raises(ValueError):
+        shown.image[0, 0, 0] = 1
+
+
+def test_motion_stream_gives_the_engines_controls_without_a_photo(
+        avatar: Avatar, speech_16k: np.ndarray) -> None:
+    stream, engine = MotionStream(), Engine(avatar)
+    for sink in (stream, engine):
+        sink.push_audio(speech_16k, 16_000)
+        sink.end_segment()
+    motion, frames = stream.frames(), engine.frames()
+    assert len(motion) == len(frames) > 0
+    for m, f in zip(motion, frames, strict=True):
+        assert m.index == f.index and m.pts == f.pts
+        np.testing.assert_array_equal(m.controls, f.controls)
+        assert m.controls.shape == (len(CONTROL_NAMES),) and m.visemes is not None
+
+
+async def test_async_engine_makes_the_same_frames_as_the_engine(
+        avatar: Avatar, speech_16k: np.ndarray) -> None:
+    reference = Engine(avatar, EngineConfig(seed=4))
+    reference.push_audio(speech_16k, 16_000)
+    reference.finish()
+    expected = reference.frames()
+    engine = AsyncEngine(Engine(avatar, EngineConfig(seed=4)), paced=False)
+
+    async def produce() -> None:
+        for i in range(0, speech_16k.size, 1_000):
+            await engine.push_audio(speech_16k[i : i + 1_000], 16_000)
+            await asyncio.sleep(0)
+        await engine.close()
+
+    producer = asyncio.create_task(produce())
+    got = [frame async for frame in engine]
+    await producer
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.index == b.index
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.input_audio, b.input_audio)
+
+
+async def test_paced_async_engine_keeps_25_fps_and_idles_between_turns(
+        avatar: Avatar, speech_16k: np.ndarray) -> None:
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar), clock=clock)
+    n_frames = 3 * VIDEO_FPS
+    handed: list[tuple[Frame, float]] = []
+
+    async def consume() -> None:
+        async for frame in engine:
+            handed.append((frame, clock.now()))
+            if frame.index == VIDEO_FPS // 2:  # half a second of idling, then a turn
+                await engine.push_audio(speech_16k[: 2 * 16_000], 16_000)
+                await engine.end_segment()
+            if len(handed) == n_frames:
+                return
+
+    task = asyncio.create_task(consume())
+    while not task.done():
+        await asyncio.sleep(0.001)
+        if clock.sleepers:
+            clock.release_next()
+    await task
+    origin = handed[0][1]
+    assert [f.index for f, _ in handed] == list(range(n_frames))
+    assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)
+    jaw = np.array([f.controls[JAW_OPEN] for f, _ in handed])
+    assert jaw[: VIDEO_FPS // 2].max() < 0.05 and jaw.max() > 0.3  # idle, then speech
