@@ -86,12 +86,6 @@ async def close_quietly(pc: RTCPeerConnection) -> None:
         log.debug("closing a peer connection raised %r", exc)
 
 
-@dataclass
-class Viewer:
-    pc: RTCPeerConnection
-    heard_at: float  # session clock, last datagram from the viewer (or when it was made)
-
-
 class Session:
     def __init__(self, engine: FrameEngine, pool: RenderPool, metrics: ServerMetrics, clock: Clock,
                  config: SessionConfig | None = None,
@@ -109,7 +103,8 @@ class Session:
         self.producer = FrameProducer(engine, self.inbox, self.media, pool, self.ring, metrics,
                                       self.config.producer)
         self.pc = new_peer_connection()
-        self.viewers: dict[str, Viewer] = {}
+        self.viewers: dict[str, RTCPeerConnection] = {}
+        self._viewer_heard_at: dict[str, float] = {}  # session clock: last datagram from each viewer
         self.end_reason: str | None = None
         self.ended = asyncio.Event()
         self._created = self._heard_at = clock.now()
@@ -137,7 +132,8 @@ class Session:
         if self.ending:
             raise SessionEnded
         viewer_id, pc = secrets.token_urlsafe(8), new_peer_connection()
-        viewer = self.viewers[viewer_id] = Viewer(pc, self.media.now())
+        self.viewers[viewer_id] = pc
+        self._viewer_heard_at[viewer_id] = self.media.now()
         self.metrics.viewers.inc()
         pc.on("connectionstatechange", lambda: self._on_viewer_state(viewer_id))
         try:
@@ -148,24 +144,29 @@ class Session:
         if self.ending or viewer_id not in self.viewers:  # the session ended meanwhile
             await self.remove_viewer(viewer_id)
             raise SessionEnded
-        on_every_datagram(pc, lambda: setattr(viewer, "heard_at", self.media.now()))
+        on_every_datagram(pc, lambda: self._viewer_heard(viewer_id))
         return viewer_id, answer
 
     def _viewer_tracks(self) -> list[MediaStreamTrack]:
         video = SessionVideoTrack(self.ring, self.media, start_index=None)
         return [video, SessionAudioTrack(self.ring, self.media, start_index=None, video=video)]
 
+    def _viewer_heard(self, viewer_id: str) -> None:
+        if viewer_id in self._viewer_heard_at:
+            self._viewer_heard_at[viewer_id] = self.media.now()
+
     async def _on_viewer_state(self, viewer_id: str) -> None:
-        viewer = self.viewers.get(viewer_id)
-        if viewer is not None and viewer.pc.connectionState in ("failed", "closed"):
+        pc = self.viewers.get(viewer_id)
+        if pc is not None and pc.connectionState in ("failed", "closed"):
             await self.remove_viewer(viewer_id)
 
     async def remove_viewer(self, viewer_id: str) -> bool:
-        viewer = self.viewers.pop(viewer_id, None)
-        if viewer is None:
+        pc = self.viewers.pop(viewer_id, None)
+        self._viewer_heard_at.pop(viewer_id, None)
+        if pc is None:
             return False
         self.metrics.viewers.dec()
-        await close_quietly(viewer.pc)
+        await close_quietly(pc)
         return True
 
     @property
@@ -262,8 +263,8 @@ class Session:
     async def _drop_silent_viewers(self) -> None:
         """A viewer that vanished without DELETE stops costing an encoder within the timeout."""
         deadline = self.media.now() - self.config.transport_timeout_s
-        for viewer_id, viewer in list(self.viewers.items()):
-            if viewer.heard_at < deadline:
+        for viewer_id, heard_at in list(self._viewer_heard_at.items()):
+            if heard_at < deadline:
                 await self.remove_viewer(viewer_id)
 
     def _export_inbox(self) -> None:
