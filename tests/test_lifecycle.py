@@ -12,7 +12,7 @@ import aiohttp
 import av
 import numpy as np
 import pytest
-from aiortc import RTCSessionDescription, VideoStreamTrack
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from lipstream.engine.avatar import Avatar, AvatarConfig
@@ -142,7 +142,7 @@ async def test_a_silent_vanished_client_is_ended_by_the_transport_timeout(avatar
     async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
         publisher = await publish(server, http, SILENCE)
         session = next(iter(server.state.sessions.values()))
-        silence_client(publisher)
+        silence_client(publisher.pc)
         went_quiet = time.monotonic()
         await asyncio.wait_for(session.ended.wait(), 4 * timeout_s)
         assert session.end_reason == "transport_timeout"
@@ -150,9 +150,9 @@ async def test_a_silent_vanished_client_is_ended_by_the_transport_timeout(avatar
         await publisher.stop()
 
 
-def silence_client(publisher: Publisher) -> None:
+def silence_client(pc: RTCPeerConnection) -> None:
     """Close the client's UDP sockets under aiortc: as if the process froze or the network went."""
-    for transceiver in publisher.pc.getTransceivers():
+    for transceiver in pc.getTransceivers():
         connection = transceiver.sender.transport.transport._connection
         for protocol in connection._protocols:
             protocol.transport.close()
@@ -243,3 +243,33 @@ async def test_a_viewer_arriving_while_its_session_is_deleted_leaves_no_zombie(a
         async with http.get(f"{server.url}/metrics") as response:
             assert "lipstream_viewers 0.0" in await response.text()
         await publisher.stop()
+
+
+async def test_a_viewer_that_vanishes_is_freed_by_the_transport_timeout(avatar: Avatar) -> None:
+    timeout_s = 2.0
+    config = replace(CONFIG, session=SessionConfig(transport_timeout_s=timeout_s))
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        publisher = await publish(server, http, SILENCE)
+        session = next(iter(server.state.sessions.values()))
+        viewer = new_peer_connection()
+        viewer.addTransceiver("video", direction="recvonly")
+        await viewer.setLocalDescription(await viewer.createOffer())
+        async with http.post(f"{server.url}{publisher.location}/viewers", data=viewer.localDescription.sdp,
+                             headers=SDP) as response:
+            assert response.status == 201, await response.text()
+            answer = await response.text()
+        await viewer.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        for _ in range(100):
+            if viewer.connectionState == "connected":
+                break
+            await asyncio.sleep(0.1)
+        assert len(session.viewers) == 1
+        silence_client(viewer)
+        for _ in range(round(40 * timeout_s)):
+            if not session.viewers:
+                break
+            await asyncio.sleep(0.1)
+        assert session.viewers == {}, "a vanished viewer is still being encoded for"
+        assert await still_streaming(publisher)
+        await publisher.stop(http)
+        await viewer.close()
