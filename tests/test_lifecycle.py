@@ -21,7 +21,7 @@ from lipstream.streaming.client import PcmTrack, Publisher
 from lipstream.streaming.clock import MonotonicClock
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.server import ServeConfig
-from lipstream.streaming.session import Session, SessionConfig, new_peer_connection
+from lipstream.streaming.session import Session, SessionConfig, SessionEnded, new_peer_connection
 from lipstream.streaming.worker import RenderPool
 from tests.serving import RunningServer, loopback_only, publish, running_server, still_streaming
 
@@ -243,6 +243,48 @@ async def test_a_viewer_arriving_while_its_session_is_deleted_leaves_no_zombie(a
         async with http.get(f"{server.url}/metrics") as response:
             assert "lipstream_viewers 0.0" in await response.text()
         await publisher.stop()
+
+
+@pytest.mark.parametrize("delete_after_s", [0.0, 0.02])
+async def test_a_viewer_racing_the_delete_of_its_session_gets_201_or_404(
+        avatar: Avatar, delete_after_s: float) -> None:
+    """DELETE lands while the viewer's answer is being made: never a 400, never a zombie."""
+    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        publisher = await publish(server, http, SILENCE)
+        session = next(iter(server.state.sessions.values()))
+        offer = await viewer_offer()
+        post = asyncio.ensure_future(http.post(f"{server.url}{publisher.location}/viewers", data=offer,
+                                               headers=SDP))
+        await asyncio.sleep(delete_after_s)
+        async with http.delete(f"{server.url}{publisher.location}") as response:
+            assert response.status == 204
+        async with await post as response:
+            assert response.status in (201, 404), await response.text()
+        await session.ended.wait()
+        assert session.viewers == {}
+        async with http.get(f"{server.url}/metrics") as response:
+            assert "lipstream_viewers 0.0" in await response.text()
+        await publisher.stop()
+
+
+async def test_a_viewer_being_answered_when_its_session_closes_is_told_the_session_ended(
+        avatar: Avatar) -> None:
+    """Close at each step of the viewer's answer (aiortc raises InvalidStateError at some): always
+    SessionEnded (a 404), no viewer left, the gauge back to 0."""
+    metrics, pool = ServerMetrics(), RenderPool(1)
+    try:
+        for steps in range(6):
+            session = Session(Engine(avatar), pool, metrics, MonotonicClock())
+            adding = asyncio.ensure_future(session.add_viewer(await viewer_offer()))
+            for _ in range(steps):
+                await asyncio.sleep(0)  # let the answer get that far
+            await session.close("deleted")
+            with pytest.raises(SessionEnded):
+                await adding
+            assert session.viewers == {}
+        assert "lipstream_viewers 0.0" in metrics.render().decode()
+    finally:
+        pool.shutdown()
 
 
 async def test_a_viewer_that_vanishes_is_freed_by_the_transport_timeout(avatar: Avatar) -> None:

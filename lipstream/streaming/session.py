@@ -138,6 +138,11 @@ class Session:
         pc.on("connectionstatechange", lambda: self._on_viewer_state(viewer_id))
         try:
             answer = await answer_offer(pc, offer_sdp, self._viewer_tracks())
+        except Exception:
+            await self.remove_viewer(viewer_id)
+            if self.ending:  # closing the session closed this pc under aiortc's feet
+                raise SessionEnded from None
+            raise
         except BaseException:
             await self.remove_viewer(viewer_id)
             raise
