@@ -138,7 +138,8 @@ class Mutator:
     def random_bytes(self, sdp: str) -> str:
         at = self.rng.randint(0, len(sdp))
         noise = bytes(self.rng.randint(0, 255) for _ in range(self.rng.randint(1, 20)))
-        return sdp[:at] + noise.decode("latin-1") + sdp[at:]
+        # surrogateescape: bytes that are not UTF-8 reach the server as they are
+        return sdp[:at] + noise.decode("utf-8", "surrogateescape") + sdp[at:]
 
     def _replace_value(self, sdp: str, prefix: str, values: list[str]) -> str:
         lines = self._lines(sdp)

@@ -8,6 +8,8 @@ aioice hands each datagram a candidate's socket receives to its `Connection`: ST
 peer's connectivity and consent checks) to `request_received`, everything else (DTLS, SRTP, SRTCP)
 to `data_received`. This adapter wraps those two methods on the connection of each of a peer
 connection's ICE transports; it is the one place that reaches into aiortc and aioice for this.
+Datagrams are counted before they are authenticated: someone spraying the port could hold a
+session past the timeout, but not past aiortc's own consent expiry (~30 s), which ends it.
 """
 
 from collections.abc import Callable

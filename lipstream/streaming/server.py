@@ -23,6 +23,7 @@ from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.state import ServerState
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
@@ -129,7 +130,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sessions", type=int, default=d.max_sessions,
                         help="concurrent sessions before answering 503 (default: measured at start-up as "
                         "cores x 40 ms / (engine + VP8 encode ms per frame) x 0.5)")
-    parser.add_argument("--max-session-s", type=float, default=d.session.max_duration_s,
+    parser.add_argument("--max-session-s", type=float, default=SessionConfig().max_duration_s,
                         help="end each session after this many seconds, reason max_duration "
                         "(default: no limit)")
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
