@@ -105,6 +105,24 @@ async def test_a_session_aiortc_refuses_still_closes_and_is_forgotten(avatar: Av
         pool.shutdown()
 
 
+async def test_a_session_closed_while_it_answers_leaves_no_task_running(avatar: Avatar) -> None:
+    """Server shutdown at each step of an answer: the answer fails and nothing keeps running."""
+    pool = RenderPool(1)
+    try:
+        for steps in range(8):
+            session = Session(Engine(avatar), pool, ServerMetrics(), MonotonicClock())
+            answering = asyncio.ensure_future(session.answer(await real_offer()))
+            for _ in range(steps):
+                await asyncio.sleep(0)  # let the answer get that far
+            await session.close("server_shutdown")
+            with pytest.raises(Exception):  # noqa: B017  (SessionEnded, or aiortc's InvalidStateError)
+                await answering
+            await asyncio.sleep(0)
+            assert all(task.done() for task in session._tasks), f"a task outlived the session ({steps})"
+    finally:
+        pool.shutdown()
+
+
 class EndingTrack(PcmTrack):
     """A microphone that ends (unplugged, permission revoked) after `after_s`."""
 

@@ -120,6 +120,8 @@ class Session:
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         answer = await answer_offer(self.pc, offer_sdp, [self.audio, self.video])
+        if self.ending:  # closed meanwhile (server shutdown): start no task that nothing would cancel
+            raise SessionEnded
         on_every_datagram(self.pc, self._heard)
         self._tasks.append(asyncio.create_task(self.producer.run(), name=f"produce-{self.id}"))
         return answer
