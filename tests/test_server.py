@@ -25,7 +25,7 @@ from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.engine import Engine
 from lipstream.streaming.client import realtime_fps, transport_offsets_s
 from lipstream.streaming.server import ServeConfig
-from lipstream.streaming.session import new_peer_connection
+from lipstream.streaming.session import SessionConfig, new_peer_connection
 from tests.serving import loopback_only, publish, running_server, still_streaming
 
 TOKEN = "test-token"
@@ -156,7 +156,8 @@ asyncio.run(main())
 
 
 async def test_a_peer_that_vanishes_is_freed_within_5_s(avatar: Avatar) -> None:
-    config = replace(CONFIG, token=None)
+    # Nothing at all arrives from a killed peer: the transport timeout (shortened here) frees it.
+    config = replace(CONFIG, token=None, session=SessionConfig(transport_timeout_s=3.0))
     async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
         live = await publish(server, http, SILENCE)
         peer = subprocess.Popen([sys.executable, "-c", VANISHING_PEER, server.url], stdout=subprocess.PIPE,

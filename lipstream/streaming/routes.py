@@ -1,6 +1,7 @@
 """HTTP routes of `lipstream serve` (shapes of DESIGN.md: WHIP for sessions, WHEP for viewers).
 
-Handlers check, in order: token, body size and type, capacity; only then do they spend work.
+Handlers check, in order: token, body size and type, the offer (offer.py), capacity; only then
+do they spend work.
 """
 
 import contextlib
@@ -14,14 +15,18 @@ from lipstream.streaming.auth import ViewerTokens, bearer, bearer_ok
 from lipstream.streaming.bodies import BodyPace, BodyTooSlow
 from lipstream.streaming.endings import in_words
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
-from lipstream.streaming.session import Session
-from lipstream.streaming.state import ServerState
+from lipstream.streaming.offer import OfferError, check_session_offer, check_viewer_offer
+from lipstream.streaming.session import Session, SessionEnded
+from lipstream.streaming.state import AtCapacity, ServerState
 
 STATE = web.AppKey("state", ServerState)
 VIEWER_TOKENS = web.AppKey("viewer_tokens", ViewerTokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SDP = "application/sdp"
 READ_CHUNK_BYTES = 64 * 1024
+# When aiortc refuses an offer that offer.py let through; its own messages are internals.
+OFFER_REFUSED = ("the WebRTC stack could not use this SDP offer: send the offer exactly as your "
+                 "WebRTC library's createOffer() wrote it (audio sendrecv, video recvonly, bundled)")
 
 
 class ApiError(Exception):
@@ -105,21 +110,18 @@ async def body_pace(request: web.Request, what: str) -> AsyncIterator[BodyPace]:
                             f"than {pace.min_bytes_per_s // 1024} KB/s") from None
 
 
-async def read_offer(request: web.Request, state: ServerState, need_audio: bool) -> str:
-    """The SDP offer of the body; 400 when it cannot be one (aiortc checks the rest)."""
+async def read_offer(request: web.Request, state: ServerState, check: Callable[[str], object]) -> str:
+    """The SDP offer of the body, checked by `check` (offer.py) before any work is spent on it."""
     if request.content_type != SDP:
         raise ApiError(415, f"send the SDP offer with Content-Type: {SDP} (got {request.content_type})")
     body = await read_body(request, state.config.max_sdp_bytes, "the SDP offer")
     try:
         sdp = body.decode("utf-8")
+        check(sdp)
     except UnicodeDecodeError:
         raise ApiError(400, "malformed SDP: the offer is not UTF-8 text") from None
-    if not sdp.lstrip().startswith("v=0"):
-        raise ApiError(400, "malformed SDP: an offer starts with 'v=0'")
-    if "\nm=video" not in sdp:
-        raise ApiError(400, "malformed SDP: the offer has no video m-line; add a recvonly video transceiver")
-    if need_audio and "\nm=audio" not in sdp:
-        raise ApiError(400, "malformed SDP: the offer has no audio m-line; add the microphone track")
+    except OfferError as exc:
+        raise ApiError(400, str(exc)) from None
     return sdp
 
 
@@ -149,43 +151,52 @@ def _unauthorized(message: str) -> ApiError:
 def _session(state: ServerState, request: web.Request) -> Session:
     session = state.sessions.get(request.match_info["id"])
     if session is None or session.ending:
-        raise ApiError(404, f"no session {request.match_info['id']}: it ended or never existed")
+        raise _no_session(request)
     return session
+
+
+def _no_session(request: web.Request) -> ApiError:
+    return ApiError(404, f"no session {request.match_info['id']}: it ended or never existed")
 
 
 async def post_session(request: web.Request) -> web.Response:
     state = _authorize(request)
-    offer = await read_offer(request, state, need_audio=True)
-    if not state.admit():
+    offer = await read_offer(request, state, check_session_offer)
+    try:
+        async with state.slot():
+            session = await _new_session(state, request.query.get("avatar"))
+            answer = await _answer(session, offer)
+    except AtCapacity:
         state.metrics.sessions_rejected.inc()
         retry = str(state.config.retry_after_s)
         raise ApiError(503, f"server is at capacity ({state.max_sessions} sessions): retry in {retry} s",
-                       {"Retry-After": retry})
-    session = await _new_session(state, request.query.get("avatar"))
-    try:
-        answer = await session.answer(offer)
-    except Exception as exc:  # aiortc raises many types for bad SDP; all mean "fix the offer"
-        await session.close("bad_offer")
-        raise ApiError(400, f"cannot use this SDP offer: {exc or type(exc).__name__}") from None
-    except BaseException:  # cancelled mid-answer (server shutting down): leave nothing behind
-        session.end("cancelled")
-        raise
+                       {"Retry-After": retry}) from None
     return web.Response(status=201, text=answer, content_type=SDP,
                         headers={"Location": f"/v1/sessions/{session.id}"})
 
 
 async def _new_session(state: ServerState, avatar_id: str | None) -> Session:
+    """A session registered under its id (it holds its slot until it ends and is forgotten)."""
+    avatar = await state.avatars.get(avatar_id)
+    if avatar is None:
+        raise ApiError(404, f"no avatar {avatar_id}: upload the photo with POST /v1/avatars first")
+    engine, _ = await state.pool.run(lambda: state.engine_factory(avatar))
+    session = Session(engine, state.pool, state.metrics, state.clock, state.config.session,
+                      on_end=state.forget)
+    state.sessions[session.id] = session
+    return session
+
+
+async def _answer(session: Session, offer: str) -> str:
+    """The session's answer; a session that cannot answer is closed (its slot freed) first."""
     try:
-        avatar = await state.avatars.get(avatar_id)
-        if avatar is None:
-            raise ApiError(404, f"no avatar {avatar_id}: upload the photo with POST /v1/avatars first")
-        engine, _ = await state.pool.run(lambda: state.engine_factory(avatar))
-        session = Session(engine, state.pool, state.metrics, state.clock, state.config.session,
-                          on_end=state.forget)
-        state.sessions[session.id] = session
-        return session
-    finally:
-        state.pending -= 1
+        return await session.answer(offer)
+    except Exception:  # offer.py passed it, aiortc refused it: its message is internals
+        await session.close("bad_offer")
+        raise ApiError(400, OFFER_REFUSED) from None
+    except BaseException:  # cancelled mid-answer (server shutting down): leave nothing behind
+        session.end("cancelled")
+        raise
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -213,15 +224,18 @@ async def delete_session(request: web.Request) -> web.Response:
 
 async def post_viewer(request: web.Request) -> web.Response:
     state = _authorize_viewer(request)
-    session = _session(state, request)
-    offer = await read_offer(request, state, need_audio=False)
+    _session(state, request)  # 404 before reading a body for a session that is not there
+    offer = await read_offer(request, state, check_viewer_offer)
+    session = _session(state, request)  # it may have ended while the body arrived
     if len(session.viewers) >= session.config.max_viewers:
         raise ApiError(503, f"session has its maximum of {session.config.max_viewers} viewers",
                        {"Retry-After": str(state.config.retry_after_s)})
     try:
         viewer_id, answer = await session.add_viewer(offer)
-    except Exception as exc:  # as for sessions: a bad offer
-        raise ApiError(400, f"cannot use this SDP offer: {exc or type(exc).__name__}") from None
+    except SessionEnded:
+        raise _no_session(request) from None
+    except Exception:  # as for sessions
+        raise ApiError(400, OFFER_REFUSED) from None
     return web.Response(status=201, text=answer, content_type=SDP,
                         headers={"Location": f"/v1/sessions/{session.id}/viewers/{viewer_id}"})
 

@@ -23,6 +23,7 @@ from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.state import ServerState
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
@@ -135,6 +136,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sessions", type=int, default=d.max_sessions,
                         help="concurrent sessions before answering 503 (default: measured at start-up as "
                         "cores x 40 ms / (engine + VP8 encode ms per frame) x 0.5)")
+    parser.add_argument("--max-session-s", type=float, default=SessionConfig().max_duration_s,
+                        help="end each session after this many seconds, reason max_duration "
+                        "(default: no limit)")
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
                         "session, viewer and avatar endpoints (generated when binding a non-loopback "
                         "address); viewer links get a token that only watches their session")
@@ -145,8 +149,12 @@ def run_serve(args: argparse.Namespace) -> int:
         raise LipstreamError(f"photo not found: {args.face}")
     if args.max_sessions is not None and args.max_sessions < 1:
         raise LipstreamError("--max-sessions must be at least 1")
-    config = replace(ServeConfig(), host=args.host, port=args.port, face=args.face,
-                     max_sessions=args.max_sessions, token=args.token)
+    if args.max_session_s is not None and args.max_session_s <= 0:
+        raise LipstreamError("--max-session-s must be more than 0")
+    defaults = ServeConfig()
+    config = replace(defaults, host=args.host, port=args.port, face=args.face,
+                     max_sessions=args.max_sessions, token=args.token,
+                     session=replace(defaults.session, max_duration_s=args.max_session_s))
     if not getattr(args, "verbose", False):  # aioice logs every ICE check at INFO
         for name in ("aioice", "aiortc"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,11 +2,17 @@
 
 It owns an aiortc peer connection, the task that drains inbound audio into the `AudioInbox`, the
 `FrameProducer`, a watchdog, and the viewers' peer connections. It ends on `close(reason)`, which
-every exit path calls (DELETE, peer closed or failed, connect or idle timeout); close cancels and
-awaits every task, closes every peer connection, drops the engine, and is safe to call twice.
+every exit path calls (DELETE, peer closed or failed, connect or transport timeout, maximum
+duration); close cancels and awaits every task, closes every peer connection, drops the engine,
+always reaches `on_end` (even when aiortc raises while closing), and is safe to call twice.
+
+Liveness comes from the transport, not the voice: a caller who stops talking, mutes or ends the
+microphone keeps an idling avatar until DELETE, until nothing at all has arrived for
+`transport_timeout_s`, or until ICE fails.
 """
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -20,21 +26,32 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import Clock, MediaClock
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
+from lipstream.streaming.liveness import on_every_datagram
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.offer import with_opus_dtx_and_fec
 from lipstream.streaming.tracks import SessionAudioTrack, SessionVideoTrack, SyncProbe
 from lipstream.streaming.worker import FrameEngine, FrameProducer, FrameRing, ProducerConfig, RenderPool
+
+log = logging.getLogger(__name__)
 
 WATCH_PERIOD_S = 0.25  # how often the watchdog looks at timeouts and exports inbox counters
 
 
 @dataclass(frozen=True)
 class SessionConfig:
-    connect_timeout_s: float = 15.0  # ICE + DTLS must be up this soon after the answer
-    idle_timeout_s: float = 3.0  # no inbound audio packet for this long: the peer is gone
+    connect_timeout_s: float = 15.0  # ICE + DTLS must be up this soon after the session is made
+    # Nothing at all (RTP, RTCP, STUN, DTLS) from the peer for this long: it is gone. Live peers
+    # send STUN consent checks at least every 5 s even with no media.
+    transport_timeout_s: float = 10.0
+    max_duration_s: float | None = None  # a session ends with reason "max_duration"; None: no limit
     ring_ms: int = 240  # frames kept for the tracks and viewers to read
     max_viewers: int = 8
     inbox: InboxConfig = field(default_factory=InboxConfig)
     producer: ProducerConfig = field(default_factory=ProducerConfig)
+
+
+class SessionEnded(Exception):
+    """The session ended while a request for it was being served."""
 
 
 def new_peer_connection() -> RTCPeerConnection:
@@ -43,15 +60,30 @@ def new_peer_connection() -> RTCPeerConnection:
 
 
 async def answer_offer(pc: RTCPeerConnection, offer_sdp: str, tracks: list[MediaStreamTrack]) -> str:
-    """Apply the offer, attach our tracks to the offered m-lines of their kind, gather, answer."""
+    """Apply the offer, attach our tracks to the offered m-lines of their kind, gather, answer.
+
+    Video is answered sendonly whatever was offered: aiortc would otherwise decode inbound video
+    into a queue nobody reads (~18 MB/s at 640x640).
+    """
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     offered = {t.kind for t in pc.getTransceivers()}
     for track in tracks:
         if track.kind in offered:
             pc.addTrack(track)
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.direction = "sendonly"
     await pc.setLocalDescription(await pc.createAnswer())
     # After setLocalDescription every candidate is gathered and in the description (no trickle).
-    return str(pc.localDescription.sdp)
+    return with_opus_dtx_and_fec(str(pc.localDescription.sdp))
+
+
+async def close_quietly(pc: RTCPeerConnection) -> None:
+    """Close a peer connection; aiortc can raise here after a failed setRemoteDescription."""
+    try:
+        await pc.close()
+    except Exception as exc:  # teardown must go on whatever aiortc raises
+        log.debug("closing a peer connection raised %r", exc)
 
 
 class Session:
@@ -72,52 +104,76 @@ class Session:
                                       self.config.producer)
         self.pc = new_peer_connection()
         self.viewers: dict[str, RTCPeerConnection] = {}
+        self._viewer_heard_at: dict[str, float] = {}  # session clock: last datagram from each viewer
         self.end_reason: str | None = None
         self.ended = asyncio.Event()
-        self._created = clock.now()
-        self._last_packet: float | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._created = self._heard_at = clock.now()
         self._closer: asyncio.Task[None] | None = None
         self._exported = (0, 0)  # inbox (underruns, dropped samples) already counted
         metrics.sessions.inc()
         metrics.sessions_started.inc()
+        # From creation, not from a successful answer: a session that never answers still ends.
+        self._tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._watch(), name=f"watch-{self.id}")]
 
     async def answer(self, offer_sdp: str) -> str:
         """The SDP answer to the publisher's offer (audio to send us, video to receive)."""
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         answer = await answer_offer(self.pc, offer_sdp, [self.audio, self.video])
-        self._tasks += [asyncio.create_task(self.producer.run(), name=f"produce-{self.id}"),
-                        asyncio.create_task(self._watch(), name=f"watch-{self.id}")]
+        if self.ending:  # closed meanwhile (server shutdown): start no task that nothing would cancel
+            raise SessionEnded
+        on_every_datagram(self.pc, self._heard)
+        self._tasks.append(asyncio.create_task(self.producer.run(), name=f"produce-{self.id}"))
         return answer
 
     async def add_viewer(self, offer_sdp: str) -> tuple[str, str]:
-        """Answer a viewer's recvonly offer with this session's video and audio -> (id, answer)."""
-        viewer_id = secrets.token_urlsafe(8)
-        pc = new_peer_connection()
+        """Answer a viewer's recvonly offer with this session's video and audio -> (id, answer).
+
+        Raises SessionEnded when the session ends before or while the viewer is set up.
+        """
+        if self.ending:
+            raise SessionEnded
+        viewer_id, pc = secrets.token_urlsafe(8), new_peer_connection()
         self.viewers[viewer_id] = pc
+        self._viewer_heard_at[viewer_id] = self.media.now()
         self.metrics.viewers.inc()
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                await self.remove_viewer(viewer_id)
-
-        video = SessionVideoTrack(self.ring, self.media, start_index=None)
-        tracks: list[MediaStreamTrack] = [video, SessionAudioTrack(self.ring, self.media, start_index=None,
-                                                                   video=video)]
+        pc.on("connectionstatechange", lambda: self._on_viewer_state(viewer_id))
         try:
-            return viewer_id, await answer_offer(pc, offer_sdp, tracks)
+            answer = await answer_offer(pc, offer_sdp, self._viewer_tracks())
+        except Exception:
+            await self.remove_viewer(viewer_id)
+            if self.ending:  # closing the session closed this pc under aiortc's feet
+                raise SessionEnded from None
+            raise
         except BaseException:
             await self.remove_viewer(viewer_id)
             raise
+        if self.ending or viewer_id not in self.viewers:  # the session ended meanwhile
+            await self.remove_viewer(viewer_id)
+            raise SessionEnded
+        on_every_datagram(pc, lambda: self._viewer_heard(viewer_id))
+        return viewer_id, answer
+
+    def _viewer_tracks(self) -> list[MediaStreamTrack]:
+        video = SessionVideoTrack(self.ring, self.media, start_index=None)
+        return [video, SessionAudioTrack(self.ring, self.media, start_index=None, video=video)]
+
+    def _viewer_heard(self, viewer_id: str) -> None:
+        if viewer_id in self._viewer_heard_at:
+            self._viewer_heard_at[viewer_id] = self.media.now()
+
+    async def _on_viewer_state(self, viewer_id: str) -> None:
+        pc = self.viewers.get(viewer_id)
+        if pc is not None and pc.connectionState in ("failed", "closed"):
+            await self.remove_viewer(viewer_id)
 
     async def remove_viewer(self, viewer_id: str) -> bool:
         pc = self.viewers.pop(viewer_id, None)
+        self._viewer_heard_at.pop(viewer_id, None)
         if pc is None:
             return False
         self.metrics.viewers.dec()
-        await pc.close()
+        await close_quietly(pc)
         return True
 
     @property
@@ -140,6 +196,16 @@ class Session:
 
     async def _close(self, reason: str) -> None:
         self.end_reason = reason
+        try:
+            await self._release()
+        finally:  # whatever raised above, the slot is given back and the end recorded
+            self.metrics.sessions.dec()
+            self.metrics.sessions_ended.labels(reason).inc()
+            if self.on_end is not None:
+                self.on_end(self)
+            self.ended.set()
+
+    async def _release(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -147,18 +213,18 @@ class Session:
             await self.remove_viewer(viewer_id)
         self.video.stop()
         self.audio.stop()
-        await self.pc.close()
+        await close_quietly(self.pc)
         self.producer.release()  # the engine's buffers and renderer go now, not when we are collected
         self._export_inbox()
-        self.metrics.sessions.dec()
-        self.metrics.sessions_ended.labels(reason).inc()
-        if self.on_end is not None:
-            self.on_end(self)
-        self.ended.set()
+
+    def _heard(self) -> None:
+        self._heard_at = self.media.now()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and not self.ending:  # a late event must not outlive the session
             self._tasks.append(asyncio.create_task(self._drain(track), name=f"drain-{self.id}"))
+        elif track.kind == "video":
+            track.stop()  # never decoded (answered sendonly); stopped in case a peer sends anyway
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -182,7 +248,6 @@ class Session:
             if not isinstance(frame, av.AudioFrame):
                 continue
             start = time.perf_counter()
-            self._last_packet = self.media.now()
             for out in resampler.resample(frame):
                 self.inbox.push(out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0)
             stage.observe(time.perf_counter() - start)
@@ -191,18 +256,27 @@ class Session:
         while True:
             await self.media.sleep_until(self.media.now() + WATCH_PERIOD_S)
             self._export_inbox()
-            now = self.media.now()
-            if not self.media.started and now - self._created > self.config.connect_timeout_s:
-                self.end("connect_timeout")
-            last = self._idle_since()
-            if last is not None and now - last > self.config.idle_timeout_s:
-                self.end("idle_timeout")
+            reason = self._timed_out(self.media.now())
+            if reason is not None:
+                self.end(reason)
+                return
+            await self._drop_silent_viewers()
 
-    def _idle_since(self) -> float | None:
-        """The last inbound packet, or media start if none came yet; None before connecting."""
-        if self._last_packet is not None:
-            return self._last_packet
-        return self.media.origin if self.media.started else None
+    def _timed_out(self, now: float) -> str | None:
+        """Why the session must end now, if it must."""
+        config = self.config
+        if config.max_duration_s is not None and now - self._created > config.max_duration_s:
+            return "max_duration"
+        if not self.media.started:
+            return "connect_timeout" if now - self._created > config.connect_timeout_s else None
+        return "transport_timeout" if now - self._heard_at > config.transport_timeout_s else None
+
+    async def _drop_silent_viewers(self) -> None:
+        """A viewer that vanished without DELETE stops costing an encoder within the timeout."""
+        deadline = self.media.now() - self.config.transport_timeout_s
+        for viewer_id, heard_at in list(self._viewer_heard_at.items()):
+            if heard_at < deadline:
+                await self.remove_viewer(viewer_id)
 
     def _export_inbox(self) -> None:
         underruns, dropped = self.inbox.stats.underruns, self.inbox.stats.dropped_samples

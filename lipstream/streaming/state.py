@@ -1,6 +1,7 @@
 """What a running server holds: its config, sessions, shared pool, avatars and metrics."""
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from lipstream.streaming.avatars import Avatar, AvatarStore
@@ -11,6 +12,10 @@ from lipstream.streaming.session import Session
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
 ENDED_KEPT = 500  # end reasons remembered for GET /v1/sessions/{id}, oldest forgotten first
+
+
+class AtCapacity(Exception):
+    """Every session slot is taken (the route answers 503 with Retry-After)."""
 
 
 @dataclass
@@ -25,17 +30,31 @@ class ServerState:
     clock: Clock
     max_sessions: int  # 0 until measured at start-up
     sessions: dict[str, Session] = field(default_factory=dict)
-    pending: int = 0  # sessions admitted but still being set up
     ended: dict[str, str] = field(default_factory=dict)  # session id -> end reason, oldest first
+    _setting_up: int = 0  # slots held by sessions still being made (not yet in `sessions`)
 
-    def admit(self) -> bool:
-        """Reserve a slot for a new session; False when full."""
-        if len(self.sessions) + self.pending >= max(self.max_sessions, 1):
-            return False
-        self.pending += 1
-        return True
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a session slot while one is set up; raises AtCapacity when none is free.
+
+        The body registers its session in `sessions` (which holds the slot from then on, until
+        `forget`); whatever the body does, raises or is cancelled, this slot is given back.
+        """
+        if self.slots_in_use >= max(self.max_sessions, 1):
+            raise AtCapacity
+        self._setting_up += 1
+        try:
+            yield
+        finally:
+            self._setting_up -= 1
+
+    @property
+    def slots_in_use(self) -> int:
+        """Sessions running plus sessions still being set up."""
+        return len(self.sessions) + self._setting_up
 
     def forget(self, session: Session) -> None:
+        """Where a session's end is recorded: it no longer holds a slot or answers to its id."""
         self.sessions.pop(session.id, None)
         self.ended[session.id] = session.end_reason or "unknown"
         if len(self.ended) > ENDED_KEPT:
