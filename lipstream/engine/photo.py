@@ -44,7 +44,8 @@ def decode_photo(photo: Photo, name: str, max_megapixels: float, min_side_px: in
     except Image.DecompressionBombError:
         raise PhotoError(_too_large(name, f"over {PILLOW_LIMIT_MEGAPIXELS:.0f} MP", max_megapixels)) from None
     except UnidentifiedImageError:
-        raise PhotoError(f"cannot read {name} as an image: {HINT}") from None
+        raise PhotoError(f"cannot read {name} as an image (it is not an image, or not one of "
+                         f"{', '.join(FORMATS)}): {HINT}") from None
     except _DECODE_ERRORS as err:
         raise PhotoError(f"cannot decode {name}, it looks damaged or truncated ({_reason(err)}): "
                          f"{HINT}") from None
