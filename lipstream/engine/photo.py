@@ -58,8 +58,10 @@ def _decode(image: Image.Image, name: str, max_megapixels: float, min_side_px: i
         raise PhotoError(_too_large(name, f"{width}x{height} ({megapixels:.0f} MP)", max_megapixels))
     if min_side_px > 0:
         image.draft("RGB", (min_side_px, min_side_px))  # a no-op for formats other than JPEG
-    upright = ImageOps.exif_transpose(image)
-    return np.asarray(upright.convert("RGB"))
+    # Each step copies only when it has something to do: a copy of a 49 MP photo costs ~0.1 s.
+    ImageOps.exif_transpose(image, in_place=True)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.asarray(rgb)
 
 
 def _too_large(name: str, dims: str, limit: float) -> str:
