@@ -2,6 +2,7 @@
 uploads run in their own bounded pool, never on the render threads live sessions need."""
 
 import asyncio
+import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterator
@@ -143,3 +144,31 @@ async def test_uploads_queue_apart_from_rendering_and_a_full_queue_is_503(
             response.release()
         assert threads and all(name.startswith("lipstream-upload") for name in threads), threads
         await live.stop(http)
+
+
+async def test_an_upload_whose_request_is_gone_still_holds_its_place_until_done(
+        photo: bytes, held_uploads: tuple[threading.Event, list[str]]) -> None:
+    """A cancelled request (client gone, server stopping) must not free a place its photo still
+    takes: the bound is on the thread's work, not on the requests waiting for it."""
+    release, threads = held_uploads
+    pool = avatars.UploadPool(UploadLimits(max_waiting=0))
+    try:
+        first = asyncio.create_task(pool.run(photo))
+        while not threads:
+            await asyncio.sleep(0.01)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(avatars.UploadsBusy):
+            await pool.run(photo)
+        release.set()
+        for _ in range(500):  # the held analysis finishes and hands its place back
+            with contextlib.suppress(avatars.UploadsBusy):
+                assert await pool.run(photo) is not None
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the place was never handed back")
+    finally:
+        release.set()
+        pool.shutdown()

@@ -9,9 +9,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,16 +80,21 @@ class UploadPool:
     def __init__(self, limits: UploadLimits) -> None:
         self._limits = limits
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lipstream-upload")
-        self._admitted = 0  # running + waiting; only the event loop touches it
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting
 
     async def run(self, data: bytes) -> Avatar:
-        if self._admitted > self._limits.max_waiting:
-            raise UploadsBusy(self._limits.retry_after_s)
-        self._admitted += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, analyse_photo, data)
-        finally:
+        with self._lock:
+            if self._admitted > self._limits.max_waiting:
+                raise UploadsBusy(self._limits.retry_after_s)
+            self._admitted += 1
+        job = self._executor.submit(analyse_photo, data)
+        # counted until the thread is done with it, even if the request that sent it is gone
+        job.add_done_callback(self._release)
+        return await asyncio.wrap_future(job)
+
+    def _release(self, _: "Future[Avatar]") -> None:
+        with self._lock:
             self._admitted -= 1
 
     def shutdown(self) -> None:
