@@ -203,3 +203,14 @@ def test_render_memory_is_flat_in_the_audio_length(tmp_path: Path) -> None:
         peaks[seconds] = _peak_rss_mb("render", "--audio", str(audio), "--out", out,
                                       "--size", "64", "--motion", "baseline", "--no-progress")
     assert peaks[300] < peaks[10] + 10, peaks
+
+
+def test_the_progress_total_comes_from_the_files_duration(tmp_path: Path) -> None:
+    from lipstream.engine.audio import AudioFile
+
+    audio = AudioFile(_tone_wav(tmp_path / "tone.wav", 3))
+    assert audio.duration_s == pytest.approx(3.0, abs=0.01)
+    result = lipstream("render", "--audio", str(audio.path), "--out", str(tmp_path / "o.mp4"),
+                       "--size", "64", "--motion", "baseline")
+    assert result.returncode == 0, result.stderr
+    assert "75/75" in result.stderr  # the bar knew its total: 3 s x 25 fps
