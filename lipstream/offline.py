@@ -1,13 +1,14 @@
 """`lipstream render`: a photo and an audio file -> a lip-synced mp4, through the streaming engine."""
 
 import argparse
+import math
 from pathlib import Path
 
 from tqdm import tqdm
 
-from lipstream.engine.audio import load_audio
+from lipstream.engine.audio import AudioFile
 from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.constants import SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.streaming.files import Mp4Writer, check_writable
 
@@ -29,18 +30,38 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     check_writable(args.out)  # fail before the slow parts
-    audio = load_audio(args.audio)
+    audio = AudioFile(args.audio)
     config = AvatarConfig(size=args.size)
     avatar = Avatar.from_image(args.face, config) if args.face else Avatar.default(config)
     engine = Engine(avatar, EngineConfig(seed=args.seed, motion=args.motion))
-    engine.push_audio(audio, 16_000)
-    engine.finish()
-    n_frames = -(-audio.size // SAMPLES_PER_VIDEO_FRAME)
-    with Mp4Writer(args.out, avatar.size) as writer, \
-            tqdm(total=n_frames, unit="frame", disable=args.no_progress) as bar:
-        while (frame := engine.pop_frame()) is not None:
-            writer.write_video(frame.image, frame.index)
-            # the last chunk is padded with silence; the file keeps the input's exact length
-            writer.write_audio(frame.audio[: max(audio.size - frame.audio_pts, 0)], frame.audio_pts)
-            bar.update()
+    try:
+        _render(audio, engine, args.out, avatar.size, progress=not args.no_progress)
+    except BaseException:
+        args.out.unlink(missing_ok=True)  # the audio failed midway: leave nothing half-written
+        raise
     return 0
+
+
+def _render(audio: AudioFile, engine: Engine, out: Path, size: int, progress: bool) -> None:
+    """Decode, render and write as the audio arrives: memory stays flat in the file's length."""
+    total = None if audio.duration_s is None else math.ceil(audio.duration_s * VIDEO_FPS)
+    with Mp4Writer(out, size) as writer, \
+            tqdm(total=total, unit="frame", disable=not progress) as bar:
+        received = 0  # 16 kHz samples pushed so far
+        for chunk in audio.chunks():
+            engine.push_audio(chunk, SAMPLE_RATE)
+            received += chunk.size
+            bar.update(_write_ready(engine, writer, received))
+        engine.finish()
+        bar.update(_write_ready(engine, writer, received))
+
+
+def _write_ready(engine: Engine, writer: Mp4Writer, received: int) -> int:
+    """Write every frame the engine can make now; returns how many."""
+    written = 0
+    while (frame := engine.pop_frame()) is not None:
+        writer.write_video(frame.image, frame.index)
+        # the last chunk is padded with silence; the file keeps the input's exact length
+        writer.write_audio(frame.audio[: max(received - frame.audio_pts, 0)], frame.audio_pts)
+        written += 1
+    return written

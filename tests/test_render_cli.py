@@ -116,3 +116,101 @@ def test_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
 
     (row,) = json.loads(out.read_text())
     assert row["size"] == 128 and row["frames"] > 0 and row["p50_ms"] > 0
+
+
+def _reference_render(audio_path: Path, out: Path, size: int) -> None:
+    """The whole-file path `render` used before it streamed: all audio in, finish, all frames out."""
+    from lipstream.engine.avatar import Avatar, AvatarConfig
+    from lipstream.engine.engine import Engine, EngineConfig
+    from lipstream.streaming.files import Mp4Writer
+
+    audio = load_audio(audio_path)
+    engine = Engine(Avatar.default(AvatarConfig(size=size)), EngineConfig())
+    engine.push_audio(audio, SAMPLE_RATE)
+    engine.finish()
+    with Mp4Writer(out, size) as writer:
+        while (frame := engine.pop_frame()) is not None:
+            writer.write_video(frame.image, frame.index)
+            writer.write_audio(frame.audio[: max(audio.size - frame.audio_pts, 0)], frame.audio_pts)
+
+
+def _decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    return frames, audio
+
+
+def test_streamed_render_matches_the_whole_file_render(vowel_wav: Path, tmp_path: Path) -> None:
+    """A 44.1 kHz stereo file, so the decoder's chunks also pass through the resampler."""
+    stereo = np.repeat(load_audio(vowel_wav)[:, None], 2, axis=1)
+    source = tmp_path / "stereo.wav"
+    with wave.open(str(source), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(44_100)
+        resampled = np.interp(np.arange(0, len(stereo), SAMPLE_RATE / 44_100), np.arange(len(stereo)),
+                              stereo[:, 0])
+        w.writeframes((np.repeat(resampled[:, None], 2, axis=1) * 32767).astype(np.int16).tobytes())
+    streamed, whole = tmp_path / "streamed.mp4", tmp_path / "whole.mp4"
+    result = lipstream("render", "--audio", str(source), "--out", str(streamed), "--size", "96",
+                       "--no-progress")
+    assert result.returncode == 0, result.stderr
+    _reference_render(source, whole, 96)
+    streamed_frames, streamed_audio = _decoded(streamed)
+    whole_frames, whole_audio = _decoded(whole)
+    assert len(streamed_frames) == len(whole_frames) > 50
+    assert all(np.array_equal(a, b) for a, b in zip(streamed_frames, whole_frames, strict=True))
+    assert np.array_equal(streamed_audio, whole_audio)
+
+
+def _tone_wav(path: Path, seconds: int) -> Path:
+    """Bursts of a 220 Hz tone, written second by second: long files cost the test no memory."""
+    rng = np.random.default_rng(0)
+    second = np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE) * 0.3
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
+        for _ in range(seconds):
+            w.writeframes((second * (rng.random() > 0.5) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+# The command in-process, then its own peak RSS. VmHWM starts afresh at exec; getrusage's maxrss
+# of a child does not (it keeps the forking parent's, here all of pytest's).
+_RUN_AND_REPORT_PEAK = """
+import sys
+from pathlib import Path
+from lipstream.cli import main
+code = main(sys.argv[1:])
+status = Path("/proc/self/status").read_text().splitlines()
+print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+sys.exit(code)
+"""
+
+
+def _peak_rss_mb(*args: str) -> float:
+    result = subprocess.run([sys.executable, "-c", _RUN_AND_REPORT_PEAK, *args], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1]) / 1024  # kB
+
+
+def test_render_memory_is_flat_in_the_audio_length(tmp_path: Path) -> None:
+    """Measured: the whole-file render grew ~0.2 MB per second of audio (+60 MB at 300 s)."""
+    peaks = {}
+    for seconds in (10, 300):
+        audio = _tone_wav(tmp_path / f"{seconds}.wav", seconds)
+        out = str(tmp_path / "o.mp4")
+        peaks[seconds] = _peak_rss_mb("render", "--audio", str(audio), "--out", out,
+                                      "--size", "64", "--motion", "baseline", "--no-progress")
+    assert peaks[300] < peaks[10] + 10, peaks
+
+
+def test_the_progress_total_comes_from_the_files_duration(tmp_path: Path) -> None:
+    from lipstream.engine.audio import AudioFile
+
+    audio = AudioFile(_tone_wav(tmp_path / "tone.wav", 3))
+    assert audio.duration_s == pytest.approx(3.0, abs=0.01)
+    result = lipstream("render", "--audio", str(audio.path), "--out", str(tmp_path / "o.mp4"),
+                       "--size", "64", "--motion", "baseline")
+    assert result.returncode == 0, result.stderr
+    assert "75/75" in result.stderr  # the bar knew its total: 3 s x 25 fps

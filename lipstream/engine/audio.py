@@ -1,5 +1,6 @@
 """AudioIn: any decodable file or pushed PCM chunks -> 16 kHz mono float32."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -70,27 +71,58 @@ class AudioIn:
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
 
 
+class AudioFile:
+    """A file PyAV can read, decoded incrementally to 16 kHz mono float32 chunks.
+
+    Opening checks the file (so a bad one fails before slow work); `chunks()` decodes as it is
+    iterated, so memory does not grow with the file's length. Raises AudioError with the reason.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"audio file not found: {self.path}")
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise AudioError(f"cannot read audio from {self.path}: {exc}") from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise AudioError(f"no audio stream in {self.path}: give a wav, mp3, m4a, ogg or flac file")
+        self.duration_s = self._duration_s()
+
+    def _duration_s(self) -> float | None:
+        """From the container's header, when it says (a raw stream may not)."""
+        stream = self._container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        duration_us = self._container.duration  # in av.time_base units (microseconds)
+        return None if duration_us is None else duration_us / av.time_base
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The decoded audio, one resampled packet at a time; raises AudioError if it is empty."""
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        total = 0
+        with self._container:
+            try:
+                for frame in self._container.decode(audio=0):
+                    for chunk in _to_chunks(resampler.resample(frame)):
+                        total += chunk.size
+                        yield chunk
+            except av.FFmpegError as exc:
+                raise AudioError(f"cannot decode audio in {self.path}: {exc}") from None
+            for chunk in _to_chunks(resampler.resample(None)):
+                total += chunk.size
+                yield chunk
+        if total == 0:
+            raise AudioError(f"audio file is empty: {self.path}")
+
+
+def _to_chunks(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
+    for frame in frames:
+        yield frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+
+
 def load_audio(path: str | Path) -> np.ndarray:
     """Decode any file PyAV can read -> 16 kHz mono float32. Raises AudioError with the reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise AudioError(f"cannot read audio from {path}: {exc}") from None
-    with container:
-        if not container.streams.audio:
-            raise AudioError(f"no audio stream in {path}: give a wav, mp3, m4a, ogg or flac file")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks: list[np.ndarray] = []
-        try:
-            for frame in container.decode(audio=0):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        except av.FFmpegError as exc:
-            raise AudioError(f"cannot decode audio in {path}: {exc}") from None
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    if audio.size == 0:
-        raise AudioError(f"audio file is empty: {path}")
-    return audio
+    return np.concatenate(list(AudioFile(path).chunks()))

@@ -5,23 +5,25 @@ Immutable after analysis, so many sessions can share one Avatar.
 
 import functools
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lipstream.engine.faceframe import CHIN, LOWER_OUTER, UPPER_OUTER, FaceFrame
 from lipstream.engine.facemesh import FaceFound, find_faces, landmarks_of_largest
 from lipstream.engine.idle import EyeAssets, analyse_eyes
 from lipstream.engine.mouth import MouthAssets, analyse_mouth
+from lipstream.engine.photo import Photo, decode_photo
 from lipstream.engine.rig import RigBasis, build_rig
 from lipstream.errors import PhotoError
 
 log = logging.getLogger(__name__)
 DEFAULT_NAME = "the default avatar (scikit-image astronaut)"
+SMALLEST_FACE_SHARE = 1 / 8  # of a photo's short side: smaller faces may lose detail in decoding
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,13 @@ class Avatar:
         return int(self.image.shape[0])
 
     @classmethod
-    def from_image(cls, photo: str | Path | np.ndarray, config: AvatarConfig | None = None) -> "Avatar":
+    def from_image(cls, photo: Photo, config: AvatarConfig | None = None,
+                   name: str | None = None) -> "Avatar":
+        """A photo file, its bytes or an RGB array -> the analysed avatar. Raises PhotoError."""
         config = config or AvatarConfig()
-        if isinstance(photo, np.ndarray):
-            return analyse(_as_rgb(photo), "the image array", config)
-        path = Path(photo)
-        return analyse(load_photo(path, config.max_megapixels), path.name, config)
+        name = name or photo_name(photo)
+        rgb = decode_photo(photo, name, config.max_megapixels, decode_side_px(config))
+        return analyse(rgb, name, config)
 
     @classmethod
     def default(cls, config: AvatarConfig | None = None) -> "Avatar":
@@ -67,37 +70,21 @@ def _default(config: AvatarConfig) -> Avatar:
     return analyse(np.asarray(data.astronaut()), DEFAULT_NAME, config)  # type: ignore[no-untyped-call]
 
 
-def load_photo(path: Path, max_megapixels: float) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, upright per EXIF; refuses huge images from their header."""
-    if not path.is_file():
-        raise PhotoError(f"photo not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # lazy: reads the header only
-                megapixels = im.width * im.height / 1e6
-                if megapixels > max_megapixels:
-                    raise PhotoError(_too_large(path, f"{im.width}x{im.height}", max_megapixels))
-                upright = ImageOps.exif_transpose(im)
-                return np.asarray(upright.convert("RGB"))
-    except Image.DecompressionBombError as err:  # Pillow's own limit, hit before ours at >179 MP
-        raise PhotoError(_too_large(path, "over 179 megapixels", max_megapixels)) from err
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise PhotoError(f"cannot read {path.name} as an image ({err}): use a JPEG or PNG photo") from err
+def photo_name(photo: Photo) -> str:
+    """How messages call a photo: its file name where it has one."""
+    if isinstance(photo, (str, Path)):
+        return Path(photo).name
+    return "the image array" if isinstance(photo, np.ndarray) else "the photo"
 
 
-def _too_large(path: Path, dims: str, limit: float) -> str:
-    return f"{path.name} is {dims}, over the {limit:g}-megapixel limit: scale it down first"
+def decode_side_px(config: AvatarConfig) -> int:
+    """The short side a photo may be decoded down to without degrading the avatar.
 
-
-def _as_rgb(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise PhotoError(f"image array has shape {array.shape}: expected (H, W, 3) RGB")
-    if array.dtype != np.uint8:
-        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(array[..., :3])
+    The crop is face height x crop_scale, resized to config.size: it loses nothing while the face
+    is at least size / crop_scale px (256 at 512 / 2.0). Faces down to SMALLEST_FACE_SHARE of the
+    short side keep that (2048 px at the defaults); a 49 MP JPEG then decodes at half scale.
+    """
+    return math.ceil(config.size / config.crop_scale / SMALLEST_FACE_SHARE)
 
 
 def pick_face(rgb: np.ndarray, name: str, config: AvatarConfig) -> FaceFound:

@@ -1,20 +1,22 @@
 """Avatars a server can animate: the default one and uploaded photos, analysed once, shared.
 
 An `Avatar` is immutable after analysis, so every session using it shares one copy. Uploads are
-decoded and analysed in a worker thread (FaceMesh takes tens of milliseconds), never on the loop.
+decoded and analysed in their own one-thread pool with a short queue: a burst of big photos waits
+there (or is turned away) instead of taking the render threads that live sessions need.
 """
 
-import io
+import asyncio
+import ctypes
+import ctypes.util
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from lipstream.errors import PhotoError
+from lipstream.errors import LipstreamError
 from lipstream.streaming.worker import RenderPool
 
 if TYPE_CHECKING:
@@ -22,40 +24,81 @@ if TYPE_CHECKING:
 else:
     Avatar = Any
 
-__all__ = ["DEFAULT_ID", "Avatar", "AvatarStore", "UploadLimits", "analyse_photo", "decode_photo"]
+__all__ = ["DEFAULT_ID", "Avatar", "AvatarStore", "UploadLimits", "UploadsBusy", "analyse_photo"]
 
 DEFAULT_ID = "default"
+UPLOAD_NAME = "the uploaded photo"
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     max_bytes: int = 20 * 1024 * 1024  # a phone photo is 2-8 MB
     max_avatars: int = 32  # uploads kept; the oldest is forgotten first
+    max_waiting: int = 2  # uploads queued behind the one being analysed; more are answered 503
+    retry_after_s: int = 2  # a 49 MP photo takes ~1 s here to decode and analyse
     # The pixel limit is the avatar's own (AvatarConfig.max_megapixels), checked from the header.
 
 
-def decode_photo(data: bytes, max_megapixels: float) -> np.ndarray:
-    """Image bytes -> (H, W, 3) uint8 RGB, upright per EXIF. Raises PhotoError with the reason."""
-    try:
-        image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError):
-        raise PhotoError("the upload is not an image PIL can read: send a JPEG or PNG photo") from None
-    width, height = image.size  # from the header: nothing decoded yet
-    if width * height > max_megapixels * 1e6:
-        raise PhotoError(f"photo is {width}x{height} ({width * height / 1e6:.0f} MP); the limit is "
-                         f"{max_megapixels:.0f} MP: downscale it")
-    try:
-        upright = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise PhotoError(f"cannot decode the photo ({exc}): send a JPEG or PNG photo") from None
-    return np.asarray(upright)
+class UploadsBusy(LipstreamError):
+    """The upload queue is full: the client should retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the server is busy analysing other photos: retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 def analyse_photo(data: bytes) -> Avatar:
-    from lipstream.engine.avatar import AvatarConfig, analyse
+    """Upload bytes -> Avatar. Raises PhotoError."""
+    from lipstream.engine.avatar import Avatar
 
-    config = AvatarConfig()
-    return analyse(decode_photo(data, config.max_megapixels), "the uploaded photo", config)
+    try:
+        return Avatar.from_image(data, name=UPLOAD_NAME)
+    finally:
+        release_free_memory()
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)  # glibc only
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand freed heap back to the OS: glibc otherwise keeps a decoded photo's freed buffers in
+    the upload thread's malloc arena (benchmarks/uploads.py: three 49 MP uploads left RSS 66 MB
+    up without this, 12 MB with it)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class UploadPool:
+    """One thread and a bounded queue for photo analysis, apart from the render pool."""
+
+    def __init__(self, limits: UploadLimits) -> None:
+        self._limits = limits
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lipstream-upload")
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting
+
+    async def run(self, data: bytes) -> Avatar:
+        with self._lock:
+            if self._admitted > self._limits.max_waiting:
+                raise UploadsBusy(self._limits.retry_after_s)
+            self._admitted += 1
+        job = self._executor.submit(analyse_photo, data)
+        # counted until the thread is done with it, even if the request that sent it is gone
+        job.add_done_callback(self._release)
+        return await asyncio.wrap_future(job)
+
+    def _release(self, _: "Future[Avatar]") -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class AvatarStore:
@@ -63,7 +106,8 @@ class AvatarStore:
                  limits: UploadLimits | None = None) -> None:
         self.limits = limits or UploadLimits()
         self._load_default = load_default
-        self._pool = pool
+        self._pool = pool  # only for the default avatar, analysed once at start-up
+        self._uploads = UploadPool(self.limits)
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
 
     async def default(self) -> Avatar:
@@ -78,11 +122,15 @@ class AvatarStore:
         return self._avatars.get(avatar_id)
 
     async def add(self, data: bytes) -> str:
-        """Analyse an uploaded photo -> its id. Raises PhotoError."""
-        avatar, _ = await self._pool.run(lambda: analyse_photo(data))
+        """Analyse an uploaded photo -> its id. Raises PhotoError, or UploadsBusy when queued full."""
+        avatar = await self._uploads.run(data)
         avatar_id = secrets.token_urlsafe(9)
         self._avatars[avatar_id] = avatar
         uploads = [k for k in self._avatars if k != DEFAULT_ID]
         for old in uploads[: max(len(uploads) - self.limits.max_avatars, 0)]:
             del self._avatars[old]
         return avatar_id
+
+    def close(self) -> None:
+        """Stop the upload thread (waits for the photo in progress). Idempotent."""
+        self._uploads.shutdown()

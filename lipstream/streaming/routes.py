@@ -12,6 +12,7 @@ from aiohttp import BodyPartReader, web
 
 from lipstream.errors import PhotoError
 from lipstream.streaming.auth import ViewerTokens, bearer, bearer_ok
+from lipstream.streaming.avatars import UploadsBusy
 from lipstream.streaming.bodies import BodyPace, BodyTooSlow
 from lipstream.streaming.endings import in_words
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
@@ -23,6 +24,7 @@ STATE = web.AppKey("state", ServerState)
 VIEWER_TOKENS = web.AppKey("viewer_tokens", ViewerTokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SDP = "application/sdp"
+RAW_BYTES = "application/octet-stream"
 READ_CHUNK_BYTES = 64 * 1024
 # When aiortc refuses an offer that offer.py let through; its own messages are internals.
 OFFER_REFUSED = ("the WebRTC stack could not use this SDP offer: send the offer exactly as your "
@@ -254,17 +256,29 @@ async def post_avatar(request: web.Request) -> web.Response:
         avatar_id = await state.avatars.add(data)
     except PhotoError as exc:
         raise ApiError(422, str(exc)) from None
+    except UploadsBusy as exc:
+        raise ApiError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
     return web.json_response({"id": avatar_id}, status=201,
                              headers={"Location": f"/v1/avatars/{avatar_id}"})
 
 
 async def _read_photo(request: web.Request, limit: int) -> bytes:
-    """A raw image body, or the first file part of a multipart form (a browser's <input type=file>)."""
-    if request.content_type == "multipart/form-data":
+    """A raw image body, or the first file part of a multipart form (a browser's <input type=file>).
+
+    Refuses text/plain, form-encoded and untyped bodies: a web page can send those to any site
+    without a CORS preflight. application/octet-stream needs one, and is what the page sends for
+    a file the browser could not type.
+    """
+    declared = request.headers.get("Content-Type", "")
+    if declared and request.content_type == "multipart/form-data":
         async with body_pace(request, "the photo") as pace:
             data = await _read_file_part(request, limit, pace)
-    else:
+    elif declared and (request.content_type.startswith("image/") or request.content_type == RAW_BYTES):
         data = await read_body(request, limit, "the photo")
+    else:
+        got = request.content_type if declared else "none"
+        raise ApiError(415, f"a photo upload needs Content-Type image/* (got {got}), "
+                            "or a multipart/form-data form with the photo as a file field")
     if not data:
         raise ApiError(400, "the upload is empty: send a JPEG or PNG photo")
     return data

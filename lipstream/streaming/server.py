@@ -124,7 +124,9 @@ async def _close_sessions(app: web.Application) -> None:
 
 
 async def _stop_pool(app: web.Application) -> None:
-    await asyncio.get_running_loop().run_in_executor(None, app[routes.STATE].pool.shutdown)
+    state = app[routes.STATE]
+    await asyncio.get_running_loop().run_in_executor(None, state.pool.shutdown)
+    await asyncio.get_running_loop().run_in_executor(None, state.avatars.close)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
