@@ -8,8 +8,8 @@ fetches lower-lip content it takes the lower one; where neither does, the lips a
 mouth interior goes there. Deciding by where the content comes from keeps the painted interior
 exactly flush with the warped lips.
 
-Per frame: field = rest + sum_k c_k basis_k on a coarse grid (one small matmul for both sides),
-negated into a backward map, upsampled in one pass, then the per-pixel choice. Controls
+Per frame: field = rest + sum_k c_k basis_k on a coarse grid (one small matmul for both sides, in
+image and face axes), negated into a backward map, upsampled in one pass, then the per-pixel choice. Controls
 are clamped to [0, 1] and offsets capped, so no input can tear the face.
 """
 
@@ -54,8 +54,9 @@ class Placement(NamedTuple):
 class RigBasis:
     roi: Roi
     step: int  # coarse grid spacing, px
-    # (N_CONTROLS + 1, 2 * hc * wc * 2) forward offsets, px, one contiguous row per shape (the last
-    # is the rest shape): the upper side's (hc, wc, 2) then the jaw side's, so one product makes both
+    # (N_CONTROLS + 1, hc * wc * 8) forward offsets, px, one contiguous row per shape (the last is the
+    # rest shape); per coarse point: upper side (x, y), jaw side (x, y) in image axes, then the same
+    # two in face axes (u, v), so one product makes all a frame needs
     basis: np.ndarray
     coarse_shape: tuple[int, int]  # (hc, wc)
     grid: np.ndarray  # (h, w, 2) float32 absolute pixel coordinates of the region
@@ -80,7 +81,8 @@ class RigBasis:
         return MouthPose(c, (float(left), float(right)))
 
     def coarse_fields(self, pose: MouthPose) -> np.ndarray:
-        """Backward offsets (hc, wc, 4) px on the coarse grid: the upper side's (x, y), the lower's.
+        """Backward offsets (hc, wc, 8) px on the coarse grid: the upper side's (x, y), the lower's,
+        then both again in face axes (u, v).
 
         b(q) = -d(q): exact where a side moves rigidly, which is where its content is used (the
         jaw side over the lower lip and chin). A fixed-point step b = -d(q + b) was tried and
@@ -88,21 +90,17 @@ class RigBasis:
         the lower field back onto the lips, so lip pixels showed inside the open mouth.
         """
         weights = -np.concatenate([pose.controls, [1.0]]).astype(np.float32)  # negated: backward
-        # (K + 1,) @ (K + 1, 2 * hc * wc * 2): one small matrix-vector product for both sides
-        both = (weights @ self.basis).reshape(2, *self.coarse_shape, 2)
-        _cap(both, MAX_SHIFT * self.face_px)
-        return np.concatenate([both[0], both[1]], axis=-1)
+        # (K + 1,) @ (K + 1, hc * wc * 8): one small matrix-vector product for everything
+        coarse: np.ndarray = (weights @ self.basis).reshape(*self.coarse_shape, 8)
+        _cap(coarse, MAX_SHIFT * self.face_px)
+        return coarse
 
     def field(self, pose: MouthPose, place: Placement | None = None) -> MouthField:
         """The region's source coordinates; `place` (from `place(head)`) folds in head motion."""
         base, u, v = place or self.place(None)
-        coarse = self.coarse_fields(pose)
-        # the same offsets in face axes, turned on the coarse grid where it is cheap; then all
-        # eight channels upsampled in one pass: (h, w, 8) = b_up, b_lo, face_up, face_lo
-        turned = coarse.reshape(*coarse.shape[:2], 2, 2) @ self.axes.T
-        coarse8 = np.concatenate([coarse, turned.reshape(coarse.shape)], axis=-1)
         h, w = self.roi.shape
-        fine = cv2.resize(coarse8, (w, h), interpolation=cv2.INTER_LINEAR)
+        # (h, w, 8) = b_up, b_lo, face_up, face_lo: all eight channels upsampled in one pass
+        fine = cv2.resize(self.coarse_fields(pose), (w, h), interpolation=cv2.INTER_LINEAR)
         above = self._past_edge(fine[..., 4], fine[..., 5], u, v, self.upper_edge)
         below = self._past_edge(fine[..., 6], fine[..., 7], u, v, self.lower_edge)
         np.negative(below, out=below)
@@ -111,11 +109,12 @@ class RigBasis:
         side /= self._blend_px(pose, u)
         side += 0.5
         np.clip(side, 0.0, 1.0, out=side)
-        b_up = fine[..., 0:2]
-        coords = np.subtract(fine[..., 2:4], b_up)
-        coords *= side[..., None]
-        coords += b_up
-        coords += base
+        # coords = b_up + side (b_lo - b_up) + base; OpenCV's per-element ops on 2-channel
+        # images beat numpy's strided views of the 8-channel one
+        b_up = np.ascontiguousarray(fine[..., 0:2])
+        coords = cv2.subtract(np.ascontiguousarray(fine[..., 2:4]), b_up)
+        coords = cv2.multiply(coords, cv2.merge([side, side]))
+        coords = cv2.add(cv2.add(coords, b_up), base)
         return MouthField(coords, above, below, u)
 
     def _blend_px(self, pose: MouthPose, u: np.ndarray) -> np.ndarray:
@@ -158,13 +157,17 @@ class RigBasis:
         return past
 
 
-def _cap(offsets: np.ndarray, max_px: float) -> None:
-    """Shorten offsets (..., 2) longer than max_px, in place: a bound that holds whatever the controls."""
-    length = np.hypot(offsets[..., 0], offsets[..., 1])
-    np.maximum(length, 1e-6, out=length)
-    np.divide(max_px, length, out=length)
-    np.minimum(length, 1.0, out=length)
-    offsets *= length[..., None]
+def _cap(coarse: np.ndarray, max_px: float) -> None:
+    """Shorten each side's offsets longer than max_px, in place: a bound that holds whatever the
+    controls. coarse (..., 8) as `coarse_fields` makes it; the face axes are orthonormal, so the
+    face-axes copy has the same length and takes the same factor."""
+    for side in (0, 2):
+        length = np.hypot(coarse[..., side], coarse[..., side + 1])
+        np.maximum(length, 1e-6, out=length)
+        np.divide(max_px, length, out=length)
+        np.minimum(length, 1.0, out=length)
+        coarse[..., side : side + 2] *= length[..., None]
+        coarse[..., side + 4 : side + 6] *= length[..., None]
 
 
 def _edges(bin_u: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,11 +205,13 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
     corners_u = shapes.uv[corner_ids, 0]
     corners = np.vstack([corners_u[None], shapes.offsets_uv[:, corner_ids, 0]])
     upper_edge, lower_edge = _edges(bin_u, shapes.uv)
-    basis = np.ascontiguousarray(np.stack([upper, lower], 1), np.float32).reshape(len(upper), -1)
+    axes = np.stack([frame.x_axis, frame.y_axis])
+    turned = [side @ axes.T for side in (upper, lower)]  # the same offsets in face axes
+    basis = np.concatenate([upper, lower, *turned], axis=-1).astype(np.float32).reshape(len(upper), -1)
     return RigBasis(
         roi=roi, step=step, basis=basis, coarse_shape=(hc, wc), grid=grid,
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
-        v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
+        v=pix[..., 1].astype(np.float32), axes=axes.astype(np.float32),
         origin=frame.origin.astype(np.float32), bin0=bin0, upper_edge=upper_edge,
         lower_edge=lower_edge,
         corners=corners.astype(np.float32), face_px=frame.face_px,
