@@ -7,9 +7,17 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+# OpenCV splits each call across a helper thread per core. A server runs many sessions, already
+# one per core or more, so the split only adds hand-offs: on this work it cost ~8% more CPU per
+# frame (benchmarks/stages.py --cv-threads 2, docs/profile.md). Process-wide, as OpenCV's setting is.
+OPENCV_THREADS = 1
+
 
 class CpuKernels:
     name = "cpu"
+
+    def __init__(self) -> None:
+        cv2.setNumThreads(OPENCV_THREADS)
 
     def warp_region(self, src: NDArray[Any], coords: NDArray[Any], out: NDArray[Any]) -> None:
         # OpenCV interpolates with 5-bit fixed-point weights: within 1-2 levels of exact bilinear.
