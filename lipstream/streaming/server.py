@@ -21,6 +21,7 @@ from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
+from lipstream.streaming.codecs import tune_vp8
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.session import SessionConfig
@@ -71,6 +72,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
                load_avatar: Callable[[], Avatar] | None = None) -> web.Application:
     """The server. The optional seams are for tests: an engine factory, a clock, a default avatar."""
     config = config or ServeConfig()
+    tune_vp8()  # the video senders' encoder settings (streaming/codecs.py)
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
