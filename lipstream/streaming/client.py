@@ -85,6 +85,7 @@ class Publisher:
         self.keep_audio = keep_audio  # False: count audio RTP arrivals only (hours-long runs)
         self.received = Reception()
         self.location: str | None = None
+        self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
         self.connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -106,6 +107,7 @@ class Publisher:
         for transceiver in self.pc.getTransceivers():
             _record_rtp_arrivals(transceiver.receiver, transceiver.kind, self.received)
         query = f"?avatar={self.avatar}" if self.avatar else ""
+        self.posted_at = time.monotonic()
         async with http.post(f"{self.base_url}/v1/sessions{query}", data=self.pc.localDescription.sdp,
                              headers=self._headers("application/sdp")) as response:
             if response.status != 201:
