@@ -19,11 +19,12 @@ def main() -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running lipstream serve")
     where.add_argument("--spawn", action="store_true", help="start lipstream serve on a free loopback port")
-    parser.add_argument("--onsets", type=int, default=LatencyConfig.onsets, help="speech bursts to send")
+    parser.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency"),
                         help="writes OUT.json and OUT.png")
     args = parser.parse_args()
-    run_latency(None if args.spawn else args.url, LatencyConfig(onsets=args.onsets), args.out)
+    config = LatencyConfig() if args.onsets is None else LatencyConfig(onsets=args.onsets)
+    run_latency(None if args.spawn else args.url, config, args.out)
     return 0
 
 
