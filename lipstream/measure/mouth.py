@@ -24,6 +24,7 @@ UPPER_OUTER_LIP, LOWER_OUTER_LIP = 0, 17
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 JAW_DROP_ROOM = 0.3  # box extends below the lower lip by this much of the mouth width
 CORNER_TRIM = 0.1  # and leaves out this much of the width at each corner (cheeks move with idle life)
+REFERENCE_SIZE = 512  # frame side the pixel constants below are given at
 SHIFT_PX = 4  # idle head motion the match absorbs (at most ~1.5 px shift and 0.6 deg roll at 512 px)
 CHANGED_LEVEL = 20  # grey levels: a pixel counts as changed beyond this (VP8 noise stays under it)
 OPEN_JAW = 0.2  # jaw_open that counts as "open"; the thresholds sit half-way to it from rest
@@ -70,6 +71,8 @@ class MouthOpenDetector:
     def __init__(self, avatar: Avatar, size: int | None = None) -> None:
         self.size = size or avatar.size
         self.box = mouth_box(avatar.landmarks * (self.size / avatar.size))
+        reach = max(1, round(SHIFT_PX * self.size / REFERENCE_SIZE))
+        self._shifts = range(-reach, reach + 1)
         renderer = Renderer(avatar)
         self._rest = _grey(renderer.render(jaw_controls(0.0), 0), self.size)[self.box.shifted(0, 0)]
         opened = [_resized(renderer.render(jaw_controls(OPEN_JAW), i), self.size) for i in CALIBRATION_FRAMES]
@@ -79,9 +82,8 @@ class MouthOpenDetector:
     def score(self, rgb: np.ndarray) -> float:
         """Percent of the mouth box that differs from the mouth at rest (best over small shifts)."""
         grey = _grey(rgb, self.size)
-        shifts = range(-SHIFT_PX, SHIFT_PX + 1)
         return min(float((np.abs(grey[self.box.shifted(dy, dx)] - self._rest) > CHANGED_LEVEL).mean() * 100)
-                   for dy in shifts for dx in shifts)
+                   for dy in self._shifts for dx in self._shifts)
 
     def is_open(self, rgb: np.ndarray) -> bool:
         return self.score(rgb) > self.threshold
