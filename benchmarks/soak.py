@@ -14,7 +14,6 @@ the last window minus the first), late frames %. Writes JSON and a PNG plot to b
 
 import argparse
 import asyncio
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from lipstream.bench import speechlike
 from lipstream.measure.counting import skip_video_decoding
+from lipstream.measure.output import write_json
 from lipstream.measure.server import Target, frame_counts, loopback_only, rss_mb, scrape, spawned_server
 from lipstream.measure.speech import SpeechTrack
 from lipstream.streaming.client import Publisher, transport_offsets_timed
@@ -179,10 +179,8 @@ def main() -> int:
             samples = asyncio.run(soak(target, args.minutes, args.interval))
     summary = summarise(samples, args.minutes, args.warmup)
     print_table(samples, summary, args.table_every)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
-    json_path.write_text(json.dumps({"summary": asdict(summary), "samples": [asdict(s) for s in samples]},
-                                    indent=2))
+    write_json(json_path, {"summary": asdict(summary), "samples": [asdict(s) for s in samples]})
     print(f"wrote {json_path}" + (f" and {png_path}" if plot(samples, png_path) else ""))
     return 0
 

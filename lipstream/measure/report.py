@@ -1,7 +1,6 @@
 """The latency measurement as a command: run it (against a URL or a spawned server), print one
 table, write JSON and a PNG (per-onset latency and a stacked decomposition of the median)."""
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 from lipstream.engine.constants import HOP_MS, VIDEO_FPS
 from lipstream.engine.motion import load_motion_model
 from lipstream.measure.latency import LatencyConfig, LatencyRun, measure_latency
+from lipstream.measure.output import write_json
 from lipstream.measure.server import loopback_only, spawned_server
 from lipstream.streaming.clock import AUDIO_CHUNK_MS
 
@@ -83,9 +83,8 @@ def print_report(run: LatencyRun, summary: dict[str, Any]) -> None:
 
 def write_outputs(run: LatencyRun, summary: dict[str, Any], out: Path) -> None:
     """OUT.json, and OUT.png when matplotlib is installed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     json_path = out.with_suffix(".json")
-    json_path.write_text(json.dumps({"summary": summary, "run": asdict(run)}, indent=2))
+    write_json(json_path, {"summary": summary, "run": asdict(run)})
     png_path = out.with_suffix(".png")
     print(f"wrote {json_path}" + (f" and {png_path}" if plot(run, summary, png_path) else " (no matplotlib)"))
 
