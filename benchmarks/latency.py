@@ -8,6 +8,7 @@ prints a table and writes benchmarks/results/latency.json and .png.
 """
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from lipstream.measure.latency import LatencyConfig
@@ -20,10 +21,13 @@ def main() -> int:
     where.add_argument("--url", help="a running lipstream serve")
     where.add_argument("--spawn", action="store_true", help="start lipstream serve on a free loopback port")
     parser.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
+    parser.add_argument("--inject-delay-ms", type=float, default=0.0,
+                        help="self-check: start every other burst this much after its stamped onset")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency"),
                         help="writes OUT.json and OUT.png")
     args = parser.parse_args()
-    config = LatencyConfig() if args.onsets is None else LatencyConfig(onsets=args.onsets)
+    config = replace(LatencyConfig(), inject_delay_s=args.inject_delay_ms / 1000)
+    config = config if args.onsets is None else replace(config, onsets=args.onsets)
     run_latency(None if args.spawn else args.url, config, args.out)
     return 0
 

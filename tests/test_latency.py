@@ -8,6 +8,7 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
 from lipstream.measure.latency import LatencyConfig, measure
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
+from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
 from lipstream.streaming.server import ServeConfig
 from tests.serving import loopback_only, running_server
 
@@ -29,22 +30,23 @@ def test_detector_and_facemesh_agree_on_rendered_frames(detector: MouthOpenDetec
     assert detector.score(opened) > 4 * detector.threshold > 4 * detector.score(closed)
 
 
-def median_to_rtp_ms(onsets: list) -> float:
-    found = [o.to_rtp_ms for o in onsets if not np.isnan(o.to_rtp_ms)]
-    assert len(found) >= 4, f"too few onsets measured: {onsets}"
-    return float(np.median(found))
-
-
 @pytest.mark.slow
 async def test_an_injected_delay_is_recovered(monkeypatch: pytest.MonkeyPatch,
                                               detector: MouthOpenDetector) -> None:
-    """The client delays its sound by 100 ms after stamping the onsets: the measured onset ->
-    mouth-open latency grows by that much, and nothing else changes between the two runs."""
+    """Every other burst starts 100 ms after its stamped onset: those onsets measure 100 ms more.
+
+    Delayed and plain onsets alternate in one session, so a busy machine slows both alike.
+    """
     loopback_only(monkeypatch)
-    medians = []
+    config = LatencyConfig(onsets=10, inject_delay_s=INJECTED_DELAY_MS / 1000)
     async with running_server(ServeConfig(max_sessions=1, loopback_ice=False)) as server:
-        for delay_ms in (0.0, INJECTED_DELAY_MS):
-            run = await measure(server.url, LatencyConfig(onsets=8, delay_s=delay_ms / 1000), detector)
-            assert run.detector_agreement > 0.9
-            medians.append(median_to_rtp_ms(run.onsets))
-    assert abs(medians[1] - medians[0] - INJECTED_DELAY_MS) <= TOLERANCE_MS, medians
+        run = await measure(server.url, config, detector)
+    if run.skipped_fraction > BUSY_FRACTION:
+        pytest.skip(f"the server skipped {run.skipped_fraction:.0%} of frames (busy machine): "
+                    "a latency measured now is not the server's")
+    measured = [o for o in run.onsets if not np.isnan(o.to_rtp_ms)]
+    delayed = sum(o.injected_delay_ms > 0 for o in measured)
+    assert min(delayed, len(measured) - delayed) >= 3, run.onsets
+    assert run.detector_agreement > 0.9
+    recovered = injected_delay_recovered_ms(run.onsets)
+    assert abs(recovered - INJECTED_DELAY_MS) <= TOLERANCE_MS, run.onsets

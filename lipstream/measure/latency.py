@@ -20,7 +20,7 @@ import numpy as np
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.measure.mouth import MouthOpenDetector
-from lipstream.measure.server import scrape, stage_means_ms
+from lipstream.measure.server import frame_counts, scrape, stage_means_ms
 from lipstream.measure.speech import SpeechTrack
 from lipstream.streaming.client import Publisher, Reception
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, FRAME_S
@@ -31,6 +31,7 @@ BURST_F0_HZ = 130.0  # a low voice: its harmonics fill the speech band like a he
 BURST_HARMONICS = 20
 BURST_RAMP_S = 0.01  # fade in/out: no click, but the onset stays within one 20 ms chunk
 BURST_PEAK = 0.25  # full scale = 1
+SETTLED_FRACTION = 0.75  # of the lead-in silence, after which the server's counters are read
 LATE_LIMIT_S = 10.0  # how long past the end of the sent audio the last frames are waited for
 
 
@@ -42,12 +43,15 @@ class LatencyConfig:
     gap_s: float = 1.6  # silence after each burst: the mouth is back at rest before the next
     tail_s: float = 1.0  # kept receiving after the last burst
     frame_size: int = 256  # received frames are analysed (and kept) at this side
-    delay_s: float = 0.0  # a known delay added to the sound after its onsets are stamped
+    # A self-check: every other burst starts this much after its stamped onset. The measured
+    # latency of those onsets must exceed the others' by as much (`injected_delay_recovered_ms`).
+    inject_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class OnsetLatency:
     onset_s: float  # media time of the onset in the sent audio
+    injected_delay_ms: float  # how much later than its stamp this burst really started
     to_rtp_ms: float  # onset -> first RTP packet of the first open-mouth frame; nan if none found
     to_decoded_ms: float  # onset -> that frame decoded
     facemesh_to_decoded_ms: float  # the same, with FaceMesh deciding "open"
@@ -59,6 +63,15 @@ class LatencyRun:
     first_frame_ms: float  # POST -> first video frame decoded
     stage_means_ms: dict[str, float]  # from the server's /metrics over the run
     detector_agreement: float  # fraction of analysed frames where detector and FaceMesh agree
+    server_frames: dict[str, float]  # rendered/skipped/late during the run: skipped or late frames
+    # repeat an image, so a mouth may open late or never: figures of such a run are not the server's
+
+    @property
+    def skipped_fraction(self) -> float:
+        """Frames the server did not render in time (skipped or late), of all it sent."""
+        made = self.server_frames.get("rendered", 0) + self.server_frames.get("skipped", 0)
+        behind = self.server_frames.get("skipped", 0) + self.server_frames.get("late", 0)
+        return behind / made if made else math.nan
 
 
 def voiced_burst(seconds: float) -> np.ndarray:
@@ -78,22 +91,28 @@ def onset_schedule(config: LatencyConfig) -> tuple[np.ndarray, list[int]]:
     starts = [lead + i * period for i in range(config.onsets)]
     pcm = np.zeros((starts[-1] + period + chunks(config.tail_s)) * AUDIO_CHUNK_SAMPLES, np.float32)
     burst = voiced_burst(config.burst_s)
-    for start in starts:
-        pcm[start * AUDIO_CHUNK_SAMPLES : start * AUDIO_CHUNK_SAMPLES + burst.size] = burst
+    for i, start in enumerate(starts):
+        at = start * AUDIO_CHUNK_SAMPLES + round(injected_delay_s(config, i) * SAMPLE_RATE)
+        pcm[at : at + burst.size] = burst
     return pcm, starts
+
+
+def injected_delay_s(config: LatencyConfig, onset: int) -> float:
+    return config.inject_delay_s if onset % 2 else 0.0
 
 
 async def run_session(url: str, config: LatencyConfig) -> tuple[Publisher, SpeechTrack, list[int], str, str]:
     """Publish the bursts in real time; returns what was received and /metrics before and after."""
     pcm, starts = onset_schedule(config)
-    track = SpeechTrack(pcm, delay_s=config.delay_s)
+    track = SpeechTrack(pcm)
     publisher = Publisher(url, pcm, track=track, keep_size=config.frame_size, keep_audio=False)
     async with aiohttp.ClientSession() as http:
-        before = await scrape(http, url)
         await publisher.start(http)
         try:
             await asyncio.wait_for(publisher.connected.wait(), 30)
-            await received_until(publisher, pcm.size / SAMPLE_RATE + config.delay_s)
+            await asyncio.sleep(config.lead_s * SETTLED_FRACTION)
+            before = await scrape(http, url)  # start-up (first frames, encoder warm-up) left out
+            await received_until(publisher, pcm.size / SAMPLE_RATE)
         finally:
             await publisher.stop(http)
         after = await scrape(http, url)
@@ -130,28 +149,31 @@ def first_open_after(onset_t: float, window_s: float, times: np.ndarray,
     return next((int(i) for i in after if open_[i]), None)
 
 
-def measure_onsets(publisher: Publisher, track: SpeechTrack, starts: list[int], window_s: float,
+def measure_onsets(publisher: Publisher, track: SpeechTrack, starts: list[int], config: LatencyConfig,
                    detector: MouthOpenDetector) -> tuple[list[OnsetLatency], float]:
-    """Per onset its latencies (searched up to the next onset); and how often FaceMesh agrees."""
+    """Per onset its latencies; and how often FaceMesh agrees with the detector."""
     received = publisher.received
     decoded, rtp = np.asarray(received.video_arrival), rtp_arrivals_of_decoded(received)
     detected = [detector.is_open(image) for image in received.images]
     meshed = [detector.facemesh_open(image) for image in received.images]
-    known = [(d, m) for d, m in zip(detected, meshed, strict=True) if m is not None]
-    agreement = sum(d == m for d, m in known) / max(len(known), 1)
+    window_s = config.burst_s + config.gap_s  # an onset's frames are searched up to the next onset
     rows = []
-    for start in starts:
-        if start >= len(track.handed_at):
-            continue
+    for n, start in enumerate(starts[: len(track.handed_at)]):
         onset_t = track.handed_at[start]
         i = first_open_after(onset_t, window_s, rtp, detected)
         j = first_open_after(onset_t, window_s, decoded, meshed)
         rows.append(OnsetLatency(
-            round(start * AUDIO_CHUNK_SAMPLES / SAMPLE_RATE, 3),
+            round(start * AUDIO_CHUNK_SAMPLES / SAMPLE_RATE, 3), injected_delay_s(config, n) * 1000,
             _ms(rtp[i] - onset_t) if i is not None else math.nan,
             _ms(decoded[i] - onset_t) if i is not None else math.nan,
             _ms(decoded[j] - onset_t) if j is not None else math.nan))
-    return rows, agreement
+    return rows, agreement(detected, meshed)
+
+
+def agreement(detected: Sequence[bool], meshed: Sequence[bool | None]) -> float:
+    """Fraction of frames (where FaceMesh found a face) on which the two verdicts match."""
+    known = [(d, m) for d, m in zip(detected, meshed, strict=True) if m is not None]
+    return sum(d == m for d, m in known) / max(len(known), 1)
 
 
 def _ms(seconds: float) -> float:
@@ -167,9 +189,10 @@ def measure_latency(url: str, config: LatencyConfig | None = None,
 
 async def measure(url: str, config: LatencyConfig, detector: MouthOpenDetector) -> LatencyRun:
     publisher, track, starts, before, after = await run_session(url, config)
-    onsets, agreement = measure_onsets(publisher, track, starts, config.burst_s + config.gap_s, detector)
+    onsets, agreement = measure_onsets(publisher, track, starts, config, detector)
+    frames = {k: v - frame_counts(before).get(k, 0) for k, v in frame_counts(after).items()}
     return LatencyRun(onsets, first_frame_ms(publisher), round_values(stage_means_ms(before, after)),
-                      round(agreement, 3))
+                      round(agreement, 3), frames)
 
 
 def first_frame_ms(publisher: Publisher) -> float:

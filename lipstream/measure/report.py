@@ -10,7 +10,7 @@ import numpy as np
 
 from lipstream.engine.constants import HOP_MS, VIDEO_FPS
 from lipstream.engine.motion import load_motion_model
-from lipstream.measure.latency import LatencyConfig, LatencyRun, measure_latency
+from lipstream.measure.latency import LatencyConfig, LatencyRun, OnsetLatency, measure_latency
 from lipstream.measure.output import write_json
 from lipstream.measure.server import loopback_only, spawned_server
 from lipstream.streaming.clock import AUDIO_CHUNK_MS
@@ -21,6 +21,8 @@ FRAME_MS = 1000 / VIDEO_FPS
 AIORTC_AUDIO_PREFETCH_MS = 4 * AUDIO_CHUNK_MS
 AIORTC_VIDEO_HOLD_MS = FRAME_MS
 SERVER_STAGES = ("audio_in", "queue", "engine", "ready_margin")
+BUSY_FRACTION = 0.1  # a server that skipped more frames than this was not keeping real time
+BUSY_WARNING = " -- the server was not keeping real time (busy machine?): these latencies are not its own"
 
 
 def run_latency(url: str | None, config: LatencyConfig, out: Path) -> LatencyRun:
@@ -56,27 +58,48 @@ def decomposition(run: LatencyRun, to_rtp_p50_ms: float) -> dict[str, float]:
     return {name: round(ms, 1) for name, ms in parts.items()}
 
 
+def injected_delay_recovered_ms(onsets: list[OnsetLatency]) -> float:
+    """Median onset -> RTP of the delayed bursts minus that of the others (nan if none delayed)."""
+    def median(delayed: bool) -> float:
+        found = [o.to_rtp_ms for o in onsets if (o.injected_delay_ms > 0) == delayed]
+        return float(np.nanmedian(found)) if found and not np.isnan(found).all() else math.nan
+
+    return round(median(True) - median(False), 1)
+
+
 def summarise(run: LatencyRun) -> dict[str, Any]:
-    to_rtp = percentiles([o.to_rtp_ms for o in run.onsets])
-    to_decoded = percentiles([o.to_decoded_ms for o in run.onsets])
-    facemesh = percentiles([o.facemesh_to_decoded_ms for o in run.onsets])
-    return {"to_rtp_ms": to_rtp, "to_decoded_ms": to_decoded, "facemesh_to_decoded_ms": facemesh,
+    """Percentiles over the onsets sent without an injected delay, and the self-check."""
+    plain = [o for o in run.onsets if o.injected_delay_ms == 0]
+    to_rtp = percentiles([o.to_rtp_ms for o in plain])
+    to_decoded = percentiles([o.to_decoded_ms for o in plain])
+    facemesh = percentiles([o.facemesh_to_decoded_ms for o in plain])
+    return {"injected_delay_ms": max(o.injected_delay_ms for o in run.onsets),
+            "injected_delay_recovered_ms": injected_delay_recovered_ms(run.onsets),
+            "to_rtp_ms": to_rtp, "to_decoded_ms": to_decoded, "facemesh_to_decoded_ms": facemesh,
             "first_frame_ms": run.first_frame_ms, "detector_agreement": run.detector_agreement,
+            "server_not_in_time_fraction": round(run.skipped_fraction, 4),
             "decomposition_ms": decomposition(run, to_rtp["p50"]),
             "client_video_hold_ms": AIORTC_VIDEO_HOLD_MS}
 
 
 def print_report(run: LatencyRun, summary: dict[str, Any]) -> None:
-    print(f"{'onset s':>8} {'-> RTP ms':>10} {'-> decoded ms':>14} {'FaceMesh: -> decoded ms':>24}")
+    print(f"{'onset s':>8} {'injected ms':>11} {'-> RTP ms':>10} {'-> decoded ms':>14} "
+          f"{'FaceMesh: -> decoded ms':>24}")
     for o in run.onsets:
-        print(f"{o.onset_s:>8.2f} {o.to_rtp_ms:>10.1f} {o.to_decoded_ms:>14.1f} "
+        print(f"{o.onset_s:>8.2f} {o.injected_delay_ms:>11.0f} {o.to_rtp_ms:>10.1f} {o.to_decoded_ms:>14.1f} "
               f"{o.facemesh_to_decoded_ms:>24.1f}")
     for name in ("to_rtp_ms", "to_decoded_ms", "facemesh_to_decoded_ms"):
         s = summary[name]
         print(f"onset {name[:-3].replace('_', ' ')}: p50 {s['p50']:.1f} ms, p95 {s['p95']:.1f} ms "
               f"({s['n']} onsets)")
+    if summary["injected_delay_ms"]:
+        print(f"self-check: {summary['injected_delay_ms']:.0f} ms injected into every other onset, "
+              f"{summary['injected_delay_recovered_ms']:.1f} ms measured (medians)")
     print(f"new session, POST -> first frame decoded: {run.first_frame_ms:.1f} ms")
     print(f"mouth detector agrees with FaceMesh on {run.detector_agreement * 100:.1f}% of frames")
+    busy = BUSY_WARNING if run.skipped_fraction > BUSY_FRACTION else ""
+    print(f"server frames during the run: {run.server_frames}; not rendered in time: "
+          f"{run.skipped_fraction * 100:.1f}%{busy}")
     print("median onset -> RTP, decomposed (ms): "
           + ", ".join(f"{k} {v:.1f}" for k, v in summary["decomposition_ms"].items()))
 

@@ -1,8 +1,7 @@
 """What the measuring client sends: speech at real-time pace, looped or once, with onsets stamped.
 
 An onset's time is when the track hands aiortc the 20 ms chunk that starts with it: from there
-on everything (encoding, network, server, back) is the system being measured. `delay_s` shifts
-the sound later than its stamps, a known delay that a measurement must recover.
+on everything (encoding, network, server, back) is the system being measured.
 """
 
 import asyncio
@@ -25,11 +24,10 @@ class SpeechTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, pcm: np.ndarray, loop: bool = False, delay_s: float = 0.0) -> None:
+    def __init__(self, pcm: np.ndarray, loop: bool = False) -> None:
         super().__init__()
         self._pcm = np.clip(pcm, -1, 1).astype(np.float32)
         self._repeat = loop  # not `_loop`: MediaStreamTrack's event emitter owns that name
-        self._delay_samples = round(delay_s * SAMPLE_RATE)
         self._origin: float | None = None
         self.handed_at: list[float] = []
 
@@ -50,7 +48,7 @@ class SpeechTrack(MediaStreamTrack):
 
     def _samples(self, start: int) -> np.ndarray:
         """The int16 chunk that begins at output sample `start`."""
-        index = np.arange(start, start + AUDIO_CHUNK_SAMPLES) - self._delay_samples
+        index = np.arange(start, start + AUDIO_CHUNK_SAMPLES)
         if self._repeat:
             index %= self._pcm.size
         inside = (index >= 0) & (index < self._pcm.size)
