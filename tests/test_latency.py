@@ -6,9 +6,10 @@ import pytest
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
-from lipstream.measure.latency import LatencyConfig, measure
+from lipstream.measure.latency import LatencyConfig, first_open_after, measure, onset_schedule
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
 from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
+from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES
 from lipstream.streaming.server import ServeConfig
 from tests.serving import loopback_only, running_server
 
@@ -50,3 +51,20 @@ async def test_an_injected_delay_is_recovered(monkeypatch: pytest.MonkeyPatch,
     assert run.detector_agreement > 0.9
     recovered = injected_delay_recovered_ms(run.onsets)
     assert abs(recovered - INJECTED_DELAY_MS) <= TOLERANCE_MS, run.onsets
+
+
+def test_bursts_start_on_their_stamped_chunk_or_exactly_the_injected_delay_after() -> None:
+    config = LatencyConfig(onsets=4, inject_delay_s=0.1)
+    pcm, starts = onset_schedule(config)
+    first_voiced = [int(np.flatnonzero(np.abs(pcm[s * AUDIO_CHUNK_SAMPLES:]) > 0)[0]) for s in starts]
+    expected = np.array([0, 1600, 0, 1600])  # 100 ms at 16 kHz on every other onset
+    assert np.all((first_voiced - expected >= 0) & (first_voiced - expected < 16)), first_voiced  # < 1 ms
+    assert np.all(np.abs(pcm[: starts[0] * AUDIO_CHUNK_SAMPLES]) == 0)  # the lead-in is silent
+
+
+def test_an_onset_counts_only_if_the_mouth_was_at_rest_when_it_was_sent() -> None:
+    times = np.arange(10) * 0.04
+    closed_then_open = [False] * 5 + [True] * 5
+    assert first_open_after(0.1, 1.0, times, closed_then_open) == 5
+    assert first_open_after(0.1, 0.1, times, closed_then_open) is None  # beyond the window
+    assert first_open_after(0.25, 1.0, times, closed_then_open) is None  # already open at the onset

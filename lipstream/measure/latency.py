@@ -135,6 +135,8 @@ def rtp_arrivals_of_decoded(received: Reception) -> np.ndarray:
     the first to arrive (a keyframe).
     """
     arrivals = received.rtp_arrival["video"]
+    if not arrivals:
+        return np.full(len(received.video_pts), math.nan)
     first = min(arrivals, key=arrivals.__getitem__)
     return np.array([arrivals.get((first + pts) % RTP_WRAP, math.nan) for pts in received.video_pts])
 
