@@ -8,13 +8,16 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
 from lipstream.measure.latency import LatencyConfig, first_open_after, measure, onset_schedule
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
-from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
+from lipstream.measure.report import injected_delay_recovered_ms
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES
 from lipstream.streaming.server import ServeConfig
 from tests.serving import loopback_only, running_server
 
 INJECTED_DELAY_MS = 100.0
 TOLERANCE_MS = 30.0  # medians of several onsets on a shared 2-core machine
+# Delayed and plain onsets alternate, so moderate load slows both alike; beyond this share of
+# frames skipped, whole bursts go unseen (a skipped frame repeats the previous image).
+TOO_BUSY_FRACTION = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +45,14 @@ async def test_an_injected_delay_is_recovered(monkeypatch: pytest.MonkeyPatch,
     config = LatencyConfig(onsets=10, inject_delay_s=INJECTED_DELAY_MS / 1000)
     async with running_server(ServeConfig(max_sessions=1, loopback_ice=False)) as server:
         run = await measure(server.url, config, detector)
-    if run.skipped_fraction > BUSY_FRACTION:
+    recovered = injected_delay_recovered_ms(run.onsets)
+    if run.skipped_fraction > TOO_BUSY_FRACTION:
         pytest.skip(f"the server skipped {run.skipped_fraction:.0%} of frames (busy machine): "
-                    "a latency measured now is not the server's")
+                    f"a latency measured now is not the server's (recovered {recovered} ms)")
     measured = [o for o in run.onsets if not np.isnan(o.to_rtp_ms)]
     delayed = sum(o.injected_delay_ms > 0 for o in measured)
     assert min(delayed, len(measured) - delayed) >= 3, run.onsets
     assert run.detector_agreement > 0.9
-    recovered = injected_delay_recovered_ms(run.onsets)
     assert abs(recovered - INJECTED_DELAY_MS) <= TOLERANCE_MS, run.onsets
 
 
