@@ -22,7 +22,8 @@ def main() -> int:
     where.add_argument("--spawn", action="store_true", help="start lipstream serve on a free loopback port")
     parser.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
     parser.add_argument("--inject-delay-ms", type=float, default=0.0,
-                        help="self-check: start every other burst this much after its stamped onset")
+                        help="self-check: start every other burst this much after its stamped onset "
+                             "(whole frames, e.g. 120)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency"),
                         help="writes OUT.json and OUT.png")
     args = parser.parse_args()

@@ -44,7 +44,8 @@ class LatencyConfig:
     tail_s: float = 1.0  # kept receiving after the last burst
     frame_size: int = 256  # received frames are analysed (and kept) at this side
     # A self-check: every other burst starts this much after its stamped onset. The measured
-    # latency of those onsets must exceed the others' by as much (`injected_delay_recovered_ms`).
+    # latency of those onsets must exceed the others' by as much (`injected_delay_recovered_ms`);
+    # use whole frames (40 ms): the open frame can only move by whole frames.
     inject_delay_s: float = 0.0
 
 
