@@ -8,7 +8,7 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
 from lipstream.measure.latency import LatencyConfig, first_open_after, measure, onset_schedule
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
-from lipstream.measure.report import injected_delay_recovered_ms
+from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, FRAME_S
 from lipstream.streaming.server import ServeConfig
 from tests.serving import loopback_only, running_server
@@ -17,9 +17,6 @@ from tests.serving import loopback_only, running_server
 # frames) measures as 80 or 120 ms, depending on where the onsets fall within their frames.
 INJECTED_DELAY_MS = 3 * FRAME_S * 1000
 TOLERANCE_MS = 30.0  # medians of several onsets on a shared 2-core machine
-# Delayed and plain onsets alternate, so moderate load slows both alike; beyond this share of
-# frames skipped, whole bursts go unseen (a skipped frame repeats the previous image).
-TOO_BUSY_FRACTION = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +45,14 @@ async def test_an_injected_delay_is_recovered(monkeypatch: pytest.MonkeyPatch,
     async with running_server(ServeConfig(max_sessions=1, loopback_ice=False)) as server:
         run = await measure(server.url, config, detector)
     recovered = injected_delay_recovered_ms(run.onsets)
-    if run.skipped_fraction > TOO_BUSY_FRACTION:
+    if run.skipped_fraction > BUSY_FRACTION:  # the benchmark's own validity rule
         pytest.skip(f"the server skipped {run.skipped_fraction:.0%} of frames (busy machine): "
                     f"a latency measured now is not the server's (recovered {recovered} ms)")
     measured = [o for o in run.onsets if not np.isnan(o.to_rtp_ms)]
     delayed = sum(o.injected_delay_ms > 0 for o in measured)
     assert min(delayed, len(measured) - delayed) >= 3, run.onsets
     assert run.detector_agreement > 0.9
-    assert abs(recovered - INJECTED_DELAY_MS) <= TOLERANCE_MS, run.onsets
+    assert abs(recovered - INJECTED_DELAY_MS) <= TOLERANCE_MS, (recovered, run.skipped_fraction, run.onsets)
 
 
 def test_bursts_start_on_their_stamped_chunk_or_exactly_the_injected_delay_after() -> None:
