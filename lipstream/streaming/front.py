@@ -86,6 +86,8 @@ class Front:
                 continue
             finally:
                 worker.pending -= 1
+            if response.status == 201:
+                worker.admitted()
             if response.status != 503:  # a 503 here lost a race for the last slot: try the next
                 return _prefix_location(response, worker)
         self.counters.sessions_rejected.inc()

@@ -35,6 +35,7 @@ READY_POLL_S = 0.2
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL: the front must be gone within ~5 s of its own SIGTERM
 RESTART_DELAYS_S = (0.5, 2.0, 5.0)  # after consecutive failures: do not spin on a broken start
 REQUEST_TIMEOUT_S = 30.0  # an offer's answer waits for ICE gathering
+HEALTH_POLL_S = 1.0  # how stale the session count of a worker that crashes may be
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ class WorkerProcess:
         self.health = WorkerHealth(int(body["sessions"]), int(body["max_sessions"]), int(body["viewers"]))
         return True
 
+    def admitted(self) -> None:
+        """Count a session the worker just accepted, before its next /healthz says so."""
+        self.health = replace(self.health, sessions=self.health.sessions + 1)
+
     async def wait(self) -> int:
         assert self._process is not None
         return await self._process.wait()
@@ -186,7 +191,7 @@ class Workers:
     async def _watch(self, worker: WorkerProcess) -> None:
         failures = 0
         while not self._stopping:
-            code = await worker.wait()
+            code = await self._wait_watching(worker)
             if self._stopping:
                 return
             log.error("worker %d (pid %s) exited with code %s; its %d sessions ended; restarting",
@@ -195,6 +200,16 @@ class Workers:
             await worker.stop()
             worker.health = WorkerHealth()
             failures = await self._restart(worker, failures)
+
+    async def _wait_watching(self, worker: WorkerProcess) -> int:
+        """Wait for the worker to exit, reading its health meanwhile (its sessions, if it crashes)."""
+        exited = asyncio.ensure_future(worker.wait())
+        try:
+            while not (await asyncio.wait({exited}, timeout=HEALTH_POLL_S))[0]:
+                await worker.refresh()
+            return exited.result()
+        finally:
+            exited.cancel()
 
     async def _restart(self, worker: WorkerProcess, failures: int) -> int:
         """Start the worker again after a delay that grows while starts keep failing."""

@@ -1,0 +1,226 @@
+"""`lipstream serve --workers 2`: the real command, real worker processes, real aiortc peers on
+loopback. Sessions spread over both workers and stream; requests for a session reach its worker;
+the front refuses, sums and survives a worker's crash; no worker outlives the front."""
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from PIL import Image
+
+from lipstream.streaming.client import Publisher
+from lipstream.streaming.front_metrics import sum_exposition
+from tests.serving import loopback_only, still_streaming
+
+SILENCE = np.zeros(16_000, np.float32)
+SDP = {"Content-Type": "application/sdp"}
+START_TIMEOUT_S = 90.0  # two workers import, analyse the avatar and bind, on a shared machine
+
+
+@pytest.fixture(autouse=True)
+def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    loopback_only(monkeypatch)
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+        self.process, self.url = process, url
+
+    def workers(self) -> list[int]:
+        return children(self.process.pid)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(*args: str) -> Iterator[Served]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port), *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield Served(process, f"http://127.0.0.1:{port}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+        for pid in children(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def health(http: aiohttp.ClientSession, served: Served, workers: int = 2) -> dict[str, int]:
+    """/healthz once `workers` workers answer (the front binds only after they started)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert served.process.poll() is None, served.process.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{served.url}/healthz") as response:
+                if response.status == 200 and (body := await response.json())["workers"] == workers:
+                    return dict(body)
+        await asyncio.sleep(0.2)
+    raise AssertionError("the front did not report its workers in time")
+
+
+@contextlib.asynccontextmanager
+async def published(served: Served, http: aiohttp.ClientSession,
+                    avatar: str | None = None) -> AsyncIterator[Publisher]:
+    publisher = Publisher(served.url, SILENCE, avatar=avatar)
+    try:
+        await publisher.start(http)
+        await asyncio.wait_for(publisher.connected.wait(), 15)
+        yield publisher
+    finally:
+        await publisher.stop()
+
+
+def owner(publisher: Publisher) -> str:
+    """The worker index the front put in front of the session id."""
+    assert publisher.location is not None
+    return publisher.location.split("/")[-1].split(".")[0]
+
+
+def photo() -> bytes:
+    from skimage.data import astronaut
+
+    out = io.BytesIO()
+    Image.fromarray(astronaut()).save(out, format="PNG")
+    return out.getvalue()
+
+
+def series(metrics: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} ([\d.e+-]+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def text(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as response:
+        return await response.text()
+
+
+@pytest.fixture(scope="module")
+def two_workers() -> Iterator[Served]:
+    with serve("--workers", "2", "--max-sessions", "2") as served:
+        yield served
+
+
+async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker(
+        two_workers: Served) -> None:
+    served = two_workers
+    async with aiohttp.ClientSession() as http:
+        assert await health(http, served) == {"status": "ok", "sessions": 0, "max_sessions": 2,
+                                              "viewers": 0, "workers": 2}
+        async with http.post(f"{served.url}/v1/avatars", data=photo()) as response:
+            assert response.status == 201, await response.text()
+            avatar = (await response.json())["id"]
+        async with published(served, http, avatar) as first, published(served, http, avatar) as second:
+            assert {owner(first), owner(second)} == {"0", "1"}  # one each: the least loaded worker takes a new session
+            assert await still_streaming(first, 5) and await still_streaming(second, 5)
+            async with http.post(f"{served.url}/v1/sessions", data=first.pc.localDescription.sdp,
+                                 headers=SDP) as response:
+                assert response.status == 503 and response.headers["Retry-After"].isdigit()
+                assert "capacity" in (await response.json())["error"]
+            assert (await health(http, served))["sessions"] == 2
+            metrics = await text(http, f"{served.url}/metrics")
+            assert series(metrics, "lipstream_sessions") == 2
+            assert series(metrics, "lipstream_sessions_started_total") == 2
+            assert series(metrics, "lipstream_sessions_rejected_total") >= 1
+            async with http.delete(f"{served.url}{first.location}") as response:
+                assert response.status == 204
+            async with http.delete(f"{served.url}{first.location}") as response:
+                assert response.status == 404 and "no session" in (await response.json())["error"]
+            assert (await health(http, served))["sessions"] == 1
+            assert await still_streaming(second, 5)  # the other worker's session was not touched
+            async with published(served, http) as third:  # the freed slot is the one offered
+                assert owner(third) != owner(second)
+                assert await still_streaming(third, 5)
+
+
+async def test_the_front_answers_json_for_ids_no_worker_owns(two_workers: Served) -> None:
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        for session_id in ("nope", "7.abc", "0.", "x.y"):
+            async with http.delete(f"{two_workers.url}/v1/sessions/{session_id}") as response:
+                assert response.status == 404 and "no session" in (await response.json())["error"]
+        async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:
+            assert response.status == 400 and "malformed SDP" in (await response.json())["error"]
+        async with http.get(f"{two_workers.url}/") as response:
+            assert response.status == 200 and "<html" in await response.text()
+
+
+async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_serving(
+        two_workers: Served) -> None:
+    served = two_workers
+    async with aiohttp.ClientSession() as http:
+        await health(http, served)
+        async with published(served, http) as doomed:
+            index = int(owner(doomed))
+            before = served.workers()
+            os.kill(before[index], signal.SIGKILL)
+            async with http.delete(f"{served.url}{doomed.location}") as response:
+                assert response.status == 404  # its sessions ended with it
+            async with published(served, http) as survivor:  # the other worker still admits
+                assert await still_streaming(survivor, 5)
+            assert (await health(http, served, workers=2))["max_sessions"] == 2  # restarted
+            metrics = await text(http, f"{served.url}/metrics")
+            assert series(metrics, 'lipstream_sessions_ended_total{reason="worker_exited"}') == 1
+            assert series(metrics, "lipstream_worker_restarts_total") == 1
+            assert before[index] not in served.workers() and len(served.workers()) == 2
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+async def test_no_worker_outlives_the_front(stop: signal.Signals) -> None:
+    """SIGTERM: an orderly stop of everything within 5 s; SIGKILL (a crash): the workers see their
+    pipe close and stop by themselves."""
+    with serve("--workers", "2", "--max-sessions", "2") as served:
+        async with aiohttp.ClientSession() as http:
+            await health(http, served)
+            workers = served.workers()
+            async with published(served, http) as publisher:
+                start = time.monotonic()
+                served.process.send_signal(stop)
+                while any(alive(pid) for pid in workers) and time.monotonic() - start < 10:
+                    await asyncio.sleep(0.05)
+                elapsed = time.monotonic() - start
+                assert not any(alive(pid) for pid in workers), f"workers still running {elapsed:.1f} s on"
+                assert elapsed < 5
+                assert publisher.location is not None
+        served.process.wait(5)
+
+
+def test_summed_metrics_keep_one_family_per_name_and_add_label_by_label() -> None:
+    a = ('# HELP x_total X\n# TYPE x_total counter\nx_total{r="a"} 1.0\nx_total{r="b"} 2.0\n'
+         '# HELP x_created X\n# TYPE x_created gauge\nx_created{r="a"} 5.0\n')
+    b = '# HELP x_total X\n# TYPE x_total counter\nx_total{r="a"} 3.0\n# HELP x_created X\n' \
+        '# TYPE x_created gauge\nx_created{r="a"} 4.0\n'
+    assert sum_exposition([a, b]) == ('# HELP x_total X\n# TYPE x_total counter\nx_total{r="a"} 4.0\n'
+                                      'x_total{r="b"} 2.0\n# HELP x_created X\n# TYPE x_created gauge\n'
+                                      'x_created{r="a"} 4.0\n')
