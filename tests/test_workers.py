@@ -142,7 +142,7 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
             assert response.status == 201, await response.text()
             avatar = (await response.json())["id"]
         async with published(served, http, avatar) as first, published(served, http, avatar) as second:
-            assert {owner(first), owner(second)} == {"0", "1"}  # one each: the least loaded worker takes a new session
+            assert {owner(first), owner(second)} == {"0", "1"}  # the least loaded worker takes each
             assert await still_streaming(first, 5) and await still_streaming(second, 5)
             async with http.post(f"{served.url}/v1/sessions", data=first.pc.localDescription.sdp,
                                  headers=SDP) as response:
