@@ -2,7 +2,8 @@
 
 The front writes `(index, ServeConfig, socket path)` pickled to the worker's stdin and keeps the
 pipe open. The worker serves the whole API on that unix socket, and shuts down as on SIGTERM
-(closing its sessions) as soon as the pipe reaches end of file: the front has gone.
+(closing its sessions) as soon as the pipe reaches end of file: the front has gone. Like the
+front's own SIGTERM -> SIGKILL, that shutdown gets STOP_GRACE_S before the process ends anyway.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.server import create_app, quiet_ice_logs
+from lipstream.streaming.workers import STOP_GRACE_S
 
 STDIN_FD = 0
 
@@ -36,6 +38,8 @@ def _exit_with_front(app: web.Application) -> None:
 def _on_stdin() -> None:
     if not os.read(STDIN_FD, 4096):  # b"": the front's end of the pipe is closed
         asyncio.get_running_loop().remove_reader(STDIN_FD)
+        # The grace the front would give before SIGKILL: SIGALRM's default action ends the process.
+        signal.alarm(int(STOP_GRACE_S))
         os.kill(os.getpid(), signal.SIGTERM)
 
 
