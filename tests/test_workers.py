@@ -25,7 +25,9 @@ from lipstream.streaming.front_metrics import sum_exposition
 from tests.serving import loopback_only, still_streaming
 
 SILENCE = np.zeros(16_000, np.float32)
-SDP = {"Content-Type": "application/sdp"}
+TOKEN = "front-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SDP = {"Content-Type": "application/sdp"} | AUTH
 START_TIMEOUT_S = 90.0  # two workers import, analyse the avatar and bind, on a shared machine
 
 
@@ -93,7 +95,7 @@ async def health(http: aiohttp.ClientSession, served: Served, workers: int = 2) 
 @contextlib.asynccontextmanager
 async def published(served: Served, http: aiohttp.ClientSession,
                     avatar: str | None = None) -> AsyncIterator[Publisher]:
-    publisher = Publisher(served.url, SILENCE, avatar=avatar)
+    publisher = Publisher(served.url, SILENCE, token=TOKEN, avatar=avatar)
     try:
         await publisher.start(http)
         await asyncio.wait_for(publisher.connected.wait(), 15)
@@ -128,7 +130,7 @@ async def text(http: aiohttp.ClientSession, url: str) -> str:
 
 @pytest.fixture(scope="module")
 def two_workers() -> Iterator[Served]:
-    with serve("--workers", "2", "--max-sessions", "2") as served:
+    with serve("--workers", "2", "--max-sessions", "2", "--token", TOKEN) as served:
         yield served
 
 
@@ -138,7 +140,7 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
     async with aiohttp.ClientSession() as http:
         assert await health(http, served) == {"status": "ok", "sessions": 0, "max_sessions": 2,
                                               "viewers": 0, "workers": 2}
-        async with http.post(f"{served.url}/v1/avatars", data=photo()) as response:
+        async with http.post(f"{served.url}/v1/avatars", data=photo(), headers=AUTH) as response:
             assert response.status == 201, await response.text()
             avatar = (await response.json())["id"]
         async with published(served, http, avatar) as first, published(served, http, avatar) as second:
@@ -153,9 +155,9 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
             assert series(metrics, "lipstream_sessions") == 2
             assert series(metrics, "lipstream_sessions_started_total") == 2
             assert series(metrics, "lipstream_sessions_rejected_total") >= 1
-            async with http.delete(f"{served.url}{first.location}") as response:
+            async with http.delete(f"{served.url}{first.location}", headers=AUTH) as response:
                 assert response.status == 204
-            async with http.delete(f"{served.url}{first.location}") as response:
+            async with http.delete(f"{served.url}{first.location}", headers=AUTH) as response:
                 assert response.status == 404 and "no session" in (await response.json())["error"]
             assert (await health(http, served))["sessions"] == 1
             assert await still_streaming(second, 5)  # the other worker's session was not touched
@@ -168,10 +170,13 @@ async def test_the_front_answers_json_for_ids_no_worker_owns(two_workers: Served
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
         for session_id in ("nope", "7.abc", "0.", "x.y"):
-            async with http.delete(f"{two_workers.url}/v1/sessions/{session_id}") as response:
+            async with http.delete(f"{two_workers.url}/v1/sessions/{session_id}", headers=AUTH) as response:
                 assert response.status == 404 and "no session" in (await response.json())["error"]
         async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:
             assert response.status == 400 and "malformed SDP" in (await response.json())["error"]
+        async with http.post(f"{two_workers.url}/v1/sessions", data="v=0") as response:
+            assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+            assert "token" in (await response.json())["error"]  # the worker's answer, passed through
         async with http.get(f"{two_workers.url}/") as response:
             assert response.status == 200 and "<html" in await response.text()
 
@@ -185,7 +190,7 @@ async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_ser
             index = int(owner(doomed))
             before = served.workers()
             os.kill(before[index], signal.SIGKILL)
-            async with http.delete(f"{served.url}{doomed.location}") as response:
+            async with http.delete(f"{served.url}{doomed.location}", headers=AUTH) as response:
                 assert response.status == 404  # its sessions ended with it
             async with published(served, http) as survivor:  # the other worker still admits
                 assert await still_streaming(survivor, 5)
@@ -214,6 +219,15 @@ async def test_no_worker_outlives_the_front(stop: signal.Signals) -> None:
                 assert elapsed < 5
                 assert publisher.location is not None
         served.process.wait(5)
+
+
+def test_a_worker_that_cannot_start_is_one_line_and_exit_2() -> None:
+    port = str(free_port())
+    done = subprocess.run([sys.executable, "-m", "lipstream", "serve", "--workers", "2", "--port", port,
+                           "--face", __file__], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "use a JPEG or PNG photo" in done.stderr and "exited with code 2 while starting" in done.stderr
 
 
 def test_summed_metrics_keep_one_family_per_name_and_add_label_by_label() -> None:

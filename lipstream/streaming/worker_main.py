@@ -15,6 +15,7 @@ import sys
 
 from aiohttp import web
 
+from lipstream.errors import LipstreamError
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.server import create_app, quiet_ice_logs
 from lipstream.streaming.workers import STOP_GRACE_S
@@ -51,7 +52,11 @@ def main() -> int:
     quiet_ice_logs()
     app = create_app(config)
     _exit_with_front(app)
-    web.run_app(app, path=socket_path, print=None, access_log=None, handle_signals=True)
+    try:
+        web.run_app(app, path=socket_path, print=None, access_log=None, handle_signals=True)
+    except LipstreamError as exc:  # e.g. --face has no usable face: one line, as the CLI says it
+        print(f"lipstream serve: worker {index}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

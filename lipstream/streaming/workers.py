@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from lipstream.errors import LipstreamError
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.front_metrics import FrontMetrics
 
@@ -47,7 +48,7 @@ class WorkerHealth:
     viewers: int = 0
 
 
-class WorkerStartError(Exception):
+class WorkerStartError(LipstreamError):
     """A worker exited or stayed silent before it answered /healthz."""
 
 
@@ -97,31 +98,39 @@ class WorkerProcess:
         return self._http
 
     async def start(self) -> None:
-        self.socket_path.unlink(missing_ok=True)
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", WORKER_MODULE, stdin=asyncio.subprocess.PIPE)
-        assert self._process.stdin is not None
-        self._process.stdin.write(pickle.dumps((self.index, self.config, str(self.socket_path))))
-        await self._process.stdin.drain()  # the pipe stays open: its end is the worker's end
+        await self._spawn()
         http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path)),
                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
         try:
-            await asyncio.wait_for(self._until_healthy(http), READY_TIMEOUT_S)
+            await self._until_healthy(http)
         except BaseException:
             await http.close()
             await self.stop()
             raise
         self._http = http
 
+    async def _spawn(self) -> None:
+        self.socket_path.unlink(missing_ok=True)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", WORKER_MODULE, stdin=asyncio.subprocess.PIPE,
+            start_new_session=True)  # Ctrl-C reaches the front only, which then stops the workers
+        assert self._process.stdin is not None
+        self._process.stdin.write(pickle.dumps((self.index, self.config, str(self.socket_path))))
+        await self._process.stdin.drain()  # the pipe stays open: its end is the worker's end
+
     async def _until_healthy(self, http: aiohttp.ClientSession) -> None:
         assert self._process is not None
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
         while self._process.returncode is None:
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 if await self._read_health(http):
                     return
+            if asyncio.get_running_loop().time() > deadline:
+                raise WorkerStartError(f"worker {self.index} did not answer within {READY_TIMEOUT_S:.0f} s "
+                                       "of starting: the machine may be overloaded")
             await asyncio.sleep(READY_POLL_S)
         raise WorkerStartError(f"worker {self.index} exited with code {self._process.returncode} "
-                               "while starting (its log is above)")
+                               "while starting (its reason is above)")
 
     async def refresh(self) -> bool:
         """Read /healthz again; False (and no room) when the worker does not answer."""
@@ -217,7 +226,7 @@ class Workers:
             await asyncio.sleep(RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)])
             try:
                 await worker.start()
-            except (WorkerStartError, asyncio.TimeoutError, OSError) as exc:
+            except (WorkerStartError, OSError) as exc:
                 failures += 1
                 log.error("worker %d did not restart: %s", worker.index, exc or type(exc).__name__)
                 continue
