@@ -186,9 +186,13 @@ class Workers:
         self._stopping = False
 
     async def start(self) -> None:
+        starting = [asyncio.ensure_future(w.start()) for w in self.all]
         try:
-            await asyncio.gather(*(w.start() for w in self.all))
-        except BaseException:
+            await asyncio.gather(*starting)
+        except BaseException:  # one failed: the others must not go on starting behind our back
+            for task in starting:
+                task.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
             await self.stop()
             raise
         self._watchers = [asyncio.create_task(self._watch(w), name=f"watch-worker-{w.index}")
