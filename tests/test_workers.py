@@ -18,10 +18,13 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 from PIL import Image
 
 from lipstream.streaming.client import Publisher
 from lipstream.streaming.front_metrics import sum_exposition
+from lipstream.streaming.session import new_peer_connection
 from tests.serving import loopback_only, still_streaming
 
 SILENCE = np.zeros(16_000, np.float32)
@@ -104,6 +107,35 @@ async def published(served: Served, http: aiohttp.ClientSession,
         await publisher.stop()
 
 
+@contextlib.asynccontextmanager
+async def watching(http: aiohttp.ClientSession, url: str,
+                   session: str) -> AsyncIterator[tuple[str, list[int]]]:
+    """A WHEP viewer of `session` through the front -> (its Location, pts of frames as they come)."""
+    viewer = new_peer_connection()
+    viewer.addTransceiver("video", direction="recvonly")
+    frames: list[int] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def drain(track: MediaStreamTrack) -> None:
+        while True:
+            frames.append((await track.recv()).pts or 0)
+
+    viewer.on("track", lambda track: tasks.append(asyncio.create_task(drain(track))))
+    try:
+        await viewer.setLocalDescription(await viewer.createOffer())
+        async with http.post(f"{url}{session}/viewers", data=viewer.localDescription.sdp,
+                             headers=SDP) as response:
+            assert response.status == 201, await response.text()
+            location = response.headers["Location"]
+            answer = await response.text()
+        await viewer.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        yield location, frames
+    finally:
+        for task in tasks:
+            task.cancel()
+        await viewer.close()
+
+
 def owner(publisher: Publisher) -> str:
     """The worker index the front put in front of the session id."""
     assert publisher.location is not None
@@ -140,7 +172,9 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
     async with aiohttp.ClientSession() as http:
         assert await health(http, served) == {"status": "ok", "sessions": 0, "max_sessions": 2,
                                               "viewers": 0, "workers": 2}
-        async with http.post(f"{served.url}/v1/avatars", data=photo(), headers=AUTH) as response:
+        form = aiohttp.FormData()  # a browser's form: its boundary must reach the workers intact
+        form.add_field("photo", photo(), filename="me.png", content_type="image/png")
+        async with http.post(f"{served.url}/v1/avatars", data=form, headers=AUTH) as response:
             assert response.status == 201, await response.text()
             avatar = (await response.json())["id"]
         async with published(served, http, avatar) as first, published(served, http, avatar) as second:
@@ -161,6 +195,13 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
                 assert response.status == 404 and "no session" in (await response.json())["error"]
             assert (await health(http, served))["sessions"] == 1
             assert await still_streaming(second, 5)  # the other worker's session was not touched
+            async with watching(http, served.url, second.location or "") as (viewer, frames):
+                assert viewer.startswith(f"{second.location}/viewers/")  # it routes back to the worker
+                assert (await health(http, served))["viewers"] == 1
+                await asyncio.sleep(2)
+                assert len(frames) >= 10, f"the viewer got {len(frames)} frames in 2 s"
+                async with http.delete(f"{served.url}{viewer}", headers=AUTH) as response:
+                    assert response.status == 204
             async with published(served, http) as third:  # the freed slot is the one offered
                 assert owner(third) != owner(second)
                 assert await still_streaming(third, 5)
