@@ -104,7 +104,7 @@ async def published(served: Served, http: aiohttp.ClientSession,
         await asyncio.wait_for(publisher.connected.wait(), 15)
         yield publisher
     finally:
-        await publisher.stop()
+        await publisher.stop(http)  # DELETE: the slot is free when the next request comes
 
 
 @contextlib.asynccontextmanager
@@ -142,6 +142,14 @@ def owner(publisher: Publisher) -> str:
     return publisher.location.split("/")[-1].split(".")[0]
 
 
+async def upload(http: aiohttp.ClientSession, served: Served) -> str:
+    form = aiohttp.FormData()  # a browser's form: its boundary must reach the workers intact
+    form.add_field("photo", photo(), filename="me.png", content_type="image/png")
+    async with http.post(f"{served.url}/v1/avatars", data=form, headers=AUTH) as response:
+        assert response.status == 201, await response.text()
+        return str((await response.json())["id"])
+
+
 def photo() -> bytes:
     from skimage.data import astronaut
 
@@ -172,11 +180,7 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
     async with aiohttp.ClientSession() as http:
         assert await health(http, served) == {"status": "ok", "sessions": 0, "max_sessions": 2,
                                               "viewers": 0, "workers": 2}
-        form = aiohttp.FormData()  # a browser's form: its boundary must reach the workers intact
-        form.add_field("photo", photo(), filename="me.png", content_type="image/png")
-        async with http.post(f"{served.url}/v1/avatars", data=form, headers=AUTH) as response:
-            assert response.status == 201, await response.text()
-            avatar = (await response.json())["id"]
+        avatar = await upload(http, served)
         async with published(served, http, avatar) as first, published(served, http, avatar) as second:
             assert {owner(first), owner(second)} == {"0", "1"}  # the least loaded worker takes each
             assert await still_streaming(first, 5) and await still_streaming(second, 5)
@@ -227,6 +231,7 @@ async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_ser
     served = two_workers
     async with aiohttp.ClientSession() as http:
         await health(http, served)
+        avatar = await upload(http, served)
         async with published(served, http) as doomed:
             index = int(owner(doomed))
             before = served.workers()
@@ -240,6 +245,8 @@ async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_ser
             assert series(metrics, 'lipstream_sessions_ended_total{reason="worker_exited"}') == 1
             assert series(metrics, "lipstream_worker_restarts_total") == 1
             assert before[index] not in served.workers() and len(served.workers()) == 2
+        async with published(served, http, avatar) as uploaded:  # only the survivor still has it
+            assert int(owner(uploaded)) != index and await still_streaming(uploaded, 5)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])

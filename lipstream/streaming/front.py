@@ -40,12 +40,33 @@ class WorkerGone(Exception):
     """The worker chosen for a request exited or stopped answering mid-request."""
 
 
+class UploadedAvatars:
+    """The ids the front gave uploads -> each worker's own id, valid while that worker lives."""
+
+    def __init__(self, max_avatars: int) -> None:
+        self._max = max_avatars
+        self._ids: OrderedDict[str, dict[tuple[int, int], str]] = OrderedDict()  # (index, starts)
+
+    def remember(self, front_id: str, held: list[tuple[WorkerProcess, str]]) -> None:
+        self._ids[front_id] = {(w.index, w.starts): i for w, i in held}
+        while len(self._ids) > self._max:  # the workers forget as many
+            self._ids.popitem(last=False)
+
+    def holders(self, avatar_id: str | None, workers: list[WorkerProcess]) -> list[WorkerProcess]:
+        """Of `workers`, those that can animate the avatar (all, for the default or unknown ids)."""
+        ids = self._ids.get(avatar_id or "")
+        return workers if ids is None else [w for w in workers if (w.index, w.starts) in ids]
+
+    def local_id(self, avatar_id: str, worker: WorkerProcess) -> str:
+        return self._ids.get(avatar_id, {}).get((worker.index, worker.starts), avatar_id)
+
+
 class Front:
     def __init__(self, config: ServeConfig, count: int) -> None:
         self.config = config
         self.counters = FrontMetrics()
         self.workers = Workers(config, count, self.counters)
-        self.avatars: OrderedDict[str, dict[int, str]] = OrderedDict()  # front id -> worker -> id
+        self.avatars = UploadedAvatars(config.uploads.max_avatars)
         self.body_limit = config.uploads.max_bytes + MULTIPART_OVERHEAD_BYTES
 
     def _retry(self, message: str) -> ApiError:
@@ -69,16 +90,19 @@ class Front:
     async def _body(self, request: web.Request, limit: int, what: str) -> bytes | None:
         return await read_body(request, limit, what) if request.body_exists else None
 
-    async def _by_room(self) -> list[WorkerProcess]:
-        """Running workers with room for a session, least loaded first (health read now)."""
-        running = self.workers.running()
+    async def _by_room(self, avatar_id: str | None) -> list[WorkerProcess]:
+        """Running workers that hold the avatar and have room, least loaded first (health read now)."""
+        running = self.avatars.holders(avatar_id, self.workers.running())
+        if not running:
+            raise ApiError(404, f"avatar {avatar_id} was lost when its workers restarted: "
+                                "upload the photo again with POST /v1/avatars")
         await asyncio.gather(*(w.refresh() for w in running))
         open_ = [w for w in running if w.room > 0]
         return sorted(open_, key=lambda w: (w.health.sessions + w.pending) / w.health.max_sessions)
 
     async def post_session(self, request: web.Request) -> web.Response:
         body = await self._body(request, self.config.max_sdp_bytes, "the SDP offer")
-        for worker in await self._by_room():
+        for worker in await self._by_room(request.query.get("avatar")):
             worker.pending += 1
             try:
                 response = await self._forward(worker, request, self._session_query(request, worker), body)
@@ -97,8 +121,8 @@ class Front:
     def _session_query(self, request: web.Request, worker: WorkerProcess) -> str:
         """POST /v1/sessions with an uploaded avatar's id as this worker knows it."""
         query = dict(request.query)
-        if query.get("avatar") in self.avatars:
-            query["avatar"] = self.avatars[query["avatar"]].get(worker.index, query["avatar"])
+        if "avatar" in query:
+            query["avatar"] = self.avatars.local_id(query["avatar"], worker)
         return SESSIONS_PATH + (f"?{urlencode(query)}" if query else "")
 
     async def session_request(self, request: web.Request) -> web.Response:
@@ -141,13 +165,8 @@ class Front:
         if refused:
             return refused[0]  # the worker's reason (401, 413, 422...) as it wrote it
         ids = [_json_id(r) for r in responses]
-        self._remember_avatar(ids[0], {w.index: i for w, i in zip(running, ids, strict=True)})
+        self.avatars.remember(ids[0], list(zip(running, ids, strict=True)))
         return responses[0]
-
-    def _remember_avatar(self, front_id: str, ids: dict[int, str]) -> None:
-        self.avatars[front_id] = ids
-        while len(self.avatars) > self.config.uploads.max_avatars:  # the workers forget as many
-            self.avatars.popitem(last=False)
 
     async def healthz(self, _: web.Request) -> web.Response:
         running = self.workers.running()

@@ -76,6 +76,7 @@ class WorkerProcess:
         self.socket_path = folder / f"worker-{index}.sock"
         self.health = WorkerHealth()
         self.pending = 0  # session offers the front has sent here and not yet seen answered
+        self.starts = 0  # a restarted worker has none of the avatars uploaded to its previous life
         self._process: asyncio.subprocess.Process | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -98,6 +99,7 @@ class WorkerProcess:
         return self._http
 
     async def start(self) -> None:
+        self.starts += 1
         await self._spawn()
         http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path)),
                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
