@@ -2,14 +2,15 @@
 
     .venv/bin/python benchmarks/capacity.py --workers 1 2 --start 4 --step 2 --seconds 15
 
-For each W it spawns one server (`--max-sessions` far above any N tried), then for N = start,
-start + step, ...: connects N aiortc publishers sending speech-like audio (they count frames from
-RTP arrivals and do not decode video, as in sessions.py), waits out a warm-up, measures, and ends
-the sessions. N stops rising once skipped or late frames exceed --limit-percent (1%). Per N it
-prints fps per session (median and lowest), skipped and late frames (% of frames due, from the
-server's /metrics, summed over workers by the front), the CPU the server used (front and workers,
-in cores), its RSS per session (above the idle server's), and the CPU other programs used
-meanwhile; then the largest N that held, per W. Writes JSON.
+It spawns one server per W (`--max-sessions` far above any N tried), then for N = start,
+start + step, ..., and for each W in turn at that N (so every W sees the same machine): connects
+N aiortc publishers sending speech-like audio (they count frames from RTP arrivals and do not
+decode video, as in sessions.py), waits out a warm-up, measures, and ends the sessions. N stops
+rising for a W once skipped or late frames exceed --limit-percent (1%) (with --keep-going, at
+--max). Per N it prints fps per session (median and lowest), skipped and late frames (% of frames
+due, from the server's /metrics, summed over workers by the front), the CPU the server used (front
+and workers, in cores), its RSS per session (above the idle server's), the CPU other programs used
+meanwhile and the load average; then the largest N that held, per W. Writes JSON.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
@@ -109,45 +111,67 @@ def holds(row: dict, limit_percent: float) -> bool:
     return row["skipped_percent"] <= limit_percent and row["late_percent"] <= limit_percent
 
 
-async def rising(url: str, server: subprocess.Popen[bytes], args: argparse.Namespace) -> list[dict]:
-    await wait_healthy(url, server, timeout_s=180)
-    pid = server.pid
+@dataclass
+class Server:
+    workers: int
+    url: str
+    process: subprocess.Popen[bytes]
+    idle_rss: int = 0
+    rows: list[dict] = field(default_factory=list)
+
+
+def spawn(workers: int) -> Server:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port),
+                                "--workers", str(workers), "--max-sessions", str(MAX_SESSIONS)],
+                               stdout=subprocess.DEVNULL)
+    return Server(workers, f"http://127.0.0.1:{port}", process)
+
+
+async def side_by_side(servers: list[Server], args: argparse.Namespace) -> None:
+    """For each N, each server in turn (so both see the same machine), until every one fails."""
+    for server in servers:
+        await wait_healthy(server.url, server.process, timeout_s=180)
     await asyncio.sleep(2)  # let the workers' start-up work settle
-    idle_rss = rss_bytes(server_pids(pid))
-    rows: list[dict] = []
+    for server in servers:
+        server.idle_rss = rss_bytes(server_pids(server.process.pid))
+    print(HEADER, flush=True)
+    rising = list(servers)
     for sessions in range(args.start, args.max + 1, args.step):
-        row = await run_sessions(url, pid, sessions, args.seconds, args.warmup, idle_rss)
-        print_row(row, args.limit_percent)
-        rows.append(row)
-        if not holds(row, args.limit_percent):
-            break
-        await asyncio.sleep(2)  # the ended sessions' teardown is not the next N's load
-    return rows
+        for server in list(rising):
+            row = await run_sessions(server.url, server.process.pid, sessions, args.seconds, args.warmup,
+                                     server.idle_rss)
+            print_row(server.workers, row, args.limit_percent)
+            server.rows.append(row)
+            if not (holds(row, args.limit_percent) or args.keep_going):
+                rising.remove(server)
+            await asyncio.sleep(2)  # the ended sessions' teardown is not the next run's load
+        if not rising:
+            return
 
 
-HEADER = (f"{'N':>3} {'fps med':>7} {'fps min':>7} {'skipped %':>9} {'late %':>6} {'server cores':>12} "
-          f"{'RSS MB/sess':>11} {'clients':>7} {'others':>6}  holds")
+HEADER = (f"{'workers':>7} {'N':>3} {'fps med':>7} {'fps min':>7} {'skipped %':>9} {'late %':>6} "
+          f"{'server cores':>12} {'RSS MB/sess':>11} {'clients':>7} {'others':>6} {'loadavg':>7}  holds")
 
 
-def print_row(row: dict, limit_percent: float) -> None:
-    print(f"{row['sessions']:>3} {row['fps_median']:>7.2f} {row['fps_min']:>7.2f} "
+def print_row(workers: int, row: dict, limit_percent: float) -> None:
+    print(f"{workers:>7} {row['sessions']:>3} {row['fps_median']:>7.2f} {row['fps_min']:>7.2f} "
           f"{row['skipped_percent']:>9.1f} {row['late_percent']:>6.1f} {row['server_cpu_cores']:>12.2f} "
           f"{row['rss_mb_per_session']:>11.0f} {row['client_cpu_cores']:>7.2f} "
-          f"{row['other_programs_cpu_cores']:>6.2f}  {'yes' if holds(row, limit_percent) else 'no'}",
-          flush=True)
+          f"{row['other_programs_cpu_cores']:>6.2f} {row['loadavg'][0]:>7}  "
+          f"{'yes' if holds(row, limit_percent) else 'no'}", flush=True)
 
 
-def run_for_workers(workers: int, args: argparse.Namespace) -> list[dict]:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port),
-                               "--workers", str(workers), "--max-sessions", str(MAX_SESSIONS)],
-                              stdout=subprocess.DEVNULL)
-    print(f"\n--workers {workers}\n{HEADER}", flush=True)
+def run(args: argparse.Namespace) -> list[Server]:
+    servers = [spawn(w) for w in args.workers]
     try:
-        return asyncio.run(rising(f"http://127.0.0.1:{port}", server, args))
+        asyncio.run(side_by_side(servers, args))
     finally:
-        server.terminate()
-        server.wait(15)
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            server.process.wait(15)
+    return servers
 
 
 def largest_holding(rows: list[dict], limit_percent: float) -> int:
@@ -163,12 +187,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--limit-percent", type=float, default=1.0)
+    parser.add_argument("--keep-going", action="store_true",
+                        help="measure every N up to --max, even past the first that does not hold")
     parser.add_argument("--out", default="benchmarks/results/capacity.json")
     args = parser.parse_args()
     skip_video_decoding()
     # Loopback only: the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    results = {str(w): run_for_workers(w, args) for w in args.workers}
+    results = {str(server.workers): server.rows for server in run(args)}
     print("\nlargest N holding 25 fps with <= {:.0f}% skipped and late: {}".format(
         args.limit_percent, ", ".join(f"--workers {w}: {largest_holding(rows, args.limit_percent)}"
                                       for w, rows in results.items())))
