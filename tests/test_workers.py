@@ -23,7 +23,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from PIL import Image
 
 from lipstream.streaming.client import Publisher
-from lipstream.streaming.front_metrics import sum_exposition
+from lipstream.streaming.front_metrics import counters_only, sum_exposition
 from lipstream.streaming.session import new_peer_connection
 from tests.serving import loopback_only, still_streaming
 
@@ -234,6 +234,8 @@ async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_ser
         avatar = await upload(http, served)
         async with published(served, http) as doomed:
             index = int(owner(doomed))
+            await asyncio.sleep(1.5)  # the front reads each worker's counters every second
+            started = series(await text(http, f"{served.url}/metrics"), "lipstream_sessions_started_total")
             before = served.workers()
             os.kill(before[index], signal.SIGKILL)
             async with http.delete(f"{served.url}{doomed.location}", headers=AUTH) as response:
@@ -244,6 +246,8 @@ async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_ser
             metrics = await text(http, f"{served.url}/metrics")
             assert series(metrics, 'lipstream_sessions_ended_total{reason="worker_exited"}') == 1
             assert series(metrics, "lipstream_worker_restarts_total") == 1
+            # the dead worker's counters stay in the sums: the survivor's session adds one
+            assert series(metrics, "lipstream_sessions_started_total") == started + 1
             assert before[index] not in served.workers() and len(served.workers()) == 2
         async with published(served, http, avatar) as uploaded:  # only the survivor still has it
             assert int(owner(uploaded)) != index and await still_streaming(uploaded, 5)
@@ -286,3 +290,11 @@ def test_summed_metrics_keep_one_family_per_name_and_add_label_by_label() -> Non
     assert sum_exposition([a, b]) == ('# HELP x_total X\n# TYPE x_total counter\nx_total{r="a"} 4.0\n'
                                       'x_total{r="b"} 2.0\n# HELP x_created X\n# TYPE x_created gauge\n'
                                       'x_created{r="a"} 4.0\n')
+
+
+def test_a_workers_counters_outlive_it_but_not_its_gauges() -> None:
+    text = ('# HELP g Now\n# TYPE g gauge\ng 3.0\n# HELP c_total C\n# TYPE c_total counter\nc_total 2.0\n'
+            '# HELP c_created C\n# TYPE c_created gauge\nc_created 5.0\n# HELP h H\n# TYPE h histogram\n'
+            'h_bucket{le="+Inf"} 1.0\nh_count 1.0\nh_sum 0.5\n')
+    assert counters_only(text) == ('# HELP c_total C\n# TYPE c_total counter\nc_total 2.0\n# HELP h H\n'
+                                   '# TYPE h histogram\nh_bucket{le="+Inf"} 1.0\nh_count 1.0\nh_sum 0.5\n')

@@ -183,8 +183,8 @@ class Front:
         })
 
     async def metrics(self, _: web.Request) -> web.Response:
-        texts = await asyncio.gather(*(_metrics_text(w) for w in self.workers.running()))
-        body = sum_exposition([*texts, self.counters.render()])
+        texts = await asyncio.gather(*(w.metrics_text() for w in self.workers.running()))
+        body = sum_exposition([*texts, self.workers.retired_counters, self.counters.render()])
         return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     async def anything_else(self, request: web.Request) -> web.Response:
@@ -210,14 +210,6 @@ def _prefix_location(response: web.Response, worker: WorkerProcess) -> web.Respo
 def _json_id(response: web.Response) -> str:
     assert isinstance(response.body, bytes)
     return str(json.loads(response.body)["id"])
-
-
-async def _metrics_text(worker: WorkerProcess) -> str:
-    try:
-        async with worker.http.get(f"{WORKER_URL}/metrics") as response:
-            return await response.text()
-    except WORKER_ERRORS:
-        return ""  # a worker restarting has no series to add
 
 
 FRONT = web.AppKey("front", Front)

@@ -2,8 +2,8 @@
 
 Summing keeps the names and labels of a single server, so dashboards and benchmarks read one
 server's worth of series whatever `--workers` is. Histograms sum bucket by bucket; `_created`
-timestamps take the earliest. A restarted worker starts its counters again from zero, so a sum
-can step down after a crash: `lipstream_worker_restarts_total` says when that happened.
+timestamps take the earliest. A restarted worker starts its counters again from zero, so the front
+keeps the counters of a worker that exited (as last read, at most a second old) in its sums.
 """
 
 from collections.abc import Iterable
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 CREATED_SUFFIX = "_created"
+MONOTONIC_TYPES = ("counter", "histogram")  # what may be kept after the worker that counted is gone
 
 
 class FrontMetrics:
@@ -49,6 +50,22 @@ def sum_exposition(texts: Iterable[str]) -> str:
                 series, _, value = line.rpartition(" ")
                 current.samples[series] = _combine(series, current.samples.get(series), float(value))
     return "".join(_render(family) for family in families.values())
+
+
+def counters_only(text: str) -> str:
+    """The counter and histogram families of an exposition (not gauges, not `_created`)."""
+    kept: list[str] = []
+    help_line, keep = "", False
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            help_line, keep = line, False
+        elif line.startswith("# TYPE "):
+            keep = line.rsplit(" ", 1)[-1] in MONOTONIC_TYPES
+            kept += [h for h in (help_line, line) if h and keep]
+            help_line = ""
+        elif keep and line.strip():
+            kept.append(line)
+    return "\n".join(kept) + "\n" if kept else ""
 
 
 def _combine(series: str, old: float | None, new: float) -> float:

@@ -26,7 +26,7 @@ import aiohttp
 
 from lipstream.errors import LipstreamError
 from lipstream.streaming.config import ServeConfig
-from lipstream.streaming.front_metrics import FrontMetrics
+from lipstream.streaming.front_metrics import FrontMetrics, counters_only, sum_exposition
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ READY_POLL_S = 0.2
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL: the front must be gone within ~5 s of its own SIGTERM
 RESTART_DELAYS_S = (0.5, 2.0, 5.0)  # after consecutive failures: do not spin on a broken start
 REQUEST_TIMEOUT_S = 30.0  # an offer's answer waits for ICE gathering
-HEALTH_POLL_S = 1.0  # how stale the session count of a worker that crashes may be
+HEALTH_POLL_S = 1.0  # how stale the sessions and counters of a worker that crashes may be
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class WorkerProcess:
         self.health = WorkerHealth()
         self.pending = 0  # session offers the front has sent here and not yet seen answered
         self.starts = 0  # a restarted worker has none of the avatars uploaded to its previous life
+        self.last_counters = ""  # its counters as last read: they outlive it in the front's sums
         self._process: asyncio.subprocess.Process | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -142,6 +143,14 @@ class WorkerProcess:
             self.health = WorkerHealth(self.health.sessions)
             return False
 
+    async def metrics_text(self) -> str:
+        """Its /metrics, or nothing when it does not answer (restarting)."""
+        try:
+            async with self.http.get("http://worker/metrics") as response:
+                return await response.text()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, WorkerStartError):
+            return ""
+
     async def _read_health(self, http: aiohttp.ClientSession) -> bool:
         async with http.get("http://worker/healthz") as response:
             if response.status != 200:
@@ -186,6 +195,8 @@ class Workers:
         self.all = [WorkerProcess(i, c, self._folder) for i, c in enumerate(worker_configs(config, count))]
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Counters of workers that exited, so that summed counters do not step down at a restart
+        self.retired_counters = ""
 
     async def start(self) -> None:
         starting = [asyncio.ensure_future(w.start()) for w in self.all]
@@ -212,16 +223,20 @@ class Workers:
             log.error("worker %d (pid %s) exited with code %s; its %d sessions ended; restarting",
                       worker.index, worker.pid, code, worker.health.sessions)
             self._metrics.sessions_ended.labels("worker_exited").inc(worker.health.sessions)
+            self.retired_counters = sum_exposition([self.retired_counters, worker.last_counters])
+            worker.last_counters = ""
             await worker.stop()
             worker.health = WorkerHealth()
             failures = await self._restart(worker, failures)
 
     async def _wait_watching(self, worker: WorkerProcess) -> int:
-        """Wait for the worker to exit, reading its health meanwhile (its sessions, if it crashes)."""
+        """Wait for the worker to exit, reading its health and counters meanwhile (if it crashes,
+        its sessions are counted as ended and its counters kept)."""
         exited = asyncio.ensure_future(worker.wait())
         try:
             while not (await asyncio.wait({exited}, timeout=HEALTH_POLL_S))[0]:
                 await worker.refresh()
+                worker.last_counters = counters_only(await worker.metrics_text()) or worker.last_counters
             return exited.result()
         finally:
             exited.cancel()
