@@ -116,7 +116,8 @@ class Front:
                 return _prefix_location(response, worker)
         self.counters.sessions_rejected.inc()
         total = sum(w.health.max_sessions for w in self.workers.running())
-        raise self._retry(f"server is at capacity ({total} sessions)")
+        raise self._retry(f"server is at capacity ({total} sessions)" if total else
+                          "no worker is running (they are restarting)")
 
     def _session_query(self, request: web.Request, worker: WorkerProcess) -> str:
         """POST /v1/sessions with an uploaded avatar's id as this worker knows it."""
