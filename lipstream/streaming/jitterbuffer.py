@@ -14,6 +14,7 @@ from enum import Enum
 
 SEQ_MODULO = 1 << 16  # RTP sequence numbers are 16 bits
 SEQ_HALF = SEQ_MODULO // 2
+PLAYED_MEMORY = 64  # packets behind the playout point still told apart: duplicate or late
 TIMESTAMP_MODULO = 1 << 32  # and timestamps 32
 
 
@@ -59,6 +60,7 @@ class JitterBuffer:
         self.config = config or JitterConfig()
         self.stats = JitterStats()
         self._held: dict[int, _Held] = {}  # extended sequence number -> packet
+        self._played: set[int] = set()  # the last PLAYED_MEMORY played, extended
         self._next: int | None = None  # extended sequence number to play next
         self._last_timestamp: int | None = None
         self._ticks = 0  # RTP ticks per packet, from the last two in sequence
@@ -68,10 +70,10 @@ class JitterBuffer:
         if self._next is None:
             self._next = seq
         ext = self._extend(seq)
-        if ext < self._next:
-            self.stats.late += 1
-        elif ext in self._held:
+        if ext in self._held or ext in self._played:
             self.stats.duplicates += 1
+        elif ext < self._next:  # given up on (concealed or skipped) before it came
+            self.stats.late += 1
         else:
             self._held[ext] = _Held(timestamp, payload, now_s)
         return self.release(now_s)
@@ -92,6 +94,8 @@ class JitterBuffer:
             assert self._next is not None
             if self._next in self._held:
                 out += self._play(self._held.pop(self._next))
+                self._played.add(self._next)
+                self._played.discard(self._next - PLAYED_MEMORY)
             elif (deadline := self.deadline()) is not None and now_s >= deadline:
                 out += self._give_up()
                 continue
