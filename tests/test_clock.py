@@ -93,8 +93,8 @@ async def test_ten_minutes_of_media_time_without_drift() -> None:
     # The content is the input, delayed by a fixed number of chunks for the whole ten minutes.
     values = np.array([v for _, _, v in sent_audio])
     speech = values > 0
-    # ...once the inbox has drained what priming left beyond its cushion (within a second).
-    settled = int(np.argmax(speech)) + 2 * 25
+    # ...once the inbox has drained what priming left beyond its cushion (within two seconds).
+    settled = int(np.argmax(speech)) + 2 * 2 * 25
     delay = settled - round(values[settled] * 1000)
     tail = np.arange(settled, 2 * n_frames)
     np.testing.assert_allclose(values[tail], ((tail - delay) % 1000) / 1000, atol=1e-4)

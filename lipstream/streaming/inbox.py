@@ -3,9 +3,9 @@
 Packets arrive in bursts (network jitter, a concealed loss releasing the packets held behind
 it); frames are taken at exactly 25 per second. The inbox keeps a small cushion (`target_ms`) so
 a late packet does not cut a word, hands out silence when the peer sends nothing (idle frames
-keep coming), and drains what it holds beyond the cushion: once the depth has stayed above
-target for `drain_quiet_ms` it drops the excess at the next quiet moment, and after
-`drain_force_ms` it drops it anyway, because latency that is kept never drains by itself.
+keep coming), and drains what it holds beyond the cushion: what stayed above it for a whole
+`drain_window_ms` (the window's least excess, so jitter peaks are kept) is dropped at the next
+quiet moment, or after `drain_force_ms` anyway, because latency that is kept never drains itself.
 `max_ms` is the hard cap for a burst.
 """
 
@@ -24,8 +24,8 @@ QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 class InboxConfig:
     target_ms: int = 40  # cushion kept beyond one frame once speech flows
     slack_ms: int = 10  # depth this far above target is left alone (packetization)
-    drain_quiet_ms: int = 200  # above target this long: drop the excess when the audio is quiet
-    drain_force_ms: int = 800  # above target this long: drop the excess whatever it holds
+    drain_window_ms: int = 480  # excess held for all of a window is latency, not jitter: drop it
+    drain_force_ms: int = 480  # ...at a quiet moment, or after this long whatever it holds
     max_ms: int = 240  # above this, drop the oldest audio down to target at once
 
     def samples(self, ms: int) -> int:
@@ -48,7 +48,9 @@ class AudioInbox:
         self._depth = 0  # samples held
         self._flowing = False  # False while priming: silence until the cushion is full
         self._dry = False  # ran dry while flowing: an underrun unless the sender paused
-        self._above_ms = 0  # how long the depth has stayed above target + slack
+        self._window_min = self.config.samples(self.config.max_ms)  # least excess this window
+        self._window_ms = 0
+        self._owed, self._owed_ms = 0, 0  # excess to drop at a quiet moment, and for how long
 
     @property
     def depth_ms(self) -> float:
@@ -87,16 +89,23 @@ class AudioInbox:
         return SAMPLES_PER_VIDEO_FRAME + self.config.samples(self.config.target_ms)
 
     def _drain(self) -> None:
-        """Drop what is held beyond the cushion once it has stayed there a while."""
+        """Drop what stayed beyond the cushion for a whole window (its least, not its peaks)."""
         excess = self._depth - self._keep
-        if excess <= self.config.samples(self.config.slack_ms):
-            self._above_ms = 0
+        self._window_min = min(self._window_min, excess)
+        self._window_ms += FRAME_MS
+        if self._window_ms >= self.config.drain_window_ms:
+            if self._window_min > self.config.samples(self.config.slack_ms):
+                self._owed, self._owed_ms = self._window_min, 0
+            self._window_min, self._window_ms = excess, 0
+        if self._owed <= 0:
             return
-        self._above_ms += FRAME_MS
-        quiet = self._above_ms >= self.config.drain_quiet_ms and self._quiet(excess)
-        if quiet or self._above_ms >= self.config.drain_force_ms:
-            self._drop(excess)
-            self._above_ms = 0
+        self._owed_ms += FRAME_MS
+        owed = min(self._owed, excess)
+        if owed > 0 and (self._quiet(owed) or self._owed_ms >= self.config.drain_force_ms):
+            self._drop(owed)
+            self._owed = 0
+        elif owed <= 0:
+            self._owed = 0
 
     def _quiet(self, n: int) -> bool:
         return rms(np.concatenate(self._chunks)[:n]) < QUIET_RMS
