@@ -53,7 +53,9 @@ class ServerMetrics:
             registry=r,
         )
         self.input_underruns = Counter(
-            "lipstream_input_underruns", "Frames that wanted speech and got silence", registry=r
+            "lipstream_input_underruns",
+            "Times inbound speech ran dry and then came late (a sender's pause, DTX, is not one)",
+            registry=r
         )
         self.input_dropped_seconds = Counter(
             "lipstream_input_dropped_seconds", "Inbound audio dropped to cap latency", registry=r
