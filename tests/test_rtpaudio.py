@@ -200,6 +200,18 @@ def test_inbox_counts_a_late_packet_but_not_a_senders_pause() -> None:
     assert inbox.stats.underruns == 1
 
 
+def test_dtx_keepalives_do_not_pile_up_into_delay() -> None:
+    """In DTX a sender sends one 20 ms packet per 400 ms: they must not wait, stale, for speech."""
+    inbox = AudioInbox()
+    for _ in range(30):
+        inbox.pause()  # the receive path saw the timestamp jump
+        inbox.push(np.zeros(PACKET, np.float32))
+        for _ in range(10):
+            inbox.take()
+    assert inbox.depth_ms <= PACKET * 1000 / SAMPLE_RATE
+    assert inbox.stats.underruns == 0
+
+
 class SlowEngine(StampingEngine):
     """Renders take `cost_s` of its own time (read through `now`), plus `jitter_s` every 4th."""
 

@@ -68,8 +68,11 @@ class AudioInbox:
             self._drop(self._depth - self._keep)
 
     def pause(self) -> None:
-        """The sender paused (DTX, an outage it resumed from): running dry was not an underrun."""
+        """The sender paused (DTX, an outage it resumed from): running dry was not an underrun,
+        and what waits for a cushion from before the pause is stale: it would delay what follows."""
         self._dry = False
+        if not self._flowing and self._depth:
+            self._drop(self._depth)
 
     def take(self) -> np.ndarray:
         """One frame of audio: speech when enough has arrived, else silence."""
