@@ -28,6 +28,11 @@ def to_float_mono(pcm: np.ndarray) -> np.ndarray:
     return np.asarray(mono, dtype=np.float32)
 
 
+def rms(audio: np.ndarray) -> float:
+    """Root mean square (0 for an empty array)."""
+    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if audio.size else 0.0
+
+
 class AudioIn:
     """Resamples pushed chunks of any rate to 16 kHz mono float32.
 

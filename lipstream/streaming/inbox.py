@@ -1,22 +1,32 @@
 """AudioInbox: inbound speech waits here until the session's clock takes it, one frame at a time.
 
-Packets arrive in bursts (network jitter, aiortc's receive buffer); frames are taken at exactly
-25 per second. The inbox keeps a small cushion (`target_ms`) so a late packet does not cut a word,
-hands out silence when the peer sends nothing (idle frames keep coming), and never holds more than
-`max_ms`: beyond that it drops the oldest audio, because latency that builds up never drains.
+Packets arrive in bursts (network jitter, a concealed loss releasing the packets held behind
+it); frames are taken at exactly 25 per second. The inbox keeps a small cushion (`target_ms`) so
+a late packet does not cut a word, hands out silence when the peer sends nothing (idle frames
+keep coming), and drains what it holds beyond the cushion: what stayed above it for a whole
+`drain_window_ms` (the window's least excess, so jitter peaks are kept) is dropped at the next
+quiet moment, or after `drain_force_ms` anyway, because latency that is kept never drains itself.
+`max_ms` is the hard cap for a burst.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.audio import rms
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
+
+FRAME_MS = 1000 // VIDEO_FPS  # 40
+QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 
 
 @dataclass(frozen=True)
 class InboxConfig:
     target_ms: int = 40  # cushion kept beyond one frame once speech flows
-    max_ms: int = 240  # above this, drop the oldest audio down to target
+    slack_ms: int = 10  # depth this far above target is left alone (packetization)
+    drain_window_ms: int = 480  # excess held for all of a window is latency, not jitter: drop it
+    drain_force_ms: int = 480  # ...at a quiet moment, or after this long whatever it holds
+    max_ms: int = 240  # above this, drop the oldest audio down to target at once
 
     def samples(self, ms: int) -> int:
         return ms * SAMPLE_RATE // 1000
@@ -24,7 +34,7 @@ class InboxConfig:
 
 @dataclass
 class InboxStats:
-    underruns: int = 0  # frames that wanted speech and got silence
+    underruns: int = 0  # speech ran dry mid-stream (not a pause of the sender's)
     dropped_samples: int = 0  # audio dropped to cap latency
 
 
@@ -37,6 +47,10 @@ class AudioInbox:
         self._chunks: list[np.ndarray] = []
         self._depth = 0  # samples held
         self._flowing = False  # False while priming: silence until the cushion is full
+        self._dry = False  # ran dry while flowing: an underrun unless the sender paused
+        self._window_min = self.config.samples(self.config.max_ms)  # least excess this window
+        self._window_ms = 0
+        self._owed, self._owed_ms = 0, 0  # excess to drop at a quiet moment, and for how long
 
     @property
     def depth_ms(self) -> float:
@@ -45,23 +59,59 @@ class AudioInbox:
     def push(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
+        if self._dry:  # the audio that ran out came late: that was an underrun
+            self._dry = False
+            self.stats.underruns += 1
         self._chunks.append(audio.astype(np.float32, copy=False))
         self._depth += audio.size
         if self._depth > self.config.samples(self.config.max_ms):
-            keep = SAMPLES_PER_VIDEO_FRAME + self.config.samples(self.config.target_ms)
-            self._drop(self._depth - keep)
+            self._drop(self._depth - self._keep)
+
+    def pause(self) -> None:
+        """The sender paused (DTX, an outage it resumed from): running dry was not an underrun,
+        and what waits for a cushion from before the pause is stale: it would delay what follows."""
+        self._dry = False
+        if not self._flowing and self._depth:
+            self._drop(self._depth)
 
     def take(self) -> np.ndarray:
         """One frame of audio: speech when enough has arrived, else silence."""
         need = SAMPLES_PER_VIDEO_FRAME
-        if not self._flowing and self._depth >= need + self.config.samples(self.config.target_ms):
+        if not self._flowing and self._depth >= self._keep:
             self._flowing = True
         if self._flowing and self._depth >= need:
+            self._drain()
             return self._pop(need)
         if self._flowing:  # ran dry mid-speech: wait for a full cushion again
-            self._flowing = False
-            self.stats.underruns += 1
+            self._flowing, self._dry = False, True
         return np.zeros(need, np.float32)
+
+    @property
+    def _keep(self) -> int:
+        """Samples held right before a take when the cushion is just right."""
+        return SAMPLES_PER_VIDEO_FRAME + self.config.samples(self.config.target_ms)
+
+    def _drain(self) -> None:
+        """Drop what stayed beyond the cushion for a whole window (its least, not its peaks)."""
+        excess = self._depth - self._keep
+        self._window_min = min(self._window_min, excess)
+        self._window_ms += FRAME_MS
+        if self._window_ms >= self.config.drain_window_ms:
+            if self._window_min > self.config.samples(self.config.slack_ms):
+                self._owed, self._owed_ms = self._window_min, 0
+            self._window_min, self._window_ms = excess, 0
+        if self._owed <= 0:
+            return
+        self._owed_ms += FRAME_MS
+        owed = min(self._owed, excess)
+        if owed > 0 and (self._quiet(owed) or self._owed_ms >= self.config.drain_force_ms):
+            self._drop(owed)
+            self._owed = 0
+        elif owed <= 0:
+            self._owed = 0
+
+    def _quiet(self, n: int) -> bool:
+        return rms(np.concatenate(self._chunks)[:n]) < QUIET_RMS
 
     def _pop(self, n: int) -> np.ndarray:
         joined: np.ndarray = np.concatenate(self._chunks)

@@ -11,6 +11,8 @@ __all__ = ["PROMETHEUS_CONTENT_TYPE", "ServerMetrics"]
 # Stage latencies live between ~0.1 ms (resampling a packet) and ~100 ms (a render on a busy core).
 STAGE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
 # Audio-video offset at the hand-off to the encoders: 0 when both leave together.
+# How much inbound audio waits in the inbox when a frame takes it: ~40-80 ms when healthy.
+DEPTH_BUCKETS_S = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.16, 0.24)
 OFFSET_BUCKETS_S = (-0.08, -0.04, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.04, 0.08)
 
 
@@ -38,7 +40,7 @@ class ServerMetrics:
         )
         self.stage_seconds = Histogram(
             "lipstream_stage_seconds",
-            "Time per pipeline stage: audio_in (decode+resample per packet), queue (wait for a "
+            "Time per pipeline stage: audio_in (jitter buffer + Opus decode per packet), queue (wait for a "
             "render worker), engine (motion+render per frame), ready_margin (frame ready before due)",
             ["stage"],
             buckets=STAGE_BUCKETS_S,
@@ -51,10 +53,32 @@ class ServerMetrics:
             registry=r,
         )
         self.input_underruns = Counter(
-            "lipstream_input_underruns", "Frames that wanted speech and got silence", registry=r
+            "lipstream_input_underruns",
+            "Times inbound speech ran dry and then came late (a sender's pause, DTX, is not one)",
+            registry=r
         )
         self.input_dropped_seconds = Counter(
             "lipstream_input_dropped_seconds", "Inbound audio dropped to cap latency", registry=r
+        )
+
+        self.input_depth_seconds = Histogram(
+            "lipstream_input_depth_seconds",
+            "Inbound audio held in the inbox after each frame took its share",
+            buckets=DEPTH_BUCKETS_S,
+            registry=r,
+        )
+        self.input_packets = Counter(
+            "lipstream_input_packets",
+            "Inbound audio packets by outcome: played, late, duplicates (dropped), fec (a lost one "
+            "rebuilt from the next), plc (a lost one concealed), skipped (an outage, not concealed)",
+            ["result"],
+            registry=r,
+        )
+        self.producer_lead_seconds = Histogram(
+            "lipstream_producer_lead_seconds",
+            "How long before its due time each frame was started",
+            buckets=STAGE_BUCKETS_S,
+            registry=r,
         )
 
     def render(self) -> bytes:

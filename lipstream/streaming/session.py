@@ -14,21 +14,20 @@ microphone keeps an idling avatar until DELETE, until nothing at all has arrived
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import av
-import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import Clock, MediaClock
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
+from lipstream.streaming.jitterbuffer import JitterConfig
 from lipstream.streaming.liveness import on_every_datagram
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.offer import with_opus_dtx_and_fec
+from lipstream.streaming.rtpaudio import OpusReceiver
 from lipstream.streaming.tracks import SessionAudioTrack, SessionVideoTrack, SyncProbe
 from lipstream.streaming.worker import FrameEngine, FrameProducer, FrameRing, ProducerConfig, RenderPool
 
@@ -48,6 +47,7 @@ class SessionConfig:
     max_viewers: int = 8
     inbox: InboxConfig = field(default_factory=InboxConfig)
     producer: ProducerConfig = field(default_factory=ProducerConfig)
+    jitter: JitterConfig = field(default_factory=JitterConfig)
 
 
 class SessionEnded(Exception):
@@ -221,10 +221,15 @@ class Session:
         self._heard_at = self.media.now()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio" and not self.ending:  # a late event must not outlive the session
-            self._tasks.append(asyncio.create_task(self._drain(track), name=f"drain-{self.id}"))
-        elif track.kind == "video":
+        if track.kind == "video":
             track.stop()  # never decoded (answered sendonly); stopped in case a peer sends anyway
+        if track.kind != "audio" or self.ending:  # a late event must not outlive the session
+            return
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                receiver = OpusReceiver(self.inbox, self.media, self.metrics, self.config.jitter)
+                receiver.attach(transceiver.receiver)  # before the first packet: this is setRemote
+                self._tasks.append(asyncio.create_task(receiver.run(), name=f"receive-{self.id}"))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -232,25 +237,6 @@ class Session:
             self.media.start(lead_s=self.config.producer.lead_ms / 1000)
         elif state in ("failed", "closed"):
             self.end(f"peer_{state}")
-
-    async def _drain(self, track: MediaStreamTrack) -> None:
-        """Decode inbound Opus (s16 stereo 48 kHz) -> 16 kHz mono float32 into the inbox.
-
-        aiortc's receive queue is unbounded, so this never stops reading; the inbox bounds it.
-        """
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        stage = self.metrics.stage_seconds.labels("audio_in")
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, av.AudioFrame):
-                continue
-            start = time.perf_counter()
-            for out in resampler.resample(frame):
-                self.inbox.push(out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0)
-            stage.observe(time.perf_counter() - start)
 
     async def _watch(self) -> None:
         while True:

@@ -1,10 +1,11 @@
 """The bridge between the event loop and the engine: frames are made in worker threads.
 
 One `RenderPool` per server (one thread per core; numpy and OpenCV release the GIL), one
-`FrameProducer` per session. The producer makes frame n `lead_ms` before it is due; if the
-projected finish would miss the due time (a busy pool, a slow machine) it asks the engine for the
-frame without rendering it: the image repeats, the mouth controls and the audio advance, so the
-session stays live and in sync, and the skip is counted.
+`FrameProducer` per session. The producer starts frame n just in time: as long before it is due
+as renders have been taking (smoothed, plus a few deviations and a margin), so the audio it takes
+has waited as little as it can. If the projected finish would miss the due time (a busy pool,
+a slow machine) it asks the engine for the frame without rendering it: the image repeats, the
+mouth controls and the audio advance, so the session stays live and in sync, and the skip is counted.
 """
 
 import asyncio
@@ -124,7 +125,10 @@ class FrameRing:
 
 @dataclass(frozen=True)
 class ProducerConfig:
-    lead_ms: int = 80  # a frame is started this long before it is due
+    lead_ms: int = 80  # the most a frame is started before it is due (and the lead before any render)
+    min_lead_ms: int = 10  # the least: a render never takes less than a scheduling hiccup
+    margin_ms: int = 5  # added to the estimate for the event loop's wake-up latency
+    deviations: float = 3.0  # how many mean deviations of render time the lead covers
     ema_weight: float = 0.2  # how fast the render-time estimate follows the last renders
 
 
@@ -132,12 +136,15 @@ class FrameProducer:
     """Feeds the engine one frame of inbound audio per tick and publishes its frames."""
 
     def __init__(self, engine: FrameEngine, inbox: AudioInbox, clock: MediaClock, pool: RenderPool,
-                 ring: FrameRing, metrics: ServerMetrics, config: ProducerConfig | None = None) -> None:
+                 ring: FrameRing, metrics: ServerMetrics, config: ProducerConfig | None = None,
+                 timer: Callable[[], float] | None = None) -> None:
         self.engine: FrameEngine | None = engine
         self.inbox, self.clock, self.pool = inbox, clock, pool
         self.ring, self.metrics = ring, metrics
         self.config = config or ProducerConfig()
+        self.timer = timer or clock.now  # measures renders (tests may give a fake engine's own)
         self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
+        self.render_deviation_s = 0.0  # mean absolute deviation from that estimate, smoothed
         self.counts = {"rendered": 0, "skipped": 0}
         self._yuv: np.ndarray | None = None  # the picture last rendered, I420
 
@@ -149,7 +156,6 @@ class FrameProducer:
         engine = self.engine
         assert engine is not None, "producer already released"
         await self.clock.wait_started()
-        lead_s = self.config.lead_ms / 1000
         # The engine needs its lookahead before frame 0: prime it with that much silence, so
         # from then on each frame of audio taken makes exactly one frame.
         primer = np.zeros(engine.latency_samples - SAMPLES_PER_VIDEO_FRAME, np.float32)
@@ -157,16 +163,27 @@ class FrameProducer:
         index = 0
         while True:
             due = self.clock.frame_time(index)
+            lead_s = self.lead_s()
             await self.clock.sleep_until(due - lead_s)
+            self.metrics.producer_lead_seconds.observe(lead_s)
             await self._make(engine, index, due)
             index += 1
 
+    def lead_s(self) -> float:
+        """How long before its due time the next frame starts: render time + jitter, clamped."""
+        if self.counts["rendered"] == 0:
+            return self.config.lead_ms / 1000
+        c = self.config
+        wanted_s = self.render_estimate_s + c.deviations * self.render_deviation_s + c.margin_ms / 1000
+        return min(max(wanted_s, c.min_lead_ms / 1000), c.lead_ms / 1000)
+
     async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
         audio = self.inbox.take()
+        self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
         render = self.clock.now() + self.render_estimate_s <= due
-        start = time.perf_counter()
+        start = self.timer()
         frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
-        elapsed_s = time.perf_counter() - start
+        elapsed_s = self.timer() - start
         if frame is None:  # cannot happen while one frame of audio goes in per tick
             return
         self.ring.put(frame)
@@ -189,8 +206,12 @@ class FrameProducer:
         self.metrics.stage_seconds.labels("queue").observe(waited_s)
         self.metrics.stage_seconds.labels("engine").observe(elapsed_s - waited_s)
         self.metrics.stage_seconds.labels("ready_margin").observe(max(due - self.clock.now(), 0.0))
-        if rendered:
+        if rendered and self.counts["rendered"] == 1:  # the first render is the best guess yet
+            self.render_estimate_s = elapsed_s
+        elif rendered:
             w = self.config.ema_weight
+            miss_s = abs(elapsed_s - self.render_estimate_s)
+            self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
             self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
         else:  # decay, so a session that fell behind tries rendering again once it can
             self.render_estimate_s *= 1 - self.config.ema_weight

@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from lipstream.engine.audio import rms
 from lipstream.engine.constants import SAMPLE_RATE, exact_div
 from lipstream.training.tts import SILENCE_LABEL, Phone
 
@@ -39,11 +40,6 @@ class AugmentConfig:
 
 
 DEFAULT_AUGMENT = AugmentConfig()
-
-
-def rms(audio: np.ndarray) -> float:
-    """Root mean square (0 for an empty array)."""
-    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if audio.size else 0.0
 
 
 def change_speed(

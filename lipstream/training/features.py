@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from lipstream.engine.audio import rms
 from lipstream.engine.constants import MEL_FRAMES_PER_SECOND, SAMPLE_RATE
 from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel, mel_filterbank
-from lipstream.training.augment import rms
 
 log = logging.getLogger(__name__)
 

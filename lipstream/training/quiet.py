@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lipstream.engine.audio import rms
 from lipstream.engine.constants import SAMPLE_RATE
-from lipstream.training.augment import rms
 
 
 def scaled(sound: np.ndarray, rms_dbfs: float) -> np.ndarray:
