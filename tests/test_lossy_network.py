@@ -19,7 +19,7 @@ from lipstream.engine.engine import Engine
 from lipstream.streaming.client import Publisher, Reception, realtime_fps, received_audio, transport_offsets_s
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.server import ServeConfig
-from lipstream.streaming.session import Session, SessionConfig
+from lipstream.streaming.session import Session
 from tests.relay import OUTAGE, Impairment, UdpRelay, relayed
 from tests.serving import MachineLoad, loopback_only, running_server
 
@@ -80,8 +80,8 @@ async def _phases(relay: UdpRelay, session: Session, run: Run) -> None:
 
 
 async def _record(avatar: Avatar) -> Run:
-    config = ServeConfig(max_sessions=1, loopback_ice=False,
-                         session=SessionConfig(idle_timeout_s=10.0))  # outlives the 5 s outage
+    config = ServeConfig(max_sessions=1, loopback_ice=False)
+    assert config.session.transport_timeout_s > 5  # the session outlives the 5 s outage
     total_s = sum(length for _, length, _ in PHASES) + 5
     seams = {"load_avatar": lambda: avatar, "engine_factory": Engine}
     async with running_server(config, **seams) as server, relayed(server.url) as (url, relay), \
