@@ -178,12 +178,14 @@ async def test_page_token_photo_upload_and_errors(browser: Any, tmp_path: Path) 
         page.on("request", lambda r: offers.append(r.url) if r.url.startswith(f"{server.url}/v1/sessions")
                 and r.method == "POST" else None)
         await page.goto(server.url + "/")
+        await page.wait_for_function("document.getElementById('stage-note').textContent.includes('token')")
         await page.click("#start")
         await page.wait_for_selector("#error:not([hidden])")
         assert "token" in await page.locator("#error").inner_text()
 
         session_id = await start_session(page, server)  # asked again: the right token this time
         assert session_id in server.state.sessions
+        await page.wait_for_function(PREVIEW_SHOWN)  # the face, once the token is known
         link = await page.locator("#viewer-link").inner_text()
         assert "token=" in link and TOKEN not in link, "the viewer link must not carry the server token"
         viewer = await browser.new_page()
@@ -347,6 +349,17 @@ async def status_line_fps(page: Any, readings: int = 12) -> list[float]:
     return seen
 
 
+async def switch_microphone(page: Any) -> None:
+    """Another microphone from the list (named once permission was given): same session, new track."""
+    names = await page.eval_on_selector_all("#mic option", "options => options.map(o => o.text)")
+    assert names and all(names), f"no named microphones after permission: {names}"
+    before = await page.evaluate("window.lipstream.mic.getAudioTracks()[0].id")
+    await page.select_option("#mic", index=len(names) - 1)
+    await page.wait_for_function(f"window.lipstream.mic.getAudioTracks()[0].id !== '{before}'")
+    sent = await page.evaluate("window.lipstream.pc.getSenders().find(s => s.track).track.id")
+    assert sent == await page.evaluate("window.lipstream.mic.getAudioTracks()[0].id")
+
+
 async def frames_decoded(page: Any) -> float:
     return (await inbound_stats(page, "window.lipstream.pc"))["video"]["framesDecoded"]
 
@@ -367,6 +380,9 @@ async def test_live_status_line_mute_obs_link_and_stop(browser: Any) -> None:
 
         link = await page.locator("#viewer-link").get_attribute("href")
         assert link == f"{server.url}/view/{session_id}"
+        await browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+        await page.click("#copy")
+        assert await page.evaluate("navigator.clipboard.readText()") == link
         viewer = await browser.new_page()
         await viewer.goto(link)
         await viewer.wait_for_function("document.getElementById('video').currentTime > 1.0", timeout=20_000)
@@ -374,6 +390,7 @@ async def test_live_status_line_mute_obs_link_and_stop(browser: Any) -> None:
         width = await page.evaluate("document.getElementById('avatar').videoWidth")
         assert width > 0 and await page.locator("#obs-width").inner_text() == str(width)
 
+        await switch_microphone(page)
         await page.click("#mute")
         assert await page.locator("#mute").get_attribute("aria-pressed") == "true"
         before = await frames_decoded(page)
