@@ -23,6 +23,7 @@ from tests.serving import running_server
 DESKTOP = {"width": 1280, "height": 900}  # issue 13's view of the page
 PHONE = {"width": 390, "height": 844}
 SETTLE_S = 6.0  # live: the status line has a 3 s frame-rate window and a server load reading
+SPEAKING_LEVEL = 0.1  # shoot while the fake microphone speaks, so the level meter shows it
 LIVE = "window.lipstream.pc && window.lipstream.pc.connectionState === 'connected'"
 
 
@@ -49,6 +50,7 @@ async def session_shots(page: Any, url: str, out: Path) -> None:
     await page.click("#start")
     await page.wait_for_function(LIVE, timeout=20_000)
     await asyncio.sleep(SETTLE_S)
+    await page.wait_for_function(f"window.lipstream.live.micLevel > {SPEAKING_LEVEL}", timeout=10_000)
     await shoot(page, out, "2-live")
     await page.click("#stop")
     await page.wait_for_function("document.getElementById('status').textContent.includes('ended')")

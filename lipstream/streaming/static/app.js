@@ -28,6 +28,7 @@ function refreshButtons() {
   ui.stop.disabled = !live;
   ui.mute.disabled = !live;
   ui.photo.disabled = live;
+  document.body.classList.toggle("is-live", live); // the face cannot change while live
 }
 
 function iceGatheringComplete(pc) {
