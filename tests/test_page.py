@@ -6,6 +6,7 @@ browser's own WebRTC statistics, a screenshot of the video, and the viewer page 
 
 import asyncio
 import io
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,16 @@ from PIL import Image
 from lipstream.engine.audio import load_audio
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.streaming.server import ServeConfig
-from tests.browser import chromium_executable, inbound_stats, launch, write_fake_mic_wav
+from tests.browser import (
+    chromium_executable,
+    drop_file,
+    inbound_stats,
+    launch,
+    switch_microphone,
+    write_fake_mic_wav,
+)
 from tests.conftest import espeak_wav
-from tests.serving import RunningServer, loopback_only, running_server
+from tests.serving import MachineLoad, RunningServer, loopback_only, running_server
 
 TOKEN = "page-test-token"
 MEASURE_S = 4.0  # the frame-rate window, after the stream has settled
@@ -267,23 +275,14 @@ async def test_pages_say_the_server_ended_the_session_and_why(browser: Any) -> N
 
 PREVIEW_SHOWN = "window.lipstream.previewShown && !document.getElementById('preview').hidden"
 FPS_TOLERANCE = 0.10  # the status line's frame rate must read within 10% of VIDEO_FPS
+STATUS_WINDOW_S = 3.0  # live.js: FPS_WINDOW_SAMPLES once a second
+VOICE_WINDOW_S = 3.0
+BUSY_CORES = 1.0  # other programs took this much of the 2 cores: frame rates say little
 
 
 async def preview_png(page: Any) -> bytes:
     png: bytes = await page.locator("#preview").screenshot()
     return png
-
-
-async def drop_file(page: Any, selector: str, path: Path, mime: str) -> None:
-    """Drag-and-drop of a file, as a person does it: a `drop` event carrying a DataTransfer."""
-    await page.evaluate("""async ([selector, bytes, name, mime]) => {
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([new Uint8Array(bytes)], name, { type: mime }));
-      const zone = document.querySelector(selector);
-      for (const type of ["dragover", "drop"]) {
-        zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
-      }
-    }""", [selector, list(path.read_bytes()), path.name, mime])
 
 
 async def test_the_face_is_shown_before_start(browser: Any, tmp_path: Path) -> None:
@@ -335,33 +334,56 @@ async def test_preview_route_answers_json_errors() -> None:
             assert response.status == 404 and "upload the photo again" in (await response.json())["error"]
 
 
-async def status_line_fps(page: Any, readings: int = 12) -> list[float]:
-    """The status line's frame rate, once a second, until one reads within FPS_TOLERANCE of
-    VIDEO_FPS: like steady_window, one good reading shows the page keeps up on this shared box."""
-    seen: list[float] = []
+@dataclass(frozen=True)
+class FpsReading:
+    shown: float  # the status line's figure
+    measured: float  # the browser's frames decoded per second over the same STATUS_WINDOW_S
+
+    def near(self, fps: float) -> bool:
+        return all(abs(x - fps) <= FPS_TOLERANCE * fps for x in (self.shown, self.measured))
+
+
+async def status_line_fps(page: Any, readings: int = 4) -> list[FpsReading]:
+    """Readings of the status line's frame rate beside the browser's own count, until one shows
+    VIDEO_FPS (like steady_window: one good reading shows the page keeps up on a shared box)."""
+    seen: list[FpsReading] = []
     for _ in range(readings):
-        await asyncio.sleep(1.0)
-        fps = await page.evaluate("window.lipstream.live.fps")
-        if fps is not None:
-            seen.append(fps)
-            if abs(fps - VIDEO_FPS) <= FPS_TOLERANCE * VIDEO_FPS:
-                break
+        before = await inbound_stats(page, "window.lipstream.pc")
+        await asyncio.sleep(STATUS_WINDOW_S)
+        after = await inbound_stats(page, "window.lipstream.pc")
+        seconds = (after["video"]["timestamp"] - before["video"]["timestamp"]) / 1000
+        measured = (after["video"]["framesDecoded"] - before["video"]["framesDecoded"]) / seconds
+        seen.append(FpsReading(await page.evaluate("window.lipstream.live.fps"), measured))
+        if seen[-1].near(VIDEO_FPS):
+            break
     return seen
 
 
-async def switch_microphone(page: Any) -> None:
-    """Another microphone from the list (named once permission was given): same session, new track."""
-    names = await page.eval_on_selector_all("#mic option", "options => options.map(o => o.text)")
-    assert names and all(names), f"no named microphones after permission: {names}"
-    before = await page.evaluate("window.lipstream.mic.getAudioTracks()[0].id")
-    await page.select_option("#mic", index=len(names) - 1)
-    await page.wait_for_function(f"window.lipstream.mic.getAudioTracks()[0].id !== '{before}'")
-    sent = await page.evaluate("window.lipstream.pc.getSenders().find(s => s.track).track.id")
-    assert sent == await page.evaluate("window.lipstream.mic.getAudioTracks()[0].id")
+def check_status_line_fps(readings: list[FpsReading], load: MachineLoad) -> None:
+    """Within 10% of VIDEO_FPS on a machine where the test had at least one core; on a busier one
+    the browser itself decodes fewer frames, and the figure is not judged (a warning says so)."""
+    said = f"{readings}; other programs used {load.others_cores:.1f} cores"
+    if readings[-1].near(VIDEO_FPS):
+        return
+    if load.others_cores < BUSY_CORES:
+        raise AssertionError(f"no reading within {FPS_TOLERANCE:.0%} of {VIDEO_FPS} fps: {said}")
+    warnings.warn(f"status line frame rate not judged: {said}", stacklevel=1)
 
 
-async def frames_decoded(page: Any) -> float:
-    return (await inbound_stats(page, "window.lipstream.pc"))["video"]["framesDecoded"]
+@dataclass(frozen=True)
+class Returned:
+    frames: float  # video frames decoded in VOICE_WINDOW_S
+    energy: float  # audio energy received in VOICE_WINDOW_S (the avatar's voice: the mic, delayed)
+
+
+async def returned_voice(page: Any) -> Returned:
+    """What came back over VOICE_WINDOW_S; the fake mic loops ~3 s of speech in ~4 s, so a
+    talking window always holds speech."""
+    before = await inbound_stats(page, "window.lipstream.pc")
+    await asyncio.sleep(VOICE_WINDOW_S)
+    after = await inbound_stats(page, "window.lipstream.pc")
+    return Returned(after["video"]["framesDecoded"] - before["video"]["framesDecoded"],
+                    after["audio"]["totalAudioEnergy"] - before["audio"]["totalAudioEnergy"])
 
 
 async def test_live_status_line_mute_obs_link_and_stop(browser: Any) -> None:
@@ -369,9 +391,10 @@ async def test_live_status_line_mute_obs_link_and_stop(browser: Any) -> None:
             aiohttp.ClientSession() as http:
         page = await browser.new_page()
         session_id = await start_session(page, server)
-        await asyncio.sleep(3.0)  # the status line's window fills
-        readings = await status_line_fps(page)
-        assert readings and abs(readings[-1] - VIDEO_FPS) <= FPS_TOLERANCE * VIDEO_FPS, readings
+        await asyncio.sleep(STATUS_WINDOW_S)  # the status line's window fills
+        with MachineLoad() as load:
+            readings = await status_line_fps(page)
+        check_status_line_fps(readings, load)
         live = await page.evaluate("window.lipstream.live")
         assert live["rttMs"] is not None and live["sessions"] == 1 and live["maxSessions"] == 2, live
         line = await page.locator("#stats").inner_text()
@@ -391,14 +414,15 @@ async def test_live_status_line_mute_obs_link_and_stop(browser: Any) -> None:
         assert width > 0 and await page.locator("#obs-width").inner_text() == str(width)
 
         await switch_microphone(page)
+        talking = await returned_voice(page)
         await page.click("#mute")
         assert await page.locator("#mute").get_attribute("aria-pressed") == "true"
-        before = await frames_decoded(page)
-        await asyncio.sleep(3.0)
-        assert await frames_decoded(page) - before >= VIDEO_FPS, "frames stopped while muted"
+        await asyncio.sleep(1.0)  # what was said before muting has come back by now
+        muted = await returned_voice(page)
+        assert muted.frames >= VIDEO_FPS, "frames stopped while muted"
+        assert muted.energy < 0.01 * talking.energy, f"muted, yet the voice came back: {muted}, {talking}"
         async with http.get(f"{server.url}/v1/sessions/{session_id}") as response:
             assert response.status == 200 and (await response.json())["state"] == "live"
-        await page.wait_for_function("window.lipstream.live.micLevel === 0")
 
         await page.click("#stop")
         await page.wait_for_function("document.getElementById('status').textContent.includes('ended on')")
@@ -429,7 +453,6 @@ async def test_page_fits_narrow_screens_and_works_from_the_keyboard(browser: Any
         await page.focus("#start")
         await page.keyboard.press("Enter")
         await page.wait_for_function(CONNECTED, timeout=20_000)
-        await page.keyboard.press("Tab")  # Start is disabled now: focus moves on to Mute
         await page.focus("#stop")
         await page.keyboard.press("Enter")
         await page.wait_for_function("window.lipstream.pc === null")
