@@ -315,6 +315,12 @@ async def test_the_face_is_shown_before_start(browser: Any, tmp_path: Path) -> N
         assert "no face found" in said and "wall.png" in said, said
         assert await page.locator("#preview").is_hidden() and await page.locator("#start").is_disabled()
 
+        notes = tmp_path / "notes.txt"
+        notes.write_text("a shopping list")
+        await drop_file(page, "#stage", notes, "text/plain")
+        await page.wait_for_function("document.querySelector('#photo-note').textContent.includes('notes')")
+        assert "not an image" in await page.locator("#photo-note").inner_text()
+
         await page.click("#use-default")
         await page.wait_for_function(PREVIEW_SHOWN)
         assert await page.locator("#start").is_enabled()

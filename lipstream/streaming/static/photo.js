@@ -39,6 +39,10 @@ async function choosePhoto(file) {
   sayPhoto(`Analysing ${file.name}…`);
   refreshButtons();
   try {
+    // the server refuses other types too, but in words for a developer (the Content-Type)
+    if (file.type && !file.type.startsWith("image/")) {
+      throw new Error("it is not an image (a JPEG, PNG or WebP photo)");
+    }
     const response = await authorizedFetch("/v1/avatars", {
       method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
     });
