@@ -8,7 +8,7 @@ const STATUS_EVERY_MS = 1000; // how soon the page notices the server ended the 
 const VIEWER_TOKEN_HEADER = "Lipstream-Viewer-Token";
 
 const ui = {
-  photo: $("photo"), sound: $("sound"), start: $("start"), stop: $("stop"), mute: $("mute"),
+  photo: $("photo"), useDefault: $("use-default"), sound: $("sound"), start: $("start"), stop: $("stop"), mute: $("mute"),
   error: $("error"), status: $("status"), video: $("avatar"), sessionId: $("session-id"),
 };
 
@@ -27,7 +27,7 @@ function refreshButtons() {
   ui.start.disabled = live || state.uploading || Boolean(state.photoProblem);
   ui.stop.disabled = !live;
   ui.mute.disabled = !live;
-  ui.photo.disabled = live;
+  ui.photo.disabled = ui.useDefault.disabled = live;
   document.body.classList.toggle("is-live", live); // the face cannot change while live
 }
 

@@ -31,7 +31,8 @@ async function openMicrophone() {
 
 async function listMicrophones() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
-  const inputs = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput" && d.label);
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const inputs = devices.filter((d) => d.kind === "audioinput" && d.label);
   if (!inputs.length) return; // no permission yet: the names are hidden
   const chosen = liveUi.mic.value;
   liveUi.mic.replaceChildren(...inputs.map((d) => new Option(d.label, d.deviceId)));

@@ -54,7 +54,8 @@ async function choosePhoto(file) {
     state.photoProblem = err.message || String(err);
     photoUi.preview.hidden = true;
     photoUi.stageNote.textContent = "This photo cannot be used.";
-    sayPhoto(`${file.name} cannot be used: ${state.photoProblem}. Choose another photo, or use the default face.`, true);
+    const what = `${file.name} cannot be used: ${state.photoProblem}.`;
+    sayPhoto(`${what} Choose another photo, or use the default face.`, true);
   } finally {
     state.uploading = false;
     refreshButtons();
