@@ -8,7 +8,8 @@ const STATUS_EVERY_MS = 1000; // how soon the page notices the server ended the 
 const VIEWER_TOKEN_HEADER = "Lipstream-Viewer-Token";
 
 const ui = {
-  photo: $("photo"), useDefault: $("use-default"), sound: $("sound"), start: $("start"), stop: $("stop"), mute: $("mute"),
+  photo: $("photo"), useDefault: $("use-default"), sound: $("sound"),
+  start: $("start"), stop: $("stop"), mute: $("mute"),
   error: $("error"), status: $("status"), video: $("avatar"), sessionId: $("session-id"),
 };
 
