@@ -121,3 +121,4 @@ function showStatusLine() {
 liveUi.mute.addEventListener("click", () => setMuted(!state.muted));
 liveUi.mic.addEventListener("change", () => switchMicrophone().catch((err) => showError(err.message)));
 listMicrophones().catch(() => { /* the list fills after Start */ });
+if (navigator.mediaDevices) navigator.mediaDevices.addEventListener("devicechange", () => listMicrophones());
