@@ -77,3 +77,30 @@ INBOUND_STATS_JS = """async (pcExpression) => {
 async def inbound_stats(page: Any, pc_expression: str) -> dict[str, dict[str, float]]:
     stats: dict[str, dict[str, float]] = await page.evaluate(INBOUND_STATS_JS, pc_expression)
     return stats
+
+
+async def drop_file(page: Any, selector: str, path: Path, mime: str) -> None:
+    """Drag-and-drop of a file, as a person does it: a `drop` event carrying a DataTransfer."""
+    await page.evaluate("""async ([selector, bytes, name, mime]) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([new Uint8Array(bytes)], name, { type: mime }));
+      const zone = document.querySelector(selector);
+      for (const type of ["dragover", "drop"]) {
+        zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+      }
+    }""", [selector, list(path.read_bytes()), path.name, mime])
+
+
+async def switch_microphone(page: Any) -> None:
+    """Another microphone from the list (named once permission was given): same session, new track."""
+    names = await page.eval_on_selector_all("#mic option", "options => options.map(o => o.text)")
+    assert names and all(names), f"no named microphones after permission: {names}"
+    before = await page.evaluate("window.lipstream.mic.getAudioTracks()[0].id")
+    await page.select_option("#mic", index=len(names) - 1)
+    await page.wait_for_function(f"window.lipstream.mic.getAudioTracks()[0].id !== '{before}'")
+    sent = await page.evaluate("window.lipstream.pc.getSenders().find(s => s.track).track.id")
+    assert sent == await page.evaluate("window.lipstream.mic.getAudioTracks()[0].id")
+
+
+async def frames_decoded(page: Any) -> float:
+    return (await inbound_stats(page, "window.lipstream.pc"))["video"]["framesDecoded"]

@@ -16,6 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lipstream.errors import LipstreamError
 from lipstream.streaming.worker import RenderPool
 
@@ -24,10 +26,13 @@ if TYPE_CHECKING:
 else:
     Avatar = Any
 
-__all__ = ["DEFAULT_ID", "Avatar", "AvatarStore", "UploadLimits", "UploadsBusy", "analyse_photo"]
+__all__ = ["DEFAULT_ID", "PREVIEW_CONTENT_TYPE", "Avatar", "AvatarStore", "UploadLimits", "UploadsBusy",
+           "analyse_photo", "preview_jpeg"]
 
 DEFAULT_ID = "default"
 UPLOAD_NAME = "the uploaded photo"
+PREVIEW_CONTENT_TYPE = "image/jpeg"
+PREVIEW_JPEG_QUALITY = 90  # a 512 px crop is ~40 KB: the page shows it once per photo
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,17 @@ def release_free_memory() -> None:
     up without this, 12 MB with it)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def preview_jpeg(avatar: Avatar) -> bytes:
+    """The crop the avatar animates, as the page shows it before a session starts (JPEG bytes)."""
+    import cv2
+
+    bgr = np.ascontiguousarray(avatar.image[:, :, ::-1])  # cv2 encodes BGR
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, PREVIEW_JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("cv2 could not encode the avatar preview")
+    return encoded.tobytes()
 
 
 class UploadPool:

@@ -4,6 +4,7 @@ Handlers check, in order: token, body size and type, the offer (offer.py), capac
 do they spend work.
 """
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from aiohttp import BodyPartReader, web
 
 from lipstream.errors import PhotoError
 from lipstream.streaming.auth import ViewerTokens, bearer, bearer_ok
-from lipstream.streaming.avatars import UploadsBusy
+from lipstream.streaming.avatars import PREVIEW_CONTENT_TYPE, UploadsBusy, preview_jpeg
 from lipstream.streaming.bodies import BodyPace, BodyTooSlow
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.endings import in_words
@@ -75,6 +76,7 @@ def add_routes(app: web.Application, static: Path) -> None:
     app.router.add_post("/v1/sessions/{id}/viewers", post_viewer)
     app.router.add_delete("/v1/sessions/{id}/viewers/{viewer}", delete_viewer)
     app.router.add_post("/v1/avatars", post_avatar)
+    app.router.add_get("/v1/avatars/{id}/preview", get_avatar_preview)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
@@ -263,6 +265,18 @@ async def post_avatar(request: web.Request) -> web.Response:
         raise ApiError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
     return web.json_response({"id": avatar_id}, status=201,
                              headers={"Location": f"/v1/avatars/{avatar_id}"})
+
+
+async def get_avatar_preview(request: web.Request) -> web.Response:
+    """The face crop an avatar animates ("default" included): the page shows it before Start."""
+    state = _authorize(request)
+    avatar_id = request.match_info["id"]
+    avatar = await state.avatars.get(avatar_id)
+    if avatar is None:
+        raise ApiError(404, f"no avatar {avatar_id}: it was never uploaded, or the server has "
+                            "forgotten it (it keeps the latest uploads): upload the photo again")
+    body = await asyncio.to_thread(preview_jpeg, avatar)
+    return web.Response(body=body, content_type=PREVIEW_CONTENT_TYPE)
 
 
 async def _read_photo(request: web.Request, limit: int) -> bytes:

@@ -4,49 +4,14 @@
 "use strict";
 
 const GATHER_TIMEOUT_MS = 3000; // send the offer with what ICE gathered by then
-const STATS_EVERY_MS = 1000;
 const STATUS_EVERY_MS = 1000; // how soon the page notices the server ended the session
 const VIEWER_TOKEN_HEADER = "Lipstream-Viewer-Token";
 
-const $ = (id) => document.getElementById(id);
 const ui = {
-  photo: $("photo"), photoNote: $("photo-note"), sound: $("sound"), start: $("start"), stop: $("stop"),
-  error: $("error"), status: $("status"), video: $("avatar"), session: $("session"),
-  sessionId: $("session-id"), stats: $("stats"), viewerLink: $("viewer-link"),
+  photo: $("photo"), useDefault: $("use-default"), sound: $("sound"),
+  start: $("start"), stop: $("stop"), mute: $("mute"),
+  error: $("error"), status: $("status"), video: $("avatar"), sessionId: $("session-id"),
 };
-
-// Exposed for tests and curious users (the console): the live peer connection and session.
-const state = window.lipstream = {
-  pc: null, mic: null, location: null, sessionId: null, viewerToken: null, timer: null, statusTimer: null,
-};
-
-let token = new URLSearchParams(location.search).get("token") || sessionStorage.getItem("lipstream-token");
-
-function authHeaders() {
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-// fetch with the token; on 401 ask for it once and retry.
-async function authorizedFetch(url, options) {
-  let response = await fetch(url, { ...options, headers: { ...options.headers, ...authHeaders() } });
-  if (response.status === 401) {
-    const given = window.prompt("This server needs a token (printed by `lipstream serve`):", "");
-    if (!given) return response;
-    token = given.trim();
-    sessionStorage.setItem("lipstream-token", token);
-    response = await fetch(url, { ...options, headers: { ...options.headers, ...authHeaders() } });
-  }
-  return response;
-}
-
-// The server answers every error as JSON {"error": "..."}; say that, not a status code.
-async function errorOf(response) {
-  try {
-    const body = await response.json();
-    if (body && body.error) return body.error;
-  } catch (_) { /* not JSON: fall through */ }
-  return `${response.status} ${response.statusText}`;
-}
 
 function showError(message) {
   ui.error.textContent = message;
@@ -57,13 +22,14 @@ function setStatus(text) {
   ui.status.textContent = text;
 }
 
-async function uploadPhoto(file) {
-  setStatus(`Analysing ${file.name}…`);
-  const response = await authorizedFetch("/v1/avatars", {
-    method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
-  });
-  if (!response.ok) throw new Error(`photo ${file.name}: ${await errorOf(response)}`);
-  return (await response.json()).id;
+// Start needs a usable face: not while a photo is being analysed, nor one the server refused.
+function refreshButtons() {
+  const live = Boolean(state.pc);
+  ui.start.disabled = live || state.uploading || Boolean(state.photoProblem);
+  ui.stop.disabled = !live;
+  ui.mute.disabled = !live;
+  ui.photo.disabled = ui.useDefault.disabled = live;
+  document.body.classList.toggle("is-live", live); // the face cannot change while live
 }
 
 function iceGatheringComplete(pc) {
@@ -74,20 +40,6 @@ function iceGatheringComplete(pc) {
     pc.addEventListener("icegatheringstatechange", check);
     setTimeout(done, GATHER_TIMEOUT_MS);
   });
-}
-
-async function openMicrophone() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw new Error("this browser gives no microphone access here: open the page over https or on localhost");
-  }
-  try {
-    // echo cancellation keeps the avatar's voice from the speakers out of the microphone
-    return await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-    });
-  } catch (err) {
-    throw new Error(`microphone: ${err.name === "NotAllowedError" ? "permission denied" : err.message}`);
-  }
 }
 
 function newPeerConnection(mic) {
@@ -102,16 +54,18 @@ function newPeerConnection(mic) {
     ui.video.srcObject = remote;
     ui.video.muted = !ui.sound.checked;
   });
-  pc.addEventListener("connectionstatechange", () => {
-    if (pc !== state.pc) return;
-    if (pc.connectionState === "connected") setStatus("Live: talk, and the face talks with you.");
-    if (pc.connectionState === "disconnected") {
-      setStatus("Connection interrupted; reconnecting…");
-      checkSession();
-    }
-    if (pc.connectionState === "failed") checkSession();
-  });
+  pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
   return pc;
+}
+
+function onConnectionState(pc) {
+  if (pc !== state.pc) return;
+  if (pc.connectionState === "connected") setStatus("Live: talk, and the face talks with you.");
+  if (pc.connectionState === "disconnected") {
+    setStatus("Connection interrupted; reconnecting…");
+    checkSession();
+  }
+  if (pc.connectionState === "failed") checkSession();
 }
 
 // Ask the browser to play received media as soon as it can (Chromium's jitterBufferTarget, in
@@ -142,14 +96,14 @@ async function checkSession() {
   const status = await sessionStatus(sessionUrl);
   if (pc !== state.pc) return;
   if (status && status.ended) {
-    state.location = null; // nothing to DELETE
     showError(`The server ended the session: ${status.ended}.`);
-    stop();
+    teardown();
+    setStatus("Press Start to talk again.");
   } else if (pc.connectionState === "failed") {
     showError(status ? "the media connection failed while the server still runs the session: "
       + "likely a network or firewall between you and the server (UDP blocked)"
       : "the server is not reachable: it stopped, or the network to it is down");
-    stop();
+    await stop();
   }
 }
 
@@ -157,24 +111,16 @@ async function start() {
   showError("");
   ui.start.disabled = true;
   try {
-    const file = ui.photo.files[0];
-    const avatarId = file ? await uploadPhoto(file) : null;
     setStatus("Opening the microphone…");
     state.mic = await openMicrophone();
+    setMuted(false);
     state.pc = newPeerConnection(state.mic);
+    refreshButtons();
     await state.pc.setLocalDescription(await state.pc.createOffer());
     await iceGatheringComplete(state.pc);
     setStatus("Connecting…");
-    const url = "/v1/sessions" + (avatarId ? `?avatar=${encodeURIComponent(avatarId)}` : "");
-    const response = await authorizedFetch(url, {
-      method: "POST", headers: { "Content-Type": "application/sdp" }, body: state.pc.localDescription.sdp,
-    });
-    if (!response.ok) throw new Error(await errorOf(response));
-    state.location = response.headers.get("Location");
-    state.viewerToken = response.headers.get(VIEWER_TOKEN_HEADER);
-    await state.pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
-    showSession(state.location.split("/").pop());
-    ui.stop.disabled = false;
+    await postOffer();
+    if (!state.previewShown) showPreview(state.avatarId); // the token is known now
     ui.video.play().catch(() => { /* it plays once media arrives; Start was the user's gesture */ });
   } catch (err) {
     showError(err.message || String(err));
@@ -182,50 +128,55 @@ async function start() {
   }
 }
 
-function showSession(id) {
-  state.sessionId = id;
-  ui.sessionId.textContent = id;
-  const viewer = new URL(`/view/${encodeURIComponent(id)}`, location.href);
-  // the viewer token watches this session only: the link can go to OBS or another person
-  if (state.viewerToken) viewer.searchParams.set("token", state.viewerToken);
-  ui.viewerLink.href = ui.viewerLink.textContent = viewer.href;
-  ui.session.hidden = false;
-  state.timer = setInterval(showStats, STATS_EVERY_MS);
+async function postOffer() {
+  const avatar = state.avatarId ? `?avatar=${encodeURIComponent(state.avatarId)}` : "";
+  const response = await authorizedFetch(`/v1/sessions${avatar}`, {
+    method: "POST", headers: { "Content-Type": "application/sdp" }, body: state.pc.localDescription.sdp,
+  });
+  if (!response.ok) throw new Error(await errorOf(response));
+  state.location = response.headers.get("Location");
+  state.viewerToken = response.headers.get(VIEWER_TOKEN_HEADER);
+  await state.pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  state.sessionId = state.location.split("/").pop();
+  ui.sessionId.textContent = state.sessionId;
+  startStatusLine();
+  showObsPanel(state.sessionId, state.viewerToken);
   state.statusTimer = setInterval(checkSession, STATUS_EVERY_MS);
 }
 
-async function stop() {
+// Close everything on this side; returns the session's URL if the server may still run it.
+function teardown() {
   const { pc, mic, location: sessionUrl } = state;
-  clearInterval(state.timer);
+  stopStatusLine();
+  hideObsPanel();
   clearInterval(state.statusTimer);
-  Object.assign(state, { pc: null, mic: null, location: null, viewerToken: null, timer: null, statusTimer: null });
-  if (sessionUrl) {
-    authorizedFetch(sessionUrl, { method: "DELETE", headers: {} }).catch(() => { /* the server ends it on idle */ });
-  }
+  Object.assign(state, { pc: null, mic: null, location: null, viewerToken: null, statusTimer: null });
   if (pc) pc.close();
   if (mic) mic.getTracks().forEach((track) => track.stop());
-  ui.video.srcObject = null;
-  ui.start.disabled = false;
-  ui.stop.disabled = true;
-  setStatus(ui.error.hidden ? "Stopped. Press Start to talk again." : "Press Start to talk again.");
+  ui.video.srcObject = null; // transparent again: the preview shows through
+  setMuted(false);
+  refreshButtons();
+  return sessionUrl;
 }
 
-// Receive-side numbers a user can judge the stream by: frame rate and what was lost.
-async function showStats() {
-  if (!state.pc) return;
-  const report = await state.pc.getStats();
-  report.forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "video") {
-      const fps = s.framesPerSecond === undefined ? "–" : s.framesPerSecond.toFixed(0);
-      ui.stats.textContent = `${fps} fps, ${s.framesDecoded || 0} frames, ${s.framesDropped || 0} dropped`;
-    }
-  });
+// Stop: end the session on the server (DELETE) and say whether it did.
+async function stop() {
+  const sessionUrl = teardown();
+  if (!sessionUrl) {
+    setStatus("Press Start to talk again.");
+    return;
+  }
+  setStatus("Stopping…");
+  try {
+    const response = await authorizedFetch(sessionUrl, { method: "DELETE", headers: {} });
+    const gone = response.status === 204 || response.status === 404;
+    setStatus(gone ? `Stopped: session ${state.sessionId} has ended on the server. Press Start to talk again.`
+      : `Stopped here; the server said: ${await errorOf(response)}. It ends the session when the media stops.`);
+  } catch (_) {
+    setStatus("Stopped here; the server could not be reached. It ends the session when the media stops.");
+  }
 }
 
-ui.photo.addEventListener("change", () => {
-  const file = ui.photo.files[0];
-  ui.photoNote.textContent = file ? `${file.name}: used when you press Start` : "none chosen: the default avatar is used";
-});
 // Hearing your own voice ~0.1 s late makes talking hard (delayed auditory feedback): let the user
 // watch in silence, or use headphones.
 ui.sound.addEventListener("change", () => { ui.video.muted = !ui.sound.checked; });
@@ -235,3 +186,4 @@ window.addEventListener("pagehide", () => {
   // keepalive lets the DELETE outlive the page, so the server frees the session at once
   if (state.location) fetch(state.location, { method: "DELETE", headers: authHeaders(), keepalive: true });
 });
+showPreview(null);
