@@ -315,6 +315,13 @@ async def test_without_a_token_the_front_checks_host_and_origin_and_workers_serv
             assert await still_streaming(publisher, 5)
             async with http.get(f"{served.url}{publisher.location}") as response:
                 assert response.status == 200, await response.text()
+            form = aiohttp.FormData()
+            form.add_field("photo", photo(), filename="me.png", content_type="image/png")
+            async with http.post(f"{served.url}/v1/avatars", data=form) as response:
+                uploaded = (await response.json())["id"]
+            for avatar in ("default", uploaded):  # the page shows the face before Start
+                async with http.get(f"{served.url}/v1/avatars/{avatar}/preview") as response:
+                    assert response.status == 200 and response.content_type == "image/jpeg", avatar
             for headers, status in (({"Host": "evil.example"}, 421),
                                     ({"Origin": "http://evil.example"}, 403)):
                 async with http.post(f"{served.url}/v1/avatars", data=photo(),

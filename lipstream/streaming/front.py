@@ -189,6 +189,17 @@ class Front:
         body = sum_exposition([*texts, self.workers.retired_counters, self.counters.render()])
         return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
+    async def avatar_preview(self, request: web.Request) -> web.Response:
+        """The analysed face of an avatar, from a worker that holds it (under its own id there)."""
+        avatar_id = request.match_info["id"]
+        for worker in self.avatars.holders(avatar_id, self.workers.running()):
+            path = f"{AVATARS_PATH}/{self.avatars.local_id(avatar_id, worker)}/preview"
+            try:
+                return await self._forward(worker, request, path, None)
+            except WorkerGone:
+                continue
+        raise ApiError(404, f"no avatar {avatar_id}: upload the photo with POST {AVATARS_PATH} first")
+
     async def anything_else(self, request: web.Request) -> web.Response:
         """The pages, /static and unknown routes: any worker serves them the same."""
         body = await self._body(request, self.body_limit, "the request body")
@@ -235,6 +246,7 @@ def create_front(config: ServeConfig, count: int) -> web.Application:
     app.router.add_route("*", SESSIONS_PATH + "/{id}", front.session_request)
     app.router.add_route("*", SESSIONS_PATH + "/{id}/{tail:.*}", front.session_request)
     app.router.add_post(AVATARS_PATH, front.post_avatar)
+    app.router.add_get(AVATARS_PATH + "/{id}/preview", front.avatar_preview)
     app.router.add_get("/healthz", front.healthz)
     app.router.add_get("/metrics", front.metrics)
     app.router.add_route("*", "/{tail:.*}", front.anything_else)
