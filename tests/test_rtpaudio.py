@@ -262,3 +262,25 @@ async def test_an_engine_slower_than_the_longest_lead_skips_instead_of_queueing(
     slow = await produce(SlowEngine(cost_s=0.100), 20)
     assert slow.lead_s() == ProducerConfig().lead_ms / 1000
     assert slow.counts["skipped"] > 0 and slow.counts["rendered"] > 0
+
+
+def test_inbox_cushion_grows_after_underruns_and_settles_back() -> None:
+    """A jittery network or a busy server: after a few underruns words stop being cut, and once
+    calm returns the delay goes back to its floor."""
+    config = InboxConfig()
+    inbox = AudioInbox(config)
+    frame = np.full(SAMPLES_PER_VIDEO_FRAME, 0.3, np.float32)
+    inbox.push(np.full(inbox._keep, 0.3, np.float32))
+    for _ in range(4):  # speech keeps arriving late: 160 ms at a time, after the inbox ran dry
+        while inbox.take().any():
+            pass
+        for _ in range(4):
+            inbox.push(frame)
+    assert inbox.stats.underruns == 4 and inbox.cushion_ms == config.target_ms + 4 * config.grow_ms
+    assert inbox.cushion_ms <= config.max_target_ms
+    grown = inbox.cushion_ms
+    steps = (grown - config.target_ms) // config.grow_ms
+    for _ in range(steps * config.settle_ms // 40 + 1):  # calm: a frame in per frame out
+        inbox.take()
+        inbox.push(frame)
+    assert inbox.cushion_ms == config.target_ms

@@ -7,6 +7,11 @@ keep coming), and drains what it holds beyond the cushion: what stayed above it 
 `drain_window_ms` (the window's least excess, so jitter peaks are kept) is dropped at the next
 quiet moment, or after `drain_force_ms` anyway, because latency that is kept never drains itself.
 `max_ms` is the hard cap for a burst.
+
+The cushion adapts, as a receiver's jitter buffer does: each underrun (speech that came late) adds
+`grow_ms` to it, up to `max_target_ms`, and every `settle_ms` without one takes `grow_ms` back, down
+to `target_ms`. A clean network keeps the least delay; a jittery one, or a server so busy that its
+event loop reads packets late, stops cutting words after a few underruns instead of at every one.
 """
 
 from dataclasses import dataclass
@@ -22,7 +27,10 @@ QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 
 @dataclass(frozen=True)
 class InboxConfig:
-    target_ms: int = 40  # cushion kept beyond one frame once speech flows
+    target_ms: int = 40  # cushion kept beyond one frame once speech flows (its least)
+    max_target_ms: int = 120  # the most the cushion grows to after underruns
+    grow_ms: int = 20  # added to the cushion per underrun, taken back per calm `settle_ms`
+    settle_ms: int = 1_000  # this long without an underrun: the cushion shrinks a step
     slack_ms: int = 10  # depth this far above target is left alone (packetization)
     drain_window_ms: int = 480  # excess held for all of a window is latency, not jitter: drop it
     drain_force_ms: int = 480  # ...at a quiet moment, or after this long whatever it holds
@@ -51,6 +59,8 @@ class AudioInbox:
         self._window_min = self.config.samples(self.config.max_ms)  # least excess this window
         self._window_ms = 0
         self._owed, self._owed_ms = 0, 0  # excess to drop at a quiet moment, and for how long
+        self.cushion_ms = self.config.target_ms  # adapts between target_ms and max_target_ms
+        self._calm_ms = 0  # since the last underrun (or the last shrink)
 
     @property
     def depth_ms(self) -> float:
@@ -62,6 +72,8 @@ class AudioInbox:
         if self._dry:  # the audio that ran out came late: that was an underrun
             self._dry = False
             self.stats.underruns += 1
+            self.cushion_ms = min(self.cushion_ms + self.config.grow_ms, self.config.max_target_ms)
+            self._calm_ms = 0
         self._chunks.append(audio.astype(np.float32, copy=False))
         self._depth += audio.size
         if self._depth > self.config.samples(self.config.max_ms):
@@ -77,6 +89,7 @@ class AudioInbox:
     def take(self) -> np.ndarray:
         """One frame of audio: speech when enough has arrived, else silence."""
         need = SAMPLES_PER_VIDEO_FRAME
+        self._settle()
         if not self._flowing and self._depth >= self._keep:
             self._flowing = True
         if self._flowing and self._depth >= need:
@@ -86,10 +99,17 @@ class AudioInbox:
             self._flowing, self._dry = False, True
         return np.zeros(need, np.float32)
 
+    def _settle(self) -> None:
+        """A step of the cushion back towards target_ms after each calm `settle_ms`."""
+        self._calm_ms += FRAME_MS
+        if self._calm_ms >= self.config.settle_ms and self.cushion_ms > self.config.target_ms:
+            self.cushion_ms = max(self.cushion_ms - self.config.grow_ms, self.config.target_ms)
+            self._calm_ms = 0
+
     @property
     def _keep(self) -> int:
         """Samples held right before a take when the cushion is just right."""
-        return SAMPLES_PER_VIDEO_FRAME + self.config.samples(self.config.target_ms)
+        return SAMPLES_PER_VIDEO_FRAME + self.config.samples(self.cushion_ms)
 
     def _drain(self) -> None:
         """Drop what stayed beyond the cushion for a whole window (its least, not its peaks)."""
