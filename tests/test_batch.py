@@ -1,0 +1,95 @@
+"""Batched prediction across sessions: an EngineGroup makes exactly the frames each engine makes alone.
+
+The real shipped model on onnxruntime's CPU runner, real audio-like input that differs per
+session, sessions of different lengths (so some ticks batch fewer engines than others).
+"""
+
+import numpy as np
+import pytest
+
+from lipstream.bench import speechlike
+from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.engine import Engine, EngineConfig, Frame
+from lipstream.engine.group import EngineGroup
+from lipstream.engine.motion import load_motion_model, shipped_model_path
+from lipstream.engine.runners import OnnxMotionModel
+
+SESSIONS = 5
+SIZE_PX = 192  # small frames: the test is about equality, not looks
+
+
+@pytest.fixture(scope="module")
+def avatar() -> Avatar:
+    return Avatar.default(AvatarConfig(size=SIZE_PX))
+
+
+def _inputs() -> list[np.ndarray]:
+    """Different speech-like audio per session, 1.2 s to 2.0 s long."""
+    return [speechlike(1.2 + 0.2 * i, seed=i) * (0.5 + 0.1 * i) for i in range(SESSIONS)]
+
+
+def _alone(avatar: Avatar, model: OnnxMotionModel, audio: np.ndarray, seed: int) -> list[Frame]:
+    engine = Engine(avatar, EngineConfig(seed=seed), model=model)
+    frames = []
+    for start in range(0, audio.size, SAMPLES_PER_VIDEO_FRAME):
+        engine.push_audio(audio[start : start + SAMPLES_PER_VIDEO_FRAME], SAMPLE_RATE)
+        frames += engine.frames()
+    engine.finish()
+    return frames + engine.frames()
+
+
+def _grouped(avatar: Avatar, model: OnnxMotionModel, inputs: list[np.ndarray]) -> list[list[Frame]]:
+    group = EngineGroup(model, max_batch=3)  # 5 sessions: two runner calls per busy tick
+    for seed in range(SESSIONS):
+        group.add(Engine(avatar, EngineConfig(seed=seed), model=model))
+    out: list[list[Frame]] = [[] for _ in inputs]
+    ticks = max(-(-a.size // SAMPLES_PER_VIDEO_FRAME) for a in inputs) + 1  # + 1: every finish() runs
+    for tick in range(ticks):
+        for engine, audio in zip(group.engines, inputs, strict=True):
+            chunk = audio[tick * SAMPLES_PER_VIDEO_FRAME : (tick + 1) * SAMPLES_PER_VIDEO_FRAME]
+            if chunk.size:
+                engine.push_audio(chunk, SAMPLE_RATE)
+            elif (tick - 1) * SAMPLES_PER_VIDEO_FRAME < audio.size:
+                engine.finish()  # the tick after its audio ran out
+        while any(frames := group.step()):
+            for i, frame in enumerate(frames):
+                if frame is not None:
+                    out[i].append(frame)
+    return out
+
+
+@pytest.mark.skipif(shipped_model_path() is None, reason="no shipped motion model in this install")
+def test_group_makes_the_frames_each_engine_makes_alone(avatar: Avatar) -> None:
+    model = load_motion_model(None)
+    assert isinstance(model, OnnxMotionModel)
+    inputs = _inputs()
+    grouped = _grouped(avatar, model, inputs)
+    for seed, audio in enumerate(inputs):
+        alone = _alone(avatar, model, audio, seed)
+        assert len(grouped[seed]) == len(alone) >= audio.size // SAMPLES_PER_VIDEO_FRAME
+        for a, g in zip(alone, grouped[seed], strict=True):
+            assert a.index == g.index
+            np.testing.assert_array_equal(a.controls, g.controls)
+            np.testing.assert_array_equal(a.image, g.image)
+            np.testing.assert_array_equal(a.audio, g.audio)
+    jaw = np.array([f.controls[0] for f in grouped[SESSIONS - 1]])
+    assert np.ptp(jaw) > 0.1  # the mouth moved: equality of frozen faces would prove nothing
+
+
+@pytest.mark.skipif(shipped_model_path() is None, reason="no shipped motion model in this install")
+def test_batched_model_rows_equal_single_windows() -> None:
+    model = load_motion_model(None)
+    rng = np.random.default_rng(0)
+    windows = rng.normal(-3, 1, size=(32, 28, 80)).astype(np.float32)
+    batched = model.predict_batch(windows)
+    for window, out in zip(windows, batched, strict=True):
+        single = model.predict(window)
+        np.testing.assert_array_equal(single.controls, out.controls)
+        np.testing.assert_array_equal(single.visemes, out.visemes)
+
+
+def test_an_engine_with_another_model_cannot_join(avatar: Avatar) -> None:
+    group = EngineGroup(load_motion_model("baseline"))
+    with pytest.raises(ValueError, match="group's model"):
+        group.add(Engine(avatar, EngineConfig(), model=load_motion_model("baseline")))
