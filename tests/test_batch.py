@@ -1,8 +1,11 @@
 """Batched prediction across sessions: an EngineGroup makes exactly the frames each engine makes alone.
+The TensorRT runner's batches are checked on a GPU (marker `gpu`); its plan cache key here.
 
 The real shipped model on onnxruntime's CPU runner, real audio-like input that differs per
 session, sessions of different lengths (so some ticks batch fewer engines than others).
 """
+
+import sys
 
 import numpy as np
 import pytest
@@ -10,10 +13,13 @@ import pytest
 from lipstream.bench import speechlike
 from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.device import TENSORRT
 from lipstream.engine.engine import Engine, EngineConfig, Frame
 from lipstream.engine.group import EngineGroup
-from lipstream.engine.motion import load_motion_model, shipped_model_path
+from lipstream.engine.motion import load_motion_model, make_runner, shipped_model_path
 from lipstream.engine.runners import OnnxMotionModel
+from lipstream.engine.trt_runner import plan_name
+from lipstream.errors import GpuError, ModelError
 
 SESSIONS = 5
 SIZE_PX = 192  # small frames: the test is about equality, not looks
@@ -93,3 +99,57 @@ def test_an_engine_with_another_model_cannot_join(avatar: Avatar) -> None:
     group = EngineGroup(load_motion_model("baseline"))
     with pytest.raises(ValueError, match="group's model"):
         group.add(Engine(avatar, EngineConfig(), model=load_motion_model("baseline")))
+
+
+def test_tensorrt_plans_are_cached_per_gpu_tensorrt_version_and_model() -> None:
+    base = plan_name("NVIDIA H100 80GB HBM3", "10.7.0", b"model", 64)
+    assert base.endswith(".plan") and "nvidia-h100-80gb-hbm3" in base and "trt10.7.0" in base
+    others = {plan_name("NVIDIA L4", "10.7.0", b"model", 64), plan_name("NVIDIA H100 80GB HBM3", "10.8.0",
+              b"model", 64), plan_name("NVIDIA H100 80GB HBM3", "10.7.0", b"retrained", 64),
+              plan_name("NVIDIA H100 80GB HBM3", "10.7.0", b"model", 32)}
+    assert base not in others and len(others) == 4
+
+
+def test_the_tensorrt_runner_without_tensorrt_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = shipped_model_path()
+    if path is None:
+        pytest.skip("no shipped motion model in this install")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as if it were not installed
+    with pytest.raises(ModelError, match=r"pip install lipstream\[gpu\]"):
+        make_runner(TENSORRT, path, 28)
+
+
+def _tensorrt_model() -> OnnxMotionModel:
+    path = shipped_model_path()
+    if path is None:
+        pytest.skip("no shipped motion model in this install")
+    try:
+        runner = make_runner(TENSORRT, path, 28)
+    except (ModelError, GpuError) as err:
+        pytest.skip(f"needs an NVIDIA GPU with TensorRT ({err})")
+    return OnnxMotionModel(path, runner)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 8, 32, 64])
+def test_tensorrt_batches_match_onnxruntime_on_the_cpu(batch: int) -> None:
+    gpu, cpu = _tensorrt_model(), load_motion_model(None)
+    windows = np.random.default_rng(batch).normal(-3, 1, size=(batch, 28, 80)).astype(np.float32)
+    for got, want in zip(gpu.predict_batch(windows), cpu.predict_batch(windows), strict=True):
+        np.testing.assert_allclose(got.controls, want.controls, atol=0.01)  # fp16 layers
+        np.testing.assert_allclose(got.visemes, want.visemes, atol=0.01)
+
+
+@pytest.mark.gpu
+def test_a_group_on_tensorrt_moves_the_mouth_like_the_cpu(avatar: Avatar) -> None:
+    model = _tensorrt_model()
+    group = EngineGroup(model)
+    for seed in range(SESSIONS):
+        group.add(Engine(avatar, EngineConfig(seed=seed), model=model))
+    inputs = _inputs()
+    for engine, audio in zip(group.engines, inputs, strict=True):
+        engine.push_audio(audio, SAMPLE_RATE)
+    frames = group.step()
+    alone = _alone(avatar, load_motion_model(None), inputs[0], 0)
+    assert frames[0] is not None
+    np.testing.assert_allclose(frames[0].controls, alone[0].controls, atol=0.01)

@@ -10,6 +10,7 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar, AvatarConfig
@@ -113,3 +114,22 @@ def test_every_server_engine_gets_the_configured_engine_config() -> None:
     assert first.config == engine_config
     assert first.model.name == "baseline"
     assert first.model is second.model  # one model (one runner) per server, shared by sessions
+
+
+@pytest.mark.gpu
+def test_auto_with_a_gpu_renders_there_like_the_cpu() -> None:
+    if not _has_gpu():
+        pytest.skip("needs an NVIDIA GPU with CUDA")
+    choice = resolve_device("auto")
+    assert (choice.device, choice.kernels) == ("cuda", "cuda")
+    avatar = Avatar.default(AvatarConfig(size=256))
+    audio = (0.3 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000)).astype(np.float32)
+    frames = {}
+    for device in ("cpu", "auto"):
+        engine = Engine(avatar, EngineConfig(device=device))
+        engine.push_audio(audio, 16000)
+        frames[device] = engine.frames()
+    for cpu, gpu in zip(frames["cpu"], frames["auto"], strict=True):
+        np.testing.assert_allclose(gpu.controls, cpu.controls, atol=0.01)  # fp16 layers on TensorRT
+        diff = np.abs(gpu.image.astype(int) - cpu.image.astype(int))
+        assert diff.mean() < 1.0  # within one grey level on average
