@@ -7,6 +7,7 @@ Every 4xx answer is JSON `{"error": "..."}` saying what to change. Sessions live
 import argparse
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
@@ -15,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from lipstream.engine.config import EngineConfig
+from lipstream.engine.device import add_device_argument, resolve_device
 from lipstream.errors import LipstreamError
 from lipstream.streaming import guards, routes
 from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
@@ -33,11 +36,24 @@ log = logging.getLogger(__name__)
 # default let a dribbling client hold the connection that long after its 408.
 REFUSED_BODY_LINGER_S = 1.0
 
-def default_engine_factory(avatar: Avatar) -> FrameEngine:
+def default_engine_factory(config: EngineConfig) -> EngineFactory:
+    """Engines built with the server's engine config, all sharing one motion model (one runner:
+    on a GPU, one TensorRT engine per server), loaded by the first session's thread."""
     from lipstream.engine.engine import Engine
+    from lipstream.engine.motion import MotionModel, load_motion_model
 
-    engine: FrameEngine = Engine(avatar)
-    return engine
+    lock = threading.Lock()
+    shared: list[MotionModel] = []
+
+    def build(avatar: Avatar) -> FrameEngine:
+        with lock:
+            if not shared:
+                shared.append(load_motion_model(config.motion, config.lookahead_ms,
+                                                resolve_device(config.device).runner))
+        engine: FrameEngine = Engine(avatar, config, shared[0])
+        return engine
+
+    return build
 
 
 def default_avatar_loader(face: str | None) -> Callable[[], Avatar]:
@@ -74,7 +90,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
-    factory = engine_factory or default_engine_factory
+    factory = engine_factory or default_engine_factory(config.engine)
     state = ServerState(
         config=config, token=token, token_generated=generated, pool=pool, metrics=ServerMetrics(),
         avatars=AvatarStore(load_avatar, pool, config.uploads),
@@ -144,6 +160,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
                         "session, viewer and avatar endpoints (generated when binding a non-loopback "
                         "address); viewer links get a token that only watches their session")
+    add_device_argument(parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -153,10 +170,12 @@ def run_serve(args: argparse.Namespace) -> int:
         raise LipstreamError("--max-sessions must be at least 1")
     if args.max_session_s is not None and args.max_session_s <= 0:
         raise LipstreamError("--max-session-s must be more than 0")
+    resolve_device(args.device)  # fail now, with one line, on --device cuda without a GPU
     defaults = ServeConfig()
     config = replace(defaults, host=args.host, port=args.port, face=args.face,
                      max_sessions=args.max_sessions, token=args.token,
-                     session=replace(defaults.session, max_duration_s=args.max_session_s))
+                     session=replace(defaults.session, max_duration_s=args.max_session_s),
+                     engine=replace(defaults.engine, device=args.device))
     if not getattr(args, "verbose", False):  # aioice logs every ICE check at INFO
         for name in ("aioice", "aiortc"):
             logging.getLogger(name).setLevel(logging.WARNING)
