@@ -12,6 +12,7 @@ copy overhead: what a session pays. Burn-in, then measure; p50 and p99 in ms.
 """
 
 import argparse
+import functools
 import itertools
 import json
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lipstream.engine.constants import VIDEO_FPS
+from lipstream.engine.constants import N_MELS, VIDEO_FPS
 from lipstream.errors import LipstreamError
 
 FRAME_PERIOD_MS = 1000 / VIDEO_FPS  # 40 ms: every session's budget per frame
@@ -61,11 +62,11 @@ def measure_model(repeats: int) -> dict[str, Any]:
 
     runner = resolve_device("cuda").runner
     model = load_motion_model(None, backend=runner)
-    shape = (model.context_frames + model.lookahead_frames, 80)
+    shape = (model.context_frames + model.lookahead_frames, N_MELS)
     rows = {}
     for batch in BATCHES:
         windows = np.random.default_rng(batch).normal(-3, 1, (batch, *shape)).astype(np.float32)
-        row = timed(lambda w=windows: model.predict_batch(w), repeats)
+        row = timed(functools.partial(model.predict_batch, windows), repeats)
         row["ms_per_window"] = row["p50_ms"] / batch
         rows[str(batch)] = row
     return {"runner": runner, "batches": rows}
@@ -119,7 +120,7 @@ def talking_frames(count: int) -> list[Any]:
 def open_encoder(name: str) -> Any:
     import av
 
-    codec = av.CodecContext.create(name, "w")
+    codec: Any = av.CodecContext.create(name, "w")  # a video encoder context
     codec.width = codec.height = SIZE_PX
     codec.pix_fmt = "yuv420p"
     codec.time_base = Fraction(1, VIDEO_FPS)
@@ -170,8 +171,8 @@ def main() -> int:
         gpu = find_gpu()
     except LipstreamError as err:
         return report_no_gpu(str(err), args.out, args.frames)
-    results = {"gpu": gpu, "model": measure_model(args.frames), "render": measure_render(args.frames),
-               "encode": measure_encode(args.frames)}
+    results: dict[str, Any] = {"gpu": gpu, "model": measure_model(args.frames),
+                               "render": measure_render(args.frames), "encode": measure_encode(args.frames)}
     results["sessions_per_gpu_by_batch"] = sessions_per_gpu(results["model"], results["render"])
     print_results(results)
     write(results, args.out)
