@@ -15,7 +15,7 @@ import numpy as np
 
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
-from lipstream.engine.device import add_device_argument, resolve_device
+from lipstream.engine.device import add_device_argument, choose_device
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from lipstream.engine.motion import shipped_model_path
 
-    resolve_device(args.device)  # one line saying where it runs; --device cuda without a GPU fails here
+    choose_device(args.device)  # --device cuda without a GPU fails here, before any measuring
     specs = [m for m in args.motion if m != "shipped" or shipped_model_path() is not None]
     rows = [time_engine(size, None if m == "shipped" else m, args.seconds, device=args.device)
             for size in args.sizes for m in specs]

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from lipstream.engine.audio import AudioFile
 from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
-from lipstream.engine.device import add_device_argument
+from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.streaming.files import Mp4Writer, check_writable
 
@@ -35,7 +35,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    check_writable(args.out)  # fail before the slow parts
+    choose_device(args.device)  # fail before the slow parts: --device cuda without a GPU
+    check_writable(args.out)
     audio = AudioFile(args.audio)
     chunks = audio.chunks()
     first = next(chunks)  # an empty or undecodable file fails here, before the slow parts

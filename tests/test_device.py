@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.device import CPU_CHOICE, ONNX_CPU, find_gpu, resolve_device
+from lipstream.engine.device import CPU_CHOICE, ONNX_CPU, choose_device, find_gpu, resolve_device
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.errors import GpuError
 from lipstream.streaming import routes
@@ -37,9 +37,11 @@ no_gpu = pytest.mark.skipif(_has_gpu(), reason="this machine has an NVIDIA GPU")
 
 @pytest.fixture(autouse=True)
 def fresh_resolution() -> Iterator[None]:
-    resolve_device.cache_clear()  # each test sees the choice (and its log line) made anew
+    for cached in (resolve_device, choose_device):
+        cached.cache_clear()  # each test sees the choice (and its log line) made anew
     yield
-    resolve_device.cache_clear()
+    for cached in (resolve_device, choose_device):
+        cached.cache_clear()
 
 
 CPU_ENGINE = """
@@ -81,6 +83,16 @@ def test_cuda_without_a_gpu_is_one_clear_error() -> None:
 
 def test_cpu_is_chosen_without_probing() -> None:
     assert resolve_device("cpu") == CPU_CHOICE
+
+
+def test_checking_the_device_early_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """A command checks --device first; a later error must stay the only line it prints."""
+    with caplog.at_level(logging.INFO, logger="lipstream.engine.device"):
+        choice = choose_device("auto")
+    assert not caplog.records
+    with caplog.at_level(logging.INFO, logger="lipstream.engine.device"):
+        assert resolve_device("auto") == choice
+    assert len(caplog.records) == 1
 
 
 @no_gpu

@@ -50,12 +50,20 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 @functools.cache
 def resolve_device(requested: str) -> DeviceChoice:
-    """The device for `requested` ("auto", "cpu" or "cuda"); GpuError for "cuda" without a GPU."""
-    if requested not in DEVICES:
-        raise GpuError(f"unknown device {requested!r}: use one of {', '.join(DEVICES)}")
-    choice = CPU_CHOICE if requested == "cpu" else _probe(requested)
+    """The device for `requested` ("auto", "cpu" or "cuda"), said in one log line the first time;
+    GpuError for "cuda" without a GPU."""
+    choice = choose_device(requested)
     log.info("lipstream %s", choice.describe())
     return choice
+
+
+@functools.cache
+def choose_device(requested: str) -> DeviceChoice:
+    """`resolve_device` without the log line: a command checks `--device` with it before its other
+    checks, whose errors must stay the only line it prints."""
+    if requested not in DEVICES:
+        raise GpuError(f"unknown device {requested!r}: use one of {', '.join(DEVICES)}")
+    return CPU_CHOICE if requested == "cpu" else _probe(requested)
 
 
 def _probe(requested: str) -> DeviceChoice:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
-from lipstream.engine.device import add_device_argument, resolve_device
+from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.native_log import native_stderr_silenced
 from lipstream.errors import DeviceError, LipstreamError
 from lipstream.streaming.microphone import (
@@ -177,7 +177,7 @@ def run_live(args: argparse.Namespace) -> int:
                              "and/or --out FILE.mp4")
     if args.face is not None and not args.face.is_file():
         raise LipstreamError(f"photo not found: {args.face}")
-    resolve_device(args.device)  # --device cuda without a GPU fails before the microphone opens
+    choose_device(args.device)  # --device cuda without a GPU fails before the microphone opens
     with contextlib.ExitStack() as stack:
         mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))  # cheap checks first
         from lipstream.engine.avatar import AvatarConfig

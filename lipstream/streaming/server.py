@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from lipstream.engine.config import EngineConfig
-from lipstream.engine.device import add_device_argument, resolve_device
+from lipstream.engine.device import add_device_argument, choose_device, resolve_device
 from lipstream.errors import LipstreamError
 from lipstream.streaming import guards, routes
 from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
@@ -170,7 +170,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise LipstreamError("--max-sessions must be at least 1")
     if args.max_session_s is not None and args.max_session_s <= 0:
         raise LipstreamError("--max-session-s must be more than 0")
-    resolve_device(args.device)  # fail now, with one line, on --device cuda without a GPU
+    choose_device(args.device)  # fail now, with one line, on --device cuda without a GPU
     defaults = ServeConfig()
     config = replace(defaults, host=args.host, port=args.port, face=args.face,
                      max_sessions=args.max_sessions, token=args.token,
