@@ -15,29 +15,18 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
-import aioice.ice
-import aiortc.rtcrtpreceiver
 import numpy as np
-from aiortc.codecs.base import Decoder
 
 from lipstream.bench import speechlike
+from lipstream.measure.counting import skip_video_decoding
+from lipstream.measure.server import frame_counts, loopback_only, spawned_server, stage_means_ms
 from lipstream.streaming.client import Publisher, fps_and_max_gap, transport_offsets_s
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -50,55 +39,6 @@ def machine_busy_s() -> float:
     """CPU seconds every program on the machine has run (not idle, not I/O wait) since boot."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
-
-
-def stage_means_ms(before: str, after: str) -> dict[str, float]:
-    """Mean time per stage over the measurement, from the lipstream_stage_seconds histograms."""
-    def totals(text: str, what: str) -> dict[str, float]:
-        pattern = rf'^lipstream_stage_seconds_{what}\{{stage="(\w+)"\}} ([\d.e+-]+)$'
-        return {stage: float(v) for stage, v in re.findall(pattern, text, re.M)}
-
-    sums = {k: v - totals(before, "sum").get(k, 0) for k, v in totals(after, "sum").items()}
-    counts = {k: v - totals(before, "count").get(k, 0) for k, v in totals(after, "count").items()}
-    return {k: sums[k] / counts[k] * 1000 for k in sums if counts.get(k)}
-
-
-def frame_counts(metrics_text: str) -> dict[str, float]:
-    found = re.findall(r'^lipstream_frames_total\{result="(\w+)"\} ([\d.e+]+)$', metrics_text, re.M)
-    return {result: float(value) for result, value in found}
-
-
-async def wait_healthy(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited with {server.returncode}")
-            try:
-                async with http.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("server did not become healthy")
-
-
-class CountingOnlyDecoder(Decoder):
-    """Decodes nothing: frames are counted from RTP packet arrival instead."""
-
-    def decode(self, encoded_frame: object) -> list:
-        return []
-
-
-def skip_video_decoding() -> None:
-    get_decoder = aiortc.rtcrtpreceiver.get_decoder
-
-    def decoder(codec: object) -> Decoder:
-        video = getattr(codec, "mimeType", "").startswith("video/")
-        return CountingOnlyDecoder() if video else get_decoder(codec)
-
-    aiortc.rtcrtpreceiver.get_decoder = decoder
 
 
 def per_session(publisher: Publisher, since: float) -> dict[str, float]:
@@ -171,18 +111,10 @@ def main() -> int:
     args = parser.parse_args()
     if not args.decode:
         skip_video_decoding()
-    # Loopback only: the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too.
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port),
-                               "--max-sessions", str(args.sessions)])
-    try:
-        url = f"http://127.0.0.1:{port}"
-        asyncio.run(wait_healthy(url, server))
-        result = asyncio.run(measure(url, server.pid, args.sessions, args.seconds, args.warmup))
-    finally:
-        server.terminate()
-        server.wait(10)
+    loopback_only()  # the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too
+    with spawned_server("--max-sessions", str(args.sessions)) as target:
+        assert target.pid is not None
+        result = asyncio.run(measure(target.url, target.pid, args.sessions, args.seconds, args.warmup))
     print_table(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,12 @@ smoothing) is timed through the Engine with rendering skipped, for the baseline 
 shipped, the ONNX model. Then the shipped model alone at batch 1, 8 and 32 windows per runner
 call (what `EngineGroup` runs each tick): CPU cost per window. Burn-in, then measure.
 
-    python benchmarks/stages.py [--frames 500] [--model-calls 300] [--only-model] [--out FILE.json]
+    python benchmarks/stages.py [--frames 500] [--cv-threads 1] [--model-calls 300] [--only-model]
+                                [--out benchmarks/results/stages.json]
+
+--cv-threads sets OpenCV's thread count (1: what a server of many sessions wants; the CPU time of
+OpenCV's helper threads is then counted nowhere here, so compare thread counts by p50 wall time
+on an idle machine, or by the process CPU figure printed last).
 """
 
 import argparse
@@ -142,11 +147,12 @@ def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--cv-threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stages.json"))
     parser.add_argument("--model-calls", type=int, default=300, help="calls per batch size, model alone")
     parser.add_argument("--only-model", action="store_true", help="only the model at batch 1/8/32")
     args = parser.parse_args()
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(args.cv_threads)
     models = {"baseline": "baseline"}
     if shipped_model_path() is not None:
         models["onnx"] = None
@@ -172,9 +178,10 @@ def main() -> None:
     if batches:
         print_model_batches(batches)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"frames": args.frames, "threads": 1, "sizes": results,
-                                    "model_batches": batches}, indent=2))
-    print(f"\nwritten {args.out}")
+    args.out.write_text(json.dumps({"frames": args.frames, "threads": 1, "cv_threads": args.cv_threads,
+                                    "sizes": results, "model_batches": batches}, indent=2))
+    print(f"\nprocess CPU (all threads, whole run): {time.process_time():.1f} s")
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.device import add_device_argument, choose_device
 
+SPAWN = "spawn"  # `--latency` without a URL
+DEFAULT_LATENCY_OUT = Path("lipstream-latency.json")  # and .png beside it
+
 
 @dataclass(frozen=True)
 class EngineTiming:
@@ -65,11 +68,24 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion", nargs="+", default=["baseline", "shipped"],
                         help="'baseline', 'shipped' (the packaged model) or .onnx paths")
     parser.add_argument("--seconds", type=float, default=12.0, help="audio per measurement")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the results here (--latency: a .png beside)")
     add_device_argument(parser)
+    add_latency_arguments(parser)
+
+
+def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
+    latency = parser.add_argument_group("latency of a live server (instead of engine speed)")
+    latency.add_argument("--latency", metavar="URL", nargs="?", const=SPAWN,
+                         help="measure speech onset -> mouth opens, and POST -> first frame, of the "
+                              "lipstream serve at URL (no URL: spawn one, as --spawn)")
+    latency.add_argument("--spawn", action="store_true",
+                         help="measure latency against a lipstream serve started on a free loopback port")
+    latency.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.latency or args.spawn:
+        return run_latency_bench(args)
     from lipstream.engine.motion import shipped_model_path
 
     choose_device(args.device)  # --device cuda without a GPU fails here, before any measuring
@@ -82,4 +98,14 @@ def run_bench(args: argparse.Namespace) -> int:
               f"{r.realtime_factor:>12.1f}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+def run_latency_bench(args: argparse.Namespace) -> int:
+    from lipstream.measure.latency import LatencyConfig  # aiortc and aiohttp: only for this mode
+    from lipstream.measure.report import run_latency
+
+    url = None if args.spawn or args.latency == SPAWN else args.latency
+    config = LatencyConfig() if args.onsets is None else LatencyConfig(onsets=args.onsets)
+    run_latency(url, config, args.json or DEFAULT_LATENCY_OUT)
     return 0

@@ -1,5 +1,6 @@
 """The CPU kernels agree with the numpy reference of their per-pixel math."""
 
+import cv2
 import numpy as np
 import pytest
 from skimage import data
@@ -53,6 +54,13 @@ def test_composite_matches_reference(photo: np.ndarray) -> None:
     assert np.abs(cpu.astype(int) - ref.astype(int)).max() <= 1
     untouched = alpha == 0
     np.testing.assert_array_equal(cpu[untouched], photo[:64, :80][untouched])
+
+
+def test_cpu_kernels_keep_opencv_to_one_thread() -> None:
+    """Sessions run side by side on every core: OpenCV's own helper threads would only contend."""
+    cv2.setNumThreads(4)
+    get_kernels("cpu")
+    assert cv2.getNumThreads() == 1
 
 
 def test_unknown_device_is_a_clear_error() -> None:

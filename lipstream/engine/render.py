@@ -22,7 +22,7 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.controls import LIP_ROUND
 from lipstream.engine.idle import HeadPose, IdleLife, blink_coords, head_pivot
 from lipstream.engine.mouth import interior
-from lipstream.engine.rig import MouthField, MouthPose
+from lipstream.engine.rig import MouthField, MouthPose, Placement
 from lipstream.kernels import Kernels, get_kernels
 
 REFERENCE_SIZE = 512  # head_shift_px is given at this frame size and scales with it
@@ -48,6 +48,7 @@ class Renderer:
             head_pivot(avatar.landmarks, avatar.frame),
         )
         self._moved: tuple[HeadPose, np.ndarray] | None = None  # the last head pose and its photo
+        self._placed: tuple[bytes, Placement] | None = None  # the last head matrix and its placement
 
     def render(self, controls: np.ndarray, index: int) -> np.ndarray:
         """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1])."""
@@ -73,7 +74,14 @@ class Renderer:
         return self.avatar.rig.pose(controls)
 
     def field(self, pose: MouthPose, head: np.ndarray | None = None) -> MouthField:
-        return self.avatar.rig.field(pose, head)
+        return self.avatar.rig.field(pose, self._place(head))
+
+    def _place(self, head: np.ndarray | None) -> Placement:
+        """The region's placement for a head pose, kept while the (quantised) pose holds."""
+        key = b"" if head is None else head.tobytes()
+        if self._placed is None or self._placed[0] != key:
+            self._placed = (key, self.avatar.rig.place(head))
+        return self._placed[1]
 
     def warp(self, coords: np.ndarray, frame: np.ndarray) -> None:
         self.kernels.warp_region(self.avatar.image, coords, frame[self.avatar.rig.roi.slices])

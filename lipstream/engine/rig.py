@@ -8,12 +8,13 @@ fetches lower-lip content it takes the lower one; where neither does, the lips a
 mouth interior goes there. Deciding by where the content comes from keeps the painted interior
 exactly flush with the warped lips.
 
-Per frame: field = rest + sum_k c_k basis_k on a coarse grid (one small matmul), negated into a
-backward map, upsampled, then the per-pixel choice. Controls
+Per frame: field = rest + sum_k c_k basis_k on a coarse grid (one small matmul for both sides, in
+image and face axes), negated into a backward map, upsampled in one pass, then the per-pixel choice. Controls
 are clamped to [0, 1] and offsets capped, so no input can tear the face.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -41,12 +42,23 @@ class MouthField:
     u: np.ndarray  # (h, w) float32 each pixel's u in the still face (head motion undone), px
 
 
+class Placement(NamedTuple):
+    """Each region pixel's place in the still photo for one head pose (what `RigBasis.place` gives)."""
+
+    base: np.ndarray  # (2, h, w) float32 absolute source x and y planes before the mouth moves
+    u: np.ndarray  # (h, w) float32 face-frame u, px
+    v: np.ndarray  # (h, w) float32 face-frame v, px
+
+
 @dataclass(frozen=True, eq=False)
 class RigBasis:
     roi: Roi
     step: int  # coarse grid spacing, px
-    upper: np.ndarray  # (N_CONTROLS + 1, hc, wc, 2) forward offsets, px; the last is the rest shape
-    lower: np.ndarray  # same, for the jaw side
+    # (N_CONTROLS + 1, hc * wc * 8) forward offsets, px, one contiguous row per shape (the last is the
+    # rest shape); per coarse point: upper side (x, y), jaw side (x, y) in image axes, then the same
+    # two in face axes (u, v), so one product makes all a frame needs
+    basis: np.ndarray
+    coarse_shape: tuple[int, int]  # (hc, wc)
     grid: np.ndarray  # (h, w, 2) float32 absolute pixel coordinates of the region
     coarse_grid: np.ndarray  # (hc, wc, 2) float32 coarse-grid indices (to resample a coarse field)
     u: np.ndarray  # (h, w) float32 each pixel's position in the face frame, px
@@ -68,45 +80,39 @@ class RigBasis:
         left, right = np.concatenate([[1.0], c, [1.0]]) @ self.corners
         return MouthPose(c, (float(left), float(right)))
 
-    def coarse_fields(self, pose: MouthPose) -> tuple[np.ndarray, np.ndarray]:
-        """Backward offsets (hc, wc, 2) px for the upper and lower sides on the coarse grid.
+    def coarse_fields(self, pose: MouthPose) -> np.ndarray:
+        """Backward offsets (hc, wc, 8) px on the coarse grid: the upper side's (x, y), the lower's,
+        then both again in face axes (u, v).
 
         b(q) = -d(q): exact where a side moves rigidly, which is where its content is used (the
         jaw side over the lower lip and chin). A fixed-point step b = -d(q + b) was tried and
         dropped: across the strong stretch between the still nose and a dropped jaw it pulls
         the lower field back onto the lips, so lip pixels showed inside the open mouth.
         """
-        weights = np.concatenate([pose.controls, [1.0]]).astype(np.float32)
-        shape = self.upper.shape[1:]
-        # (K + 1,) @ (K + 1, hc * wc * 2): one small matrix-vector product per side
-        up = (weights @ self.upper.reshape(len(weights), -1)).reshape(shape)
-        lo = (weights @ self.lower.reshape(len(weights), -1)).reshape(shape)
-        cap = MAX_SHIFT * self.face_px
-        return _cap(-up, cap), _cap(-lo, cap)
+        weights = -np.concatenate([pose.controls, [1.0]]).astype(np.float32)  # negated: backward
+        # (K + 1,) @ (K + 1, hc * wc * 8): one small matrix-vector product for everything
+        coarse: np.ndarray = (weights @ self.basis).reshape(*self.coarse_shape, 8)
+        _cap(coarse, MAX_SHIFT * self.face_px)
+        return coarse
 
-    def field(self, pose: MouthPose, head: np.ndarray | None = None) -> MouthField:
-        """The region's source coordinates; `head` (2x3, frame -> photo) folds in head motion."""
-        base, u, v = self._base(head)
-        coarse_up, coarse_lo = self.coarse_fields(pose)
+    def field(self, pose: MouthPose, place: Placement | None = None) -> MouthField:
+        """The region's source coordinates; `place` (from `place(head)`) folds in head motion."""
+        base, u, v = place or self.place(None)
         h, w = self.roi.shape
-        b_up = np.asarray(cv2.resize(coarse_up, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
-        b_lo = np.asarray(cv2.resize(coarse_lo, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
-        # the same offsets in face axes, turned on the coarse grid where it is cheap
-        face_up = cv2.resize(coarse_up @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
-        face_lo = cv2.resize(coarse_lo @ self.axes.T, (w, h), interpolation=cv2.INTER_LINEAR)
-        above = self._past_edge(face_up, u, v, self.upper_edge)
-        below = self._past_edge(face_lo, u, v, self.lower_edge)
+        # (h, w, 8) = b_up, b_lo, face_up, face_lo: all eight channels upsampled in one pass
+        fine = cv2.resize(self.coarse_fields(pose), (w, h), interpolation=cv2.INTER_LINEAR)
+        # contiguous planes: numpy on strided views of the 8-channel image is several times slower
+        up_x, up_y, lo_x, lo_y, up_u, up_v, lo_u, lo_v = cv2.split(fine)
+        above = self._past_edge(up_u, up_v, u, v, self.upper_edge)
+        below = self._past_edge(lo_u, lo_v, u, v, self.lower_edge)
         np.negative(below, out=below)
         # 0: upper side, 1: lower side; the switch sits where the two edges are equally near
-        side = above - below
+        side = np.subtract(above, below)
         side /= self._blend_px(pose, u)
         side += 0.5
         np.clip(side, 0.0, 1.0, out=side)
-        b_lo -= b_up
-        b_lo *= side[..., None]
-        b_lo += b_up
-        b_lo += base
-        return MouthField(b_lo, above, below, u)
+        coords = cv2.merge([_mix(up_x, lo_x, side, base[0]), _mix(up_y, lo_y, side, base[1])])
+        return MouthField(coords, above, below, u)
 
     def _blend_px(self, pose: MouthPose, u: np.ndarray) -> np.ndarray:
         """Twice the blend width between the sides: a hard switch between the lips, widening
@@ -118,39 +124,61 @@ class RigBasis:
         np.maximum(beyond, 0.1, out=beyond)
         return beyond
 
-    def _base(self, head: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Where each pixel sits in the still photo before the mouth moves: coordinates (h, w, 2),
-        and its face-frame u, v (px). Without head motion these are precomputed."""
+    def place(self, head: np.ndarray | None) -> Placement:
+        """Where each pixel sits in the still photo before the mouth moves, for a head pose
+        (2x3, frame -> photo; None: still). The same for every frame of that pose, so a renderer
+        keeps it while the pose holds."""
         if head is None:
-            return self.grid, self.u, self.v
-        base = apply_affine(self.grid, head)
+            return Placement(_planes(self.grid), self.u, self.v)
+        base = _planes(apply_affine(self.grid, head))
         rot, shift = head[:, :2].astype(np.float32), head[:, 2].astype(np.float32)
         # the same similarity in face coordinates: q = o + axes^T (u, v)
         turn = self.axes @ rot @ self.axes.T
         offset = self.axes @ (rot @ self.origin + shift - self.origin)
         u = turn[0, 0] * self.u + turn[0, 1] * self.v + offset[0]
         v = turn[1, 0] * self.u + turn[1, 1] * self.v + offset[1]
-        return base, u.astype(np.float32), v.astype(np.float32)
+        return Placement(base, u.astype(np.float32), v.astype(np.float32))
 
-    def _past_edge(self, face: np.ndarray, u: np.ndarray, v: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    def _past_edge(self, face_u: np.ndarray, face_v: np.ndarray, u: np.ndarray, v: np.ndarray,
+                   edge: np.ndarray) -> np.ndarray:
         """v of each pixel's source minus the lip edge at the source's u (px, > 0 below the edge).
 
-        face: (h, w, 2) the pixel's backward offset in face axes; u, v: where the pixel sits.
+        face_u, face_v: (h, w) the pixel's backward offset in face axes; u, v: where the pixel sits.
         """
-        source_u = face[..., 0] + u
+        source_u = np.add(face_u, u)
         source_u -= self.bin0 - 0.5  # +0.5: truncation below rounds to the nearest bin
         bins = source_u.astype(np.int32)
         np.clip(bins, 0, len(edge) - 1, out=bins)
-        past: np.ndarray = face[..., 1] + v
-        past -= edge[bins]
+        past = np.add(face_v, v)
+        past -= np.take(edge, bins)
         return past
 
 
-def _cap(offsets: np.ndarray, max_px: float) -> np.ndarray:
-    """Shorten offsets longer than max_px: a bound that holds whatever the controls."""
-    length = np.sqrt((offsets**2).sum(-1, keepdims=True))
-    capped: np.ndarray = offsets * np.minimum(1.0, max_px / np.maximum(length, 1e-6))
-    return capped
+def _planes(coords: np.ndarray) -> np.ndarray:
+    """(h, w, 2) -> (2, h, w) contiguous: one plane per coordinate."""
+    return np.ascontiguousarray(np.moveaxis(coords, -1, 0))
+
+
+def _mix(upper: np.ndarray, lower: np.ndarray, side: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """upper + side (lower - upper) + base, in lower's buffer (one coordinate plane)."""
+    lower -= upper
+    lower *= side
+    lower += upper
+    lower += base
+    return lower
+
+
+def _cap(coarse: np.ndarray, max_px: float) -> None:
+    """Shorten each side's offsets longer than max_px, in place: a bound that holds whatever the
+    controls. coarse (..., 8) as `coarse_fields` makes it; the face axes are orthonormal, so the
+    face-axes copy has the same length and takes the same factor."""
+    for side in (0, 2):
+        length = np.hypot(coarse[..., side], coarse[..., side + 1])
+        np.maximum(length, 1e-6, out=length)
+        np.divide(max_px, length, out=length)
+        np.minimum(length, 1.0, out=length)
+        coarse[..., side : side + 2] *= length[..., None]
+        coarse[..., side + 4 : side + 6] *= length[..., None]
 
 
 def _edges(bin_u: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,10 +216,13 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
     corners_u = shapes.uv[corner_ids, 0]
     corners = np.vstack([corners_u[None], shapes.offsets_uv[:, corner_ids, 0]])
     upper_edge, lower_edge = _edges(bin_u, shapes.uv)
+    axes = np.stack([frame.x_axis, frame.y_axis])
+    turned = [side @ axes.T for side in (upper, lower)]  # the same offsets in face axes
+    basis = np.concatenate([upper, lower, *turned], axis=-1).astype(np.float32).reshape(len(upper), -1)
     return RigBasis(
-        roi=roi, step=step, upper=upper, lower=lower, grid=grid,
+        roi=roi, step=step, basis=basis, coarse_shape=(hc, wc), grid=grid,
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
-        v=pix[..., 1].astype(np.float32), axes=np.stack([frame.x_axis, frame.y_axis]).astype(np.float32),
+        v=pix[..., 1].astype(np.float32), axes=axes.astype(np.float32),
         origin=frame.origin.astype(np.float32), bin0=bin0, upper_edge=upper_edge,
         lower_edge=lower_edge,
         corners=corners.astype(np.float32), face_px=frame.face_px,

@@ -75,14 +75,17 @@ class Reception:
 class Publisher:
     def __init__(self, base_url: str, pcm: np.ndarray, token: str | None = None,
                  avatar: str | None = None, keep_size: int | None = None,
-                 video_codec: str | None = None) -> None:
+                 video_codec: str | None = None, track: MediaStreamTrack | None = None,
+                 keep_audio: bool = True) -> None:
         self.base_url, self.token, self.avatar = base_url.rstrip("/"), token, avatar
         self.video_codec = video_codec  # e.g. "video/H264" to offer only that (as OBS does)
         self.keep_size = keep_size
         self.pc: RTCPeerConnection = new_peer_connection()
-        self.track = PcmTrack(pcm)
+        self.track = track if track is not None else PcmTrack(pcm)  # another sender, e.g. looping
+        self.keep_audio = keep_audio  # False: count audio RTP arrivals only (hours-long runs)
         self.received = Reception()
         self.location: str | None = None
+        self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
         self.connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,6 +107,7 @@ class Publisher:
         for transceiver in self.pc.getTransceivers():
             _record_rtp_arrivals(transceiver.receiver, transceiver.kind, self.received)
         query = f"?avatar={self.avatar}" if self.avatar else ""
+        self.posted_at = time.monotonic()
         async with http.post(f"{self.base_url}/v1/sessions{query}", data=self.pc.localDescription.sdp,
                              headers=self._headers("application/sdp")) as response:
             if response.status != 201:
@@ -152,6 +156,8 @@ class Publisher:
             except MediaStreamError:
                 return
             assert isinstance(frame, av.AudioFrame) and frame.pts is not None
+            if not self.keep_audio:
+                continue
             pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
             self.received.audio_pts.append(frame.pts)
             self.received.audio.append((pcm / 32768.0).astype(np.float32))
@@ -206,10 +212,15 @@ def transport_offsets_s(received: Reception, skip_s: float = 1.0) -> np.ndarray:
     Positive: the picture arrives after its sound. Both streams start at media time 0 on the
     server (frame 0 and chunk 0 leave together), and each receiver-side origin is its first packet.
     """
+    return transport_offsets_timed(received, skip_s)[1]
+
+
+def transport_offsets_timed(received: Reception, skip_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """`transport_offsets_s` with the arrival time of each video frame: (arrivals, offsets) in s."""
     video_m, video_t = _relative_rtp(received.rtp_arrival["video"], 90_000)
     audio_m, audio_t = _relative_rtp(received.rtp_arrival["audio"], OPUS_CLOCK_RATE)
     keep = (video_m >= skip_s) & (video_m <= audio_m[-1])  # start-up settled, audio present
-    return np.asarray(video_t[keep] - np.interp(video_m[keep], audio_m, audio_t))
+    return video_t[keep], np.asarray(video_t[keep] - np.interp(video_m[keep], audio_m, audio_t))
 
 
 def received_audio(received: Reception) -> tuple[np.ndarray, int]:

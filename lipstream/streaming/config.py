@@ -24,6 +24,9 @@ class ServeConfig:
     max_sdp_bytes: int = 64 * 1024  # real offers are 2-8 KB
     retry_after_s: int = 10  # told to clients refused for capacity
     workers: int | None = None  # render threads; None: one per core
+    # Server processes (--workers): None: one per core; 1: everything in this process (no front).
+    worker_processes: int | None = None
+    capacity_cores: int | None = None  # cores the start-up capacity estimate counts; None: all
     loopback_ice: bool | None = None  # offer 127.0.0.1 candidates; None: when host is loopback
     # A request body (offer, photo) must arrive within body_timeout_s plus its size at
     # min_body_bytes_per_s, else 408 (bodies.py): a 1 byte/s dribble is refused after 10 s.

@@ -10,21 +10,39 @@ VIEWER_TOKEN_HEADER = "Lipstream-Viewer-Token"
 
 @web.middleware
 async def same_site(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse requests that other web sites make through a browser on this machine (auth.py)."""
-    state = request.app[STATE]
-    if state.token is None and not host_allowed(request.host, state.config.host, _local_port(request)):
-        raise ApiError(421, f"this server does not answer for host {request.host!r}: open it as "
-                            f"http://localhost:{_local_port(request)}/")
-    if not origin_allowed(request):
-        raise ApiError(403, f"requests from pages of {request.headers['Origin']} are refused: "
-                            "use the page this server serves, or a client that is not a web page")
+    """Refuse requests that other web sites make through a browser on this machine (auth.py).
+
+    A worker behind `serve --workers` hears only its front, over a private unix socket: the
+    front made this check on the client's own connection (the one whose port the Host names).
+    """
+    if not from_front(request):
+        state = request.app[STATE]
+        check_same_site(request, state.token, state.config.host, state.config.port)
     return await handler(request)
 
 
-def _local_port(request: web.Request) -> int:
-    """The port the request came in on (the configured one may be 0: any free port)."""
+def check_same_site(request: web.Request, token: str | None, bound_host: str, port: int) -> None:
+    """Raise ApiError 421 for a Host that is not this server (without a token), 403 for a
+    state-changing request from another site's page."""
+    port = _local_port(request) or port
+    if token is None and not host_allowed(request.host, bound_host, port):
+        raise ApiError(421, f"this server does not answer for host {request.host!r}: open it as "
+                            f"http://localhost:{port}/")
+    if not origin_allowed(request):
+        raise ApiError(403, f"requests from pages of {request.headers['Origin']} are refused: "
+                            "use the page this server serves, or a client that is not a web page")
+
+
+def from_front(request: web.Request) -> bool:
+    """Whether the request came over a unix socket (only a front process connects to one)."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    return int(sockname[1]) if sockname else request.app[STATE].config.port
+    return isinstance(sockname, str)
+
+
+def _local_port(request: web.Request) -> int | None:
+    """The TCP port the request came in on (the configured one may be 0: any free port)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return int(sockname[1]) if isinstance(sockname, tuple) else None
 
 
 @web.middleware

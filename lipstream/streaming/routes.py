@@ -14,6 +14,7 @@ from lipstream.errors import PhotoError
 from lipstream.streaming.auth import ViewerTokens, bearer, bearer_ok
 from lipstream.streaming.avatars import UploadsBusy
 from lipstream.streaming.bodies import BodyPace, BodyTooSlow
+from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.endings import in_words
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
 from lipstream.streaming.offer import OfferError, check_session_offer, check_viewer_offer
@@ -21,6 +22,8 @@ from lipstream.streaming.session import Session, SessionEnded
 from lipstream.streaming.state import AtCapacity, ServerState
 
 STATE = web.AppKey("state", ServerState)
+# The config of whichever app serves the request: a worker's server or the front of `--workers`.
+CONFIG = web.AppKey("config", ServeConfig)
 VIEWER_TOKENS = web.AppKey("viewer_tokens", ViewerTokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SDP = "application/sdp"
@@ -103,7 +106,7 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
 @contextlib.asynccontextmanager
 async def body_pace(request: web.Request, what: str) -> AsyncIterator[BodyPace]:
     """408 when the body arrives too slowly (bodies.py)."""
-    config = request.app[STATE].config
+    config = request.app[CONFIG]
     pace = BodyPace(config.body_timeout_s, config.min_body_bytes_per_s)
     try:
         yield pace

@@ -7,6 +7,7 @@ Every 4xx answer is JSON `{"error": "..."}` saying what to change. Sessions live
 import argparse
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +25,7 @@ from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
+from lipstream.streaming.codecs import tune_vp8
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.session import SessionConfig
@@ -87,6 +89,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
                load_avatar: Callable[[], Avatar] | None = None) -> web.Application:
     """The server. The optional seams are for tests: an engine factory, a clock, a default avatar."""
     config = config or ServeConfig()
+    tune_vp8()  # the video senders' encoder settings (streaming/codecs.py)
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
@@ -104,6 +107,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
                           handler_args={"lingering_time": REFUSED_BODY_LINGER_S},
                           middlewares=[routes.json_errors, guards.same_site, guards.viewer_token])
     app[routes.STATE] = state
+    app[routes.CONFIG] = config
     app[routes.VIEWER_TOKENS] = ViewerTokens()
     routes.add_routes(app, static_dir())
     app.on_startup.append(_prepare)
@@ -125,7 +129,7 @@ async def _prepare(app: web.Application) -> None:
         return
 
     def measure() -> str:
-        capacity = estimate_capacity(state.engine_factory(avatar))
+        capacity = estimate_capacity(state.engine_factory(avatar), state.config.capacity_cores)
         state.max_sessions = capacity.max_sessions
         return capacity.describe()
 
@@ -160,34 +164,56 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=d.token, help="require 'Authorization: Bearer TOKEN' on "
                         "session, viewer and avatar endpoints (generated when binding a non-loopback "
                         "address); viewer links get a token that only watches their session")
+    parser.add_argument("--workers", type=int, default=d.worker_processes,
+                        help="server processes, each running its share of the sessions (default: one "
+                        "per core; 1 serves everything in this process)")
     add_device_argument(parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    config = _serve_config(args)
+    quiet_ice_logs(getattr(args, "verbose", False))
+    processes = config.worker_processes or os.cpu_count() or 1
+    if config.max_sessions is not None:
+        processes = min(processes, config.max_sessions)  # every worker takes at least one session
+    if processes > 1:
+        from lipstream.streaming.front import create_front
+
+        token, generated = resolve_token(config.host, config.token)
+        app = create_front(replace(config, token=token), processes)
+    else:
+        app = create_app(config)
+        token, generated = app[routes.STATE].token, app[routes.STATE].token_generated
+    shown = "localhost" if is_loopback(config.host) else config.host
+    print(f"lipstream serve: http://{shown}:{config.port}/", flush=True)
+    if generated:
+        print(f"lipstream serve: token (send 'Authorization: Bearer <token>'): {token}", flush=True)
+    web.run_app(app, host=config.host, port=config.port, print=_quiet, access_log=None,
+                shutdown_timeout=config.shutdown_timeout_s)
+    return 0
+
+
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
     if args.face is not None and not Path(args.face).is_file():
         raise LipstreamError(f"photo not found: {args.face}")
-    if args.max_sessions is not None and args.max_sessions < 1:
-        raise LipstreamError("--max-sessions must be at least 1")
+    for flag, value in (("--max-sessions", args.max_sessions), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            raise LipstreamError(f"{flag} must be at least 1")
     if args.max_session_s is not None and args.max_session_s <= 0:
         raise LipstreamError("--max-session-s must be more than 0")
     choose_device(args.device)  # fail now, with one line, on --device cuda without a GPU
     defaults = ServeConfig()
-    config = replace(defaults, host=args.host, port=args.port, face=args.face,
-                     max_sessions=args.max_sessions, token=args.token,
-                     session=replace(defaults.session, max_duration_s=args.max_session_s),
-                     engine=replace(defaults.engine, device=args.device))
-    if not getattr(args, "verbose", False):  # aioice logs every ICE check at INFO
+    return replace(defaults, host=args.host, port=args.port, face=args.face,
+                   max_sessions=args.max_sessions, token=args.token, worker_processes=args.workers,
+                   session=replace(defaults.session, max_duration_s=args.max_session_s),
+                   engine=replace(defaults.engine, device=args.device))
+
+
+def quiet_ice_logs(verbose: bool = False) -> None:
+    """aioice logs every ICE check at INFO: keep it and aiortc to warnings unless asked."""
+    if not verbose:
         for name in ("aioice", "aiortc"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    app = create_app(config)
-    state = app[routes.STATE]
-    shown = "localhost" if is_loopback(config.host) else config.host
-    print(f"lipstream serve: http://{shown}:{config.port}/", flush=True)
-    if state.token_generated:
-        print(f"lipstream serve: token (send 'Authorization: Bearer <token>'): {state.token}", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=_quiet, access_log=None,
-                shutdown_timeout=config.shutdown_timeout_s)
-    return 0
 
 
 def _quiet(*_: Any) -> None:

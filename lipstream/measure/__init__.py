@@ -1,0 +1,1 @@
+"""Measuring a live `lipstream serve` from outside: latency, soak, and the helpers both share."""

@@ -1,0 +1,105 @@
+"""A `lipstream serve` to measure: spawned on a free loopback port, or given by URL; its /metrics.
+
+Benchmarks measure the server as users run it (a subprocess with its own CPU and memory), so its
+resident memory is read from /proc and its counters from the Prometheus text it serves.
+"""
+
+import asyncio
+import contextlib
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import aioice.ice
+
+HEALTHY_TIMEOUT_S = 90.0  # start-up times an engine and an encoder for capacity: slow on a busy box
+BYTES_PER_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server being measured; `pid` is None when it was given by URL (no /proc to read)."""
+
+    url: str
+    pid: int | None = None
+
+
+def loopback_only() -> None:
+    """NOTES.md: aioice skips 127.0.0.1, so gather only it: every packet stays on the machine."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def spawned_server(*serve_args: str) -> Iterator[Target]:
+    """Run `lipstream serve` on a free loopback port until the block ends, then stop it."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--host", "127.0.0.1",
+                               "--port", str(port), *serve_args])
+    try:
+        target = Target(f"http://127.0.0.1:{port}", server.pid)
+        asyncio.run(wait_healthy(target.url, server))
+        yield target
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+async def wait_healthy(url: str, server: "subprocess.Popen[bytes] | None" = None) -> None:
+    deadline = time.monotonic() + HEALTHY_TIMEOUT_S
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if server is not None and server.poll() is not None:
+                raise SystemExit(f"lipstream serve exited with {server.returncode} before it was healthy")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"{url}/healthz did not answer 200 within {HEALTHY_TIMEOUT_S:.0f} s")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB, from /proc/PID/status (VmRSS is in kB)."""
+    found = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(found.group(1)) * 1024 / BYTES_PER_MB if found else float("nan")
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(f"{url}/metrics") as response:
+        return await response.text()
+
+
+def frame_counts(metrics_text: str) -> dict[str, float]:
+    """lipstream_frames_total by result (rendered, skipped, late)."""
+    found = re.findall(r'^lipstream_frames_total\{result="(\w+)"\} ([\d.e+-]+)$', metrics_text, re.M)
+    return {result: float(value) for result, value in found}
+
+
+def stage_totals(metrics_text: str, what: str) -> dict[str, float]:
+    """`sum` or `count` of each lipstream_stage_seconds histogram, by stage."""
+    pattern = rf'^lipstream_stage_seconds_{what}\{{stage="(\w+)"\}} ([\d.e+-]+)$'
+    return {stage: float(v) for stage, v in re.findall(pattern, metrics_text, re.M)}
+
+
+def stage_means_ms(before: str, after: str) -> dict[str, float]:
+    """Mean time per stage between two scrapes."""
+    sums, counts = stage_totals(after, "sum"), stage_totals(after, "count")
+    sums0, counts0 = stage_totals(before, "sum"), stage_totals(before, "count")
+    return {stage: (sums[stage] - sums0.get(stage, 0)) / n * 1000
+            for stage in sums if (n := counts.get(stage, 0) - counts0.get(stage, 0)) > 0}

@@ -1,0 +1,72 @@
+"""The latency instruments: the mouth-open detector agrees with FaceMesh, and a measurement
+against a real server recovers a delay injected on purpose."""
+
+import numpy as np
+import pytest
+
+from lipstream.engine.avatar import Avatar
+from lipstream.engine.render import Renderer
+from lipstream.measure.latency import LatencyConfig, first_open_after, measure, onset_schedule
+from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
+from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
+from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, FRAME_S
+from lipstream.streaming.server import ServeConfig
+from tests.serving import loopback_only, running_server
+
+# A whole number of frames, so the first open frame moves by exactly that many: 100 ms (2.5
+# frames) measures as 80 or 120 ms, depending on where the onsets fall within their frames.
+INJECTED_DELAY_MS = 3 * FRAME_S * 1000
+TOLERANCE_MS = 30.0  # medians of several onsets on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def detector() -> MouthOpenDetector:
+    return MouthOpenDetector(Avatar.default(), size=256)
+
+
+@pytest.mark.parametrize("index", [3, 61, 140, 222])  # different idle poses and blinks than calibration
+def test_detector_and_facemesh_agree_on_rendered_frames(detector: MouthOpenDetector, index: int) -> None:
+    renderer = Renderer(Avatar.default(), seed=7)
+    closed, opened = (renderer.render(jaw_controls(jaw), index) for jaw in (0.0, 0.6))
+    assert not detector.is_open(closed) and detector.facemesh_open(closed) is False
+    assert detector.is_open(opened) and detector.facemesh_open(opened) is True
+    assert detector.score(opened) > 4 * detector.threshold > 4 * detector.score(closed)
+
+
+@pytest.mark.slow
+async def test_an_injected_delay_is_recovered(monkeypatch: pytest.MonkeyPatch,
+                                              detector: MouthOpenDetector) -> None:
+    """Every other burst starts 120 ms after its stamped onset: those onsets measure 120 ms more.
+
+    Delayed and plain onsets alternate in one session, so a busy machine slows both alike.
+    """
+    loopback_only(monkeypatch)
+    config = LatencyConfig(onsets=10, inject_delay_s=INJECTED_DELAY_MS / 1000)
+    async with running_server(ServeConfig(max_sessions=1, loopback_ice=False)) as server:
+        run = await measure(server.url, config, detector)
+    recovered = injected_delay_recovered_ms(run.onsets)
+    if run.skipped_fraction > BUSY_FRACTION:  # the benchmark's own validity rule
+        pytest.skip(f"the server skipped {run.skipped_fraction:.0%} of frames (busy machine): "
+                    f"a latency measured now is not the server's (recovered {recovered} ms)")
+    measured = [o for o in run.onsets if not np.isnan(o.to_rtp_ms)]
+    delayed = sum(o.injected_delay_ms > 0 for o in measured)
+    assert min(delayed, len(measured) - delayed) >= 3, run.onsets
+    assert run.detector_agreement > 0.9
+    assert abs(recovered - INJECTED_DELAY_MS) <= TOLERANCE_MS, (recovered, run.skipped_fraction, run.onsets)
+
+
+def test_bursts_start_on_their_stamped_chunk_or_exactly_the_injected_delay_after() -> None:
+    config = LatencyConfig(onsets=4, inject_delay_s=0.1)
+    pcm, starts = onset_schedule(config)
+    first_voiced = [int(np.flatnonzero(np.abs(pcm[s * AUDIO_CHUNK_SAMPLES:]) > 0)[0]) for s in starts]
+    expected = np.array([0, 1600, 0, 1600])  # 100 ms at 16 kHz on every other onset
+    assert np.all((first_voiced - expected >= 0) & (first_voiced - expected < 16)), first_voiced  # < 1 ms
+    assert np.all(np.abs(pcm[: starts[0] * AUDIO_CHUNK_SAMPLES]) == 0)  # the lead-in is silent
+
+
+def test_an_onset_counts_only_if_the_mouth_was_at_rest_when_it_was_sent() -> None:
+    times = np.arange(10) * 0.04
+    closed_then_open = [False] * 5 + [True] * 5
+    assert first_open_after(0.1, 1.0, times, closed_then_open) == 5
+    assert first_open_after(0.1, 0.1, times, closed_then_open) is None  # beyond the window
+    assert first_open_after(0.25, 1.0, times, closed_then_open) is None  # already open at the onset
