@@ -14,6 +14,7 @@ max_batch: building takes tens of seconds, loading a cached plan well under one.
 import hashlib
 import re
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lipstream.errors import ModelError
 FLOAT32_BYTES = 4
 WORKSPACE_BYTES = 1 << 28  # 256 MiB: ample for a model of a few MB
 OPT_BATCH = 8  # the batch TensorRT tunes its kernels for: a few sessions due in the same tick
+FP16_MIN_MAJOR = 7  # compute capability: Volta and later run fp16 at twice fp32's rate or more
 NO_TENSORRT = "the TensorRT runner needs 'pip install lipstream[gpu]' (tensorrt>=10, cuda-python)"
 
 
@@ -75,6 +77,12 @@ class TensorRTRunner:
         self._context = self._engine.create_execution_context()
         self._stream = _cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers = {name: self._allocate(name, width) for name, width in self._widths().items()}
+        # free the device memory and stream with the runner; at exit the driver frees everything
+        self._finalizer = weakref.finalize(self, _release, cudart, self._stream, list(self._buffers.values()))
+        self._finalizer.atexit = False
+
+    def close(self) -> None:
+        self._finalizer()
 
     def _widths(self) -> dict[str, int]:
         """float32 values per batch item of each bound tensor."""
@@ -88,10 +96,17 @@ class TensorRTRunner:
         self._context.set_tensor_address(name, pointer)
         return pointer
 
+    def _properties(self) -> Any:
+        return _cuda_check(self._cudart, self._cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
+
     def _gpu_name(self) -> str:
-        props = _cuda_check(self._cudart, self._cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-        name = props.name
+        name = self._properties().name
         return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
+
+    def _fast_fp16(self, builder: Any) -> bool:
+        """TensorRT's own answer where it still gives one (deprecated in 10), else Volta or newer."""
+        known = getattr(builder, "platform_has_fast_fp16", None)
+        return bool(known) if known is not None else int(self._properties().major) >= FP16_MIN_MAJOR
 
     def _plan(self, onnx_path: Path, cache_dir: Path) -> bytes:
         onnx_bytes = onnx_path.read_bytes()
@@ -113,7 +128,7 @@ class TensorRTRunner:
             raise ModelError(f"TensorRT cannot parse {name}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        if getattr(builder, "platform_has_fast_fp16", False):
+        if self._fast_fp16(builder):
             config.set_flag(trt.BuilderFlag.FP16)  # layers may run in fp16; I/O stays float32
         config.add_optimization_profile(self._profile(builder))
         plan = builder.build_serialized_network(network, config)
@@ -139,7 +154,7 @@ class TensorRTRunner:
         with self._lock:
             self._context.set_input_shape(INPUT_NAME, host_in.shape)
             self._copy(self._buffers[INPUT_NAME], host_in.ctypes.data, host_in.nbytes, to_device=True)
-            if not self._context.execute_async_v3(self._stream):
+            if not self._context.execute_async_v3(int(self._stream)):  # TensorRT takes the raw handle
                 raise ModelError("TensorRT execution failed; see its log above")
             for name, host in outs.items():
                 self._copy(host.ctypes.data, self._buffers[name], host.nbytes, to_device=False)
@@ -151,3 +166,9 @@ class TensorRTRunner:
         kind = kinds.cudaMemcpyHostToDevice if to_device else kinds.cudaMemcpyDeviceToHost
         _cuda_check(self._cudart, self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream),
                     "cudaMemcpyAsync")
+
+
+def _release(cudart: Any, stream: Any, buffers: list[int]) -> None:
+    for pointer in buffers:
+        cudart.cudaFree(pointer)
+    cudart.cudaStreamDestroy(stream)
