@@ -207,6 +207,12 @@ def test_tensorrt_engine_has_a_dynamic_batch_profile_fp16_and_is_cached(standin:
     assert standin.cudart.memory == {} and standin.cudart.streams_destroyed == 2
 
 
+def test_the_tensorrt_runner_without_a_gpu_is_one_clear_error(standin: TensorRT) -> None:
+    standin.cudart.devices = 0
+    with pytest.raises(ModelError, match="no CUDA GPU visible"):
+        make_runner(TENSORRT, _shipped(), 28)
+
+
 def test_a_group_on_the_tensorrt_runner_makes_the_cpu_frames(standin: TensorRT, avatar: Avatar) -> None:
     path = _shipped()
     model = OnnxMotionModel(path, make_runner(TENSORRT, path, 28))

@@ -40,6 +40,10 @@ class CudaRuntime:
         self.memory: dict[int, ctypes.Array[ctypes.c_char]] = {}
         self.properties = SimpleNamespace(name=gpu_name + b"\0" * 8, major=major)
         self.streams_destroyed = 0
+        self.devices = 1
+
+    def cudaGetDeviceCount(self) -> tuple[int, int]:
+        return 0, self.devices
 
     def cudaGetDeviceProperties(self, device: int) -> tuple[int, Any]:
         return 0, self.properties

@@ -29,6 +29,7 @@ FLOAT32_BYTES = 4
 WORKSPACE_BYTES = 1 << 28  # 256 MiB: ample for a model of a few MB
 OPT_BATCH = 8  # the batch TensorRT tunes its kernels for: a few sessions due in the same tick
 FP16_MIN_MAJOR = 7  # compute capability: Volta and later run fp16 at twice fp32's rate or more
+NO_GPU = "no CUDA GPU visible to the TensorRT runner: check the NVIDIA driver, or use --device cpu"
 NO_TENSORRT = "the TensorRT runner needs 'pip install lipstream[gpu]' (tensorrt>=10, cuda-python)"
 
 
@@ -46,6 +47,17 @@ def _cuda_check(cudart: Any, result: Any, what: str) -> Any:
     if err != cudart.cudaError_t.cudaSuccess:
         raise ModelError(f"CUDA error in {what}: {err}; check the driver and that a GPU is visible")
     return values[0] if len(values) == 1 else values
+
+
+def _require_gpu(cudart: Any) -> None:
+    try:
+        count = _cuda_check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    except ModelError:
+        raise
+    except Exception as exc:  # no driver library: the bindings raise loader errors, not a status
+        raise ModelError(NO_GPU) from exc
+    if count == 0:
+        raise ModelError(NO_GPU)
 
 
 def plan_name(gpu: str, trt_version: str, onnx_bytes: bytes, max_batch: int) -> str:
@@ -66,6 +78,7 @@ class TensorRTRunner:
             cudart = _import_cudart()
         except ImportError as exc:
             raise ModelError(f"{NO_TENSORRT}: {exc}") from exc
+        _require_gpu(cudart)
         self._trt, self._cudart = trt, cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.max_batch, self.window_frames = max_batch, window_frames
