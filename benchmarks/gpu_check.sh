@@ -4,11 +4,15 @@
 # and benchmarks/gpu.py, and prints a verdict table. About 2-4 minutes, most of it the TensorRT
 # download; it exits 0 only when every GPU check passed (a skip on a GPU machine is not a pass).
 #
-#   benchmarks/gpu_check.sh     VENV=path: the venv to use (default .venv-gpu); SKIP_INSTALL=1: use it as is
+#   benchmarks/gpu_check.sh     VENV=path: the venv to use (default .venv-gpu); SKIP_INSTALL=1: use it as is;
+#                               EXTRA_PACKAGES="...": more pip requirements (see below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv-gpu}
+# The newest cuda-python and TensorRT wheels target CUDA 13; on a driver older than CUDA 13 pin them,
+# e.g. EXTRA_PACKAGES="cuda-python[all]<13 tensorrt-cu12" (nvidia-smi prints the driver's CUDA).
+EXTRA_PACKAGES=${EXTRA_PACKAGES:-}
 OUT=${OUT:-benchmarks/results}
 STEP_TIMEOUT_S=240  # no single step may eat the 5-minute budget
 mkdir -p "$OUT"
@@ -35,7 +39,7 @@ fi
 install() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip &&
-    "$VENV/bin/python" -m pip install -q -e ".[gpu]" "pytest>=8" "pytest-asyncio>=0.23"
+    "$VENV/bin/python" -m pip install -q -e ".[gpu]" "pytest>=8" "pytest-asyncio>=0.23" $EXTRA_PACKAGES
 }
 if [ -n "${SKIP_INSTALL:-}" ]; then  # a venv that already has lipstream[gpu]
   echo "install 0 0" >>"$OUT/gpu_check.steps"
