@@ -4,9 +4,11 @@ Wall time (p50, p99) and this thread's CPU time (cpu p50, cpu p99: what the work
 when other processes share the machine). Render stages are timed one after another inside each
 frame (head, rig, field, warp, composite, blink); the audio side (mel + motion model +
 smoothing) is timed through the Engine with rendering skipped, for the baseline and, when
-shipped, the ONNX model. Burn-in, then measure.
+shipped, the ONNX model. Then the shipped model alone at batch 1, 8 and 32 windows per runner
+call (what `EngineGroup` runs each tick): CPU cost per window. Burn-in, then measure.
 
-    python benchmarks/stages.py [--frames 500] [--cv-threads 1] [--out benchmarks/results/stages.json]
+    python benchmarks/stages.py [--frames 500] [--cv-threads 1] [--model-calls 300] [--only-model]
+                                [--out benchmarks/results/stages.json]
 
 --cv-threads sets OpenCV's thread count (1: what a server of many sessions wants; the CPU time of
 OpenCV's helper threads is then counted nowhere here, so compare thread counts by p50 wall time
@@ -26,11 +28,15 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lipstream.engine.avatar import Avatar, AvatarConfig  # noqa: E402
-from lipstream.engine.constants import SAMPLE_RATE  # noqa: E402
+from lipstream.engine.constants import (
+    N_MELS,  # noqa: E402
+    SAMPLE_RATE,  # noqa: E402
+)
 from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
-from lipstream.engine.motion import shipped_model_path  # noqa: E402
+from lipstream.engine.motion import load_motion_model, shipped_model_path  # noqa: E402
 from lipstream.engine.render import RenderConfig, Renderer  # noqa: E402
 
+MODEL_BATCHES = (1, 8, 32)  # windows per runner call: one session, a tick of a small and a busy server
 RENDER_STAGES = ("head", "rig", "field", "warp", "composite", "blink")
 BURN_IN = 50
 
@@ -100,6 +106,38 @@ def time_audio_side(motion: str | None, frames: int) -> list[tuple[float, float]
     return out
 
 
+def time_model_batches(calls: int) -> dict[str, dict[str, float]]:
+    """The shipped model alone, one runner call per batch of B windows (EngineGroup's shape)."""
+    model = load_motion_model(None)
+    shape = (model.context_frames + model.lookahead_frames, N_MELS)
+    rng = np.random.default_rng(0)
+    results = {}
+    for batch in MODEL_BATCHES:
+        windows = rng.normal(-3.0, 1.0, (batch, *shape)).astype(np.float32)  # log10 mel power
+        samples = []
+        for i in range(BURN_IN + calls):
+            start = _now()
+            model.predict_batch(windows)
+            end = _now()
+            if i >= BURN_IN:
+                samples.append(((end[0] - start[0]) * 1e3, (end[1] - start[1]) * 1e3))
+        row = summary(samples)
+        row["cpu_p50_ms_per_window"] = row["cpu_p50_ms"] / batch
+        row["windows_per_cpu_s"] = 1000 / row["cpu_p50_ms_per_window"]
+        results[str(batch)] = row
+    return results
+
+
+def print_model_batches(rows: dict[str, dict[str, float]]) -> None:
+    single = rows["1"]["cpu_p50_ms_per_window"]
+    print("\nmotion model alone, onnxruntime CPU, one thread: one call per batch")
+    print(f"{'batch':>6}{'p50 ms':>9}{'cpu p50':>9}{'cpu ms/window':>15}{'windows/cpu s':>15}"
+          f"{'vs batch 1':>11}")
+    for batch, r in rows.items():
+        print(f"{batch:>6}{r['p50_ms']:>9.3f}{r['cpu_p50_ms']:>9.3f}{r['cpu_p50_ms_per_window']:>15.4f}"
+              f"{r['windows_per_cpu_s']:>15.0f}{single / r['cpu_p50_ms_per_window']:>10.1f}x")
+
+
 def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
     wall, cpu = np.array(samples).T
     return {"p50_ms": float(np.percentile(wall, 50)), "p99_ms": float(np.percentile(wall, 99)),
@@ -111,13 +149,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--cv-threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stages.json"))
+    parser.add_argument("--model-calls", type=int, default=300, help="calls per batch size, model alone")
+    parser.add_argument("--only-model", action="store_true", help="only the model at batch 1/8/32")
     args = parser.parse_args()
     cv2.setNumThreads(args.cv_threads)
     models = {"baseline": "baseline"}
     if shipped_model_path() is not None:
         models["onnx"] = None
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for size in (256, 512):
+    batches = time_model_batches(args.model_calls) if shipped_model_path() is not None else {}
+    for size in (() if args.only_model else (256, 512)):
         render = {name: summary(v) for name, v in time_render(size, args.frames).items()}
         for label, spec in models.items():
             audio = summary(time_audio_side(spec, args.frames))
@@ -134,9 +175,11 @@ def main() -> None:
         for name, s in rows.items():
             figures = "".join(f"{s[k]:>9.3f}" for k in ("p50_ms", "p99_ms", "cpu_p50_ms", "cpu_p99_ms"))
             print(f"{name:<32}{figures}")
+    if batches:
+        print_model_batches(batches)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"frames": args.frames, "threads": 1, "cv_threads": args.cv_threads,
-                                    "sizes": results}, indent=2))
+                                    "sizes": results, "model_batches": batches}, indent=2))
     print(f"\nprocess CPU (all threads, whole run): {time.process_time():.1f} s")
     print(f"written {args.out}")
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.engine.device import add_device_argument, choose_device
 
 SPAWN = "spawn"  # `--latency` without a URL
 DEFAULT_LATENCY_OUT = Path("lipstream-latency.json")  # and .png beside it
@@ -40,14 +42,15 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.3 * voice * envelope / 3).astype(np.float32)
 
 
-def time_engine(size: int, motion: str | None, seconds: float = 12.0, burn_in: int = 25) -> EngineTiming:
+def time_engine(size: int, motion: str | None, seconds: float = 12.0, burn_in: int = 25,
+                device: str = EngineConfig.device) -> EngineTiming:
     import cv2
 
     from lipstream.engine.avatar import Avatar, AvatarConfig
-    from lipstream.engine.engine import Engine, EngineConfig
+    from lipstream.engine.engine import Engine
 
     cv2.setNumThreads(1)
-    engine = Engine(Avatar.default(AvatarConfig(size=size)), EngineConfig(motion=motion))
+    engine = Engine(Avatar.default(AvatarConfig(size=size)), EngineConfig(motion=motion, device=device))
     engine.push_audio(speechlike(seconds), SAMPLE_RATE)
     times = []
     while engine.ready():
@@ -66,6 +69,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'baseline', 'shipped' (the packaged model) or .onnx paths")
     parser.add_argument("--seconds", type=float, default=12.0, help="audio per measurement")
     parser.add_argument("--json", type=Path, help="also write the results here (--latency: a .png beside)")
+    add_device_argument(parser)
     add_latency_arguments(parser)
 
 
@@ -84,8 +88,9 @@ def run_bench(args: argparse.Namespace) -> int:
         return run_latency_bench(args)
     from lipstream.engine.motion import shipped_model_path
 
+    choose_device(args.device)  # --device cuda without a GPU fails here, before any measuring
     specs = [m for m in args.motion if m != "shipped" or shipped_model_path() is not None]
-    rows = [time_engine(size, None if m == "shipped" else m, args.seconds)
+    rows = [time_engine(size, None if m == "shipped" else m, args.seconds, device=args.device)
             for size in args.sizes for m in specs]
     print(f"{'size':>5} {'motion':>12} {'frames':>7} {'p50 ms':>8} {'p99 ms':>8} {'x real time':>12}")
     for r in rows:

@@ -1,14 +1,19 @@
 """`lipstream render`: a photo and an audio file -> a lip-synced mp4, through the streaming engine."""
 
 import argparse
+import itertools
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from lipstream.engine.audio import AudioFile
 from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.streaming.files import Mp4Writer, check_writable
 
@@ -26,29 +31,35 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion", default=_DEFAULT_ENGINE.motion,
                         help="'baseline', or an exported .onnx (default: the shipped model)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(parser)
 
 
 def run_render(args: argparse.Namespace) -> int:
-    check_writable(args.out)  # fail before the slow parts
+    choose_device(args.device)  # fail before the slow parts: --device cuda without a GPU
+    check_writable(args.out)
     audio = AudioFile(args.audio)
+    chunks = audio.chunks()
+    first = next(chunks)  # an empty or undecodable file fails here, before the slow parts
     config = AvatarConfig(size=args.size)
     avatar = Avatar.from_image(args.face, config) if args.face else Avatar.default(config)
-    engine = Engine(avatar, EngineConfig(seed=args.seed, motion=args.motion))
+    engine = Engine(avatar, EngineConfig(seed=args.seed, motion=args.motion, device=args.device))
     try:
-        _render(audio, engine, args.out, avatar.size, progress=not args.no_progress)
+        _render(itertools.chain([first], chunks), audio.duration_s, engine, args.out, avatar.size,
+                progress=not args.no_progress)
     except BaseException:
         args.out.unlink(missing_ok=True)  # the audio failed midway: leave nothing half-written
         raise
     return 0
 
 
-def _render(audio: AudioFile, engine: Engine, out: Path, size: int, progress: bool) -> None:
+def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine, out: Path,
+            size: int, progress: bool) -> None:
     """Decode, render and write as the audio arrives: memory stays flat in the file's length."""
-    total = None if audio.duration_s is None else math.ceil(audio.duration_s * VIDEO_FPS)
+    total = None if duration_s is None else math.ceil(duration_s * VIDEO_FPS)
     with Mp4Writer(out, size) as writer, \
             tqdm(total=total, unit="frame", disable=not progress) as bar:
         received = 0  # 16 kHz samples pushed so far
-        for chunk in audio.chunks():
+        for chunk in chunks:
             engine.push_audio(chunk, SAMPLE_RATE)
             received += chunk.size
             bar.update(_write_ready(engine, writer, received))

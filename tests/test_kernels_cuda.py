@@ -10,6 +10,7 @@
 """
 
 import ctypes
+import os
 import shutil
 import subprocess
 import sys
@@ -22,13 +23,14 @@ from skimage import data
 from lipstream.errors import GpuError
 from lipstream.kernels import cuda as cuda_kernels
 from lipstream.kernels import get_kernels
-from lipstream.kernels.build import NO_BINDINGS, choose_target, compile_kernels, load_nvrtc
+from lipstream.kernels.build import NO_BINDINGS, choose_target, compile_kernels, kernel_source, load_nvrtc
 from lipstream.kernels.reference import ReferenceKernels
 from tests.cuda_on_cpu import KERNELS_DIR, CpuDriver, build_math_library
 from tests.test_kernels import warp_coords
 
 REFERENCE = ReferenceKernels()
 COMPILERS = [("cc", "c"), ("c++", "c++")]
+RELEASE_ARCHS = (80, 86, 89, 90)  # A100, A10/A40/RTX 30, L4/L40/RTX 40, H100/H200: each must build
 
 
 def _cuda_python() -> bool:
@@ -138,10 +140,41 @@ def _nvcc_cubin(folder: Path, arch: str) -> bytes:
     return cubin.read_bytes()
 
 
-@pytest.mark.skipif(not _nvrtc_works(), reason="cuda-python with NVRTC is not installed "
-                    "(pip install 'cuda-python[all]'): it compiles without a GPU")
+def _require_nvrtc() -> None:
+    """CI must compile: a skip there would hide a broken kernel. `lipstream[dev]` installs
+    cuda-python with NVRTC, so only an install without cuda-python at all (outside CI) skips."""
+    if _nvrtc_works():
+        return
+    missing = "NVRTC is not installed (pip install 'cuda-python[all]', part of lipstream[dev])"
+    if _cuda_python() or os.environ.get("CI"):
+        pytest.fail(f"{missing}: the CUDA kernels must compile in every test run")
+    pytest.skip(f"{missing}: it compiles without a GPU")
+
+
+@pytest.mark.parametrize("arch", RELEASE_ARCHS)
+def test_nvrtc_compiles_the_kernels_for_each_datacentre_gpu(arch: int) -> None:
+    _require_nvrtc()
+    image = compile_kernels(f"sm_{arch}")
+    assert image[:4] == b"\x7fELF" and b"ls_warp_region" in image and b"ls_composite" in image
+
+
+@pytest.mark.parametrize("arch", RELEASE_ARCHS)
+def test_nvcc_compiles_the_kernels_for_each_datacentre_gpu(arch: int, tmp_path: Path) -> None:
+    image = _nvcc_cubin(tmp_path, f"sm_{arch}")
+    assert image[:4] == b"\x7fELF" and b"ls_warp_region" in image
+
+
+def test_a_kernel_compile_error_is_reported_with_the_compiler_log() -> None:
+    _require_nvrtc()
+    source, header = kernel_source()
+    broken = source.replace(b"ls_warp_region", b"ls_warp_region(int oops) undeclared_name;", 1)
+    with pytest.raises(GpuError, match=r"NVRTC could not compile warp.cu for sm_80: .*error"):
+        compile_kernels("sm_80", sources=(broken, header))
+
+
 @pytest.mark.parametrize("target", ["sm_75", "compute_80"])
 def test_nvrtc_compiles_the_kernels(target: str) -> None:
+    _require_nvrtc()
     image = compile_kernels(target)
     for name in (b"ls_warp_region", b"ls_composite"):
         assert name in image

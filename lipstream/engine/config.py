@@ -9,6 +9,7 @@ from lipstream.engine.smoothing import SmoothingConfig
 
 @dataclass(frozen=True)
 class EngineConfig:
+    device: str = "cpu"  # "cpu", "cuda" or "auto" (a GPU when usable): see device.py
     seed: int = 0  # drives blinks and head motion: same seed, same inputs -> same frames
     motion: str | None = None  # None: the shipped model; "baseline"; or a path to an .onnx
     lookahead_ms: int | None = None  # the baseline's lookahead; a trained model brings its own

@@ -10,15 +10,17 @@ Threads: one producer (push_audio, end_segment, clear) and one consumer (pop_fra
 concurrently: the caller serialises them (`AsyncEngine` and the server do).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLES_PER_VIDEO_FRAME, VIDEO_PTS_PER_FRAME
+from lipstream.engine.controls import MotionOutput
+from lipstream.engine.device import resolve_device
 from lipstream.engine.motion import MotionModel
-from lipstream.engine.render import Renderer
+from lipstream.engine.render import RenderConfig, Renderer
 from lipstream.engine.stream import MotionStream
 
 __all__ = ["Engine", "EngineConfig", "Frame"]
@@ -52,7 +54,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.avatar = avatar
         self.motion = MotionStream(self.config, model)
-        self.renderer = Renderer(avatar, self.config.render, seed=self.config.seed)
+        self.renderer = Renderer(avatar, render_config(self.config), seed=self.config.seed)
         self._last_image = avatar.image
 
     @property
@@ -94,9 +96,19 @@ class Engine:
         With render=False the controls still advance but the image repeats the last one: a
         caller that has fallen behind stays in sync by skipping work, not by queueing it.
         """
-        motion = self.motion.pop()
-        if motion is None:
+        window = self.next_window()
+        if window is None:
             return None
+        return self.complete(self.model.predict(window), render)
+
+    def next_window(self) -> np.ndarray | None:
+        """The next frame's mel window (T, N_MELS), None until its audio is in; see `complete`."""
+        return self.motion.next_window()
+
+    def complete(self, output: MotionOutput, render: bool = True) -> Frame:
+        """The next frame from the model's output for `next_window()` (`pop_frame` split in two
+        around the model, so that `EngineGroup` can batch the model across engines)."""
+        motion = self.motion.complete(output)
         if render:
             image = self.renderer.render(motion.controls, motion.index)
             image.flags.writeable = False  # shared by the frames that repeat it
@@ -111,3 +123,10 @@ class Engine:
         while (frame := self.pop_frame()) is not None:
             out.append(frame)
         return out
+
+
+def render_config(config: EngineConfig) -> RenderConfig:
+    """The renderer's settings, its kernels on the GPU when the engine's device resolved to one."""
+    if resolve_device(config.device).kernels == "cuda":
+        return replace(config.render, device="cuda")
+    return config.render

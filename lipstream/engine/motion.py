@@ -7,13 +7,17 @@ branches on which.
 
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from lipstream.engine.constants import HOP_MS, MEL_FRAMES_PER_VIDEO_FRAME, N_FFT, SAMPLE_RATE
 from lipstream.engine.controls import JAW_OPEN, LIP_ROUND, LIP_SPREAD, LIP_TUCK, N_CONTROLS, MotionOutput
+from lipstream.engine.device import ONNX_CPU, ONNX_CUDA, TENSORRT
 from lipstream.errors import ModelError
+
+if TYPE_CHECKING:
+    from lipstream.engine.runners import Runner
 
 SHIPPED_MODEL = "motion.onnx"  # inside lipstream/models/
 
@@ -27,6 +31,10 @@ class MotionModel(Protocol):
 
     def predict(self, window: np.ndarray) -> MotionOutput:
         """window: (context_frames + lookahead_frames, N_MELS) log10 mel power."""
+        ...
+
+    def predict_batch(self, windows: np.ndarray) -> list[MotionOutput]:
+        """windows: (B, T, N_MELS), e.g. one per session -> B outputs, each as `predict` gives it."""
         ...
 
 
@@ -76,6 +84,9 @@ class BaselineMotionModel:
         controls[LIP_TUCK] = 0.3 * fricative * (1.0 - voiced)
         return MotionOutput(controls=controls)
 
+    def predict_batch(self, windows: np.ndarray) -> list[MotionOutput]:
+        return [self.predict(window) for window in windows]  # no network: nothing to share
+
 
 def _full_scale_db() -> float:
     """Mel-band power (dB) of a full-scale 1 kHz sine, the reference for `floor_db`."""
@@ -94,9 +105,10 @@ def shipped_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def load_motion_model(spec: str | None = None, lookahead_ms: int | None = None) -> MotionModel:
+def load_motion_model(spec: str | None = None, lookahead_ms: int | None = None,
+                      backend: str = ONNX_CPU) -> MotionModel:
     """`None`: the shipped trained model (the baseline if none is installed); "baseline";
-    or a path to an exported .onnx file."""
+    or a path to an exported .onnx file, run by `backend` (a runner named in `device`)."""
     if spec == "baseline":
         return BaselineMotionModel(lookahead_ms if lookahead_ms is not None else 40)
     path = Path(spec) if spec is not None else shipped_model_path()
@@ -104,7 +116,28 @@ def load_motion_model(spec: str | None = None, lookahead_ms: int | None = None) 
         return BaselineMotionModel(lookahead_ms if lookahead_ms is not None else 40)
     if not path.is_file():
         raise ModelError(f"motion model not found: {path} (use 'baseline' or an exported .onnx)")
+    return _onnx_model(path, backend)
+
+
+def _onnx_model(path: Path, backend: str) -> MotionModel:
     from lipstream.engine.runners import OnnxMotionModel
 
-    model: MotionModel = OnnxMotionModel(path)
-    return model
+    model = OnnxMotionModel(path)  # reads and checks the file's contract on the CPU runner
+    if backend == ONNX_CPU:
+        return model
+    return OnnxMotionModel(path, make_runner(backend, path, model.window_frames))
+
+
+def make_runner(backend: str, path: Path, window_frames: int) -> "Runner":
+    """The runner named `backend` for the model at `path`; GPU runtimes are imported only here."""
+    from lipstream.engine.runners import CUDA_PROVIDERS, DEFAULT_MAX_BATCH, OnnxRunner
+
+    if backend == ONNX_CPU:
+        return OnnxRunner(path)
+    if backend == ONNX_CUDA:
+        return OnnxRunner(path, providers=CUDA_PROVIDERS)
+    if backend == TENSORRT:
+        from lipstream.engine.trt_runner import TensorRTRunner
+
+        return TensorRTRunner(path, window_frames, DEFAULT_MAX_BATCH)
+    raise ModelError(f"unknown model runner {backend!r}: use {ONNX_CPU}, {ONNX_CUDA} or {TENSORRT}")

@@ -26,6 +26,9 @@ METADATA_KEY = "lipstream"
 MODEL_FORMAT = "lipstream.motion/1"  # bump when the input/output contract changes
 INPUT_NAME = "mel"
 OUTPUT_NAMES = ("controls", "visemes")
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # CPU: for any op CUDA lacks
+DEFAULT_MAX_BATCH = 64  # windows per runner call: sessions one GPU carries, with room (docs/gpu.md)
 
 
 def mel_settings() -> dict[str, float | int]:
@@ -49,7 +52,8 @@ class Runner(Protocol):
 class OnnxRunner:
     """onnxruntime on the CPU, one thread: the engine runs one session per core."""
 
-    def __init__(self, model: Path | bytes, threads: int = 1) -> None:
+    def __init__(self, model: Path | bytes, threads: int = 1,
+                 providers: tuple[str, ...] = CPU_PROVIDERS) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -58,7 +62,7 @@ class OnnxRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         source = str(model) if isinstance(model, Path) else model
         try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(source, options, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             name = model if isinstance(model, Path) else "model bytes"
             raise ModelError(f"cannot load motion model {name}: not a valid ONNX file ({exc})") from exc
@@ -121,7 +125,10 @@ def check_metadata(meta: dict[str, Any], name: str) -> None:
 
 
 class OnnxMotionModel:
-    """The trained network as a MotionModel; its window size comes from the file's metadata."""
+    """The trained network as a MotionModel; its window size comes from the file's metadata.
+
+    One model, and so one runner, can serve every session of a server, batched by `EngineGroup`.
+    """
 
     def __init__(self, path: Path, runner: Runner | None = None) -> None:
         path = Path(path)
@@ -129,120 +136,20 @@ class OnnxMotionModel:
             raise ModelError(f"motion model not found: {path} (use 'baseline' or an exported .onnx)")
         onnx_runner = OnnxRunner(path)
         self.metadata = parse_metadata(onnx_runner.metadata(), str(path))
-        self.runner: Runner = runner if runner is not None else onnx_runner
         self.name = str(self.metadata.get("name", path.stem))
         self.context_frames: int = self.metadata["context_frames"]
         self.lookahead_frames: int = self.metadata["lookahead_frames"]
+        self.window_frames = self.context_frames + self.lookahead_frames
+        self.runner: Runner = runner or onnx_runner
 
     def predict(self, window: np.ndarray) -> MotionOutput:
+        return self.predict_batch(window[None])[0]
+
+    def predict_batch(self, windows: np.ndarray) -> list[MotionOutput]:
+        """windows: (B, T, N_MELS), one per session -> one output per window, in order."""
         expected = (self.context_frames + self.lookahead_frames, N_MELS)
-        if window.shape != expected:
-            raise ValueError(f"mel window of shape {window.shape}, model {self.name} takes {expected}")
-        out = self.runner.run(window[None])
-        return MotionOutput(controls=out.controls[0], visemes=out.visemes[0])
-
-
-def _import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart as runtime  # older cuda-python
-    return runtime
-
-
-def _cuda_check(result: Any, what: str) -> Any:
-    """cuda-python calls return (error, *values); raise on anything but success."""
-    cudart = _import_cudart()
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise ModelError(f"CUDA error in {what}: {err}; check the driver and that a GPU is visible")
-    return values[0] if len(values) == 1 else values
-
-
-class TensorRTRunner:
-    """TensorRT (>= 10) on an NVIDIA GPU, via cuda-python's `cudart`.
-
-    UNVERIFIED: written against the documented TensorRT 10 Python API (OnnxParser,
-    build_serialized_network, set_tensor_address, execute_async_v3); no GPU exists on the
-    machines this was written on, so it has never run. The engine plan is built once from the
-    ONNX file and cached under `cache_dir`, keyed by the file's hash, TensorRT version and batch.
-    """
-
-    def __init__(self, onnx_path: Path, window_frames: int, max_batch: int = 64,
-                 cache_dir: Path | None = None) -> None:
-        try:
-            import tensorrt as trt
-
-            cudart = _import_cudart()
-        except ImportError as exc:
-            raise ModelError("the TensorRT runner needs 'pip install lipstream[gpu]' (tensorrt>=10, "
-                             f"cuda-python) and an NVIDIA GPU: {exc}") from exc
-        count = _cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-        if count == 0:
-            raise ModelError("no CUDA GPU found: use the onnxruntime runner on this machine")
-        self._trt, self._cudart = trt, cudart
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self.max_batch, self.window_frames = max_batch, window_frames
-        plan = self._plan(Path(onnx_path), cache_dir or Path.home() / ".cache" / "lipstream")
-        self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan)
-        if self._engine is None:
-            raise ModelError(f"TensorRT could not load the cached plan for {onnx_path}; delete the cache")
-        self._context = self._engine.create_execution_context()
-        self._stream = _cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._buffers: dict[str, int] = {}
-        for name, width in ((INPUT_NAME, window_frames * N_MELS), (OUTPUT_NAMES[0], N_CONTROLS),
-                            (OUTPUT_NAMES[1], N_VISEMES)):
-            self._buffers[name] = _cuda_check(cudart.cudaMalloc(max_batch * width * 4), "cudaMalloc")
-            self._context.set_tensor_address(name, self._buffers[name])
-
-    def _plan(self, onnx_path: Path, cache_dir: Path) -> bytes:
-        import hashlib
-
-        onnx_bytes = onnx_path.read_bytes()
-        key = hashlib.sha256(onnx_bytes).hexdigest()[:16]
-        plan_path = cache_dir / f"motion-{key}-trt{self._trt.__version__}-b{self.max_batch}.plan"
-        if plan_path.is_file():
-            return plan_path.read_bytes()
-        plan = self._build(onnx_bytes, str(onnx_path))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        plan_path.write_bytes(plan)
-        return plan
-
-    def _build(self, onnx_bytes: bytes, name: str) -> bytes:
-        trt = self._trt
-        builder = trt.Builder(self._logger)
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-        parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse(onnx_bytes):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise ModelError(f"TensorRT cannot parse {name}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 28)
-        profile = builder.create_optimization_profile()
-        shape = (self.window_frames, N_MELS)
-        profile.set_shape(INPUT_NAME, (1, *shape), (min(8, self.max_batch), *shape), (self.max_batch, *shape))
-        config.add_optimization_profile(profile)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise ModelError(f"TensorRT failed to build an engine from {name}; see its log above")
-        return bytes(plan)
-
-    def run(self, mel_windows: np.ndarray) -> RunnerOutput:
-        cudart = self._cudart
-        batch = mel_windows.shape[0]
-        if batch > self.max_batch:
-            raise ValueError(f"batch of {batch} windows exceeds this runner's max_batch={self.max_batch}")
-        host_in = np.ascontiguousarray(mel_windows, dtype=np.float32)
-        outs = {OUTPUT_NAMES[0]: np.empty((batch, N_CONTROLS), np.float32),
-                OUTPUT_NAMES[1]: np.empty((batch, N_VISEMES), np.float32)}
-        self._context.set_input_shape(INPUT_NAME, host_in.shape)
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _cuda_check(cudart.cudaMemcpyAsync(self._buffers[INPUT_NAME], host_in.ctypes.data, host_in.nbytes,
-                                           h2d, self._stream), "cudaMemcpyAsync")
-        if not self._context.execute_async_v3(self._stream):
-            raise ModelError("TensorRT execution failed; see its log above")
-        for name, host in outs.items():
-            _cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name], host.nbytes, d2h,
-                                               self._stream), "cudaMemcpyAsync")
-        _cuda_check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return RunnerOutput(outs[OUTPUT_NAMES[0]], outs[OUTPUT_NAMES[1]])
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise ValueError(f"mel windows of shape {windows.shape}, model {self.name} takes "
+                             f"(B, *{expected})")
+        out = self.runner.run(windows)
+        return [MotionOutput(controls=out.controls[i], visemes=out.visemes[i]) for i in range(len(windows))]

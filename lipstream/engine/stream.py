@@ -18,6 +18,7 @@ from lipstream.engine.audio import AudioIn
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import HOP_SAMPLES, SAMPLES_PER_VIDEO_FRAME, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import MotionOutput, close_for_bilabials
+from lipstream.engine.device import resolve_device
 from lipstream.engine.mel import MelStream, video_frame_window
 from lipstream.engine.motion import MotionModel, load_motion_model
 from lipstream.engine.smoothing import ControlSmoother
@@ -56,7 +57,8 @@ class MotionStream:
 
     def __init__(self, config: EngineConfig | None = None, model: MotionModel | None = None) -> None:
         self.config = config or EngineConfig()
-        self.model = model or load_motion_model(self.config.motion, self.config.lookahead_ms)
+        self.model = model or load_motion_model(self.config.motion, self.config.lookahead_ms,
+                                                resolve_device(self.config.device).runner)
         self._smoother = ControlSmoother(self.config.smoothing)
         self._tape = InputTape()
         self._next_index = 0  # next frame to hand out
@@ -116,10 +118,30 @@ class MotionStream:
 
     def pop(self) -> MotionFrame | None:
         """The next frame's controls, or None if its audio (and lookahead) has not all arrived."""
+        window = self.next_window()
+        if window is None:
+            return None
+        return self.complete(self.model.predict(window))
+
+    def next_window(self) -> np.ndarray | None:
+        """The next frame's mel window, (T, N_MELS), for the model; None until its audio is in.
+
+        With `complete`, the two halves of `pop` around the model: `EngineGroup` runs the
+        windows of many streams in one batch between them.
+        """
         if self.ready() == 0:
             return None
+        start, stop = video_frame_window(self._next_index - self._frame_base, self.model.context_frames,
+                                         self.model.lookahead_frames)
+        return self._mel.window(start, stop)
+
+    def complete(self, output: MotionOutput) -> MotionFrame:
+        """The next frame, from the model's output for `next_window()`."""
+        if self.ready() == 0:
+            raise RuntimeError("complete() without a window: call next_window() first")
         local = self._next_index - self._frame_base
-        output = self._predict(local)
+        next_start, _ = video_frame_window(local + 1, self.model.context_frames, 0)
+        self._mel.discard_before(next_start)
         start = local * SAMPLES_PER_VIDEO_FRAME - self._audio_offset
         input_audio, input_rate = self._tape.take()
         frame = MotionFrame(
@@ -140,13 +162,6 @@ class MotionStream:
         while (frame := self.pop()) is not None:
             out.append(frame)
         return out
-
-    def _predict(self, local: int) -> MotionOutput:
-        start, stop = video_frame_window(local, self.model.context_frames, self.model.lookahead_frames)
-        output = self.model.predict(self._mel.window(start, stop))
-        next_start, _ = video_frame_window(local + 1, self.model.context_frames, 0)
-        self._mel.discard_before(next_start)
-        return output
 
     def _reset_input(self) -> None:
         self._audio_in = AudioIn()

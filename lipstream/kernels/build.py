@@ -70,10 +70,14 @@ def choose_target(capability: tuple[int, int], supported: list[int]) -> str:
                    f"(sm_{min(supported)} and newer): install an older cuda-python, e.g. 'cuda-python<13'")
 
 
-def compile_kernels(target: str, nvrtc: Any | None = None) -> bytes:
-    """warp.cu compiled for `target`: a cubin (ELF) for "sm_XY", PTX text for "compute_XY"."""
+def compile_kernels(target: str, nvrtc: Any | None = None,
+                    sources: tuple[bytes, bytes] | None = None) -> bytes:
+    """warp.cu compiled for `target`: a cubin (ELF) for "sm_XY", PTX text for "compute_XY".
+
+    `sources` replaces (warp.cu, warp.cuh) (a test hands in a broken one to see the error).
+    """
     nvrtc = load_nvrtc(nvrtc)
-    source, header = kernel_source()
+    source, header = sources or kernel_source()
     program = _nvrtc_check(nvrtc, nvrtc.nvrtcCreateProgram(source, SOURCE.encode(), 1, [header],
                                                            [HEADER.encode()]), "create a program")
     try:

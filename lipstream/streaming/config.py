@@ -6,6 +6,7 @@ Its own module, so that the server, its routes and its state all import it witho
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lipstream.engine.config import EngineConfig
 from lipstream.streaming.avatars import Avatar, UploadLimits
 from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.worker import FrameEngine
@@ -34,3 +35,4 @@ class ServeConfig:
     shutdown_timeout_s: float = 2.0  # on SIGTERM, requests still running are cancelled after this
     uploads: UploadLimits = field(default_factory=UploadLimits)
     session: SessionConfig = field(default_factory=SessionConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # every session's engine, incl. device

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
+from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.native_log import native_stderr_silenced
 from lipstream.errors import DeviceError, LipstreamError
 from lipstream.streaming.microphone import (
@@ -165,6 +166,7 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", type=Path, metavar="FILE.mp4", help="also write the video and the audio to this file")
     add("--seconds", type=float, metavar="N", help="stop after N seconds of video (default: Ctrl-C)")
     add("--size", type=int, metavar="PX", help="output side in pixels (default: the avatar's)")
+    add_device_argument(parser)
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -175,13 +177,14 @@ def run_live(args: argparse.Namespace) -> int:
                              "and/or --out FILE.mp4")
     if args.face is not None and not args.face.is_file():
         raise LipstreamError(f"photo not found: {args.face}")
+    choose_device(args.device)  # --device cuda without a GPU fails before the microphone opens
     with contextlib.ExitStack() as stack:
         mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))  # cheap checks first
         from lipstream.engine.avatar import AvatarConfig
 
         avatar_config = AvatarConfig() if args.size is None else AvatarConfig(size=args.size)
         sinks = _open_sinks(args, avatar_config.size, stack)
-        loop = LiveLoop(_make_engine(args.face, avatar_config), mic, sinks)
+        loop = LiveLoop(_make_engine(args.face, avatar_config, args.device), mic, sinks)
         latency_ms = 1000 * loop.engine.latency_samples // SAMPLE_RATE
         _say(f"microphone '{mic.device.name}' at {mic.sample_rate} Hz -> "
              + ", ".join(_describe(s, latency_ms) for s in sinks) + "; Ctrl-C stops")
@@ -195,13 +198,13 @@ def run_live(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_engine(face: Path | None, avatar_config: "AvatarConfig") -> LiveEngine:
+def _make_engine(face: Path | None, avatar_config: "AvatarConfig", device: str) -> LiveEngine:
     from lipstream.engine.avatar import Avatar
-    from lipstream.engine.engine import Engine
+    from lipstream.engine.engine import Engine, EngineConfig
 
     with native_stderr_silenced():  # FaceMesh's start-up lines (see native_log.py)
         avatar = Avatar.from_image(face, avatar_config) if face else Avatar.default(avatar_config)
-    engine: LiveEngine = Engine(avatar)
+    engine: LiveEngine = Engine(avatar, EngineConfig(device=device))
     return engine
 
 

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
@@ -16,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from lipstream.engine.config import EngineConfig
+from lipstream.engine.device import add_device_argument, choose_device, resolve_device
 from lipstream.errors import LipstreamError
 from lipstream.streaming import guards, routes
 from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
@@ -35,11 +38,24 @@ log = logging.getLogger(__name__)
 # default let a dribbling client hold the connection that long after its 408.
 REFUSED_BODY_LINGER_S = 1.0
 
-def default_engine_factory(avatar: Avatar) -> FrameEngine:
+def default_engine_factory(config: EngineConfig) -> EngineFactory:
+    """Engines built with the server's engine config, all sharing one motion model (one runner:
+    on a GPU, one TensorRT engine per server), loaded by the first session's thread."""
     from lipstream.engine.engine import Engine
+    from lipstream.engine.motion import MotionModel, load_motion_model
 
-    engine: FrameEngine = Engine(avatar)
-    return engine
+    lock = threading.Lock()
+    shared: list[MotionModel] = []
+
+    def build(avatar: Avatar) -> FrameEngine:
+        with lock:
+            if not shared:
+                shared.append(load_motion_model(config.motion, config.lookahead_ms,
+                                                resolve_device(config.device).runner))
+        engine: FrameEngine = Engine(avatar, config, shared[0])
+        return engine
+
+    return build
 
 
 def default_avatar_loader(face: str | None) -> Callable[[], Avatar]:
@@ -77,7 +93,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
-    factory = engine_factory or default_engine_factory
+    factory = engine_factory or default_engine_factory(config.engine)
     state = ServerState(
         config=config, token=token, token_generated=generated, pool=pool, metrics=ServerMetrics(),
         avatars=AvatarStore(load_avatar, pool, config.uploads),
@@ -151,6 +167,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=d.worker_processes,
                         help="server processes, each running its share of the sessions (default: one "
                         "per core; 1 serves everything in this process)")
+    add_device_argument(parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -184,10 +201,12 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
             raise LipstreamError(f"{flag} must be at least 1")
     if args.max_session_s is not None and args.max_session_s <= 0:
         raise LipstreamError("--max-session-s must be more than 0")
+    choose_device(args.device)  # fail now, with one line, on --device cuda without a GPU
     defaults = ServeConfig()
     return replace(defaults, host=args.host, port=args.port, face=args.face,
                    max_sessions=args.max_sessions, token=args.token, worker_processes=args.workers,
-                   session=replace(defaults.session, max_duration_s=args.max_session_s))
+                   session=replace(defaults.session, max_duration_s=args.max_session_s),
+                   engine=replace(defaults.engine, device=args.device))
 
 
 def quiet_ice_logs(verbose: bool = False) -> None:
