@@ -1,11 +1,12 @@
 """The media clock, inbox and tracks: exact 25 fps pacing, audio paired with its frame, no drift."""
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.controls import N_CONTROLS
 from lipstream.streaming.clock import FRAME_S, ManualClock, MediaClock
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.metrics import ServerMetrics
@@ -19,6 +20,8 @@ class StampedFrame:
     image: np.ndarray
     audio: np.ndarray
     rendered: bool
+    controls: np.ndarray = field(default_factory=lambda: np.zeros(N_CONTROLS, np.float32))
+    visemes: np.ndarray | None = None
 
 
 class StampingEngine:

@@ -7,9 +7,11 @@ arrival times are what a receiver synchronising by RTP/RTCP timestamps would wor
 """
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import aiohttp
 import av
@@ -21,6 +23,7 @@ from aiortc.rtp import RtpPacket
 
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import AUDIO_CHUNK_MS, AUDIO_CHUNK_SAMPLES
+from lipstream.streaming.controlstream import CONTROL_CHANNEL_LABEL
 from lipstream.streaming.session import new_peer_connection
 
 OPUS_CLOCK_RATE = 48_000  # RTP clock of Opus, whatever rate was encoded
@@ -76,7 +79,7 @@ class Publisher:
     def __init__(self, base_url: str, pcm: np.ndarray, token: str | None = None,
                  avatar: str | None = None, keep_size: int | None = None,
                  video_codec: str | None = None, track: MediaStreamTrack | None = None,
-                 keep_audio: bool = True) -> None:
+                 keep_audio: bool = True, controls: bool = False) -> None:
         self.base_url, self.token, self.avatar = base_url.rstrip("/"), token, avatar
         self.video_codec = video_codec  # e.g. "video/H264" to offer only that (as OBS does)
         self.keep_size = keep_size
@@ -87,6 +90,8 @@ class Publisher:
         self.location: str | None = None
         self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
         self.connected = asyncio.Event()
+        self.controls = controls  # open the control stream (controlstream.py) and keep its messages
+        self.control_messages: list[dict[str, Any]] = []  # decoded JSON, in arrival order
         self._tasks: list[asyncio.Task[None]] = []
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
@@ -97,6 +102,9 @@ class Publisher:
         """Offer audio sendrecv + video recvonly, POST it, apply the answer."""
         self.pc.addTransceiver(self.track, direction="sendrecv")
         video = self.pc.addTransceiver("video", direction="recvonly")
+        if self.controls:
+            channel = self.pc.createDataChannel(CONTROL_CHANNEL_LABEL)
+            channel.on("message", lambda text: self.control_messages.append(json.loads(text)))
         if self.video_codec is not None:
             capabilities = RTCRtpReceiver.getCapabilities("video")
             assert capabilities is not None

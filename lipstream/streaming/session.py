@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import Clock, MediaClock
+from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.jitterbuffer import JitterConfig
 from lipstream.streaming.liveness import on_every_datagram
@@ -97,7 +98,9 @@ class Session:
         self.inbox = AudioInbox(self.config.inbox)
         self.ring = FrameRing(self.media, self.config.ring_ms)
         self.probe = SyncProbe(metrics)
-        self.video = SessionVideoTrack(self.ring, self.media, metrics, start_index=0, probe=self.probe)
+        self.controls = ControlStream()  # the publisher's own control stream, if it opens one
+        self.video = SessionVideoTrack(self.ring, self.media, metrics, start_index=0, probe=self.probe,
+                                       controls=self.controls)
         self.audio = SessionAudioTrack(self.ring, self.media, start_index=0, probe=self.probe,
                                        video=self.video)
         self.producer = FrameProducer(engine, self.inbox, self.media, pool, self.ring, metrics,
@@ -119,6 +122,7 @@ class Session:
         """The SDP answer to the publisher's offer (audio to send us, video to receive)."""
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on("datachannel", self.controls.offer)
         answer = await answer_offer(self.pc, offer_sdp, [self.audio, self.video])
         if self.ending:  # closed meanwhile (server shutdown): start no task that nothing would cancel
             raise SessionEnded
@@ -138,8 +142,10 @@ class Session:
         self._viewer_heard_at[viewer_id] = self.media.now()
         self.metrics.viewers.inc()
         pc.on("connectionstatechange", lambda: self._on_viewer_state(viewer_id))
+        controls = ControlStream()  # a viewer that draws the face itself reads the controls too
+        pc.on("datachannel", controls.offer)
         try:
-            answer = await answer_offer(pc, offer_sdp, self._viewer_tracks())
+            answer = await answer_offer(pc, offer_sdp, self._viewer_tracks(controls))
         except Exception:
             await self.remove_viewer(viewer_id)
             if self.ending:  # closing the session closed this pc under aiortc's feet
@@ -154,8 +160,8 @@ class Session:
         on_every_datagram(pc, lambda: self._viewer_heard(viewer_id))
         return viewer_id, answer
 
-    def _viewer_tracks(self) -> list[MediaStreamTrack]:
-        video = SessionVideoTrack(self.ring, self.media, start_index=None)
+    def _viewer_tracks(self, controls: ControlStream) -> list[MediaStreamTrack]:
+        video = SessionVideoTrack(self.ring, self.media, start_index=None, controls=controls)
         return [video, SessionAudioTrack(self.ring, self.media, start_index=None, video=video)]
 
     def _viewer_heard(self, viewer_id: str) -> None:

@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_PER_FRAME
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
+from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.worker import FrameRing, ReadyFrame
 
@@ -35,6 +36,7 @@ LATE_WAIT_S = 0.03
 # time to send time, and that is what a receiver lines up).
 SEND_LATENCY_WEIGHT = 0.1  # per frame: follows a change of load within about a second
 MAX_SEND_LATENCY_S = 0.1
+BLANK_I420 = np.zeros((96, 64), np.uint8)  # a black 64x64 picture, before any frame was made
 OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
 
 
@@ -134,11 +136,13 @@ class SessionVideoTrack(_SessionTrack):
     kind = "video"
 
     def __init__(self, ring: FrameRing, clock: MediaClock, metrics: ServerMetrics | None = None,
-                 start_index: int | None = 0, probe: SyncProbe | None = None) -> None:
+                 start_index: int | None = 0, probe: SyncProbe | None = None,
+                 controls: ControlStream | None = None) -> None:
         super().__init__(ring, clock, start_index, probe)
         self.metrics = metrics  # set on the session's own track only: late frames counted once
+        self.controls = controls  # the peer's control stream: a message per frame sent
         self._index: int | None = None
-        self._last: np.ndarray | None = None
+        self._last: ReadyFrame | None = None  # the frame last shown (a late frame repeats it)
         self._last_due: float | None = None  # when the frame last handed over was due
         self.send_latency_s = 0.0  # due time to the next request: lateness + encode + send, smoothed
         self.sent = 0
@@ -160,16 +164,15 @@ class SessionVideoTrack(_SessionTrack):
         return self._frame(index, await self.ring.wait_for(index, LATE_WAIT_S))
 
     def _frame(self, index: int, made: ReadyFrame | None) -> av.VideoFrame:
-        if made is not None:
-            self._last = made.yuv
-        elif self._last is None:
-            newest = self.ring.get(self.ring.newest)
-            self._last = newest.yuv if newest is not None else np.zeros((96, 64), np.uint8)
         if made is None:
             self.late += 1
             if self.metrics is not None:
                 self.metrics.frames.labels("late").inc()
-        frame = av.VideoFrame.from_ndarray(self._last, format="yuv420p")
+        shown = made or self._last or self.ring.get(self.ring.newest)
+        self._last = shown
+        if shown is not None and self.controls is not None:
+            self.controls.send(index, shown.controls, shown.visemes)
+        frame = av.VideoFrame.from_ndarray(shown.yuv if shown is not None else BLANK_I420, format="yuv420p")
         frame.pts = index * VIDEO_PTS_PER_FRAME
         frame.time_base = VIDEO_TIME_BASE
         self.sent += 1

@@ -37,6 +37,10 @@ class EngineFrame(Protocol):
     def audio(self) -> np.ndarray: ...  # (640,) float32 at 16 kHz, made with this image
     @property
     def rendered(self) -> bool: ...
+    @property
+    def controls(self) -> np.ndarray: ...  # (N_CONTROLS,) the controls it was rendered with
+    @property
+    def visemes(self) -> np.ndarray | None: ...  # (N_VISEMES,) probabilities, if the model has them
 
 
 class FrameEngine(Protocol):
@@ -88,6 +92,8 @@ class ReadyFrame:
     # (S * 3 // 2, S) uint8 I420, the encoders' own format: converted once here, in a worker,
     # instead of once per sender (session and viewers) on the encoding threads.
     yuv: np.ndarray
+    controls: np.ndarray  # (N_CONTROLS,) the engine's Frame.controls (the control stream sends them)
+    visemes: np.ndarray | None  # (N_VISEMES,) or None
 
 
 class FrameRing:
@@ -197,7 +203,7 @@ class FrameProducer:
             return None
         if frame.rendered or self._yuv is None:  # a skipped render repeats the last picture
             self._yuv = cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
-        return ReadyFrame(frame.index, frame.audio, self._yuv)
+        return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes)
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
         result = "rendered" if rendered else "skipped"
