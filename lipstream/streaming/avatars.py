@@ -6,8 +6,6 @@ there (or is turned away) instead of taking the render threads that live session
 """
 
 import asyncio
-import ctypes
-import ctypes.util
 import secrets
 import threading
 from collections import OrderedDict
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipstream.errors import LipstreamError
+from lipstream.streaming.memory import release_free_memory
 from lipstream.streaming.worker import RenderPool
 
 if TYPE_CHECKING:
@@ -59,24 +58,9 @@ def analyse_photo(data: bytes) -> Avatar:
     try:
         return Avatar.from_image(data, name=UPLOAD_NAME)
     finally:
+        # glibc otherwise keeps a decoded photo's freed buffers in the upload thread's arena
+        # (benchmarks/uploads.py: three 49 MP uploads left RSS 66 MB up without this, 12 MB with it)
         release_free_memory()
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    return getattr(libc, "malloc_trim", None)  # glibc only
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand freed heap back to the OS: glibc otherwise keeps a decoded photo's freed buffers in
-    the upload thread's malloc arena (benchmarks/uploads.py: three 49 MP uploads left RSS 66 MB
-    up without this, 12 MB with it)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def preview_jpeg(avatar: Avatar) -> bytes:

@@ -6,10 +6,11 @@ Every 4xx answer is JSON `{"error": "..."}` saying what to change. Sessions live
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,7 @@ from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
 from lipstream.streaming.codecs import tune_vp8
 from lipstream.streaming.config import EngineFactory, ServeConfig
+from lipstream.streaming.memory import limit_arenas, trim_periodically
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.state import ServerState
@@ -111,6 +113,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     app[routes.VIEWER_TOKENS] = ViewerTokens()
     routes.add_routes(app, static_dir())
     app.on_startup.append(_prepare)
+    app.cleanup_ctx.append(_memory_kept_flat)
     app.on_shutdown.append(_close_sessions)
     app.on_cleanup.append(_stop_pool)
     return app
@@ -143,6 +146,15 @@ async def _close_sessions(app: web.Application) -> None:
                          return_exceptions=True)
 
 
+async def _memory_kept_flat(app: web.Application) -> AsyncIterator[None]:
+    """Trim the heap every so often while the server runs (memory.py says why)."""
+    task = asyncio.create_task(trim_periodically(), name="trim-heap")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _stop_pool(app: web.Application) -> None:
     state = app[routes.STATE]
     await asyncio.get_running_loop().run_in_executor(None, state.pool.shutdown)
@@ -171,6 +183,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    limit_arenas()  # before any thread allocates (memory.py)
     config = _serve_config(args)
     quiet_ice_logs(getattr(args, "verbose", False))
     processes = config.worker_processes or os.cpu_count() or 1

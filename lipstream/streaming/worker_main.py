@@ -17,6 +17,7 @@ from aiohttp import web
 
 from lipstream.errors import LipstreamError
 from lipstream.streaming.config import ServeConfig
+from lipstream.streaming.memory import limit_arenas
 from lipstream.streaming.server import create_app, quiet_ice_logs
 from lipstream.streaming.workers import STOP_GRACE_S
 
@@ -50,6 +51,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s worker-{index} %(name)s %(levelname)s %(message)s")
     quiet_ice_logs()
+    limit_arenas()  # a worker is a long-running server too (memory.py)
     app = create_app(config)
     _exit_with_front(app)
     try:
