@@ -35,7 +35,7 @@ from lipstream.training.tts import (
     available,
     engine,
 )
-from lipstream.training.tts_cli import Festival, festival_voices
+from lipstream.training.tts.festival import Festival, festival_voices
 
 __all__ = ["Phone", "Utterance", "VoiceSpec", "augment", "synthesize", "utterances", "voices"]
 
