@@ -13,10 +13,11 @@ from lipstream.errors import ModelError
 
 onnx = pytest.importorskip("onnx", reason="rewriting model metadata needs the 'train' extra (onnx)")
 
-# Displayed/true standard deviation of jaw_open, lip_spread and lip_round, averaged. The
-# uncalibrated network (regression to the mean) reaches ~0.70 on these utterances; calibrated ~0.93.
-MIN_MEAN_STD_RATIO = 0.85
-SHAPE_CONTROLS = ("jaw_open", "lip_spread", "lip_round")
+# Displayed/true standard deviation of jaw_open and lip_spread (the calibrated controls that shape
+# the opening), averaged. The uncalibrated network (regression to the mean) reaches ~0.84 on these
+# utterances; calibrated ~1.0.
+MIN_MEAN_STD_RATIO = 0.92
+SHAPE_CONTROLS = ("jaw_open", "lip_spread")
 TEST_SEED = 2  # neither the fit's seed (1) nor the benchmark's (0)
 
 
@@ -80,7 +81,7 @@ def test_fit_never_amplifies_what_noise_makes_the_model_say() -> None:
     raw = 0.2 + 0.5 * (truth - 0.5)  # half the truth's spread, pulled to the middle
     floor = np.full(N_CONTROLS, 0.1)
     floor[LIP_ROUND] = 0.3
-    calibration = refit(Tracks(raw, raw, truth), IDENTITY, floor)
+    calibration = refit(Tracks(raw, raw, truth), IDENTITY, floor, tuple(range(N_CONTROLS)))
     np.testing.assert_allclose(calibration.gain, 2.0, atol=0.01)
     assert calibration.apply(floor.astype(np.float32))[LIP_ROUND] <= 0.3 + 1e-3
     assert (calibration.apply(floor.astype(np.float32)) <= floor + 1e-3).all()
