@@ -85,3 +85,19 @@ def test_fit_never_amplifies_what_noise_makes_the_model_say() -> None:
     np.testing.assert_allclose(calibration.gain, 2.0, atol=0.01)
     assert calibration.apply(floor.astype(np.float32))[LIP_ROUND] <= 0.3 + 1e-3
     assert (calibration.apply(floor.astype(np.float32)) <= floor + 1e-3).all()
+
+
+def test_benchmark_figures_see_a_mumbling_mouth() -> None:
+    """motion and std_ratio (benchmarks/lipsync.py) fall in proportion when the mouth moves less."""
+    from lipstream.training.lipsync_metrics import Measured, Truth, motion_spread, score
+
+    rng = np.random.default_rng(1)
+    truth_controls = rng.uniform(0, 1, (200, N_CONTROLS))
+    aperture = truth_controls[:, 0].copy()
+    truth = Truth(aperture, np.zeros(200, np.int64), (), None, truth_controls)
+    mumbled = Measured(0.8 * aperture, None, None, 0.8 * truth_controls)
+    figures = score([(mumbled, truth)])
+    assert figures.motion == pytest.approx(0.8 * motion_spread(aperture))
+    assert figures.std_ratio is not None
+    assert all(r == pytest.approx(0.8) for r in figures.std_ratio.values())
+    assert score([(Measured(aperture), truth)]).std_ratio is None  # the oracle renders no controls
