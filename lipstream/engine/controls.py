@@ -73,6 +73,27 @@ class MotionOutput:
 REST = np.zeros(N_CONTROLS, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """A per-control affine map, clipped to [0, 1], fitted after training and shipped with the weights.
+
+    A network trained on squared error regresses to the mean: its controls move less than the
+    truth's (the mouth mumbles). Matching each control's mean and spread on validation speech
+    undoes that without retraining; a negative offset keeps near-zero noise at rest.
+    """
+
+    gain: tuple[float, ...] = (1.0,) * N_CONTROLS
+    offset: tuple[float, ...] = (0.0,) * N_CONTROLS
+
+    def apply(self, controls: np.ndarray) -> np.ndarray:
+        mapped = controls * np.asarray(self.gain, np.float32) + np.asarray(self.offset, np.float32)
+        out: np.ndarray = np.clip(mapped, 0.0, 1.0).astype(np.float32)
+        return out
+
+
+IDENTITY = Calibration()
+
+
 def close_for_bilabials(output: MotionOutput, gain: float) -> np.ndarray:
     """The controls with the viseme head's belief in /p b m/ (PP) closing the lips.
 

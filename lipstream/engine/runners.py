@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lipstream.engine.constants import HOP_SAMPLES, N_FFT, N_MELS, SAMPLE_RATE
-from lipstream.engine.controls import N_CONTROLS, N_VISEMES, MotionOutput
+from lipstream.engine.controls import IDENTITY, N_CONTROLS, N_VISEMES, Calibration, MotionOutput
 from lipstream.engine.mel import LOG_FLOOR
 from lipstream.errors import ModelError
 
@@ -122,6 +122,25 @@ def check_metadata(meta: dict[str, Any], name: str) -> None:
     for key in ("context_frames", "lookahead_frames"):
         if not isinstance(meta.get(key), int) or meta[key] < 0:
             raise ModelError(f"{name}: metadata lacks a valid '{key}'; re-export the model")
+    calibration_of(meta, name)
+
+
+def calibration_of(meta: dict[str, Any], name: str) -> Calibration:
+    """The control calibration in the metadata (identity if the file has none); a malformed one is refused."""
+    entry = meta.get("calibration")
+    if entry is None:
+        return IDENTITY
+    gain = entry.get("gain") if isinstance(entry, dict) else None
+    offset = entry.get("offset") if isinstance(entry, dict) else None
+    if gain is None or offset is None or not (_finite_list(gain) and _finite_list(offset)) or min(gain) <= 0:
+        raise ModelError(f"{name}: its 'calibration' needs {N_CONTROLS} positive gains and {N_CONTROLS} "
+                         "finite offsets; refit it with 'python -m lipstream.training.calibrate'")
+    return Calibration(tuple(float(g) for g in gain), tuple(float(o) for o in offset))
+
+
+def _finite_list(values: Any) -> bool:
+    return (isinstance(values, list) and len(values) == N_CONTROLS
+            and all(isinstance(v, int | float) and np.isfinite(v) for v in values))
 
 
 class OnnxMotionModel:
@@ -141,6 +160,7 @@ class OnnxMotionModel:
         self.lookahead_frames: int = self.metadata["lookahead_frames"]
         self.window_frames = self.context_frames + self.lookahead_frames
         self.runner: Runner = runner or onnx_runner
+        self.calibration = calibration_of(self.metadata, str(path))
 
     def predict(self, window: np.ndarray) -> MotionOutput:
         return self.predict_batch(window[None])[0]
@@ -152,4 +172,5 @@ class OnnxMotionModel:
             raise ValueError(f"mel windows of shape {windows.shape}, model {self.name} takes "
                              f"(B, *{expected})")
         out = self.runner.run(windows)
-        return [MotionOutput(controls=out.controls[i], visemes=out.visemes[i]) for i in range(len(windows))]
+        return [MotionOutput(controls=self.calibration.apply(out.controls[i]), visemes=out.visemes[i])
+                for i in range(len(windows))]

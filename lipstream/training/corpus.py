@@ -35,11 +35,13 @@ from lipstream.training.tts import (
     available,
     engine,
 )
-from lipstream.training.tts_cli import Festival, festival_voices
+from lipstream.training.tts.festival import Festival, festival_voices
 
 __all__ = ["Phone", "Utterance", "VoiceSpec", "augment", "synthesize", "utterances", "voices"]
 
-PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA}
+SYNTHESIZERS = ("festival", "flite", "espeak", "piper")
+RECORDED = "recorded"  # human speech aligned by pocketsphinx (`recorded_set`): scored, never trained on
+PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA, RECORDED: ARPABET}
 SPLITS = ("train", "heldout")
 MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 5  # shorter draws (a lone word that failed) are skipped
 FESTIVAL_BATCH = 8  # utterances per Festival process
@@ -145,7 +147,7 @@ def voices(split: str = "train") -> list[VoiceSpec]:
     """The voices of a split ("train" or "heldout"), whether or not their engine is installed here."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use 'train' or 'heldout'")
-    return [s for name in PHONESET for s in _engine_voices(name) if split_of(s) == split]
+    return [s for name in SYNTHESIZERS for s in _engine_voices(name) if split_of(s) == split]
 
 
 def augment(u: Utterance, rng: np.random.Generator, cfg: AugmentConfig = DEFAULT_AUGMENT) -> Utterance:

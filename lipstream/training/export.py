@@ -53,14 +53,18 @@ def export_onnx(net: MotionNet, path: Path, metadata: dict[str, Any]) -> None:
                       output_names=list(OUTPUT_NAMES), dynamo=False,
                       dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)})
     proto = onnx.load_from_string(buffer.getvalue())
-    text = json.dumps(metadata, sort_keys=True)
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, text
+    set_metadata(proto, metadata)
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
     path.with_suffix(".json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+
+
+def set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
+    """Replace an ONNX ModelProto's metadata with ours, as one JSON entry under METADATA_KEY."""
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
 
 
 def install(path: Path, models_dir: Path) -> Path:

@@ -17,6 +17,10 @@ All series are per video frame n, the frame shown while audio [40 n, 40 n + 40) 
   centre (40 n + 20 ms).
 - Width correlation: FaceMesh's mouth width (corner to corner / face height) against the truth's
   lip_spread - lip_round per frame, pooled: does "ee" widen and "oo" narrow the mouth on screen.
+- Mouth motion: the measured aperture's 5th-95th percentile spread, pooled (face heights); a model's
+  over the oracle's on the same speech says whether it opens the mouth as far as speech does.
+- Std ratio: per control, the standard deviation of the controls the face was rendered with over
+  the truth's, pooled (below 1: the model under-articulates that control).
 """
 
 from collections.abc import Sequence
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipstream.engine.constants import HOP_MS, MEL_FRAMES_PER_VIDEO_FRAME, VIDEO_FPS, exact_div
-from lipstream.engine.controls import JAW_OPEN, LIP_PRESS, LIP_ROUND, LIP_SPREAD, VISEMES
+from lipstream.engine.controls import CONTROL_NAMES, JAW_OPEN, LIP_PRESS, LIP_ROUND, LIP_SPREAD, VISEMES
 from lipstream.training.tts import Phone
 from lipstream.training.visemes import viseme_segments
 
@@ -44,6 +48,7 @@ class Truth:
     visemes: np.ndarray  # (N,) viseme index at each frame's centre
     bilabial_centres_s: tuple[float, ...]  # centre time of every /p b m/ phone
     width: np.ndarray | None = None  # (N,) expected mouth width change: lip_spread - lip_round
+    controls: np.ndarray | None = None  # (N, N_CONTROLS) the targets, each frame's mel frames averaged
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class Measured:
     aperture: np.ndarray  # (N,) inner-lip gap / face height; NaN where no face was found
     visemes: np.ndarray | None = None  # (N,) argmax of the model's viseme output, if it has one
     width: np.ndarray | None = None  # (N,) mouth corner to corner / face height; NaN where not found
+    controls: np.ndarray | None = None  # (N, N_CONTROLS) the controls the face was rendered with
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class LipsyncScore:
     frames: int
     face_found: float  # fraction of frames where FaceMesh found the face
     width_correlation: float = float("nan")  # measured mouth width against spread - round
+    motion: float = float("nan")  # mouth motion: the measured aperture's 5th-95th percentile spread
+    std_ratio: dict[str, float] | None = None  # per control: shown / true standard deviation
 
 
 def truth_aperture(controls: np.ndarray) -> np.ndarray:
@@ -101,8 +109,10 @@ def bilabial_centres_s(phones: tuple[Phone, ...], phoneset: str) -> tuple[float,
 
 def make_truth(controls: np.ndarray, phones: tuple[Phone, ...], phoneset: str) -> Truth:
     aperture = truth_aperture(controls)
+    n = aperture.size * MEL_FRAMES_PER_VIDEO_FRAME
+    per_frame = controls[:n].reshape(aperture.size, MEL_FRAMES_PER_VIDEO_FRAME, -1).mean(axis=1)
     return Truth(aperture, frame_centre_visemes(phones, phoneset, aperture.size),
-                 bilabial_centres_s(phones, phoneset), truth_width(controls))
+                 bilabial_centres_s(phones, phoneset), truth_width(controls), per_frame)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -213,7 +223,30 @@ def score(items: Sequence[tuple[Measured, Truth]]) -> LipsyncScore:
         frames=int(measured.size),
         face_found=float(np.isfinite(measured).mean()) if measured.size else float("nan"),
         width_correlation=_width_correlation(items),
+        motion=motion_spread(measured),
+        std_ratio=std_ratio(items),
     )
+
+
+def motion_spread(aperture: np.ndarray) -> float:
+    """How far the mouth moves: the 5th-95th percentile spread of the aperture (NaN frames left out)."""
+    if not np.isfinite(aperture).any():
+        return float("nan")
+    lo, hi = np.nanpercentile(aperture, OPEN_RANGE_PERCENTILES)
+    return float(hi - lo)
+
+
+def std_ratio(items: Sequence[tuple[Measured, Truth]]) -> dict[str, float] | None:
+    """Per control, the standard deviation of the controls shown over the truth's, pooled; None
+    when a row has no controls (the oracle renders the truth itself)."""
+    pairs = [(m.controls, t.controls) for m, t in items if m.controls is not None and t.controls is not None]
+    if not pairs or len(pairs) < len(items):
+        return None
+    n = [min(len(m), len(t)) for m, t in pairs]
+    shown = np.concatenate([m[:k] for (m, _), k in zip(pairs, n, strict=True)])
+    truth = np.concatenate([t[:k] for (_, t), k in zip(pairs, n, strict=True)])
+    ratio = shown.std(axis=0) / np.maximum(truth.std(axis=0), 1e-6)
+    return {name: float(r) for name, r in zip(CONTROL_NAMES, ratio, strict=True)}
 
 
 def _width_correlation(items: Sequence[tuple[Measured, Truth]]) -> float:

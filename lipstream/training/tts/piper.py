@@ -16,16 +16,9 @@ from typing import Any
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import (
-    INSTALL_HINT,
-    IPA,
-    NEUTRAL,
-    Prosody,
-    Speech,
-    attach_stop_closures,
-    tile_phones,
-    to_16k,
-)
+from lipstream.training.tts.closures import attach_stop_closures
+from lipstream.training.tts.install import INSTALL_HINT
+from lipstream.training.tts.speech import IPA, NEUTRAL, Prosody, Speech, tile_phones, to_16k
 
 VOICE = "joe"
 GRAPH_SEED = 1234.0

@@ -1,74 +1,19 @@
-"""Festival and flite, run as subprocesses; both print each phone's end time.
+"""Festival, run as a subprocess; its Scheme script prints each phone's end time.
 
 Festival runs a Scheme script per batch of utterances (`synthesize_many`) because starting the
 interpreter costs more than synthesising a sentence with a diphone voice.
 """
 
-import re
-import shutil
 import subprocess
 import tempfile
-import wave
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from lipstream.errors import SpeechEngineError
-from lipstream.training.tts import ARPABET, INSTALL_HINT, NEUTRAL, Prosody, Speech, phones_from_ends, to_16k
+from lipstream.training.tts.speech import ARPABET, NEUTRAL, Prosody, Speech, phones_from_ends, to_16k
+from lipstream.training.tts.subprocess_io import TIMEOUT_S, ascii_text, read_wav, require
 
 FESTIVAL_VOICE_DIR = Path("/usr/share/festival/voices")  # Debian's festvox-* packages install here
-FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
-TIMEOUT_S = 120
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """16-bit PCM mono WAV -> (float32 samples in [-1, 1], rate)."""
-    with wave.open(str(path), "rb") as wav:
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-        return pcm.astype(np.float32) / 32768.0, wav.getframerate()
-
-
-def _ascii(text: str) -> str:
-    # The English lexicons know ASCII only; quotes and backslashes would break the Scheme string.
-    return re.sub(r"[^A-Za-z0-9 .,;:!?'-]+", " ", text).strip() or "silence"
-
-
-def _require(binary: str) -> None:
-    if shutil.which(binary) is None:
-        raise SpeechEngineError(f"{binary} not found: install {INSTALL_HINT[binary]}")
-
-
-class Flite:
-    name = "flite"
-    phoneset = ARPABET
-
-    def __init__(self) -> None:
-        _require("flite")
-
-    def voices(self) -> tuple[str, ...]:
-        return FLITE_VOICES
-
-    def synthesize(self, voice: str, text: str, language: str = "en", prosody: Prosody = NEUTRAL) -> Speech:
-        stretch = f"duration_stretch={1 / prosody.tempo:.3f}"
-        with tempfile.TemporaryDirectory(prefix="lipstream-flite-") as tmp:
-            out = Path(tmp) / "speech.wav"
-            result = subprocess.run(
-                ["flite", "-voice", voice, "--setf", stretch, "-t", _ascii(text), "-o", str(out), "-psdur"],
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT_S,
-                check=False,
-            )
-            if result.returncode != 0 or not out.exists():
-                raise SpeechEngineError(f"flite failed for voice {voice}: {result.stderr.strip()[:200]}")
-            audio, rate = read_wav(out)
-        pairs = [item.rsplit(":", 1) for item in result.stdout.split()]
-        audio = to_16k(audio, rate)
-        phones = phones_from_ends(
-            [label for label, _ in pairs], [float(end) for _, end in pairs], audio.size / 16000, ARPABET
-        )
-        return Speech(audio, phones, ARPABET)
 
 
 class Festival:
@@ -76,7 +21,7 @@ class Festival:
     phoneset = ARPABET
 
     def __init__(self) -> None:
-        _require("festival")
+        require("festival")
 
     def voices(self) -> tuple[str, ...]:
         return festival_voices()
@@ -122,7 +67,7 @@ def _festival_script(voice: str, texts: Sequence[str], out_dir: Path, prosody: P
     lines = [f"(voice_{voice})", f"(Parameter.set 'Duration_Stretch {1 / prosody.tempo:.3f})"]
     for i, text in enumerate(texts):
         lines += [
-            f'(set! u (Utterance Text "{_ascii(text)}"))',
+            f'(set! u (Utterance Text "{ascii_text(text)}"))',
             "(utt.synth u)",
             f'(utt.save.wave u "{out_dir / f"{i}.wav"}" \'riff)',
             '(mapcar (lambda (s) (format t "@@ %s %f\\n" (item.name s) (item.feat s "end")))'

@@ -12,17 +12,10 @@ from typing import Any
 import numpy as np
 
 from lipstream.errors import SpeechEngineError
-from lipstream.training.espeak_state import StateReset
-from lipstream.training.tts import (
-    INSTALL_HINT,
-    IPA,
-    NEUTRAL,
-    Prosody,
-    Speech,
-    attach_stop_closures,
-    tile_phones,
-    to_16k,
-)
+from lipstream.training.tts.closures import attach_stop_closures
+from lipstream.training.tts.espeak_state import StateReset
+from lipstream.training.tts.install import INSTALL_HINT
+from lipstream.training.tts.speech import IPA, NEUTRAL, Prosody, Speech, tile_phones, to_16k
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 INITIALIZE_PHONEME_EVENTS, INITIALIZE_PHONEME_IPA = 0x1, 0x2

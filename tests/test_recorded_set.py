@@ -1,0 +1,65 @@
+"""The recorded-speech dev set: real recordings, aligned so that phones fall where the sound says."""
+
+import numpy as np
+import pytest
+
+from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
+from lipstream.training.corpus import PHONESET, RECORDED, voices
+from lipstream.training.recorded_set import CODEC2_DIR, RECORDINGS
+from lipstream.training.tts import ARPABET
+from lipstream.training.visemes import viseme_segments
+
+pytest.importorskip("pocketsphinx", reason="the recorded set needs pocketsphinx (the 'dev' extra)")
+if not (CODEC2_DIR / RECORDINGS[0].path).is_file():
+    pytest.skip("the recordings come from Debian's codec2-examples", allow_module_level=True)
+
+HOPS_PER_S = SAMPLE_RATE // HOP_SAMPLES
+SURROUND_S = 0.08  # a closure is quiet against the 80 ms either side of it
+
+
+@pytest.fixture(scope="module")
+def recorded() -> list:
+    from lipstream.training.recorded_set import recorded_set
+
+    return recorded_set()
+
+
+def _level_db(audio: np.ndarray) -> np.ndarray:
+    """Per 10 ms hop, dB below the utterance's loud end (99th percentile)."""
+    hops = audio[: audio.size // HOP_SAMPLES * HOP_SAMPLES].reshape(-1, HOP_SAMPLES).astype(np.float64)
+    db = 10 * np.log10((hops**2).mean(axis=1) + 1e-12)
+    out: np.ndarray = db - np.percentile(db, 99)
+    return out
+
+
+def _span(db: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    lo = int(start_s * HOPS_PER_S)
+    return db[lo : max(int(end_s * HOPS_PER_S), lo + 1)]
+
+
+def test_every_recording_is_aligned_and_framed_in_silence(recorded: list) -> None:
+    assert len(recorded) >= len(RECORDINGS) - 1
+    for utt in recorded:
+        assert utt.engine == RECORDED and PHONESET[utt.engine] == ARPABET
+        assert utt.controls.shape[0] == utt.audio.size // HOP_SAMPLES
+        assert np.abs(utt.controls[: HOPS_PER_S // 5]).max() == 0  # starts at rest
+        ends = [p.end_s for p in utt.phones]
+        assert ends == sorted(ends) and ends[-1] <= utt.audio.size / SAMPLE_RATE + 0.01
+
+
+def test_aligned_bilabials_sit_on_their_closures(recorded: list) -> None:
+    """Each /p b m/ span holds a hop well below its surroundings: the lips were shut there."""
+    dips = []
+    for utt in recorded:
+        db = _level_db(utt.audio)
+        for viseme, start, end in viseme_segments(utt.phones, ARPABET):
+            if viseme == "PP":
+                before = _span(db, max(start - SURROUND_S, 0), start).max()
+                around = max(before, _span(db, end, end + SURROUND_S).max())
+                dips.append(around - _span(db, start, end).min())
+    assert len(dips) >= 10
+    assert min(dips) >= 6.0, f"bilabial dips (dB): {np.round(dips)}"
+
+
+def test_the_recorded_set_is_never_a_training_voice() -> None:
+    assert all(spec.engine != RECORDED for split in ("train", "heldout") for spec in voices(split))
