@@ -16,18 +16,17 @@ import numpy as np
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.config import EngineConfig
-from lipstream.engine.constants import SAMPLES_PER_VIDEO_FRAME, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import MotionOutput
 from lipstream.engine.device import resolve_device
 from lipstream.engine.motion import MotionModel
 from lipstream.engine.render import RenderConfig, Renderer
-from lipstream.engine.stream import MotionStream
+from lipstream.engine.stream import FrameTimes, MotionStream
 
 __all__ = ["Engine", "EngineConfig", "Frame"]
 
 
 @dataclass(frozen=True)
-class Frame:
+class Frame(FrameTimes):
     index: int  # video frame number since the session started
     image: np.ndarray  # (size, size, 3) uint8 RGB, read-only (a skipped frame shares the last one)
     audio: np.ndarray  # (640,) float32 at 16 kHz: the input this frame was made from
@@ -36,16 +35,6 @@ class Frame:
     rendered: bool  # False when the caller skipped rendering (image repeats the last one)
     input_audio: np.ndarray  # the same stretch of input as pushed: (n,) or (n, channels)
     input_rate: int  # Hz, the rate input_audio was pushed at
-
-    @property
-    def pts(self) -> int:
-        """Video pts in the 90 kHz clock."""
-        return self.index * VIDEO_PTS_PER_FRAME
-
-    @property
-    def audio_pts(self) -> int:
-        """pts of `audio` in samples at 16 kHz."""
-        return self.index * SAMPLES_PER_VIDEO_FRAME
 
 
 class Engine:

@@ -25,14 +25,10 @@ from lipstream.engine.smoothing import ControlSmoother
 from lipstream.engine.tape import InputTape
 
 
-@dataclass(frozen=True)
-class MotionFrame:
-    index: int  # video frame number since the stream started
-    audio: np.ndarray  # (640,) float32 at 16 kHz: the input this frame was made from
-    input_audio: np.ndarray  # the same stretch as pushed: (n,) or (n, channels), at input_rate
-    input_rate: int  # Hz, the rate `input_audio` was pushed at
-    controls: np.ndarray  # (N_CONTROLS,) smoothed, in CONTROL_NAMES order, each in [0, 1]
-    visemes: np.ndarray | None  # (N_VISEMES,) probabilities in VISEMES order, when the model has them
+class FrameTimes:
+    """A video frame's timestamps, from its index (Frame and MotionFrame share them)."""
+
+    index: int
 
     @property
     def pts(self) -> int:
@@ -41,8 +37,18 @@ class MotionFrame:
 
     @property
     def audio_pts(self) -> int:
-        """pts of `audio` in samples at 16 kHz."""
+        """pts of the frame's audio in samples at 16 kHz."""
         return self.index * SAMPLES_PER_VIDEO_FRAME
+
+
+@dataclass(frozen=True)
+class MotionFrame(FrameTimes):
+    index: int  # video frame number since the stream started
+    audio: np.ndarray  # (640,) float32 at 16 kHz: the input this frame was made from
+    input_audio: np.ndarray  # the same stretch as pushed: (n,) or (n, channels), at input_rate
+    input_rate: int  # Hz, the rate `input_audio` was pushed at
+    controls: np.ndarray  # (N_CONTROLS,) smoothed, in CONTROL_NAMES order, each in [0, 1]
+    visemes: np.ndarray | None  # (N_VISEMES,) probabilities in VISEMES order, when the model has them
 
 
 class MotionStream:
