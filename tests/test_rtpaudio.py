@@ -176,14 +176,15 @@ def test_inbox_waits_longer_before_cutting_speech() -> None:
 
 
 def test_inbox_keeps_what_jitter_needs() -> None:
-    """Bursty arrival (two frames' worth every other frame) peaks above the cushion: kept."""
+    """Bursty arrival (two frames' worth every other frame) peaks above the cushion: kept; the
+    cushion grows to cover it after at most one underrun, and none after that."""
     inbox = AudioInbox()
     inbox.push(np.zeros(inbox._keep, np.float32))
     for n in range(100):
         inbox.take()
         if n % 2:
             inbox.push(np.zeros(2 * SAMPLES_PER_VIDEO_FRAME, np.float32))
-    assert inbox.stats.dropped_samples == 0 and inbox.stats.underruns == 0
+    assert inbox.stats.dropped_samples == 0 and inbox.stats.underruns <= 1
 
 
 def test_inbox_counts_a_late_packet_but_not_a_senders_pause() -> None:

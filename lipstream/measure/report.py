@@ -16,9 +16,8 @@ from lipstream.measure.server import loopback_only, spawned_server
 from lipstream.streaming.clock import AUDIO_CHUNK_MS
 
 FRAME_MS = 1000 / VIDEO_FPS
-# NOTES.md: aiortc's audio receiver holds 4 packets before releasing any (the server's input),
-# and its video receiver holds each frame until the next one's first packet (this client).
-AIORTC_AUDIO_PREFETCH_MS = 4 * AUDIO_CHUNK_MS
+# NOTES.md: aiortc's video receiver holds each frame until the next one's first packet (this
+# client). The server's own audio receive path adds no wait unless a packet is missing.
 AIORTC_VIDEO_HOLD_MS = FRAME_MS
 SERVER_STAGES = ("audio_in", "queue", "engine", "ready_margin")
 BUSY_FRACTION = 0.1  # a server that skipped more frames than this was not keeping real time
@@ -51,7 +50,8 @@ def decomposition(run: LatencyRun, to_rtp_p50_ms: float) -> dict[str, float]:
     """Where the median onset -> first RTP packet goes, from known delays and the server's
     stage means; what they do not explain (encoding, pacing, the network) is the remainder."""
     lookahead_ms = load_motion_model().lookahead_frames * HOP_MS
-    parts = {"server audio receive buffer (aiortc)": float(AIORTC_AUDIO_PREFETCH_MS),
+    parts = {"client packet (the onset's 20 ms chunk)": float(AUDIO_CHUNK_MS),
+             "server inbox cushion": run.stage_means_ms.get("input_depth", 0.0),
              "model lookahead + one frame": lookahead_ms + FRAME_MS,
              **{f"server {stage}": run.stage_means_ms.get(stage, 0.0) for stage in SERVER_STAGES}}
     parts["rest: encode, send, network"] = to_rtp_p50_ms - sum(parts.values())

@@ -97,9 +97,18 @@ def stage_totals(metrics_text: str, what: str) -> dict[str, float]:
     return {stage: float(v) for stage, v in re.findall(pattern, metrics_text, re.M)}
 
 
+def histogram_totals(metrics_text: str, what: str) -> dict[str, float]:
+    """`sum` or `count` of the unlabelled histograms of the input path: the inbox's depth when a
+    frame takes its audio (`input_depth`) and how early frames are started (`producer_lead`)."""
+    pattern = rf'^lipstream_(input_depth|producer_lead)_seconds_{what} ([\d.e+-]+)$'
+    return {name: float(v) for name, v in re.findall(pattern, metrics_text, re.M)}
+
+
 def stage_means_ms(before: str, after: str) -> dict[str, float]:
-    """Mean time per stage between two scrapes."""
-    sums, counts = stage_totals(after, "sum"), stage_totals(after, "count")
-    sums0, counts0 = stage_totals(before, "sum"), stage_totals(before, "count")
+    """Mean time per stage (and of the input path's histograms) between two scrapes."""
+    sums = stage_totals(after, "sum") | histogram_totals(after, "sum")
+    counts = stage_totals(after, "count") | histogram_totals(after, "count")
+    sums0 = stage_totals(before, "sum") | histogram_totals(before, "sum")
+    counts0 = stage_totals(before, "count") | histogram_totals(before, "count")
     return {stage: (sums[stage] - sums0.get(stage, 0)) / n * 1000
             for stage in sums if (n := counts.get(stage, 0) - counts0.get(stage, 0)) > 0}

@@ -27,7 +27,7 @@ QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 
 @dataclass(frozen=True)
 class InboxConfig:
-    target_ms: int = 40  # cushion kept beyond one frame once speech flows (its least)
+    target_ms: int = 20  # cushion kept beyond one frame once speech flows (its least)
     max_target_ms: int = 120  # the most the cushion grows to after underruns
     grow_ms: int = 20  # added to the cushion per underrun, taken back per calm `settle_ms`
     settle_ms: int = 1_000  # this long without an underrun: the cushion shrinks a step
