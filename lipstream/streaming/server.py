@@ -16,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from lipstream.engine.config import EngineConfig
+from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.engine.device import add_device_argument, choose_device, resolve_device
 from lipstream.errors import LipstreamError
 from lipstream.streaming import guards, routes
@@ -128,16 +130,25 @@ async def _prepare(app: web.Application) -> None:
     capacity unless --max-sessions was given."""
     state = app[routes.STATE]
     avatar = await state.avatars.default()
+    engine, _ = await state.pool.run(lambda: warm_engine(state.engine_factory(avatar)))
     if state.max_sessions:
         return
 
     def measure() -> str:
-        capacity = estimate_capacity(state.engine_factory(avatar), state.config.capacity_cores)
+        capacity = estimate_capacity(engine, state.config.capacity_cores)
         state.max_sessions = capacity.max_sessions
         return capacity.describe()
 
     description, _ = await state.pool.run(measure)
     log.info("%s (set --max-sessions to override)", description)
+
+
+def warm_engine(engine: FrameEngine) -> FrameEngine:
+    """One frame made and rendered, so the shared model is loaded and first-use costs are paid
+    before the first session (its first frame then comes a render, not ~100 ms, after connecting)."""
+    engine.push_audio(np.zeros(engine.latency_samples, np.float32), SAMPLE_RATE)
+    engine.pop_frame()
+    return engine
 
 
 async def _close_sessions(app: web.Application) -> None:

@@ -240,7 +240,7 @@ class Session:
     async def _on_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
-            self.media.start(lead_s=self.config.producer.lead_ms / 1000)
+            self.media.start(lead_s=self.config.producer.start_lead_ms / 1000)
         elif state in ("failed", "closed"):
             self.end(f"peer_{state}")
 

@@ -132,6 +132,9 @@ class FrameRing:
 @dataclass(frozen=True)
 class ProducerConfig:
     lead_ms: int = 80  # the most a frame is started before it is due (and the lead before any render)
+    # Frame 0 is due this long after the peer connects: enough for the primer and one render of a
+    # warm engine (the server renders one at start-up), not a full lead_ms of waiting.
+    start_lead_ms: int = 30
     min_lead_ms: int = 10  # the least: a render never takes less than a scheduling hiccup
     margin_ms: int = 5  # added to the estimate for the event loop's wake-up latency
     deviations: float = 3.0  # how many mean deviations of render time the lead covers
