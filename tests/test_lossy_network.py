@@ -6,6 +6,7 @@ loss stops (beeps' media-time lag, which includes every server-side buffer), the
 survives the outage."""
 
 import asyncio
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -26,9 +27,11 @@ from tests.serving import MachineLoad, loopback_only, running_server
 BEEP_PERIOD_S = 1.0  # a lag change up to half of this is told apart
 BEEP_S = 0.06
 LOSSY = Impairment(loss=0.05, delay_ms=20, jitter_ms=10)
+# 15 s keeps CI short; LIPSTREAM_LOSSY_S=60 runs the issue's minute of impairment
+LOSSY_S = float(os.environ.get("LIPSTREAM_LOSSY_S", "15"))
 # Phases, seconds after the publisher connects: (name, length, impairment)
 PHASES: tuple[tuple[str, float, Impairment | None], ...] = (
-    ("before", 6.0, None), ("lossy", 15.0, LOSSY), ("after", 6.0, None),
+    ("before", 6.0, None), ("lossy", LOSSY_S, LOSSY), ("after", 6.0, None),
     ("outage", 5.0, OUTAGE), ("recovered", 4.0, None),
 )
 SETTLE_S = 1.5  # a phase's first seconds belong to the one before (recovery within a second)
@@ -147,6 +150,8 @@ def test_frames_keep_coming_at_25_fps_through_loss_and_jitter(run: Run) -> None:
 def test_audio_and_video_arrive_together_on_a_lossy_network(run: Run) -> None:
     offsets_ms = transport_offsets_s(run.reception) * 1000
     median, p10, p90 = np.percentile(offsets_ms, [50, 10, 90])
+    print(f"A/V at the receiver: median {median:.1f} ms (10-90%: {p10:.1f}..{p90:.1f}); "
+          f"{realtime_fps(run.reception):.2f} fps")
     assert abs(median) <= 20, f"median {median:.1f} ms (10-90%: {p10:.1f}..{p90:.1f})"
 
 
@@ -157,6 +162,7 @@ def test_loss_adds_no_lasting_latency(run: Run) -> None:
     lag_before, lag_after = (float(np.median(_phase_lags_ms(run, n))) for n in ("before", "after"))
     said = (f"inbox depth {before:.0f} -> {after:.0f} ms, beep lag {lag_before:.0f} -> {lag_after:.0f} ms; "
             f"{run.summary()}")
+    print(f"lossy network ({LOSSY_S:g} s of loss and jitter): {said}")  # the figures, with pytest -s
     if _judged(run, said):
         assert after - before <= 20, said  # less is fine: latency added is what must not last
         assert lag_after - lag_before <= 20, said  # every server-side buffer, end to end
