@@ -29,9 +29,11 @@ import aiohttp
 import aioice.ice
 
 # sessions.py lies beside this script (the script's folder is first on sys.path)
-from sessions import cpu_seconds, frame_counts, free_port, machine_busy_s, skip_video_decoding, wait_healthy
+from sessions import cpu_seconds, machine_busy_s
 
 from lipstream.bench import speechlike
+from lipstream.measure.counting import skip_video_decoding
+from lipstream.measure.server import frame_counts, free_port, wait_healthy
 from lipstream.streaming.client import Publisher, fps_and_max_gap
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -131,7 +133,7 @@ def spawn(workers: int) -> Server:
 async def side_by_side(servers: list[Server], args: argparse.Namespace) -> None:
     """For each N, each server in turn (so both see the same machine), until every one fails."""
     for server in servers:
-        await wait_healthy(server.url, server.process, timeout_s=180)
+        await wait_healthy(server.url, server.process)
     await asyncio.sleep(2)  # let the workers' start-up work settle
     for server in servers:
         server.idle_rss = rss_bytes(server_pids(server.process.pid))
