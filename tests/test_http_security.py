@@ -274,3 +274,18 @@ async def test_sigterm_with_a_body_in_flight_exits_within_5_s() -> None:
         _, err = server.communicate(timeout=10)
     assert took < 5.0, f"exited {took:.1f} s after SIGTERM: {err.decode()[-1000:]}"
     assert "Traceback" not in err.decode(), err.decode()[-2000:]
+
+
+@pytest.mark.parametrize("request_head", [b"GARBAGE / HTTP/1.1\r\n\r\n",
+                                          b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
+                                          b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n"])
+async def test_requests_aiohttp_cannot_parse_get_a_json_400(avatar: Avatar, request_head: bytes) -> None:
+    async with serving(OPEN, avatar) as (server, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        writer.write(request_head)
+        await writer.drain()
+        reply = (await asyncio.wait_for(reader.read(), timeout=10)).decode(errors="replace")
+        writer.close()
+        head, _, body = reply.partition("\r\n\r\n")
+        assert head.split()[1].startswith("4"), reply
+        assert "application/json" in head and '"error": "malformed HTTP request' in body, reply

@@ -22,6 +22,7 @@ from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.front_metrics import FrontMetrics, sum_exposition
 from lipstream.streaming.guards import check_same_site
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
+from lipstream.streaming.parse_errors import json_parse_errors
 from lipstream.streaming.routes import CONFIG, ApiError, Handler, json_errors, read_body
 from lipstream.streaming.workers import WorkerProcess, Workers, WorkerStartError
 
@@ -238,6 +239,7 @@ async def _same_site(request: web.Request, handler: Handler) -> web.StreamRespon
 
 def create_front(config: ServeConfig, count: int) -> web.Application:
     """The public app: `count` worker servers behind one address. Workers start with the app."""
+    json_parse_errors()  # aiohttp's own 400s as JSON (parse_errors.py)
     front = Front(config, count)
     app = web.Application(client_max_size=front.body_limit, middlewares=[json_errors, _same_site])
     app[FRONT] = front

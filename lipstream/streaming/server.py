@@ -32,6 +32,7 @@ from lipstream.streaming.codecs import tune_vp8
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.memory import limit_arenas, trim_periodically
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.parse_errors import json_parse_errors
 from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.state import ServerState
 from lipstream.streaming.worker import FrameEngine, RenderPool
@@ -94,6 +95,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     """The server. The optional seams are for tests: an engine factory, a clock, a default avatar."""
     config = config or ServeConfig()
     tune_vp8()  # the video senders' encoder settings (streaming/codecs.py)
+    json_parse_errors()  # aiohttp's own 400s as JSON (parse_errors.py)
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
