@@ -281,7 +281,7 @@ def test_inbox_cushion_grows_after_underruns_and_settles_back() -> None:
     assert inbox.cushion_ms <= config.max_target_ms
     grown = inbox.cushion_ms
     steps = (grown - config.target_ms) // config.grow_ms
-    for _ in range(steps * config.settle_ms // 40 + 1):  # calm: a frame in per frame out
+    for _ in range(steps * -(-config.settle_ms // 40) + 1):  # calm: a frame in per frame out
         inbox.take()
         inbox.push(frame)
     assert inbox.cushion_ms == config.target_ms
