@@ -9,7 +9,7 @@ quiet moment, or after `drain_force_ms` anyway, because latency that is kept nev
 `max_ms` is the hard cap for a burst.
 
 The cushion adapts, as a receiver's jitter buffer does: each underrun (speech that came late) adds
-`grow_ms` to it, up to `max_target_ms`, and every `settle_ms` (half a second) without one takes
+`grow_ms` to it, up to `max_target_ms`, and every `settle_ms` (a second) without one takes
 `grow_ms` back, down to `target_ms`. A clean network keeps the least delay; a jittery one, or a
 server so busy that its event loop reads packets late, stops cutting words after a few underruns
 instead of at every one.
@@ -28,10 +28,10 @@ QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 
 @dataclass(frozen=True)
 class InboxConfig:
-    target_ms: int = 20  # cushion kept beyond one frame once speech flows (its least)
+    target_ms: int = 40  # cushion kept beyond one frame once speech flows (its least)
     max_target_ms: int = 120  # the most the cushion grows to after underruns
     grow_ms: int = 20  # added to the cushion per underrun, taken back per calm `settle_ms`
-    settle_ms: int = 500  # this long without an underrun: the cushion shrinks a step
+    settle_ms: int = 1_000  # this long without an underrun: the cushion shrinks a step
     slack_ms: int = 10  # depth this far above target is left alone (packetization)
     drain_window_ms: int = 480  # excess held for all of a window is latency, not jitter: drop it
     drain_force_ms: int = 480  # ...at a quiet moment, or after this long whatever it holds
