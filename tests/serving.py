@@ -11,8 +11,8 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from lipstream.streaming.api import STATE
 from lipstream.streaming.client import Publisher
-from lipstream.streaming.routes import STATE
 from lipstream.streaming.server import ServeConfig, create_app
 from lipstream.streaming.state import ServerState
 
