@@ -6,51 +6,40 @@ import asyncio
 import base64
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 
 from lipstream.engine.audio import load_audio
-from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import CONTROL_NAMES, VISEMES
-from lipstream.engine.engine import Engine
 from lipstream.measure.mouth import MouthOpenDetector
 from lipstream.streaming.client import Publisher
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.controlstream import control_message
+from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.worker import ProducerConfig
 from tests.browser import chromium_executable, launch, write_fake_mic_wav
 from tests.conftest import espeak_wav
-from tests.serving import loopback_only, running_server
+from tests.serving import running_server, seams, serving
 
-SIZE = 256
 KEEP = 128  # received frames are kept at this side (cheaper to score)
 MAX_LAG = 3  # frames either side searched for the best alignment
 RTP_WRAP = 2**32  # RTP timestamps are 32-bit and start at a random value
 PAGE = Path(__file__).parent / "data" / "controlstream.html"
 PAGE_PATH = "/controlstream-test"  # served to Chromium by the test, on the server's own origin
-CONFIG = ServeConfig(max_sessions=1, loopback_ice=False)
-# Frames started this early are all rendered, even beside a Chromium decoding on this shared box: a
-# skipped render repeats the last picture while its message carries the new controls (worker.py),
-# which says nothing about which index the picture belongs to.
+# Frames started this early are all rendered, even on this shared box beside a Chromium decoding:
+# a skipped render repeats the last picture while its message carries the new controls
+# (worker.py), which says nothing about which index the picture belongs to.
 GENEROUS_LEAD_MS = 120
-NO_SKIPS = replace(CONFIG, session=replace(CONFIG.session, producer=ProducerConfig(
-    lead_ms=GENEROUS_LEAD_MS, min_lead_ms=GENEROUS_LEAD_MS)))
+CONFIG = ServeConfig(max_sessions=1, loopback_ice=False, session=SessionConfig(
+    producer=ProducerConfig(lead_ms=GENEROUS_LEAD_MS, min_lead_ms=GENEROUS_LEAD_MS)))
 
 
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=SIZE))
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +48,6 @@ def sharp_openings(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     speech = load_audio(espeak_wav(tmp_path_factory.mktemp("controls") / "ah.wav",
                                    "Ah! ... Mama. ... Ah! ... Papa. ... Ah!", "-g", "20"))
     return np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech])
-
-
-def seams(avatar: Avatar) -> dict[str, Any]:
-    return {"load_avatar": lambda: avatar, "engine_factory": Engine}
 
 
 def test_a_message_names_the_frame_its_controls_and_top_visemes() -> None:
@@ -77,7 +62,7 @@ def test_a_message_names_the_frame_its_controls_and_top_visemes() -> None:
 async def test_control_messages_line_up_with_the_video_frames(
         avatar: Avatar, sharp_openings: np.ndarray) -> None:
     pcm = sharp_openings
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         publisher = Publisher(server.url, pcm, keep_size=KEEP, controls=True)
         await publisher.start(http)
         await asyncio.wait_for(publisher.connected.wait(), 10)
@@ -99,7 +84,7 @@ async def test_chromium_lines_up_the_control_stream_with_the_video_frames(
         avatar: Avatar, sharp_openings: np.ndarray, tmp_path: Path) -> None:
     chromium_executable()
     mic = write_fake_mic_wav(tmp_path / "mic.wav", np.concatenate([sharp_openings, np.zeros(SAMPLE_RATE)]))
-    async with running_server(NO_SKIPS, **seams(avatar)) as server:
+    async with running_server(CONFIG, **seams(avatar)) as server:
         got = await run_in_chromium(server.url, tmp_path / "profile", mic, sharp_openings.size / SAMPLE_RATE)
     messages = [json.loads(text) for text in got["messages"]]
     indices = assert_in_order(messages)
