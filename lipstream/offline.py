@@ -38,7 +38,6 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     device = choose_device(args.device).device  # fail before the slow parts: --device cuda, no GPU
-    encoder = resolve_video_codec(args.video_codec, args.device, device).h264_encoder
     check_writable(args.out)
     audio = AudioFile(args.audio)
     chunks = audio.chunks()
@@ -46,6 +45,8 @@ def run_render(args: argparse.Namespace) -> int:
     config = AvatarConfig(size=args.size)
     avatar = Avatar.from_image(args.face, config) if args.face else Avatar.default(config)
     engine = Engine(avatar, EngineConfig(seed=args.seed, motion=args.motion, device=args.device))
+    # logged, like the device, only once the inputs are known good: an error stays the only line
+    encoder = resolve_video_codec(args.video_codec, args.device, device).h264_encoder
     try:
         _render(itertools.chain([first], chunks), audio.duration_s, engine, Mp4Writer(args.out, avatar.size,
                 encoder=encoder), progress=not args.no_progress)
