@@ -15,7 +15,7 @@ from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
-from lipstream.streaming.encoders import CLI_VIDEO_CODEC, H264, add_video_codec_argument, resolve_video_codec
+from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
 from lipstream.streaming.files import Mp4Writer, check_writable
 
 _DEFAULT_AVATAR = AvatarConfig()
@@ -33,7 +33,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'baseline', or an exported .onnx (default: the shipped model)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
-    add_video_codec_argument(parser, (CLI_VIDEO_CODEC, H264))  # files are H.264: no VP8
+    add_file_codec_argument(parser)
 
 
 def run_render(args: argparse.Namespace) -> int:

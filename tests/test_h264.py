@@ -254,3 +254,12 @@ def test_the_choice_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["lipstream video: WebRTC sends h264 (libx264), files libx264 "
                      "(asked for h264; device cpu: H.264 by libx264)"]
+
+
+def test_the_start_up_capacity_estimate_times_the_h264_encoder(avatar: Avatar) -> None:
+    """`serve --video-codec h264` without --max-sessions times an H.264 sender at start-up."""
+    from lipstream.streaming.capacity import estimate_capacity
+
+    tune_encoders()
+    capacity = estimate_capacity(Engine(avatar), 2, H264)
+    assert capacity.encode_ms > 0 and capacity.max_sessions >= 1

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from aiortc.codecs import get_encoder
+from aiortc.mediastreams import VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_PTS_PER_FRAME
 from lipstream.streaming.clock import FRAME_S
 from lipstream.streaming.encoders import MIME_TYPES
 from lipstream.streaming.worker import FrameEngine
@@ -74,7 +75,8 @@ def _time_encoder(image: np.ndarray, video_codec: str) -> float:
     for i in range(WARMUP_FRAMES + TIMED_FRAMES):
         # a moving picture, as a talking face is: a static one encodes almost for free
         frame = av.VideoFrame.from_ndarray(np.roll(image, i % 8, axis=0), format="rgb24")
-        frame.pts = i * 3600
+        # as the session's track stamps them: aiortc's H.264 encoder needs the time base
+        frame.pts, frame.time_base = i * VIDEO_PTS_PER_FRAME, VIDEO_TIME_BASE
         start = time.perf_counter()
         encoder.encode(frame)
         if i >= WARMUP_FRAMES:

@@ -54,12 +54,19 @@ class VideoCodecChoice:
         return f"video: WebRTC sends {webrtc}, files {self.h264_encoder} ({self.reason})"
 
 
-def add_video_codec_argument(parser: argparse.ArgumentParser, codecs: tuple[str, ...] = VIDEO_CODECS) -> None:
-    """`--video-codec`, beside `--device` on the commands that encode video."""
-    parser.add_argument("--video-codec", choices=codecs, default=CLI_VIDEO_CODEC,
+def add_video_codec_argument(parser: argparse.ArgumentParser) -> None:
+    """`serve`'s `--video-codec`, beside `--device`."""
+    parser.add_argument("--video-codec", choices=VIDEO_CODECS, default=CLI_VIDEO_CODEC,
                         help="video the server sends: 'auto' (H.264 when a GPU's NVENC encodes it, "
-                        "else VP8), 'vp8' or 'h264' (libx264 on the CPU, NVENC on a GPU); "
-                        f"default {CLI_VIDEO_CODEC}")
+                        "else VP8), 'vp8' or 'h264' (libx264 on the CPU, NVENC on a GPU); offers "
+                        f"without it get the other; default {CLI_VIDEO_CODEC}")
+
+
+def add_file_codec_argument(parser: argparse.ArgumentParser) -> None:
+    """`render`'s `--video-codec`: files are always H.264, so only who encodes it varies."""
+    parser.add_argument("--video-codec", choices=(CLI_VIDEO_CODEC, H264), default=CLI_VIDEO_CODEC,
+                        help="the file's video: H.264 by NVENC when a GPU's FFmpeg opens it, else by "
+                        f"libx264 ('auto' and 'h264' alike); default {CLI_VIDEO_CODEC}")
 
 
 @functools.cache
