@@ -102,6 +102,17 @@ def test_the_h264_stream_decodes_keys_only_when_asked_and_keeps_vp8_rates() -> N
     assert encoder.target_bitrate == 1_500_000  # VP8's ceiling, not aiortc's H.264 3 Mbit/s
 
 
+def test_a_new_bitrate_from_the_receiver_gets_a_new_tuned_encoder() -> None:
+    """aiortc rebuilds the encoder when the receiver's estimate moves the rate by over 10%."""
+    encoder, frames = TunedH264Encoder(), moving_frames(3)
+    encoder.encode(frames[0])
+    encoder.target_bitrate = 1_000_000
+    encoder.encode(frames[1])
+    context = encoder.codec
+    assert context.bit_rate == 1_000_000 and context.gop_size == H264_TUNING.gop_frames
+    assert context.thread_count == H264_TUNING.threads and context.framerate == VIDEO_FPS
+
+
 def test_the_tuning_takes_over_aiortcs_x264_options() -> None:
     context = _TunedContext(H264_TUNING.context(av.CodecContext.create(LIBX264, "w")), H264_TUNING)
     context.bit_rate = 500_000
