@@ -203,7 +203,7 @@ def cpu_driver(monkeypatch: pytest.MonkeyPatch, c_math_lib: ctypes.CDLL,
     if nvrtc is None:
         cubin = _nvcc_cubin(tmp_path, "sm_86")
         monkeypatch.setattr(cuda_kernels, "supported_archs", lambda nvrtc: [86])
-        monkeypatch.setattr(cuda_kernels, "compile_kernels", lambda target, nvrtc: cubin)
+        monkeypatch.setattr(cuda_kernels, "compile_kernels", lambda target, nvrtc, program: cubin)
     monkeypatch.setattr(cuda_kernels, "bindings", lambda: (driver, nvrtc))
     monkeypatch.setattr(cuda_kernels, "_MODULES", {})
     return driver
