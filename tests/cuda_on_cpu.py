@@ -11,6 +11,7 @@ strided regions) runs for real; only the device is replaced.
 
 import ctypes
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -153,6 +154,7 @@ class CpuDriver:
         self.images: list[bytes] = []  # modules loaded
         self.downloaded: list[int] = []  # bytes of each device -> host copy
         self.launched: list[str] = []  # kernel names, in launch order
+        self.events: list[float] = []  # each event's recorded time, s
 
     def cuInit(self, flags: int) -> tuple[int]:
         return (0,)
@@ -185,6 +187,23 @@ class CpuDriver:
         return (0,)
 
     def cuStreamDestroy(self, stream: str) -> tuple[int]:
+        return (0,)
+
+    def cuEventCreate(self, flags: int) -> tuple[int, int]:
+        self.events.append(0.0)
+        return 0, len(self.events) - 1
+
+    def cuEventRecord(self, event: int, stream: str) -> tuple[int]:
+        self.events[event] = time.perf_counter()  # work on this stream is done when it is queued
+        return (0,)
+
+    def cuEventSynchronize(self, event: int) -> tuple[int]:
+        return (0,)
+
+    def cuEventElapsedTime(self, start: int, end: int) -> tuple[int, float]:
+        return 0, (self.events[end] - self.events[start]) * 1e3
+
+    def cuEventDestroy(self, event: int) -> tuple[int]:
         return (0,)
 
     def cuModuleLoadData(self, image: bytes) -> tuple[int, bytes]:

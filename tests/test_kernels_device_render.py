@@ -102,6 +102,15 @@ def test_every_render_kernel_is_in_the_module(driver: CpuDriver, avatar: Avatar)
         assert name.encode() in driver.images[0]
 
 
+def test_stage_times_cover_every_stage_of_a_frame(driver: CpuDriver, avatar: Avatar) -> None:
+    """What benchmarks/gpu.py prints per stage: one entry each, timed by events on the stream."""
+    device = DeviceRenderer(avatar, seed=3)
+    times = device.stage_times_ms(OPEN, 14)
+    assert list(times) == ["head", "rig", "field + warp", "interior", "blink", "i420", "copy down"]
+    assert all(ms >= 0.0 for ms in times.values())
+    assert driver.downloaded == [avatar.size * avatar.size * 3 // 2]
+
+
 def test_device_renderer_without_a_gpu_is_a_clear_error(avatar: Avatar) -> None:
     try:
         DeviceRenderer(avatar)

@@ -16,7 +16,7 @@ Importing this module needs neither cuda-python nor a GPU; constructing `DeviceR
 import ctypes
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -28,7 +28,7 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.controls import LIP_ROUND
 from lipstream.engine.idle import HeadPose
 from lipstream.engine.render import RenderConfig, Renderer
-from lipstream.engine.rig import MAX_SHIFT
+from lipstream.engine.rig import MAX_SHIFT, MouthPose
 from lipstream.kernels import params
 from lipstream.kernels.build import RENDER, bindings
 from lipstream.kernels.cuda import _blocks, _check, _release, load_program, open_device
@@ -70,19 +70,31 @@ class DeviceRenderer:
                     out: NDArray[Any] | None = None) -> NDArray[Any]:
         """Frame `index` with the mouth at `controls` ((5,) in [0, 1]) as I420 (S * 3 / 2, S) uint8,
         written into `out` when given (e.g. the encoder's own buffer)."""
-        out = np.empty((self.size * 3 // 2, self.size), np.uint8) if out is None else out
-        if out.shape != (self.size * 3 // 2, self.size) or out.dtype != np.uint8 \
-                or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a contiguous ({self.size * 3 // 2}, {self.size}) uint8 array")
+        out = self._output(out)
         pose = self._host.pose(controls)
         with self._lock, self._current():
-            head = self._background(index)
-            self._mouth(pose, head)
-            self._blink(index, head)
-            self._launch("ls_i420", _grid(self.size // 2, self.size // 2),
-                         self._p("frame"), ctypes.c_int32(self.size), self._p("i420"))
+            for _, stage in self._stages(pose, index):
+                stage()
             self._download("i420", out)
         return out
+
+    def stage_times_ms(self, controls: NDArray[Any], index: int) -> dict[str, float]:
+        """Device time of each stage of one frame, ms, from CUDA events recorded between them
+        (benchmarks/gpu.py; the events cost a little, so `render_i420` records none)."""
+        pose, out = self._host.pose(controls), self._output(None)
+        with self._lock, self._current():
+            stages = [*self._stages(pose, index), ("copy down", lambda: self._download("i420", out))]
+            events = [self._new_event() for _ in range(len(stages) + 1)]
+            self._cu.cuEventRecord(events[0], self._stream)
+            for (_, stage), event in zip(stages, events[1:], strict=True):
+                stage()
+                self._cu.cuEventRecord(event, self._stream)
+            _check(self._cu, self._cu.cuEventSynchronize(events[-1]), "time the frame")
+            times = {name: float(_check(self._cu, self._cu.cuEventElapsedTime(a, b), "time a stage"))
+                     for (name, _), a, b in zip(stages, events, events[1:], strict=False)}
+            for event in events:
+                self._cu.cuEventDestroy(event)
+        return times
 
     def close(self) -> None:
         """Free this renderer's stream and device buffers now (otherwise when it is collected)."""
@@ -109,23 +121,38 @@ class DeviceRenderer:
         if self.still:  # the background never changes
             self._copy("moved", "photo", frame_bytes)
 
-    def _background(self, index: int) -> NDArray[Any] | None:
-        """The frame buffer reset to the photo moved by this frame's head pose; the pose's inverse
-        (frame -> photo), None when the head is held still."""
-        if self.still:
-            self._copy("frame", "moved", self.size * self.size * 3)
-            return None
-        pose = self._host.head_pose(index)
-        if pose != self._moved:
-            self._launch("ls_head_move", _grid(self.size, self.size), self._p("photo"),
-                         ctypes.c_int32(self.size), params.affine_d(pose.inverse()), self._p("moved"))
-            self._moved = pose
-        self._copy("frame", "moved", self.size * self.size * 3)
-        inverse: NDArray[Any] = pose.inverse()
-        return inverse
+    def _output(self, out: NDArray[Any] | None) -> NDArray[Any]:
+        shape = (self.size * 3 // 2, self.size)
+        if out is None:
+            return np.empty(shape, np.uint8)
+        if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a contiguous ({shape[0]}, {shape[1]}) uint8 array")
+        return out
 
-    def _mouth(self, pose: Any, head: NDArray[Any] | None) -> None:
-        """Coarse field, field + warp, interior: the lower face of the frame."""
+    def _stages(self, pose: MouthPose, index: int) -> list[tuple[str, Callable[[], None]]]:
+        """One frame's work on the stream, in order, by stage name. The head's pose is read first:
+        every later stage folds it into its coordinates."""
+        head = None if self.still else self._host.head_pose(index)
+        inverse = None if head is None else head.inverse()
+        field = params.field_params(self._avatar.rig, pose, inverse)
+        return [("head", lambda: self._background(head)),
+                ("rig", lambda: self._coarse(pose)),
+                ("field + warp", lambda: self._field(field)),
+                ("interior", lambda: self._interior(pose, field)),
+                ("blink", lambda: self._blink(index, inverse)),
+                ("i420", lambda: self._launch("ls_i420", _grid(self.size // 2, self.size // 2),
+                                              self._p("frame"), ctypes.c_int32(self.size), self._p("i420")))]
+
+    def _background(self, head: HeadPose | None) -> None:
+        """The frame buffer reset to the photo moved by this frame's head pose (None: still);
+        the move is re-sampled only when the pose changed."""
+        if head is not None and head != self._moved:
+            self._launch("ls_head_move", _grid(self.size, self.size), self._p("photo"),
+                         ctypes.c_int32(self.size), params.affine_d(head.inverse()), self._p("moved"))
+            self._moved = head
+        self._copy("frame", "moved", self.size * self.size * 3)
+
+    def _coarse(self, pose: MouthPose) -> None:
         rig = self._avatar.rig
         weights = -np.concatenate([pose.controls, [1.0]]).astype(np.float32)  # negated: backward
         self._upload("weights", weights)
@@ -134,14 +161,18 @@ class DeviceRenderer:
                      self._p("basis"), self._p("weights"), ctypes.c_int32(len(weights)),
                      ctypes.c_int32(n_coarse), ctypes.c_float(MAX_SHIFT * rig.face_px),
                      self._p("coarse"), self._p("box"))
-        field = params.field_params(rig, pose, head)
-        region = _grid(field.w, field.h)
-        self._launch("ls_rig_field", region, self._p("photo"), ctypes.c_int32(self.size),
+
+    def _field(self, field: params.FieldParams) -> None:
+        """The field over the mouth region, the photo sampled through it into the frame."""
+        self._launch("ls_rig_field", _grid(field.w, field.h), self._p("photo"), ctypes.c_int32(self.size),
                      *(self._p(r) for r in ("coarse", "rig_u", "rig_v", "upper_edge", "lower_edge")),
                      field, *(self._p(r) for r in ("frame", "coords", "above", "below", "face_u", "box")))
+
+    def _interior(self, pose: MouthPose, field: params.FieldParams) -> None:
         mouth = params.mouth_params(self._avatar.mouth, pose, float(pose.controls[LIP_ROUND]))
-        self._launch("ls_mouth_interior", region, self._p("frame"), ctypes.c_int32(self.size),
-                     self._p("above"), self._p("below"), self._p("face_u"), field, mouth, self._p("box"))
+        self._launch("ls_mouth_interior", _grid(field.w, field.h), self._p("frame"),
+                     ctypes.c_int32(self.size), self._p("above"), self._p("below"), self._p("face_u"),
+                     field, mouth, self._p("box"))
 
     def _blink(self, index: int, head: NDArray[Any] | None) -> None:
         amount = self._host.blink_amount(index)
@@ -152,6 +183,9 @@ class DeviceRenderer:
             blink = params.blink_params(region, eyes.y_axis, amount, head)
             self._launch("ls_blink", _grid(blink.w, blink.h), self._p("photo"), ctypes.c_int32(self.size),
                          self._p(f"eye{k}"), blink, self._p("frame"))
+
+    def _new_event(self) -> Any:
+        return _check(self._cu, self._cu.cuEventCreate(0), "create an event")
 
     @contextmanager
     def _current(self) -> Iterator[None]:
