@@ -4,6 +4,7 @@ CPU (tests/cuda_on_cpu.py), whole frames against `Renderer`; on a real GPU (mark
 """
 
 import ctypes
+import importlib.util
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from lipstream.kernels import cuda as cuda_kernels
 from lipstream.kernels import device_render
 from lipstream.kernels.build import RENDER
 from lipstream.kernels.device_render import DeviceRenderer
+from tests.conftest import REPO
 from tests.cuda_on_cpu import CpuDriver, build_render_library
 from tests.test_kernels_cuda import _require_nvrtc
 
@@ -109,6 +111,18 @@ def test_stage_times_cover_every_stage_of_a_frame(driver: CpuDriver, avatar: Ava
     assert list(times) == ["head", "rig", "field + warp", "interior", "blink", "i420", "copy down"]
     assert all(ms >= 0.0 for ms in times.values())
     assert driver.downloaded == [avatar.size * avatar.size * 3 // 2]
+
+
+def test_the_gpu_benchmark_measures_the_device_render(driver: CpuDriver,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/gpu.py's device-render rows, its code run on the stand-in driver."""
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
+    assert spec is not None and spec.loader is not None
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    rows = benchmark.measure_device_render(frames=3)
+    assert list(rows) == ["head", "rig", "field + warp", "interior", "blink", "i420", "copy down", "total"]
+    assert rows["total"]["p50_ms"] > 0.0
 
 
 def test_device_renderer_without_a_gpu_is_a_clear_error(avatar: Avatar) -> None:
