@@ -5,6 +5,8 @@ CPU (tests/cuda_on_cpu.py), whole frames against `Renderer`; on a real GPU (mark
 
 import ctypes
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar
+from lipstream.engine.device import CPU_CHOICE, ONNX_CPU, DeviceChoice, device_renderer
 from lipstream.engine.render import RenderConfig, Renderer
 from lipstream.errors import GpuError
 from lipstream.kernels import cuda as cuda_kernels
@@ -123,6 +126,21 @@ def test_the_gpu_benchmark_measures_the_device_render(driver: CpuDriver,
     rows = benchmark.measure_device_render(frames=3)
     assert list(rows) == ["head", "rig", "field + warp", "interior", "blink", "i420", "copy down", "total"]
     assert rows["total"]["p50_ms"] > 0.0
+
+
+def test_the_device_choice_selects_the_renderer(driver: CpuDriver, avatar: Avatar) -> None:
+    gpu = DeviceChoice("cuda", ONNX_CPU, "cuda", "a test")
+    assert isinstance(device_renderer(gpu, avatar, RenderConfig(), 3), DeviceRenderer)
+    assert device_renderer(CPU_CHOICE, avatar, RenderConfig(), 3) is None
+
+
+def test_the_cpu_choice_imports_no_gpu_module(avatar: Avatar) -> None:
+    code = ("import sys; from lipstream.engine.device import CPU_CHOICE, device_renderer; "
+            "from lipstream.engine.avatar import Avatar; from lipstream.engine.render import RenderConfig; "
+            "assert device_renderer(CPU_CHOICE, Avatar.default(), RenderConfig(), 0) is None; "
+            "print(sorted(m for m in sys.modules if m.startswith(('cuda', 'lipstream.kernels.'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"  # no cuda-python, no device_render, cuda or build
 
 
 def test_device_renderer_without_a_gpu_is_a_clear_error(avatar: Avatar) -> None:
