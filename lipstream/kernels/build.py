@@ -20,12 +20,15 @@ class Program:
     source: str
     headers: tuple[str, ...]
     kernels: tuple[str, ...]
+    options: tuple[str, ...] = ()  # NVRTC options beyond the target
 
 
 WARP = Program("warp.cu", ("warp.cuh",), ("ls_warp_region", "ls_composite"))
+# No fused multiply-add: the renderer must round as the CPU path does (a lip-edge bin or a 1/32 px
+# sample position decided by the last bit of a product would otherwise differ now and then).
 RENDER = Program("render.cu", ("warp.cuh", "sample.cuh", "rig.cuh", "face.cuh"),
                  ("ls_head_move", "ls_rig_coarse", "ls_rig_field", "ls_mouth_interior", "ls_blink",
-                  "ls_i420"))
+                  "ls_i420"), ("--fmad=false",))
 PROGRAMS = (WARP, RENDER)
 SOURCE, (HEADER,), KERNEL_NAMES = WARP.source, WARP.headers, WARP.kernels
 NO_BINDINGS = "cuda-python is not installed: run 'pip install lipstream[gpu]' to use device 'cuda'"
@@ -104,7 +107,7 @@ def compile_kernels(target: str, nvrtc: Any | None = None, sources: tuple[bytes,
     handle = _nvrtc_check(nvrtc, nvrtc.nvrtcCreateProgram(source, program.source.encode(), len(headers),
                                                           headers, names), "create a program")
     try:
-        options = [f"--gpu-architecture={target}".encode()]
+        options = [f"--gpu-architecture={target}".encode(), *(o.encode() for o in program.options)]
         (status,) = nvrtc.nvrtcCompileProgram(handle, len(options), options)
         if status != 0:
             raise GpuError(f"NVRTC could not compile {program.source} for {target}: {_log(nvrtc, handle)}")
