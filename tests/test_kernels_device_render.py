@@ -67,6 +67,15 @@ def test_device_frames_match_the_cpu_renderer(driver: CpuDriver, avatar: Avatar)
         assert_within_one_level(device.render_i420(OPEN, index), cpu_i420(cpu, OPEN, index))
 
 
+def test_device_frames_of_a_photographed_face_match(driver: CpuDriver, shared_faces: Path) -> None:
+    avatar = Avatar.from_image(shared_faces / "portrait-obama.jpg")
+    cpu, device = Renderer(avatar, seed=8), DeviceRenderer(avatar, seed=8)
+    blinking = next(i for i in range(200) if cpu.blink_amount(i) > 0.5)
+    for index, controls in ((blinking, [0.6, 0.5, 0.3, 0.1, 0.0]), (90, [0.2, 0.8, 0.0, 0.3, 0.9])):
+        c = np.array(controls, np.float32)
+        assert_within_one_level(device.render_i420(c, index), cpu_i420(cpu, c, index))
+
+
 def test_device_frames_match_with_the_head_still_and_other_poses(driver: CpuDriver,
                                                                  avatar: Avatar) -> None:
     still = RenderConfig(head_rotation_deg=0.0, head_shift_px=0.0)
