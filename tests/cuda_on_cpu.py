@@ -7,6 +7,11 @@ the pixels the GPU threads would each take. `CpuDriver` answers the driver calls
 makes: device memory is host memory, and cuLaunchKernel decodes the kernelParams pointer array as
 the GPU would and calls the library. So `CudaKernels`' own code (buffers, copies, argument packing,
 strided regions) runs for real; only the device is replaced.
+
+`build_render_library` builds render.cu itself (the device renderer's kernels) as C++ with
+`__global__` emptied and the thread indices as globals: `host_<kernel>(grid, block, args...)`
+calls the unchanged kernel once per thread, one at a time (so it cannot show races between
+threads). `CpuDriver` runs `DeviceRenderer` on it the same way.
 """
 
 import ctypes
