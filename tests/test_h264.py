@@ -17,8 +17,9 @@ from aiortc.codecs.h264 import h264_depayload
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from skimage import data
 
+from lipstream.cli import build_parser
 from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.constants import VIDEO_FPS
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.engine import Engine
 from lipstream.streaming.client import Publisher, realtime_fps, transport_offsets_s
 from lipstream.streaming.codecs import (
@@ -31,8 +32,10 @@ from lipstream.streaming.codecs import (
 )
 from lipstream.streaming.encoders import H264, LIBX264, NVENC, VP8, choose_video_codec, probe_nvenc
 from lipstream.streaming.files import Mp4Writer
-from lipstream.streaming.server import ServeConfig
+from lipstream.streaming.server import ServeConfig, _serve_config
 from tests.serving import loopback_only, publish, running_server, still_streaming
+from tests.test_render_cli import _write_wav as write_wav
+from tests.test_render_cli import lipstream as run_cli
 
 H264_CODEC = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
 FRAMES = 50
@@ -236,16 +239,28 @@ def test_nvenc_writes_a_file_that_decodes(tmp_path: Path) -> None:
         assert sum(1 for _ in container.decode(video=0)) == FRAMES
 
 
-def test_the_serve_and_render_commands_take_video_codec(tmp_path: Path) -> None:
-    from lipstream.cli import build_parser
-
+def test_the_serve_command_takes_video_codec_with_the_config_default() -> None:
     args = build_parser("serve").parse_args(["serve", "--video-codec", "h264", "--device", "cpu"])
-    from lipstream.streaming.server import _serve_config
-
     assert _serve_config(args).video_codec == H264
     assert build_parser("serve").parse_args(["serve"]).video_codec == ServeConfig().video_codec
-    render = build_parser("render").parse_args(["render", "--audio", "a.wav", "--out", "o.mp4"])
-    assert render.video_codec == ServeConfig().video_codec
+
+
+def test_render_writes_h264_and_says_which_encoder_and_why(tmp_path: Path) -> None:
+    """The real CLI, `--device auto` on this GPU-less machine: libx264, and the reason in one line."""
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
+    audio, out = write_wav(tmp_path / "tone.wav", tone), tmp_path / "out.mp4"
+    result = run_cli("render", "--no-progress", "--size", "256", "--video-codec", "h264",
+                       "--audio", str(audio), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "lipstream video:" in line]
+    assert len(said) == 1 and f"files {LIBX264}" in said[0], result.stderr
+    if not probe_nvenc().usable:
+        assert probe_nvenc().reason in said[0]
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(video=0)) == VIDEO_FPS
+    refused = run_cli("render", "--video-codec", "vp8", "--audio", str(audio), "--out", str(out))
+    assert refused.returncode == 2 and "invalid choice: 'vp8'" in refused.stderr  # files are H.264
 
 
 def test_an_unknown_codec_is_refused_in_one_line() -> None:
