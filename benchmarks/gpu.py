@@ -25,16 +25,18 @@ import numpy as np
 
 from lipstream.engine.constants import N_MELS, VIDEO_FPS
 from lipstream.errors import LipstreamError
+from lipstream.streaming.codecs import TUNING as VP8_TUNING
+from lipstream.streaming.codecs import VP8_DEFAULT_BITRATE, H264Tuning
 
 FRAME_PERIOD_MS = 1000 / VIDEO_FPS  # 40 ms: every session's budget per frame
 BATCHES = (1, 8, 32, 64)  # windows per model call; 64 is the TensorRT profile's maximum
 SIZE_PX = 512
 BURN_IN = 20
 ENCODERS = ("h264_nvenc", "libx264", "libvpx")  # GPU H.264, CPU H.264, CPU VP8 (aiortc's default)
-ENCODER_OPTIONS = {  # low-latency settings a WebRTC sender uses
-    "h264_nvenc": {"preset": "p1", "tune": "ull", "zerolatency": "1"},
-    "libx264": {"preset": "veryfast", "tune": "zerolatency"},
-    "libvpx": {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"},
+ENCODER_OPTIONS = {  # the server's senders' own settings (streaming/codecs.py), at VP8's start rate
+    "h264_nvenc": H264Tuning(encoder="h264_nvenc").options(VP8_DEFAULT_BITRATE),
+    "libx264": H264Tuning().options(VP8_DEFAULT_BITRATE),
+    "libvpx": {"deadline": "realtime", "lag-in-frames": "0", **VP8_TUNING.options()},
 }
 ENCODE_CLIP_FRAMES = 50  # two seconds of talking, cycled
 WOULD_MEASURE = (
@@ -146,6 +148,7 @@ def open_encoder(name: str) -> Any:
     codec.width = codec.height = SIZE_PX
     codec.pix_fmt = "yuv420p"
     codec.time_base = Fraction(1, VIDEO_FPS)
+    codec.bit_rate = VP8_DEFAULT_BITRATE
     codec.options = ENCODER_OPTIONS.get(name, {})
     codec.thread_count = 1  # per-core figures: a server runs one encoder per session and core share
     codec.open()
