@@ -25,21 +25,25 @@ import numpy as np
 
 from lipstream.engine.constants import N_MELS, VIDEO_FPS
 from lipstream.errors import LipstreamError
+from lipstream.streaming.codecs import TUNING as VP8_TUNING
+from lipstream.streaming.codecs import VP8_DEFAULT_BITRATE, H264Tuning
 
 FRAME_PERIOD_MS = 1000 / VIDEO_FPS  # 40 ms: every session's budget per frame
 BATCHES = (1, 8, 32, 64)  # windows per model call; 64 is the TensorRT profile's maximum
 SIZE_PX = 512
 BURN_IN = 20
 ENCODERS = ("h264_nvenc", "libx264", "libvpx")  # GPU H.264, CPU H.264, CPU VP8 (aiortc's default)
-ENCODER_OPTIONS = {  # low-latency settings a WebRTC sender uses
-    "h264_nvenc": {"preset": "p1", "tune": "ull", "zerolatency": "1"},
-    "libx264": {"preset": "veryfast", "tune": "zerolatency"},
-    "libvpx": {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"},
+ENCODER_OPTIONS = {  # the server's senders' own settings (streaming/codecs.py), at VP8's start rate
+    "h264_nvenc": H264Tuning(encoder="h264_nvenc").options(VP8_DEFAULT_BITRATE),
+    "libx264": H264Tuning().options(VP8_DEFAULT_BITRATE),
+    "libvpx": {"deadline": "realtime", "lag-in-frames": "0", **VP8_TUNING.options()},
 }
 ENCODE_CLIP_FRAMES = 50  # two seconds of talking, cycled
 WOULD_MEASURE = (
     "model: TensorRT (or onnxruntime CUDA) ms per call at batch " + "/".join(map(str, BATCHES)),
     "render stages on device 'cuda' at 512 px: head, rig, field, warp, composite, blink",
+    "the whole frame on the device (DeviceRenderer), each stage's device time from CUDA events:"
+    " head, rig, field + warp, interior, blink, i420, copy down",
     "sessions per GPU by batch size: 40 ms / (model ms per window + render ms per frame)",
     f"encode: 512 px frames per second through {', '.join(ENCODERS)} (PyAV), and NVENC sessions",
 )
@@ -103,6 +107,26 @@ def measure_render(frames: int) -> dict[str, dict[str, float]]:
     return rows
 
 
+def measure_device_render(frames: int) -> dict[str, dict[str, float]]:
+    """Device time per stage of DeviceRenderer's frame (CUDA events between the stages)."""
+    from lipstream.engine.avatar import Avatar, AvatarConfig
+    from lipstream.kernels.device_render import DeviceRenderer
+
+    renderer = DeviceRenderer(Avatar.default(AvatarConfig(size=SIZE_PX)))
+    jaw = 0.5 + 0.5 * np.sin(np.arange(BURN_IN + frames) * 0.7)
+    stage_ms: dict[str, list[float]] = {}
+    for i, j in enumerate(jaw):
+        times = renderer.stage_times_ms(np.array([j, 0.3, 0.2, 0.0, 0.1], np.float32), i)
+        for name, ms in times.items():
+            if i >= BURN_IN:
+                stage_ms.setdefault(name, []).append(ms)
+    renderer.close()
+    rows = {name: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99))}
+            for name, v in stage_ms.items()}
+    rows["total"] = {k: sum(r[k] for r in rows.values()) for k in ("p50_ms", "p99_ms")}
+    return rows
+
+
 def talking_frames(count: int) -> list[Any]:
     """Real frames of the default avatar talking (rendered on the CPU), as yuv420p VideoFrames:
     an encoder's cost depends on how much changes between frames."""
@@ -124,6 +148,7 @@ def open_encoder(name: str) -> Any:
     codec.width = codec.height = SIZE_PX
     codec.pix_fmt = "yuv420p"
     codec.time_base = Fraction(1, VIDEO_FPS)
+    codec.bit_rate = VP8_DEFAULT_BITRATE
     codec.options = ENCODER_OPTIONS.get(name, {})
     codec.thread_count = 1  # per-core figures: a server runs one encoder per session and core share
     codec.open()
@@ -153,8 +178,8 @@ def measure_encode(frames: int) -> dict[str, dict[str, Any]]:
 
 def sessions_per_gpu(model: dict[str, Any], render: dict[str, dict[str, float]]) -> dict[str, int]:
     """Sessions one GPU stream carries per batch size: per frame, each session pays its share of
-    the batched model call plus its own render, inside the 40 ms period (one stream, no overlap:
-    a floor; streams per session overlap copies and kernels)."""
+    the batched model call plus its own render (the whole frame on the device), inside the 40 ms
+    period (one stream, no overlap: a floor; streams per session overlap copies and kernels)."""
     render_ms = render["total"]["p50_ms"]
     return {batch: int(FRAME_PERIOD_MS / (row["ms_per_window"] + render_ms))
             for batch, row in model["batches"].items()}
@@ -172,8 +197,10 @@ def main() -> int:
     except LipstreamError as err:
         return report_no_gpu(str(err), args.out, args.frames)
     results: dict[str, Any] = {"gpu": gpu, "model": measure_model(args.frames),
-                               "render": measure_render(args.frames), "encode": measure_encode(args.frames)}
-    results["sessions_per_gpu_by_batch"] = sessions_per_gpu(results["model"], results["render"])
+                               "render": measure_render(args.frames),
+                               "device_render": measure_device_render(args.frames),
+                               "encode": measure_encode(args.frames)}
+    results["sessions_per_gpu_by_batch"] = sessions_per_gpu(results["model"], results["device_render"])
     print_results(results)
     write(results, args.out)
     return 0
@@ -197,9 +224,11 @@ def print_results(r: dict[str, Any]) -> None:
     for batch, row in r["model"]["batches"].items():
         print(f"{batch:>6}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['ms_per_window']:>11.4f}"
               f"{r['sessions_per_gpu_by_batch'][batch]:>14}")
-    print(f"\n{'render stage (cuda)':<22}{'p50 ms':>9}{'p99 ms':>9}")
-    for name, row in r["render"].items():
-        print(f"{name:<22}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}")
+    for title, rows in (("render stage (cuda kernels)", r["render"]),
+                        ("device render stage", r["device_render"])):
+        print(f"\n{title:<28}{'p50 ms':>9}{'p99 ms':>9}")
+        for name, row in rows.items():
+            print(f"{name:<28}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}")
     print_encode(r["encode"])
 
 

@@ -47,7 +47,8 @@ else
   step install install
 fi
 step gpu-tests "$VENV/bin/python" -m pytest -m gpu -rs -p no:cacheprovider \
-  --junitxml="$OUT/gpu_tests.xml" tests/test_kernels_cuda.py tests/test_batch.py tests/test_device.py
+  --junitxml="$OUT/gpu_tests.xml" tests/test_kernels_cuda.py tests/test_kernels_device_render.py \
+  tests/test_batch.py tests/test_device.py tests/test_h264.py
 step benchmark "$VENV/bin/python" benchmarks/gpu.py --out "$OUT/gpu.json"
 
 python3 - "$OUT" <<'EOF'

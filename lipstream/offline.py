@@ -15,6 +15,7 @@ from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
+from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
 from lipstream.streaming.files import Mp4Writer, check_writable
 
 _DEFAULT_AVATAR = AvatarConfig()
@@ -32,10 +33,11 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'baseline', or an exported .onnx (default: the shipped model)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
+    add_file_codec_argument(parser)
 
 
 def run_render(args: argparse.Namespace) -> int:
-    choose_device(args.device)  # fail before the slow parts: --device cuda without a GPU
+    device = choose_device(args.device).device  # fail before the slow parts: --device cuda, no GPU
     check_writable(args.out)
     audio = AudioFile(args.audio)
     chunks = audio.chunks()
@@ -43,20 +45,22 @@ def run_render(args: argparse.Namespace) -> int:
     config = AvatarConfig(size=args.size)
     avatar = Avatar.from_image(args.face, config) if args.face else Avatar.default(config)
     engine = Engine(avatar, EngineConfig(seed=args.seed, motion=args.motion, device=args.device))
+    # logged, like the device, only once the inputs are known good: an error stays the only line
+    encoder = resolve_video_codec(args.video_codec, args.device, device).h264_encoder
     try:
-        _render(itertools.chain([first], chunks), audio.duration_s, engine, args.out, avatar.size,
-                progress=not args.no_progress)
+        _render(itertools.chain([first], chunks), audio.duration_s, engine, Mp4Writer(args.out, avatar.size,
+                encoder=encoder), progress=not args.no_progress)
     except BaseException:
         args.out.unlink(missing_ok=True)  # the audio failed midway: leave nothing half-written
         raise
     return 0
 
 
-def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine, out: Path,
-            size: int, progress: bool) -> None:
+def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine,
+            writer: Mp4Writer, progress: bool) -> None:
     """Decode, render and write as the audio arrives: memory stays flat in the file's length."""
     total = None if duration_s is None else math.ceil(duration_s * VIDEO_FPS)
-    with Mp4Writer(out, size) as writer, \
+    with writer, \
             tqdm(total=total, unit="frame", disable=not progress) as bar:
         received = 0  # 16 kHz samples pushed so far
         for chunk in chunks:

@@ -7,10 +7,16 @@ the pixels the GPU threads would each take. `CpuDriver` answers the driver calls
 makes: device memory is host memory, and cuLaunchKernel decodes the kernelParams pointer array as
 the GPU would and calls the library. So `CudaKernels`' own code (buffers, copies, argument packing,
 strided regions) runs for real; only the device is replaced.
+
+`build_render_library` builds render.cu itself (the device renderer's kernels) as C++ with
+`__global__` emptied and the thread indices as globals: `host_<kernel>(grid, block, args...)`
+calls the unchanged kernel once per thread, one at a time (so it cannot show races between
+threads). `CpuDriver` runs `DeviceRenderer` on it the same way.
 """
 
 import ctypes
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -51,6 +57,75 @@ void ls_composite(unsigned char *out, const float *colour, const float *alpha, i
 P, I32 = ctypes.c_void_p, ctypes.c_int32
 SIGNATURES = {"ls_warp_region": (P, I32, I32, P, P, I32, I32), "ls_composite": (P, P, P, I32)}
 
+# render.cu itself, built as C++ for the CPU: its kernels run unchanged, one call per GPU thread,
+# with blockIdx/threadIdx/blockDim as globals that each host_<kernel> loop sets, as the GPU would.
+RENDER_HOST = r"""
+struct ls_dim3 { int x, y, z; };
+static ls_dim3 blockIdx, threadIdx, blockDim;
+#define __global__
+#include "render.cu"
+
+#define LS_HOST_LAUNCH(name, params, args)                                            \
+    extern "C" void host_##name(int gx, int gy, int bx, int by, params)               \
+    {                                                                                 \
+        blockDim.x = bx; blockDim.y = by; blockDim.z = 1;                             \
+        for (blockIdx.y = 0; blockIdx.y < gy; ++blockIdx.y)                           \
+            for (blockIdx.x = 0; blockIdx.x < gx; ++blockIdx.x)                       \
+                for (threadIdx.y = 0; threadIdx.y < by; ++threadIdx.y)                \
+                    for (threadIdx.x = 0; threadIdx.x < bx; ++threadIdx.x) name args; \
+    }
+#define COMMA ,
+LS_HOST_LAUNCH(ls_head_move, const unsigned char *a COMMA int b COMMA ls_affine_d c COMMA unsigned char *d,
+               (a, b, c, d))
+LS_HOST_LAUNCH(ls_rig_coarse, const float *a COMMA const float *b COMMA int c COMMA int d COMMA
+               float e COMMA float *f COMMA int *g, (a, b, c, d, e, f, g))
+LS_HOST_LAUNCH(ls_rig_field, const unsigned char *a COMMA int b COMMA const float *c COMMA
+               const float *d COMMA const float *e COMMA const float *f COMMA const float *g COMMA
+               ls_field_params h COMMA unsigned char *i COMMA float *j COMMA float *k COMMA
+               float *l COMMA float *m COMMA int *n, (a, b, c, d, e, f, g, h, i, j, k, l, m, n))
+LS_HOST_LAUNCH(ls_mouth_interior, unsigned char *a COMMA int b COMMA const float *c COMMA
+               const float *d COMMA const float *e COMMA ls_field_params f COMMA ls_mouth_params g
+               COMMA const int *h, (a, b, c, d, e, f, g, h))
+LS_HOST_LAUNCH(ls_blink, const unsigned char *a COMMA int b COMMA const float *c COMMA
+               ls_blink_params d COMMA unsigned char *e, (a, b, c, d, e))
+LS_HOST_LAUNCH(ls_i420, const unsigned char *a COMMA int b COMMA unsigned char *c, (a, b, c))
+"""
+
+
+def render_signatures() -> dict[str, tuple[Any, ...]]:
+    """render.cu's kernels' argument types (struct arguments by value, as params.py lays them out)."""
+    from lipstream.kernels.params import AffineD, BlinkParams, FieldParams, MouthParams
+
+    F = ctypes.c_float
+    return {"ls_head_move": (P, I32, AffineD, P), "ls_rig_coarse": (P, P, I32, I32, F, P, P),
+            "ls_rig_field": (P, I32, P, P, P, P, P, FieldParams, P, P, P, P, P, P),
+            "ls_mouth_interior": (P, I32, P, P, P, FieldParams, MouthParams, P),
+            "ls_blink": (P, I32, P, BlinkParams, P), "ls_i420": (P, I32, P)}
+
+
+def build_render_library(folder: Path, compiler: str = "c++") -> ctypes.CDLL:
+    """render.cu (and the warp kernels' loops, so one library serves CudaKernels too) built for the
+    CPU as C++, warnings as errors; plus the render headers alone as C99, to keep them plain C."""
+    c_check = folder / "headers.c"
+    c_check.write_text('#include "rig.cuh"\n#include "face.cuh"\nint ls_headers_build;\n')
+    _compile(["cc", "-x", "c", "-std=c99", "-c", str(c_check), "-o", str(folder / "headers.o")])
+    source = folder / "render_host.cpp"
+    source.write_text(WRAPPER + RENDER_HOST)
+    library = folder / "render_host.so"
+    _compile([compiler, "-x", "c++", "-std=c++11", "-O2", "-shared", "-fPIC", str(source), "-o",
+              str(library), "-lm"])
+    lib = ctypes.CDLL(str(library))
+    for name, argtypes in (SIGNATURES | {f"host_{k}": (I32,) * 4 + v
+                                         for k, v in render_signatures().items()}).items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = None
+    return lib
+
+
+def _compile(command: list[str]) -> None:
+    warnings = ["-Wall", "-Wextra", "-pedantic", "-Werror", f"-I{KERNELS_DIR}"]
+    subprocess.run(command[:1] + warnings + command[1:], check=True, capture_output=True, text=True)
+
 
 def build_math_library(folder: Path, compiler: str, language: str) -> ctypes.CDLL:
     """warp.cuh compiled by `compiler` as `language` ("c" or "c++"), warnings as errors."""
@@ -82,6 +157,9 @@ class CpuDriver:
         self.allocations = 0
         self.uploaded: list[int] = []  # bytes of each host -> device copy
         self.images: list[bytes] = []  # modules loaded
+        self.downloaded: list[int] = []  # bytes of each device -> host copy
+        self.launched: list[str] = []  # kernel names, in launch order
+        self.events: list[float] = []  # each event's recorded time, s
 
     def cuInit(self, flags: int) -> tuple[int]:
         return (0,)
@@ -116,6 +194,23 @@ class CpuDriver:
     def cuStreamDestroy(self, stream: str) -> tuple[int]:
         return (0,)
 
+    def cuEventCreate(self, flags: int) -> tuple[int, int]:
+        self.events.append(0.0)
+        return 0, len(self.events) - 1
+
+    def cuEventRecord(self, event: int, stream: str) -> tuple[int]:
+        self.events[event] = time.perf_counter()  # work on this stream is done when it is queued
+        return (0,)
+
+    def cuEventSynchronize(self, event: int) -> tuple[int]:
+        return (0,)
+
+    def cuEventElapsedTime(self, start: int, end: int) -> tuple[int, float]:
+        return 0, (self.events[end] - self.events[start]) * 1e3
+
+    def cuEventDestroy(self, event: int) -> tuple[int]:
+        return (0,)
+
     def cuModuleLoadData(self, image: bytes) -> tuple[int, bytes]:
         self.images.append(image)
         return 0, image
@@ -144,10 +239,24 @@ class CpuDriver:
     def cuMemcpyDtoHAsync(self, host: int, device: int, nbytes: int, stream: str) -> tuple[int]:
         self._check_inside(int(device), nbytes)
         ctypes.memmove(host, int(device), nbytes)
+        self.downloaded.append(nbytes)
+        return (0,)
+
+    def cuMemcpyDtoDAsync(self, target: int, source: int, nbytes: int, stream: str) -> tuple[int]:
+        self._check_inside(int(target), nbytes)
+        self._check_inside(int(source), nbytes)
+        ctypes.memmove(int(target), int(source), nbytes)
         return (0,)
 
     def cuLaunchKernel(self, function: str, gx: int, gy: int, gz: int, bx: int, by: int, bz: int,
                        shared: int, stream: str, params: int, extra: Any) -> tuple[int]:
+        self.launched.append(function)
+        if function not in SIGNATURES:  # render.cu: its own kernel code runs, thread by thread
+            argtypes = render_signatures()[function]
+            pointers = (ctypes.c_uint64 * len(argtypes)).from_address(params)
+            args = [_argument(t, p) for t, p in zip(argtypes, pointers, strict=True)]
+            getattr(self.lib, f"host_{function}")(gx, gy, bx, by, *args)
+            return (0,)
         argtypes = SIGNATURES[function]
         pointers = (ctypes.c_uint64 * len(argtypes)).from_address(params)
         args = [t.from_address(p).value for t, p in zip(argtypes, pointers, strict=True)]
@@ -170,3 +279,10 @@ class CpuDriver:
             needed = {out: n_pixels * 3, colour: n_pixels * 12, alpha: n_pixels * 4}
         for pointer, nbytes in needed.items():
             self._check_inside(pointer, nbytes)
+
+
+def _argument(kind: Any, address: int) -> Any:
+    """One kernel argument read from where kernelParams points: a struct copied, a scalar's value."""
+    if issubclass(kind, ctypes.Structure):
+        return kind.from_buffer_copy((ctypes.c_char * ctypes.sizeof(kind)).from_address(address))
+    return kind.from_address(address).value

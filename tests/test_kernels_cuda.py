@@ -23,7 +23,17 @@ from skimage import data
 from lipstream.errors import GpuError
 from lipstream.kernels import cuda as cuda_kernels
 from lipstream.kernels import get_kernels
-from lipstream.kernels.build import NO_BINDINGS, choose_target, compile_kernels, kernel_source, load_nvrtc
+from lipstream.kernels.build import (
+    NO_BINDINGS,
+    PROGRAMS,
+    RENDER,
+    Program,
+    choose_target,
+    compile_kernels,
+    kernel_source,
+    load_nvrtc,
+    program_source,
+)
 from lipstream.kernels.reference import ReferenceKernels
 from tests.cuda_on_cpu import KERNELS_DIR, CpuDriver, build_math_library
 from tests.test_kernels import warp_coords
@@ -129,13 +139,13 @@ def test_nvcc_compiles_the_kernels(tmp_path: Path) -> None:
     assert image[:4] == b"\x7fELF" and b"ls_warp_region" in image and b"ls_composite" in image
 
 
-def _nvcc_cubin(folder: Path, arch: str) -> bytes:
+def _nvcc_cubin(folder: Path, arch: str, source: str = "warp.cu") -> bytes:
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc (the CUDA toolkit) is not installed; the NVRTC test covers compilation")
     cubin = folder / "warp.cubin"
     result = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "--Werror", "all-warnings",
-                             str(KERNELS_DIR / "warp.cu"), "-o", str(cubin)], capture_output=True, text=True)
+                             str(KERNELS_DIR / source), "-o", str(cubin)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return cubin.read_bytes()
 
@@ -151,17 +161,31 @@ def _require_nvrtc() -> None:
     pytest.skip(f"{missing}: it compiles without a GPU")
 
 
+@pytest.mark.parametrize("program", PROGRAMS, ids=[p.source for p in PROGRAMS])
 @pytest.mark.parametrize("arch", RELEASE_ARCHS)
-def test_nvrtc_compiles_the_kernels_for_each_datacentre_gpu(arch: int) -> None:
+def test_nvrtc_compiles_the_kernels_for_each_datacentre_gpu(arch: int, program: Program) -> None:
     _require_nvrtc()
-    image = compile_kernels(f"sm_{arch}")
-    assert image[:4] == b"\x7fELF" and b"ls_warp_region" in image and b"ls_composite" in image
+    image = compile_kernels(f"sm_{arch}", program=program)
+    assert image[:4] == b"\x7fELF"
+    for name in program.kernels:
+        assert name.encode() in image
 
 
+def test_a_render_kernel_compile_error_is_reported_with_the_compiler_log() -> None:
+    _require_nvrtc()
+    source, *headers = program_source(RENDER)
+    broken = [headers[i] if name != "face.cuh" else headers[i].replace(b"fmaxf(coverage", b"fmaxf(oops", 1)
+              for i, name in enumerate(RENDER.headers)]
+    with pytest.raises(GpuError, match=r"NVRTC could not compile render.cu for sm_90: .*error"):
+        compile_kernels("sm_90", sources=(source, *broken), program=RENDER)
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[p.source for p in PROGRAMS])
 @pytest.mark.parametrize("arch", RELEASE_ARCHS)
-def test_nvcc_compiles_the_kernels_for_each_datacentre_gpu(arch: int, tmp_path: Path) -> None:
-    image = _nvcc_cubin(tmp_path, f"sm_{arch}")
-    assert image[:4] == b"\x7fELF" and b"ls_warp_region" in image
+def test_nvcc_compiles_the_kernels_for_each_datacentre_gpu(arch: int, tmp_path: Path,
+                                                           program: Program) -> None:
+    image = _nvcc_cubin(tmp_path, f"sm_{arch}", program.source)
+    assert image[:4] == b"\x7fELF" and program.kernels[0].encode() in image
 
 
 def test_a_kernel_compile_error_is_reported_with_the_compiler_log() -> None:
@@ -203,7 +227,7 @@ def cpu_driver(monkeypatch: pytest.MonkeyPatch, c_math_lib: ctypes.CDLL,
     if nvrtc is None:
         cubin = _nvcc_cubin(tmp_path, "sm_86")
         monkeypatch.setattr(cuda_kernels, "supported_archs", lambda nvrtc: [86])
-        monkeypatch.setattr(cuda_kernels, "compile_kernels", lambda target, nvrtc: cubin)
+        monkeypatch.setattr(cuda_kernels, "compile_kernels", lambda target, nvrtc, program: cubin)
     monkeypatch.setattr(cuda_kernels, "bindings", lambda: (driver, nvrtc))
     monkeypatch.setattr(cuda_kernels, "_MODULES", {})
     return driver

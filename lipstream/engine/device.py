@@ -3,8 +3,9 @@
 "cpu" never touches anything GPU-related (no cuda-python, no TensorRT import), so the package runs
 without the `gpu` extra. "auto" probes for a usable NVIDIA GPU through cuda-python and, when one is
 there, picks the best model runner installed: TensorRT, else onnxruntime's CUDA provider, else the
-CPU model (the warp and composite kernels run on the GPU in every GPU case). "cuda" is "auto" that
-refuses to fall back. Each resolution logs one line saying what was chosen and why.
+CPU model (the warp and composite kernels run on the GPU in every GPU case, and the whole frame can:
+`device_renderer`). "cuda" is "auto" that refuses to fall back. Each resolution logs one line
+saying what was chosen and why.
 """
 
 import argparse
@@ -12,8 +13,14 @@ import functools
 import importlib.util
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lipstream.errors import GpuError
+
+if TYPE_CHECKING:  # the CPU path imports nothing GPU-related, not even for types
+    from lipstream.engine.avatar import Avatar
+    from lipstream.engine.render import RenderConfig
+    from lipstream.kernels.device_render import DeviceRenderer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,17 @@ def find_gpu(device_index: int = 0) -> str:
     if int(err) != 0:
         raise GpuError(f"cannot read the name of CUDA device {device_index} ({err}): check the driver")
     return bytes(name).split(b"\0")[0].decode(errors="replace").strip()
+
+
+def device_renderer(choice: DeviceChoice, avatar: "Avatar", config: "RenderConfig",
+                    seed: int) -> "DeviceRenderer | None":
+    """The whole-frame GPU renderer (I420 out, one copy per frame) when `choice` is the GPU; None
+    on the CPU, where `engine.render.Renderer` makes RGB frames and the caller converts them."""
+    if choice.kernels != "cuda":
+        return None
+    from lipstream.kernels.device_render import DeviceRenderer
+
+    return DeviceRenderer(avatar, config, seed)
 
 
 def gpu_runner() -> tuple[str, str]:

@@ -11,6 +11,10 @@ The per-frame pixel work of the renderer is exactly two operations on a region o
 `reference.py` spells the per-pixel math in plain numpy; tests compare every device against it.
 `cuda.py` runs `warp.cu` (its per-pixel math in `warp.cuh`, which also builds for the CPU) on an
 NVIDIA GPU; it needs `pip install lipstream[gpu]` and raises `GpuError` where there is no GPU.
+
+The whole frame on the GPU (head move, rig field, warp, mouth interior, blink, RGB -> I420) is
+`device_render.DeviceRenderer`, running `render.cu` (its per-pixel math in `sample.cuh`, `rig.cuh`
+and `face.cuh`, which also build for the CPU; `params.py` fills their parameter structs).
 """
 
 from typing import Any, Protocol

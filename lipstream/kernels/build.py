@@ -5,14 +5,32 @@ binary is built for the exact GPU it runs on. Compiling needs no GPU and no driv
 lets the tests check this path on machines without one.
 """
 
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from lipstream.errors import GpuError
 
-SOURCE = "warp.cu"
-HEADER = "warp.cuh"  # included by SOURCE; handed to NVRTC by name, so no include path is needed
-KERNEL_NAMES = ("ls_warp_region", "ls_composite")
+
+@dataclass(frozen=True)
+class Program:
+    """One NVRTC program: a .cu file, the headers it includes (handed to NVRTC by name, so no
+    include path is needed) and the kernels it defines."""
+
+    source: str
+    headers: tuple[str, ...]
+    kernels: tuple[str, ...]
+    options: tuple[str, ...] = ()  # NVRTC options beyond the target
+
+
+WARP = Program("warp.cu", ("warp.cuh",), ("ls_warp_region", "ls_composite"))
+# No fused multiply-add: the renderer must round as the CPU path does (a lip-edge bin or a 1/32 px
+# sample position decided by the last bit of a product would otherwise differ now and then).
+RENDER = Program("render.cu", ("warp.cuh", "sample.cuh", "rig.cuh", "face.cuh"),
+                 ("ls_head_move", "ls_rig_coarse", "ls_rig_field", "ls_mouth_interior", "ls_blink",
+                  "ls_i420"), ("--fmad=false",))
+PROGRAMS = (WARP, RENDER)
+SOURCE, (HEADER,), KERNEL_NAMES = WARP.source, WARP.headers, WARP.kernels
 NO_BINDINGS = "cuda-python is not installed: run 'pip install lipstream[gpu]' to use device 'cuda'"
 NO_NVRTC = "the NVRTC library is not installed: run 'pip install lipstream[gpu]' (cuda-python[all])"
 
@@ -32,8 +50,14 @@ def bindings() -> tuple[Any, Any]:
 
 def kernel_source() -> tuple[bytes, bytes]:
     """(warp.cu, warp.cuh) as shipped inside the package."""
+    source, header = program_source(WARP)
+    return source, header
+
+
+def program_source(program: Program) -> tuple[bytes, ...]:
+    """A program's source, then its headers in `program.headers` order, as shipped."""
     folder = resources.files("lipstream.kernels")
-    return folder.joinpath(SOURCE).read_bytes(), folder.joinpath(HEADER).read_bytes()
+    return tuple(folder.joinpath(name).read_bytes() for name in (program.source, *program.headers))
 
 
 def load_nvrtc(nvrtc: Any | None = None) -> Any:
@@ -70,26 +94,28 @@ def choose_target(capability: tuple[int, int], supported: list[int]) -> str:
                    f"(sm_{min(supported)} and newer): install an older cuda-python, e.g. 'cuda-python<13'")
 
 
-def compile_kernels(target: str, nvrtc: Any | None = None,
-                    sources: tuple[bytes, bytes] | None = None) -> bytes:
-    """warp.cu compiled for `target`: a cubin (ELF) for "sm_XY", PTX text for "compute_XY".
+def compile_kernels(target: str, nvrtc: Any | None = None, sources: tuple[bytes, ...] | None = None,
+                    program: Program = WARP) -> bytes:
+    """A program (warp.cu unless told) compiled for `target`: a cubin (ELF) for "sm_XY", PTX text
+    for "compute_XY".
 
-    `sources` replaces (warp.cu, warp.cuh) (a test hands in a broken one to see the error).
+    `sources` replaces the program's (source, *headers) (a test hands in a broken one to see the error).
     """
     nvrtc = load_nvrtc(nvrtc)
-    source, header = sources or kernel_source()
-    program = _nvrtc_check(nvrtc, nvrtc.nvrtcCreateProgram(source, SOURCE.encode(), 1, [header],
-                                                           [HEADER.encode()]), "create a program")
+    source, *headers = sources or program_source(program)
+    names = [name.encode() for name in program.headers]
+    handle = _nvrtc_check(nvrtc, nvrtc.nvrtcCreateProgram(source, program.source.encode(), len(headers),
+                                                          headers, names), "create a program")
     try:
-        options = [f"--gpu-architecture={target}".encode()]
-        (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
+        options = [f"--gpu-architecture={target}".encode(), *(o.encode() for o in program.options)]
+        (status,) = nvrtc.nvrtcCompileProgram(handle, len(options), options)
         if status != 0:
-            raise GpuError(f"NVRTC could not compile {SOURCE} for {target}: {_log(nvrtc, program)}")
+            raise GpuError(f"NVRTC could not compile {program.source} for {target}: {_log(nvrtc, handle)}")
         if target.startswith("sm_"):
-            return _read(nvrtc, program, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
-        return _read(nvrtc, program, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+            return _read(nvrtc, handle, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
+        return _read(nvrtc, handle, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
     finally:
-        nvrtc.nvrtcDestroyProgram(program)
+        nvrtc.nvrtcDestroyProgram(handle)
 
 
 def _read(nvrtc: Any, program: Any, get_size: Any, get: Any) -> bytes:

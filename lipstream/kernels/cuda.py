@@ -21,13 +21,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lipstream.errors import GpuError
-from lipstream.kernels.build import KERNEL_NAMES, bindings, choose_target, compile_kernels, supported_archs
+from lipstream.kernels.build import WARP, Program, bindings, choose_target, compile_kernels, supported_archs
 
 NO_DEVICE = "no CUDA device: install the NVIDIA driver and 'pip install lipstream[gpu]'"
 WARP_BLOCK = (16, 16)  # threads per block over the region's (x, y): 256, eight 32-thread warps
 COMPOSITE_BLOCK = 256  # threads per block over the region's pixels, flattened
 
-_MODULES: dict[int, tuple[Any, ...]] = {}  # device ordinal -> (warp, composite) CUfunctions
+_MODULES: dict[tuple[int, str], tuple[Any, ...]] = {}  # (device ordinal, program) -> its CUfunctions
 _MODULES_LOCK = threading.Lock()
 
 
@@ -160,17 +160,25 @@ def device_target(cu: Any, nvrtc: Any, device_index: int) -> str:
 
 
 def _kernels_for(cu: Any, nvrtc: Any, device_index: int) -> tuple[Any, ...]:
-    """The kernels loaded on a device, compiled once per process (the context must be current)."""
+    """warp.cu's kernels loaded on a device (the context must be current)."""
+    return load_program(cu, nvrtc, device_index, WARP)
+
+
+def load_program(cu: Any, nvrtc: Any, device_index: int, program: Program) -> tuple[Any, ...]:
+    """A program's kernels (CUfunctions, in `program.kernels` order) loaded on a device, compiled
+    once per process (the context must be current)."""
     with _MODULES_LOCK:
-        if device_index not in _MODULES:
-            image = compile_kernels(device_target(cu, nvrtc, device_index), nvrtc)
+        key = (device_index, program.source)
+        if key not in _MODULES:
+            target = device_target(cu, nvrtc, device_index)
+            image = compile_kernels(target, nvrtc, program=program)
             # the module lives as long as the process: hold its context open for it
             open_device(cu, device_index)
             module = _check(cu, cu.cuModuleLoadData(image), "load the compiled kernels")
-            _MODULES[device_index] = tuple(
+            _MODULES[key] = tuple(
                 _check(cu, cu.cuModuleGetFunction(module, name.encode()), f"find {name}")
-                for name in KERNEL_NAMES)
-        return _MODULES[device_index]
+                for name in program.kernels)
+        return _MODULES[key]
 
 
 def _release(cu: Any, device: Any, context: Any, stream: Any,

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from aiortc.codecs import get_encoder
+from aiortc.mediastreams import VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_PTS_PER_FRAME
 from lipstream.streaming.clock import FRAME_S
+from lipstream.streaming.encoders import MIME_TYPES
 from lipstream.streaming.worker import FrameEngine
 
 SAFETY = 0.5
@@ -32,7 +34,7 @@ TIMED_FRAMES = 10
 class Capacity:
     cores: int
     engine_ms: float  # per frame, rendered
-    encode_ms: float  # per frame, VP8
+    encode_ms: float  # per frame, in the codec the senders prefer
     max_sessions: int
 
     def describe(self) -> str:
@@ -40,14 +42,15 @@ class Capacity:
                 f"encode per frame -> max {self.max_sessions} sessions")
 
 
-def estimate_capacity(engine: FrameEngine, cores: int | None = None) -> Capacity:
-    """Time a throwaway engine and a VP8 encoder on a few frames of silence (~0.5 s)."""
+def estimate_capacity(engine: FrameEngine, cores: int | None, video_codec: str) -> Capacity:
+    """Time a throwaway engine and the senders' encoder of `video_codec` (encoders.py: VP8 or
+    H264) on a few frames of silence (~0.5 s)."""
     cores = cores or os.cpu_count() or 1
     engine.push_audio(np.zeros(engine.latency_samples, np.float32), SAMPLE_RATE)
     frame = engine.pop_frame()
     assert frame is not None
     engine_s = _time_engine(engine)
-    encode_s = _time_vp8(frame.image)
+    encode_s = _time_encoder(frame.image, video_codec)
     per_frame_s = engine_s + encode_s
     sessions = max(1, math.floor(cores * FRAME_S / per_frame_s * SAFETY))
     return Capacity(cores, engine_s * 1000, encode_s * 1000, sessions)
@@ -65,13 +68,15 @@ def _time_engine(engine: FrameEngine) -> float:
     return float(np.median(times))
 
 
-def _time_vp8(image: np.ndarray) -> float:
-    encoder = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+def _time_encoder(image: np.ndarray, video_codec: str) -> float:
+    encoder = get_encoder(RTCRtpCodecParameters(mimeType=MIME_TYPES[video_codec], clockRate=90000,
+                                                payloadType=96))
     times = []
     for i in range(WARMUP_FRAMES + TIMED_FRAMES):
         # a moving picture, as a talking face is: a static one encodes almost for free
         frame = av.VideoFrame.from_ndarray(np.roll(image, i % 8, axis=0), format="rgb24")
-        frame.pts = i * 3600
+        # as the session's track stamps them: aiortc's H.264 encoder needs the time base
+        frame.pts, frame.time_base = i * VIDEO_PTS_PER_FRAME, VIDEO_TIME_BASE
         start = time.perf_counter()
         encoder.encode(frame)
         if i >= WARMUP_FRAMES:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from lipstream.engine.config import EngineConfig
 from lipstream.streaming.avatars import Avatar, UploadLimits
+from lipstream.streaming.encoders import CLI_VIDEO_CODEC
 from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.worker import FrameEngine
 
@@ -36,3 +37,4 @@ class ServeConfig:
     uploads: UploadLimits = field(default_factory=UploadLimits)
     session: SessionConfig = field(default_factory=SessionConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)  # every session's engine, incl. device
+    video_codec: str = CLI_VIDEO_CODEC  # "auto", "vp8" or "h264": what senders prefer (encoders.py)

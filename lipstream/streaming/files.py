@@ -1,4 +1,8 @@
-"""File sink: frames and their audio -> an mp4 (H.264 + AAC) with PyAV."""
+"""File sink: frames and their audio -> an mp4 (H.264 + AAC) with PyAV.
+
+H.264 by libx264, or by NVENC on a GPU whose FFmpeg opens it (encoders.py chooses). NVENC's
+constant-quality mode takes `cq` where x264 takes `crf`; both scales run 0-51, lower is better.
+"""
 
 from pathlib import Path
 from types import TracebackType
@@ -8,6 +12,7 @@ import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.errors import LipstreamError
+from lipstream.streaming.encoders import LIBX264, NVENC
 
 
 class OutputError(LipstreamError):
@@ -30,19 +35,28 @@ def check_writable(path: Path) -> None:
         path.unlink()
 
 
+def file_options(encoder: str, crf: int) -> dict[str, object]:
+    """Constant quality `crf` for a file, at a speed that keeps `render` faster than real time."""
+    if encoder == NVENC:  # "p4": NVENC's middle preset; it is far faster than real time anyway
+        return {"rc": "vbr", "cq": str(crf), "preset": "p4"}
+    return {"crf": str(crf), "preset": "veryfast"}
+
+
 class Mp4Writer:
     """Writes frame n at pts n (1/25 s) and the audio it was made from at pts 640 n (1/16000 s)."""
 
-    def __init__(self, path: Path, size: int, crf: int = 20) -> None:
+    def __init__(self, path: Path, size: int, crf: int = 20, encoder: str = LIBX264) -> None:
         check_writable(path)
         try:
             self._container = av.open(str(path), "w")
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write {path}: {exc}") from None
-        self._video = self._container.add_stream("libx264", rate=VIDEO_FPS)
+        video = self._container.add_stream(encoder, rate=VIDEO_FPS)
+        assert isinstance(video, av.VideoStream)  # `encoder` names a video encoder
+        self._video = video
         self._video.width = self._video.height = size
         self._video.pix_fmt = "yuv420p"
-        self._video.options = {"crf": str(crf), "preset": "veryfast"}
+        self._video.options = file_options(encoder, crf)
         self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE)
         self._audio.layout = "mono"
 

@@ -28,8 +28,9 @@ from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.capacity import estimate_capacity
 from lipstream.streaming.clock import Clock, MonotonicClock
-from lipstream.streaming.codecs import tune_vp8
+from lipstream.streaming.codecs import tune_encoders
 from lipstream.streaming.config import EngineFactory, ServeConfig
+from lipstream.streaming.encoders import add_video_codec_argument, resolve_video_codec
 from lipstream.streaming.memory import limit_arenas, trim_periodically
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.parse_errors import json_parse_errors
@@ -63,6 +64,15 @@ def default_engine_factory(config: EngineConfig) -> EngineFactory:
     return build
 
 
+def with_video_codec(config: ServeConfig) -> ServeConfig:
+    """Resolve `config.video_codec` (one log line), tune the senders' encoders (codecs.py) and
+    hand the sessions the codec to prefer."""
+    device = resolve_device(config.engine.device).device
+    choice = resolve_video_codec(config.video_codec, config.engine.device, device)
+    tune_encoders(choice.h264_encoder)
+    return replace(config, session=replace(config.session, video_codec=choice.codec))
+
+
 def default_avatar_loader(face: str | None) -> Callable[[], Avatar]:
     def load() -> Avatar:
         from lipstream.engine.avatar import Avatar as AvatarClass
@@ -93,8 +103,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
                clock: Clock | None = None,
                load_avatar: Callable[[], Avatar] | None = None) -> web.Application:
     """The server. The optional seams are for tests: an engine factory, a clock, a default avatar."""
-    config = config or ServeConfig()
-    tune_vp8()  # the video senders' encoder settings (streaming/codecs.py)
+    config = with_video_codec(config or ServeConfig())
     json_parse_errors()  # aiohttp's own 400s as JSON (parse_errors.py)
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
@@ -137,7 +146,8 @@ async def _prepare(app: web.Application) -> None:
         return
 
     def measure() -> str:
-        capacity = estimate_capacity(engine, state.config.capacity_cores)
+        capacity = estimate_capacity(engine, state.config.capacity_cores,
+                                     state.config.session.video_codec)
         state.max_sessions = capacity.max_sessions
         return capacity.describe()
 
@@ -193,6 +203,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="server processes, each running its share of the sessions (default: one "
                         "per core; 1 serves everything in this process)")
     add_device_argument(parser)
+    add_video_codec_argument(parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -232,7 +243,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     return replace(defaults, host=args.host, port=args.port, face=args.face,
                    max_sessions=args.max_sessions, token=args.token, worker_processes=args.workers,
                    session=replace(defaults.session, max_duration_s=args.max_session_s),
-                   engine=replace(defaults.engine, device=args.device))
+                   engine=replace(defaults.engine, device=args.device), video_codec=args.video_codec)
 
 
 def quiet_ice_logs(verbose: bool = False) -> None:

@@ -22,7 +22,9 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import Clock, MediaClock
+from lipstream.streaming.codecs import video_preferences
 from lipstream.streaming.controlstream import ControlStream
+from lipstream.streaming.encoders import VP8
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.jitterbuffer import JitterConfig
 from lipstream.streaming.liveness import on_every_datagram
@@ -46,6 +48,7 @@ class SessionConfig:
     max_duration_s: float | None = None  # a session ends with reason "max_duration"; None: no limit
     ring_ms: int = 240  # frames kept for the tracks and viewers to read
     max_viewers: int = 8
+    video_codec: str = VP8  # what video is sent in when offered (encoders.py); set by create_app
     inbox: InboxConfig = field(default_factory=InboxConfig)
     producer: ProducerConfig = field(default_factory=ProducerConfig)
     jitter: JitterConfig = field(default_factory=JitterConfig)
@@ -60,14 +63,18 @@ def new_peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
-async def answer_offer(pc: RTCPeerConnection, offer_sdp: str, tracks: list[MediaStreamTrack]) -> str:
+async def answer_offer(pc: RTCPeerConnection, offer_sdp: str, tracks: list[MediaStreamTrack],
+                       video_codec: str) -> str:
     """Apply the offer, attach our tracks to the offered m-lines of their kind, gather, answer.
 
     Video is answered sendonly whatever was offered: aiortc would otherwise decode inbound video
-    into a queue nobody reads (~18 MB/s at 640x640).
+    into a queue nobody reads (~18 MB/s at 640x640). It is sent in `video_codec` when the offer
+    has it, else in the other codec: aiortc negotiates codecs inside setRemoteDescription, so the
+    preference goes on a video transceiver made before it, which the offer's video m-line takes.
     """
+    pc.addTransceiver("video", direction="sendonly").setCodecPreferences(video_preferences(video_codec))
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-    offered = {t.kind for t in pc.getTransceivers()}
+    offered = {t.kind for t in pc.getTransceivers() if t.mid is not None}
     for track in tracks:
         if track.kind in offered:
             pc.addTrack(track)
@@ -123,7 +130,7 @@ class Session:
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         self.pc.on("datachannel", self.controls.offer)
-        answer = await answer_offer(self.pc, offer_sdp, [self.audio, self.video])
+        answer = await answer_offer(self.pc, offer_sdp, [self.audio, self.video], self.config.video_codec)
         if self.ending:  # closed meanwhile (server shutdown): start no task that nothing would cancel
             raise SessionEnded
         on_every_datagram(self.pc, self._heard)
@@ -145,7 +152,7 @@ class Session:
         controls = ControlStream()  # a viewer that draws the face itself reads the controls too
         pc.on("datachannel", controls.offer)
         try:
-            answer = await answer_offer(pc, offer_sdp, self._viewer_tracks(controls))
+            answer = await answer_offer(pc, offer_sdp, self._viewer_tracks(controls), self.config.video_codec)
         except Exception:
             await self.remove_viewer(viewer_id)
             if self.ending:  # closing the session closed this pc under aiortc's feet
