@@ -1,9 +1,14 @@
-"""Shared fixtures: the photos in ../shared/faces, and speech with known timings."""
+"""Shared fixtures: the photos in ../shared/faces, speech with known timings, the avatar servers
+render, and ICE kept on loopback."""
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from lipstream.engine.avatar import Avatar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,3 +38,21 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short English sentence with plain lip movements (closures, open vowels)."""
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     return espeak_wav(path, "Papa bought a big map. Bob, look at the moon!")
+
+
+@pytest.fixture(scope="module")
+def avatar() -> "Avatar":
+    """The default face at 256 px, the size FaceMesh reads in the tests; 512 costs 4x. A module
+    that needs another size defines its own `avatar`."""
+    from lipstream.engine.avatar import Avatar, AvatarConfig
+
+    return Avatar.default(AvatarConfig(size=256))
+
+
+@pytest.fixture
+def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ICE on 127.0.0.1 only (tests/serving.py): `pytestmark = pytest.mark.usefixtures("loopback")`
+    in a module whose tests run servers and peers."""
+    from tests.serving import loopback_only
+
+    loopback_only(monkeypatch)

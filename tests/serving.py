@@ -11,10 +11,16 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from lipstream.streaming.client import Publisher
-from lipstream.streaming.routes import STATE
+from lipstream.engine.avatar import Avatar
+from lipstream.engine.engine import Engine
+from lipstream.streaming.api import STATE
+from lipstream.streaming.client import PcmTrack, Publisher
 from lipstream.streaming.server import ServeConfig, create_app
+from lipstream.streaming.session import new_peer_connection
 from lipstream.streaming.state import ServerState
+
+SDP = {"Content-Type": "application/sdp"}  # the headers of a request carrying an SDP offer
+SILENCE = np.zeros(16_000, np.float32)  # one second at 16 kHz: what a quiet publisher sends
 
 
 def loopback_only(monkeypatch: "object") -> None:
@@ -47,6 +53,40 @@ async def running_server(config: ServeConfig, **seams: Callable[..., object]) ->
         yield RunningServer(f"http://127.0.0.1:{port}", app)
     finally:
         await runner.cleanup()
+
+
+def seams(avatar: Avatar) -> dict[str, Callable[..., object]]:
+    """The real engine, on the test's avatar instead of analysing the default photo again."""
+    return {"engine_factory": Engine, "load_avatar": lambda: avatar}
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServeConfig,
+                  avatar: Avatar) -> AsyncIterator[tuple[RunningServer, aiohttp.ClientSession]]:
+    """A server on `avatar` (seams above) and an HTTP client for it."""
+    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+        yield server, http
+
+
+async def expect(response: aiohttp.ClientResponse, status: int, says: str) -> None:
+    """A refusal: this status, and a JSON error that says `says`."""
+    body = await response.json()
+    assert response.status == status, body
+    assert says in body["error"], body["error"]
+
+
+async def client_offer(audio: str | None, video: str) -> str:
+    """What a real aiortc client's createOffer writes (audio `None`: no audio m-line)."""
+    pc = new_peer_connection()
+    if audio == "sendrecv":
+        pc.addTransceiver(PcmTrack(SILENCE), direction="sendrecv")
+    elif audio is not None:
+        pc.addTransceiver("audio", direction=audio)
+    pc.addTransceiver("video", direction=video)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
 
 
 async def publish(server: RunningServer, http: aiohttp.ClientSession, pcm: np.ndarray,

@@ -1,34 +1,53 @@
 """The control stream: a message per video frame on the `lipstream.controls` data channel, in
 order, on the video's own frame indices (checked by content: the mouth opens on the same index in
-the picture and in the controls)."""
+the picture and in the controls), read by an aiortc client and by headless Chromium."""
 
 import asyncio
+import base64
 import json
+import re
+from pathlib import Path
+from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 
 from lipstream.engine.audio import load_audio
-from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.constants import VIDEO_PTS_PER_FRAME
+from lipstream.engine.avatar import Avatar
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import CONTROL_NAMES, VISEMES
-from lipstream.engine.engine import Engine
 from lipstream.measure.mouth import MouthOpenDetector
 from lipstream.streaming.client import Publisher
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.controlstream import control_message
+from lipstream.streaming.session import SessionConfig
+from lipstream.streaming.worker import ProducerConfig
+from tests.browser import chromium_executable, launch, write_fake_mic_wav
 from tests.conftest import espeak_wav
-from tests.serving import loopback_only, running_server
+from tests.serving import running_server, seams, serving
 
-SIZE = 256
 KEEP = 128  # received frames are kept at this side (cheaper to score)
 MAX_LAG = 3  # frames either side searched for the best alignment
+RTP_WRAP = 2**32  # RTP timestamps are 32-bit and start at a random value
+PAGE = Path(__file__).parent / "data" / "controlstream.html"
+PAGE_PATH = "/controlstream-test"  # served to Chromium by the test, on the server's own origin
+# Frames started this early are all rendered, even on this shared box beside a Chromium decoding:
+# a skipped render repeats the last picture while its message carries the new controls
+# (worker.py), which says nothing about which index the picture belongs to.
+GENEROUS_LEAD_MS = 120
+CONFIG = ServeConfig(max_sessions=1, loopback_ice=False, session=SessionConfig(
+    producer=ProducerConfig(lead_ms=GENEROUS_LEAD_MS, min_lead_ms=GENEROUS_LEAD_MS)))
 
 
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
+pytestmark = pytest.mark.usefixtures("loopback")
+
+
+@pytest.fixture(scope="module")
+def sharp_openings(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Loud open vowels after silences: the mouth opens sharply on a few known frames."""
+    speech = load_audio(espeak_wav(tmp_path_factory.mktemp("controls") / "ah.wav",
+                                   "Ah! ... Mama. ... Ah! ... Papa. ... Ah!", "-g", "20"))
+    return np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech])
 
 
 def test_a_message_names_the_frame_its_controls_and_top_visemes() -> None:
@@ -41,45 +60,104 @@ def test_a_message_names_the_frame_its_controls_and_top_visemes() -> None:
 
 
 async def test_control_messages_line_up_with_the_video_frames(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
-    avatar = Avatar.default(AvatarConfig(size=SIZE))
-    speech = load_audio(espeak_wav(tmp_path_factory.mktemp("controls") / "ah.wav",
-                                   "Ah! ... Mama. ... Ah! ... Papa. ... Ah!", "-g", "20"))
-    pcm = np.concatenate([np.zeros(8_000, np.float32), speech])
-    seams = {"load_avatar": lambda: avatar, "engine_factory": Engine}
-    async with running_server(ServeConfig(max_sessions=1, loopback_ice=False), **seams) as server, \
-            aiohttp.ClientSession() as http:
+        avatar: Avatar, sharp_openings: np.ndarray) -> None:
+    pcm = sharp_openings
+    async with serving(CONFIG, avatar) as (server, http):
         publisher = Publisher(server.url, pcm, keep_size=KEEP, controls=True)
         await publisher.start(http)
         await asyncio.wait_for(publisher.connected.wait(), 10)
-        await asyncio.sleep(pcm.size / 16_000 + 1.0)
+        await asyncio.sleep(pcm.size / SAMPLE_RATE + 1.0)
         await publisher.stop(http)
     messages = publisher.control_messages
-    indices = [m["frame"] for m in messages]
-    # In order, one per frame sent (a video track that fell 200 ms behind skips ahead, and so do
-    # its messages: a busy machine may leave a gap, but no repeats and no disorder).
-    assert len(indices) > 50 and all(b > a for a, b in zip(indices, indices[1:], strict=False))
+    indices = assert_in_order(messages)
+    # One per frame sent (a video track that fell 200 ms behind skips ahead, and so do its
+    # messages: a busy machine may leave a gap).
     assert len(indices) >= 0.5 * (indices[-1] - indices[0] + 1)
-    jaw = {m["frame"]: m["controls"]["jaw_open"] for m in messages}
-    assert max(jaw.values()) > 0.3  # it spoke
     # A video frame's index from its timestamp: frame 0 (a keyframe) is the first the server sends.
     first_pts = publisher.received.video_pts[0]
     frames = {(pts - first_pts) // VIDEO_PTS_PER_FRAME: image
               for pts, image in zip(publisher.received.video_pts, publisher.received.images, strict=True)}
-    detector = MouthOpenDetector(avatar, KEEP)
+    assert_mouth_opens_on_the_same_index(avatar, frames, messages)
+
+
+async def test_chromium_lines_up_the_control_stream_with_the_video_frames(
+        avatar: Avatar, sharp_openings: np.ndarray, tmp_path: Path) -> None:
+    chromium_executable()
+    mic = write_fake_mic_wav(tmp_path / "mic.wav", np.concatenate([sharp_openings, np.zeros(SAMPLE_RATE)]))
+    async with running_server(CONFIG, **seams(avatar)) as server:
+        got = await run_in_chromium(server.url, tmp_path / "profile", mic, sharp_openings.size / SAMPLE_RATE)
+    messages = [json.loads(text) for text in got["messages"]]
+    indices = assert_in_order(messages)
+    first = got["encoded"][0]
+    assert first["key"], "the first video frame Chromium received is not the keyframe frame 0"
+    video = {frame_index(e["rtp"], first["rtp"]) for e in got["encoded"]}
+    sent = {i for i in video if indices[0] <= i <= indices[-1]}
+    assert len(sent) > 50 and sent <= set(indices), sorted(sent - set(indices))  # every frame, its message
+    frames = {frame_index(f["rtp"], first["rtp"]): decoded_image(f["rgb"]) for f in got["decoded"]}
+    assert_mouth_opens_on_the_same_index(avatar, frames, messages)
+
+
+async def run_in_chromium(url: str, profile: Path, mic: Path, speak_s: float) -> dict[str, Any]:
+    """Chromium publishes the fake microphone from the test page (tests/data/controlstream.html)
+    and returns what it received: control messages, encoded video frames, decoded frames."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        context = await launch(playwright, profile, mic)
+        try:
+            page = await context.new_page()
+            await page.route(re.compile(re.escape(url + PAGE_PATH)),
+                             lambda route: route.fulfill(path=PAGE, content_type="text/html"))
+            await page.goto(f"{url}{PAGE_PATH}?keep={KEEP}")
+            await page.evaluate("start()")
+            await page.wait_for_function("window.pc.connectionState === 'connected'", timeout=20_000)
+            await asyncio.sleep(speak_s + 1.0)
+            await page.evaluate("stop()")
+            got: dict[str, Any] = await page.evaluate(
+                "({messages: got.messages, encoded: got.encoded, decoded: decodedFrames()})")
+            return got
+        finally:
+            await context.close()
+
+
+def frame_index(rtp: int, first_rtp: int) -> int:
+    """The video frame an RTP timestamp belongs to, counted from the first frame sent."""
+    ticks = (rtp - first_rtp) % RTP_WRAP
+    assert ticks % VIDEO_PTS_PER_FRAME == 0, ticks
+    return ticks // VIDEO_PTS_PER_FRAME
+
+
+def decoded_image(rgb_base64: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(rgb_base64), np.uint8).reshape(KEEP, KEEP, 3)
+
+
+def assert_in_order(messages: list[dict[str, Any]]) -> list[int]:
+    """Frame indices of the messages: strictly increasing (no repeats, no disorder), pts to match."""
+    indices = [m["frame"] for m in messages]
+    assert len(indices) > 50 and all(b > a for a, b in zip(indices, indices[1:], strict=False))
+    assert all(m["pts"] == m["frame"] * VIDEO_PTS_PER_FRAME for m in messages)
+    return indices
+
+
+def assert_mouth_opens_on_the_same_index(avatar: Avatar, frames: dict[int, np.ndarray],
+                                         messages: list[dict[str, Any]]) -> None:
+    """The mouth's opening in the pictures follows jaw_open in the messages best at lag 0."""
+    jaw = {m["frame"]: m["controls"]["jaw_open"] for m in messages}
+    assert max(jaw.values()) > 0.3  # it spoke
     common = sorted(set(frames) & set(jaw))
     assert len(common) > 50, (len(frames), len(jaw), sorted(frames)[:3], sorted(jaw)[:3])
+    detector = MouthOpenDetector(avatar, KEEP)
     opened = np.array([detector.score(frames[i]) for i in common])
     controls = np.array([jaw[i] for i in common])
-
-    def agreement(lag: int) -> float:
-        if lag < 0:
-            return agreement_of(opened[:lag], controls[-lag:])
-        return agreement_of(opened[lag:], controls[: controls.size - lag])
-
-    def agreement_of(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.corrcoef(a, b)[0, 1])
-
-    by_lag = {lag: agreement(lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
+    by_lag = {lag: agreement(opened, controls, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
     assert max(by_lag, key=by_lag.__getitem__) == 0, by_lag  # the mouth opens on the same index
     assert by_lag[0] > 0.7, by_lag
+
+
+def agreement(opened: np.ndarray, controls: np.ndarray, lag: int) -> float:
+    """Correlation of the pictures' mouth opening with the controls `lag` frames earlier."""
+    if lag < 0:
+        opened, controls = opened[:lag], controls[-lag:]
+    elif lag > 0:
+        opened, controls = opened[lag:], controls[:-lag]
+    return float(np.corrcoef(opened, controls)[0, 1])

@@ -17,7 +17,7 @@ from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.device import CPU_CHOICE, ONNX_CPU, choose_device, find_gpu, resolve_device
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.errors import GpuError
-from lipstream.streaming import routes
+from lipstream.streaming import api
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.server import create_app
 
@@ -119,7 +119,7 @@ def test_every_command_refuses_cuda_without_a_gpu(command: list[str], tmp_path: 
 def test_every_server_engine_gets_the_configured_engine_config() -> None:
     engine_config = EngineConfig(device="cpu", seed=7, motion="baseline", bilabial_closure=0.5)
     app = create_app(ServeConfig(engine=engine_config))
-    factory = app[routes.STATE].engine_factory
+    factory = app[api.STATE].engine_factory
     avatar = Avatar.default(AvatarConfig(size=128))
     first, second = factory(avatar), factory(avatar)
     assert isinstance(first, Engine) and isinstance(second, Engine)

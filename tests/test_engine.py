@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 
 from lipstream.engine.audio import load_audio
-from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.engine.engine import Engine, EngineConfig
-
-
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import logging
 from fractions import Fraction
 from pathlib import Path
 
-import aiohttp
 import av
 import cv2
 import numpy as np
@@ -18,7 +17,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from skimage import data
 
 from lipstream.cli import build_parser
-from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.engine import Engine
 from lipstream.streaming.client import Publisher, realtime_fps, transport_offsets_s
@@ -33,7 +32,7 @@ from lipstream.streaming.codecs import (
 from lipstream.streaming.encoders import H264, LIBX264, NVENC, VP8, choose_video_codec, probe_nvenc
 from lipstream.streaming.files import Mp4Writer
 from lipstream.streaming.server import ServeConfig, _serve_config
-from tests.serving import loopback_only, publish, running_server, still_streaming
+from tests.serving import SILENCE, publish, serving, still_streaming
 from tests.test_render_cli import _write_wav as write_wav
 from tests.test_render_cli import lipstream as run_cli
 
@@ -42,21 +41,9 @@ FRAMES = 50
 SETTLED = 10  # frames before the rate control settles after the keyframe
 MIN_PSNR_DB = 25.0  # a whole detailed photo moving every frame, at VP8's 500 kbps
 STREAM_S = 6.0  # the aiortc session: long enough for a rate and an A/V offset
-NO_SPEECH = np.zeros(16_000, np.float32)
 
 
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-def seams(avatar: Avatar) -> dict[str, object]:
-    return {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 def moving_frames(count: int = FRAMES) -> list[av.VideoFrame]:
@@ -134,8 +121,8 @@ def test_the_h264_stream_is_constrained_baseline_level_3_1() -> None:
 
 async def test_an_h264_server_sends_h264_at_25_fps_with_its_audio(avatar: Avatar) -> None:
     config = ServeConfig(max_sessions=1, loopback_ice=False, video_codec=H264)
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
-        publisher = await publish(server, http, NO_SPEECH)  # offers VP8 first, as browsers do
+    async with serving(config, avatar) as (server, http):
+        publisher = await publish(server, http, SILENCE)  # offers VP8 first, as browsers do
         await asyncio.sleep(STREAM_S)
         await publisher.stop(http)
     assert sending_codec(publisher) == "video/H264"
@@ -156,17 +143,16 @@ def sending_codec(publisher: Publisher) -> str:
 
 async def test_an_offer_without_h264_gets_vp8_from_an_h264_server(avatar: Avatar) -> None:
     config = ServeConfig(max_sessions=1, loopback_ice=False, video_codec=H264)
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
-        publisher = await publish(server, http, NO_SPEECH, video_codec="video/VP8")
+    async with serving(config, avatar) as (server, http):
+        publisher = await publish(server, http, SILENCE, video_codec="video/VP8")
         assert await still_streaming(publisher)
         await publisher.stop(http)
     assert sending_codec(publisher) == "video/VP8"
 
 
 async def test_the_default_server_still_sends_vp8(avatar: Avatar) -> None:
-    async with running_server(ServeConfig(max_sessions=1, loopback_ice=False), **seams(avatar)) as server, \
-            aiohttp.ClientSession() as http:
-        publisher = await publish(server, http, NO_SPEECH)
+    async with serving(ServeConfig(max_sessions=1, loopback_ice=False), avatar) as (server, http):
+        publisher = await publish(server, http, SILENCE)
         assert await still_streaming(publisher)
         await publisher.stop(http)
     assert sending_codec(publisher) == "video/VP8"

@@ -11,7 +11,7 @@ import pytest
 
 from lipstream.streaming.encoders import H264
 from lipstream.streaming.server import ServeConfig
-from tests.serving import MachineLoad, loopback_only, running_server
+from tests.serving import MachineLoad, running_server
 from tests.test_page import Window, browser, fake_mic, start_session, steady_window  # noqa: F401 (fixtures)
 
 PC = "window.lipstream.pc"
@@ -38,9 +38,7 @@ SOUND_AHEAD_MS, SOUND_BEHIND_MS = 45.0, 125.0
 BUSY_CORES = 1.0  # as tests/test_webrtc.py: less than one core left says nothing about the stream
 
 
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 async def playout(page: Any, pc: str = PC) -> dict[str, dict[str, Any]]:

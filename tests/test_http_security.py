@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -17,40 +16,20 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import AudioStreamTrack
 
-from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.engine import Engine
+from lipstream.engine.avatar import Avatar
 from lipstream.streaming.guards import VIEWER_TOKEN_HEADER
 from lipstream.streaming.server import ServeConfig
 from lipstream.streaming.session import new_peer_connection
 from lipstream.streaming.state import ENDED_KEPT
-from tests.serving import RunningServer, loopback_only, publish, running_server
+from tests.serving import SDP, RunningServer, publish, serving
 
 TOKEN = "security-test-token"
-SDP = {"Content-Type": "application/sdp"}
 OPEN = ServeConfig(max_sessions=2, loopback_ice=False)  # loopback, no token
 GUARDED = replace(OPEN, token=TOKEN)
 EVIL = "http://evil.example"
 
 
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-def seams(avatar: Avatar) -> dict[str, Callable[..., object]]:
-    return {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
-
-
-@contextlib.asynccontextmanager
-async def serving(config: ServeConfig,
-                  avatar: Avatar) -> AsyncIterator[tuple[RunningServer, aiohttp.ClientSession]]:
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
-        yield server, http
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 def port_of(server: RunningServer) -> int:

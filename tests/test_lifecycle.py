@@ -4,7 +4,7 @@ outlive their session."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from fractions import Fraction
 
@@ -15,7 +15,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.avatar import Avatar
 from lipstream.engine.engine import Engine
 from lipstream.streaming.client import PcmTrack, Publisher
 from lipstream.streaming.clock import MonotonicClock
@@ -23,43 +23,28 @@ from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.server import ServeConfig
 from lipstream.streaming.session import Session, SessionConfig, SessionEnded, new_peer_connection
 from lipstream.streaming.worker import RenderPool
-from tests.serving import RunningServer, loopback_only, publish, running_server, still_streaming
+from tests.serving import (
+    SDP,
+    SILENCE,
+    RunningServer,
+    client_offer,
+    publish,
+    serving,
+    still_streaming,
+)
 
-SDP = {"Content-Type": "application/sdp"}
 CONFIG = ServeConfig(max_sessions=2, loopback_ice=False)
-SILENCE = np.zeros(16_000, np.float32)
 OLD_AUDIO_IDLE_TIMEOUT_S = 3.0  # sessions used to die this long after the caller's audio stopped
 VIDEO_SIZE_PX = 640
 
 
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-def seams(avatar: Avatar) -> dict[str, Callable[..., object]]:
-    return {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 async def healthz(server: RunningServer, http: aiohttp.ClientSession) -> dict[str, int]:
     async with http.get(f"{server.url}/healthz") as response:
         body: dict[str, int] = await response.json()
         return body
-
-
-async def real_offer(video_direction: str = "recvonly") -> str:
-    pc = new_peer_connection()
-    pc.addTransceiver(PcmTrack(SILENCE), direction="sendrecv")
-    pc.addTransceiver("video", direction=video_direction)
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = str(pc.localDescription.sdp)
-    await pc.close()
-    return sdp
 
 
 def without_line(sdp: str, prefix: str, nth: int = 0) -> str:
@@ -71,12 +56,12 @@ def without_line(sdp: str, prefix: str, nth: int = 0) -> str:
 
 async def leaking_offers() -> list[str]:
     """Offers on which aiortc raises in setRemoteDescription, and again in close (found by trying)."""
-    sdp = await real_offer()
+    sdp = await client_offer("sendrecv", "recvonly")
     return [without_line(sdp, "a=mid:"), without_line(sdp, "m=audio"), without_line(sdp, "m=video")]
 
 
 async def test_offers_aiortc_fails_on_get_400_json_and_leak_no_slot(avatar: Avatar) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         for offer in await leaking_offers():
             async with http.post(f"{server.url}/v1/sessions", data=offer, headers=SDP) as response:
                 assert response.status == 400, await response.text()
@@ -111,7 +96,7 @@ async def test_a_session_closed_while_it_answers_leaves_no_task_running(avatar: 
     try:
         for steps in range(8):
             session = Session(Engine(avatar), pool, ServerMetrics(), MonotonicClock())
-            answering = asyncio.ensure_future(session.answer(await real_offer()))
+            answering = asyncio.ensure_future(session.answer(await client_offer("sendrecv", "recvonly")))
             for _ in range(steps):
                 await asyncio.sleep(0)  # let the answer get that far
             await session.close("server_shutdown")
@@ -138,7 +123,7 @@ class EndingTrack(PcmTrack):
 
 @pytest.mark.parametrize("how", ["track_ends", "replace_track_none"])
 async def test_a_caller_whose_audio_stops_keeps_an_idling_avatar(avatar: Avatar, how: str) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         publisher = Publisher(server.url, SILENCE)
         if how == "track_ends":
             publisher.track = EndingTrack(after_s=0.5)
@@ -157,7 +142,7 @@ async def test_a_silent_vanished_client_is_ended_by_the_transport_timeout(avatar
     """A client whose sockets go quiet (no DELETE, no DTLS close) is freed within the timeout."""
     timeout_s = 2.0
     config = replace(CONFIG, session=SessionConfig(transport_timeout_s=timeout_s))
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         session = next(iter(server.state.sessions.values()))
         silence_client(publisher.pc)
@@ -188,7 +173,7 @@ class NoiseVideoTrack(VideoStreamTrack):
 
 
 async def test_video_a_caller_sends_is_never_received(avatar: Avatar) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         pc = new_peer_connection()
         pc.addTransceiver(PcmTrack(SILENCE), direction="sendrecv")
         pc.addTransceiver(NoiseVideoTrack(), direction="sendrecv")
@@ -209,7 +194,7 @@ async def test_video_a_caller_sends_is_never_received(avatar: Avatar) -> None:
 
 
 async def test_the_answer_asks_for_opus_dtx_and_fec(avatar: Avatar) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         answer = str(publisher.pc.remoteDescription.sdp)
         assert "usedtx=1" in answer and "useinbandfec=1" in answer, answer
@@ -218,7 +203,7 @@ async def test_the_answer_asks_for_opus_dtx_and_fec(avatar: Avatar) -> None:
 
 async def test_a_session_ends_at_its_maximum_duration(avatar: Avatar) -> None:
     config = replace(CONFIG, session=SessionConfig(max_duration_s=2.0))
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         session = next(iter(server.state.sessions.values()))
         await asyncio.wait_for(session.ended.wait(), 6)
@@ -245,7 +230,7 @@ async def viewer_offer() -> str:
 
 
 async def test_a_viewer_arriving_while_its_session_is_deleted_leaves_no_zombie(avatar: Avatar) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         session = next(iter(server.state.sessions.values()))
         held = asyncio.Event()
@@ -267,7 +252,7 @@ async def test_a_viewer_arriving_while_its_session_is_deleted_leaves_no_zombie(a
 async def test_a_viewer_racing_the_delete_of_its_session_gets_201_or_404(
         avatar: Avatar, delete_after_s: float) -> None:
     """DELETE lands while the viewer's answer is being made: never a 400, never a zombie."""
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         session = next(iter(server.state.sessions.values()))
         offer = await viewer_offer()
@@ -308,7 +293,7 @@ async def test_a_viewer_being_answered_when_its_session_closes_is_told_the_sessi
 async def test_a_viewer_that_vanishes_is_freed_by_the_transport_timeout(avatar: Avatar) -> None:
     timeout_s = 2.0
     config = replace(CONFIG, session=SessionConfig(transport_timeout_s=timeout_s))
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         session = next(iter(server.state.sessions.values()))
         viewer = new_peer_connection()

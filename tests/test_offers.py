@@ -9,48 +9,21 @@ from collections import Counter
 from collections.abc import Callable
 
 import aiohttp
-import numpy as np
 import pytest
 
-from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.engine import Engine
-from lipstream.streaming.client import PcmTrack
+from lipstream.engine.avatar import Avatar
 from lipstream.streaming.offer import OfferError, check_session_offer, check_viewer_offer
 from lipstream.streaming.server import ServeConfig
-from lipstream.streaming.session import new_peer_connection
-from tests.serving import RunningServer, loopback_only, publish, running_server, still_streaming
+from tests.serving import SDP, SILENCE, RunningServer, client_offer, publish, serving, still_streaming
 
 SEED = 20261206  # failures reproduce: the case number and this seed give the same offer
 SESSION_CASES = 500
 VIEWER_CASES = 150
-SDP = {"Content-Type": "application/sdp"}
 CONFIG = ServeConfig(max_sessions=2, loopback_ice=False)
-SILENCE = np.zeros(16_000, np.float32)
 CRLF = "\r\n"
 
 
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-async def client_offer(audio: str | None, video: str) -> str:
-    """What a real aiortc client's createOffer writes (audio `None`: no audio m-line)."""
-    pc = new_peer_connection()
-    if audio == "sendrecv":
-        pc.addTransceiver(PcmTrack(SILENCE), direction="sendrecv")
-    elif audio is not None:
-        pc.addTransceiver("audio", direction=audio)
-    pc.addTransceiver("video", direction=video)
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = str(pc.localDescription.sdp)
-    await pc.close()
-    return sdp
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 def edit(sdp: str, old: str, new: str) -> str:
@@ -247,10 +220,9 @@ async def test_fuzzed_offers_get_201_or_a_4xx_reason_and_leak_nothing(
         avatar: Avatar, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
     rng = random.Random(SEED)
-    seams = {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
     session_base = await client_offer("sendrecv", "recvonly")
     viewer_base = await client_offer("recvonly", "recvonly")
-    async with running_server(CONFIG, **seams) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         sessions = await fuzz(server, http, session_base, "/v1/sessions", SESSION_CASES, rng)
         assert await idle(server, http, 0) == {"status": "ok", "sessions": 0, "max_sessions": 2, "viewers": 0}
         live = await publish(server, http, SILENCE)

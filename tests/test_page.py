@@ -29,16 +29,14 @@ from tests.browser import (
     write_fake_mic_wav,
 )
 from tests.conftest import espeak_wav
-from tests.serving import MachineLoad, RunningServer, loopback_only, running_server
+from tests.serving import MachineLoad, RunningServer, running_server
 
 TOKEN = "page-test-token"
 MEASURE_S = 4.0  # the frame-rate window, after the stream has settled
 MAX_WINDOWS = 3
 
 
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +86,15 @@ async def viewer_connected(server: RunningServer, session_id: str, timeout_s: fl
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no viewer connected within {timeout_s} s")
+
+
+async def open_viewer(browser: Any, server: RunningServer, url: str, session_id: str) -> Any:
+    """A viewer page at `url`, once the server has it connected to the session (asked of the
+    server, not the page: evaluating on the page would count as a user gesture)."""
+    viewer = await browser.new_page()
+    await viewer.goto(url)
+    await viewer_connected(server, session_id)
+    return viewer
 
 
 async def stop_session(page: Any, server: RunningServer) -> None:
@@ -196,9 +203,7 @@ async def test_page_token_photo_upload_and_errors(browser: Any, tmp_path: Path) 
         await page.wait_for_function(PREVIEW_SHOWN)  # the face, once the token is known
         link = await page.locator("#viewer-link").inner_text()
         assert "token=" in link and TOKEN not in link, "the viewer link must not carry the server token"
-        viewer = await browser.new_page()
-        await viewer.goto(link)  # its viewer token is enough to watch
-        await viewer_connected(server, session_id)
+        viewer = await open_viewer(browser, server, link, session_id)  # its viewer token is enough
         await viewer.close()
         await stop_session(page, server)
 
@@ -227,11 +232,9 @@ async def test_viewer_plays_muted_and_asks_for_a_click_when_sound_is_refused(bro
     async with running_server(ServeConfig(max_sessions=1, loopback_ice=False), **server_seams()) as server:
         page = await browser.new_page()
         session_id = await start_session(page, server)
-        viewer = await browser.new_page()
-        await viewer.goto(f"{server.url}/view/{session_id}")
         # no evaluate() on the viewer until it has tried to play: playwright evaluates with a
         # user gesture, which would grant the very permission under test
-        await viewer_connected(server, session_id)
+        viewer = await open_viewer(browser, server, f"{server.url}/view/{session_id}", session_id)
         await asyncio.sleep(1.0)
         assert await viewer.locator("#overlay").is_visible()
         assert await viewer.locator("#message").inner_text() == "Click for sound"
@@ -253,9 +256,7 @@ async def test_pages_say_the_server_ended_the_session_and_why(browser: Any) -> N
     async with running_server(ServeConfig(max_sessions=1, loopback_ice=False), **server_seams()) as server:
         page = await browser.new_page()
         session_id = await start_session(page, server)
-        viewer = await browser.new_page()
-        await viewer.goto(f"{server.url}/view/{session_id}")
-        await viewer_connected(server, session_id)
+        viewer = await open_viewer(browser, server, f"{server.url}/view/{session_id}", session_id)
         targets = await page.evaluate("window.lipstream.pc.getReceivers().map(r => r.jitterBufferTarget)")
         assert targets and all(t == 0 for t in targets), targets  # lowest playout delay asked for
 

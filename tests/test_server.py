@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import replace
 
 import aiohttp
@@ -21,32 +20,19 @@ import pytest
 from aiortc import RTCSessionDescription
 from PIL import Image
 
-from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.avatar import Avatar
 from lipstream.engine.engine import Engine
 from lipstream.streaming.client import realtime_fps, transport_offsets_s
 from lipstream.streaming.server import ServeConfig
 from lipstream.streaming.session import SessionConfig, new_peer_connection
-from tests.serving import loopback_only, publish, running_server, still_streaming
+from tests.serving import SDP, SILENCE, expect, publish, running_server, serving, still_streaming
 
 TOKEN = "test-token"
-SDP = {"Content-Type": "application/sdp"}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CONFIG = ServeConfig(max_sessions=2, token=TOKEN, loopback_ice=False)
-SILENCE = np.zeros(16_000, np.float32)
 
 
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
-
-
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-def seams(avatar: Avatar) -> dict[str, Callable[..., object]]:
-    return {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 def png(width: int, height: int, flat: bool = False) -> bytes:
@@ -58,15 +44,9 @@ def png(width: int, height: int, flat: bool = False) -> bytes:
     return out.getvalue()
 
 
-async def expect(response: aiohttp.ClientResponse, status: int, says: str) -> None:
-    body = await response.json()
-    assert response.status == status, body
-    assert says in body["error"], body["error"]
-
-
 async def test_hostile_requests_get_json_reasons_and_the_live_session_keeps_streaming(
         avatar: Avatar) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         live = await publish(server, http, SILENCE, token=TOKEN)
         offer = live.pc.localDescription.sdp
         wrong_token = SDP | {"Authorization": "Bearer nope"}
@@ -96,7 +76,7 @@ async def test_hostile_requests_get_json_reasons_and_the_live_session_keeps_stre
 
 
 async def test_over_capacity_is_503_with_retry_after_and_a_freed_slot_is_reusable(avatar: Avatar) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         first = await publish(server, http, SILENCE, token=TOKEN)
         second = await publish(server, http, SILENCE, token=TOKEN)
         async with http.post(f"{server.url}/v1/sessions", data=first.pc.localDescription.sdp,
@@ -114,7 +94,7 @@ async def test_over_capacity_is_503_with_retry_after_and_a_freed_slot_is_reusabl
 
 async def test_delete_releases_everything_and_is_idempotent(avatar: Avatar) -> None:
     config = replace(CONFIG, token=None)
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE)
         assert await still_streaming(publisher)
         session = next(iter(server.state.sessions.values()))
@@ -158,7 +138,7 @@ asyncio.run(main())
 async def test_a_peer_that_vanishes_is_freed_within_5_s(avatar: Avatar) -> None:
     # Nothing at all arrives from a killed peer: the transport timeout (shortened here) frees it.
     config = replace(CONFIG, token=None, session=SessionConfig(transport_timeout_s=3.0))
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         live = await publish(server, http, SILENCE)
         peer = subprocess.Popen([sys.executable, "-c", VANISHING_PEER, server.url], stdout=subprocess.PIPE,
                                 env=os.environ | {"PYTHONPATH": os.getcwd()})
@@ -181,7 +161,7 @@ async def test_a_peer_that_vanishes_is_freed_within_5_s(avatar: Avatar) -> None:
 
 async def test_viewer_watches_a_session_and_avatar_upload_starts_one(avatar: Avatar) -> None:
     config = replace(CONFIG, token=None)
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         photo = io.BytesIO()
         Image.fromarray(avatar.image).save(photo, format="JPEG")
         form = aiohttp.FormData()
@@ -222,7 +202,7 @@ async def test_viewer_watches_a_session_and_avatar_upload_starts_one(avatar: Ava
 async def test_non_loopback_bind_requires_a_token_and_default_capacity_is_measured(
         avatar: Avatar) -> None:
     config = ServeConfig(host="0.0.0.0", loopback_ice=False)  # bound to loopback here all the same
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         assert server.state.token_generated and len(server.state.token or "") >= 24
         async with http.post(f"{server.url}/v1/sessions", data="v=0", headers=SDP) as response:
             await expect(response, 401, "Bearer")
@@ -234,7 +214,7 @@ async def test_non_loopback_bind_requires_a_token_and_default_capacity_is_measur
 async def test_an_h264_only_offer_gets_h264(avatar: Avatar) -> None:
     """OBS decodes only H.264: the server must not strip it from what it can send."""
     config = replace(CONFIG, token=None)
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         publisher = await publish(server, http, SILENCE, video_codec="video/H264")
         assert await still_streaming(publisher)
         assert "H264/90000" in str(publisher.pc.remoteDescription.sdp).split("m=video")[1]

@@ -5,28 +5,22 @@ import asyncio
 import contextlib
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import numpy as np
 import pytest
 from PIL import Image
 
-from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.engine import Engine
+from lipstream.engine.avatar import Avatar
 from lipstream.streaming import avatars
 from lipstream.streaming.avatars import UploadLimits
 from lipstream.streaming.server import ServeConfig
-from tests.serving import loopback_only, publish, running_server, still_streaming
+from tests.serving import expect, publish, running_server, seams, serving, still_streaming
 from tests.test_photo import header_only_png
 
 CONFIG = ServeConfig(max_sessions=2, loopback_ice=False)
 URL = "/v1/avatars"
-
-
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))
 
 
 @pytest.fixture(scope="module")
@@ -36,25 +30,13 @@ def photo(avatar: Avatar) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
-
-
-def seams(avatar: Avatar) -> dict[str, Callable[..., object]]:
-    return {"engine_factory": lambda a: Engine(a), "load_avatar": lambda: avatar}
-
-
-async def expect(response: aiohttp.ClientResponse, status: int, says: str) -> None:
-    body = await response.json()
-    assert response.status == status, body
-    assert says in body["error"], body["error"]
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 @pytest.mark.parametrize(("side", "says"), [(8000, "8000x8000 (64 MP)"), (20000, "over 179 MP")])
 async def test_a_photo_with_a_huge_header_is_a_422_with_the_limit(avatar: Avatar, side: int,
                                                                   says: str) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         body = header_only_png(side, side)
         async with http.post(server.url + URL, data=body, headers={"Content-Type": "image/png"}) as response:
             await expect(response, 422, says)
@@ -62,7 +44,7 @@ async def test_a_photo_with_a_huge_header_is_a_422_with_the_limit(avatar: Avatar
 
 
 async def test_a_truncated_photo_is_a_422_saying_so(avatar: Avatar, photo: bytes) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         half = photo[: len(photo) // 2]
         async with http.post(server.url + URL, data=half, headers={"Content-Type": "image/jpeg"}) as response:
             await expect(response, 422, "damaged or truncated")
@@ -85,7 +67,7 @@ async def test_raw_image_bodies_are_taken(avatar: Avatar, photo: bytes, content_
     """The page sends a file's own type, or application/octet-stream when the browser knows none
     (that type, unlike text/plain, needs a CORS preflight)."""
     headers = {"Content-Type": content_type}
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http, \
+    async with serving(CONFIG, avatar) as (server, http), \
             http.post(server.url + URL, data=photo, headers=headers) as response:
         assert response.status == 201, await response.text()
         assert await server.state.avatars.get((await response.json())["id"]) is not None
@@ -93,7 +75,7 @@ async def test_raw_image_bodies_are_taken(avatar: Avatar, photo: bytes, content_
 
 async def test_a_multipart_form_with_a_file_is_taken_and_one_without_is_400(avatar: Avatar,
                                                                             photo: bytes) -> None:
-    async with running_server(CONFIG, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(CONFIG, avatar) as (server, http):
         form = aiohttp.FormData()
         form.add_field("photo", photo, filename="me.jpg", content_type="image/jpeg")
         async with http.post(server.url + URL, data=form) as response:
@@ -126,7 +108,7 @@ async def test_uploads_queue_apart_from_rendering_and_a_full_queue_is_503(
     limits = UploadLimits(max_waiting=1, retry_after_s=3)
     config = ServeConfig(max_sessions=2, loopback_ice=False, workers=1, uploads=limits)
     headers = {"Content-Type": "image/jpeg"}
-    async with running_server(config, **seams(avatar)) as server, aiohttp.ClientSession() as http:
+    async with serving(config, avatar) as (server, http):
         live = await publish(server, http, np.zeros(16_000, np.float32))
         url = server.url + URL
         first, second = (asyncio.create_task(http.post(url, data=photo, headers=headers)) for _ in range(2))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lipstream.engine.audio import AudioIn, load_audio
-from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.engine.engine import Engine
@@ -23,7 +23,7 @@ from lipstream.streaming.client import (
 from lipstream.streaming.server import ServeConfig
 from lipstream.training.evaluate import MouthMeter
 from tests.conftest import espeak_wav
-from tests.serving import MachineLoad, loopback_only, record_session
+from tests.serving import MachineLoad, loopback_only, record_session, seams
 
 SPEECH_S = 20.0
 FRAME_S = 0.04
@@ -57,17 +57,11 @@ class Recorded:
 
 
 @pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return Avatar.default(AvatarConfig(size=256))  # the size FaceMesh reads below; 512 costs 4x
-
-
-@pytest.fixture(scope="module")
 def recorded(script: np.ndarray, avatar: Avatar) -> Recorded:
     config = ServeConfig(max_sessions=1, loopback_ice=False)
     with pytest.MonkeyPatch.context() as patch, MachineLoad() as load:
         loopback_only(patch)
-        publisher = asyncio.run(record_session(script, config, keep_size=256, load_avatar=lambda: avatar,
-                                               engine_factory=lambda a: Engine(a)))
+        publisher = asyncio.run(record_session(script, config, keep_size=256, **seams(avatar)))
     return Recorded(publisher.received, load)
 
 

@@ -25,7 +25,7 @@ from PIL import Image
 from lipstream.streaming.client import Publisher
 from lipstream.streaming.front_metrics import counters_only, sum_exposition
 from lipstream.streaming.session import new_peer_connection
-from tests.serving import loopback_only, still_streaming
+from tests.serving import still_streaming
 
 SILENCE = np.zeros(16_000, np.float32)
 TOKEN = "front-token"
@@ -34,9 +34,7 @@ SDP = {"Content-Type": "application/sdp"} | AUTH
 START_TIMEOUT_S = 90.0  # two workers import, analyse the avatar and bind, on a shared machine
 
 
-@pytest.fixture(autouse=True)
-def _loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    loopback_only(monkeypatch)
+pytestmark = pytest.mark.usefixtures("loopback")
 
 
 class Served:

@@ -18,12 +18,12 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from lipstream.streaming.api import CONFIG, ApiError, Handler, json_errors, read_body
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.front_metrics import FrontMetrics, sum_exposition
 from lipstream.streaming.guards import check_same_site
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
 from lipstream.streaming.parse_errors import json_parse_errors
-from lipstream.streaming.routes import CONFIG, ApiError, Handler, json_errors, read_body
 from lipstream.streaming.workers import WorkerProcess, Workers, WorkerStartError
 
 SESSIONS_PATH = "/v1/sessions"

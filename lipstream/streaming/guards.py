@@ -2,8 +2,8 @@
 
 from aiohttp import web
 
+from lipstream.streaming.api import STATE, VIEWER_TOKENS, ApiError, Handler
 from lipstream.streaming.auth import host_allowed, origin_allowed
-from lipstream.streaming.routes import STATE, VIEWER_TOKENS, ApiError, Handler
 
 VIEWER_TOKEN_HEADER = "Lipstream-Viewer-Token"
 

@@ -23,7 +23,7 @@ from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.engine.device import add_device_argument, choose_device, resolve_device
 from lipstream.errors import LipstreamError
-from lipstream.streaming import guards, routes
+from lipstream.streaming import api, guards, routes
 from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
 from lipstream.streaming.capacity import estimate_capacity
@@ -120,10 +120,10 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
         include_loopback_candidates()
     app = web.Application(client_max_size=config.uploads.max_bytes + 64 * 1024,
                           handler_args={"lingering_time": REFUSED_BODY_LINGER_S},
-                          middlewares=[routes.json_errors, guards.same_site, guards.viewer_token])
-    app[routes.STATE] = state
-    app[routes.CONFIG] = config
-    app[routes.VIEWER_TOKENS] = ViewerTokens()
+                          middlewares=[api.json_errors, guards.same_site, guards.viewer_token])
+    app[api.STATE] = state
+    app[api.CONFIG] = config
+    app[api.VIEWER_TOKENS] = ViewerTokens()
     routes.add_routes(app, static_dir())
     app.on_startup.append(_prepare)
     app.cleanup_ctx.append(_memory_kept_flat)
@@ -139,7 +139,7 @@ def static_dir() -> Path:
 async def _prepare(app: web.Application) -> None:
     """Analyse the default avatar now (the first session must not wait ~1 s for it), and measure
     capacity unless --max-sessions was given."""
-    state = app[routes.STATE]
+    state = app[api.STATE]
     avatar = await state.avatars.default()
     engine, _ = await state.pool.run(lambda: warm_engine(state.engine_factory(avatar)))
     if state.max_sessions:
@@ -164,7 +164,7 @@ def warm_engine(engine: FrameEngine) -> FrameEngine:
 
 
 async def _close_sessions(app: web.Application) -> None:
-    state = app[routes.STATE]
+    state = app[api.STATE]
     await asyncio.gather(*(s.close("server_shutdown") for s in list(state.sessions.values())),
                          return_exceptions=True)
 
@@ -179,7 +179,7 @@ async def _memory_kept_flat(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stop_pool(app: web.Application) -> None:
-    state = app[routes.STATE]
+    state = app[api.STATE]
     await asyncio.get_running_loop().run_in_executor(None, state.pool.shutdown)
     await asyncio.get_running_loop().run_in_executor(None, state.avatars.close)
 
@@ -220,7 +220,7 @@ def run_serve(args: argparse.Namespace) -> int:
         app = create_front(replace(config, token=token), processes)
     else:
         app = create_app(config)
-        token, generated = app[routes.STATE].token, app[routes.STATE].token_generated
+        token, generated = app[api.STATE].token, app[api.STATE].token_generated
     shown = "localhost" if is_loopback(config.host) else config.host
     print(f"lipstream serve: http://{shown}:{config.port}/", flush=True)
     if generated:
