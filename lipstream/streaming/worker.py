@@ -2,10 +2,11 @@
 
 One `RenderPool` per server (one thread per core; numpy and OpenCV release the GIL), one
 `FrameProducer` per session. The producer starts frame n just in time: as long before it is due
-as renders have been taking (smoothed, plus a few deviations and a margin), so the audio it takes
-has waited as little as it can. If the projected finish would miss the due time (a busy pool,
-a slow machine) it asks the engine for the frame without rendering it: the image repeats, the
-mouth controls and the audio advance, so the session stays live and in sync, and the skip is counted.
+as renders have been taking plus how late the event loop has been waking it (each smoothed, plus
+a few deviations and a margin), so the audio it takes has waited as little as it can. If the
+projected finish would miss the moment the tracks stop waiting for the frame (a busy pool, a slow
+machine) it asks the engine for the frame without rendering it: the image repeats, the mouth
+controls and the audio advance, so the session stays live and in sync, and the skip is counted.
 """
 
 import asyncio
@@ -26,6 +27,12 @@ from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 
 T = TypeVar("T")
+
+# A frame still being made when due (a busy pool) is waited for this long by the tracks before the
+# video repeats the last picture and the audio sends silence: a little jitter, which receivers'
+# buffers absorb, rather than a dropout.
+LATE_WAIT_MS = 30
+LATE_WAIT_S = LATE_WAIT_MS / 1000
 
 
 class EngineFrame(Protocol):
@@ -139,6 +146,10 @@ class ProducerConfig:
     margin_ms: int = 5  # added to the estimate for the event loop's wake-up latency
     deviations: float = 3.0  # how many mean deviations of render time the lead covers
     ema_weight: float = 0.2  # how fast the render-time estimate follows the last renders
+    # A render projected to finish up to this long after its due time is still made: the tracks
+    # wait LATE_WAIT_MS for it, and a frame sent a few ms late is jitter a receiver absorbs, while a
+    # skipped one repeats the picture. Below LATE_WAIT_MS by a margin for the estimate's own error.
+    late_ok_ms: int = LATE_WAIT_MS - 10
 
 
 class FrameProducer:
@@ -154,6 +165,10 @@ class FrameProducer:
         self.timer = timer or clock.now  # measures renders (tests may give a fake engine's own)
         self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
         self.render_deviation_s = 0.0  # mean absolute deviation from that estimate, smoothed
+        # How much later than planned the event loop woke the producer to start a frame, smoothed:
+        # a busy loop (other sessions' packets, the GIL held by render and encoder threads) wakes
+        # it several ms late, and a lead that ignores that leaves renders no time.
+        self.wake_lateness_s = 0.0
         self.counts = {"rendered": 0, "skipped": 0}
         self._yuv: np.ndarray | None = None  # the picture last rendered, I420
 
@@ -173,23 +188,35 @@ class FrameProducer:
         while True:
             due = self.clock.frame_time(index)
             lead_s = self.lead_s()
-            await self.clock.sleep_until(due - lead_s)
+            await self._sleep_until(due - lead_s)
             self.metrics.producer_lead_seconds.observe(lead_s)
             await self._make(engine, index, due)
             index += 1
 
     def lead_s(self) -> float:
-        """How long before its due time the next frame starts: render time + jitter, clamped."""
+        """How long before its due time the next frame starts: the loop's wake-up lateness + render
+        time + jitter, clamped."""
         if self.counts["rendered"] == 0:
             return self.config.lead_ms / 1000
         c = self.config
-        wanted_s = self.render_estimate_s + c.deviations * self.render_deviation_s + c.margin_ms / 1000
+        wanted_s = (self.wake_lateness_s + self.render_estimate_s
+                    + c.deviations * self.render_deviation_s + c.margin_ms / 1000)
         return min(max(wanted_s, c.min_lead_ms / 1000), c.lead_ms / 1000)
+
+    async def _sleep_until(self, start: float) -> None:
+        """Sleep until `start`, learning how late the loop wakes (not counted when the last frame
+        itself ran past `start`: that is the render's lateness, which its own estimate covers)."""
+        behind = start <= self.clock.now()
+        await self.clock.sleep_until(start)
+        if behind:
+            return
+        w = self.config.ema_weight
+        self.wake_lateness_s = (1 - w) * self.wake_lateness_s + w * (self.clock.now() - start)
 
     async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
         audio = self.inbox.take()
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
-        render = self.clock.now() + self.render_estimate_s <= due
+        render = self.clock.now() + self.render_estimate_s <= due + self.config.late_ok_ms / 1000
         start = self.timer()
         frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
         elapsed_s = self.timer() - start
