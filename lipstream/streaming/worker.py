@@ -170,7 +170,8 @@ class FrameProducer:
         # it several ms late, and a lead that ignores that leaves renders no time.
         self.wake_lateness_s = 0.0
         self.counts = {"rendered": 0, "skipped": 0}
-        self._yuv: np.ndarray | None = None  # the picture last rendered, I420
+        self._rgb: np.ndarray | None = None  # the picture last converted...
+        self._yuv: np.ndarray | None = None  # ...and it in I420
 
     def release(self) -> None:
         """Drop the engine (after the run task has been cancelled and awaited)."""
@@ -231,8 +232,10 @@ class FrameProducer:
         frame = engine.pop_frame(render=render)
         if frame is None:
             return None
-        if frame.rendered or self._yuv is None:  # a skipped render repeats the last picture
-            self._yuv = cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+        # A skipped render, or an idle face the engine did not draw again, repeats the very same
+        # image array: its I420 copy is still the one made last.
+        if frame.image is not self._rgb or self._yuv is None:
+            self._rgb, self._yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
         return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes)
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
