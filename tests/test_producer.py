@@ -8,11 +8,13 @@ server with free cores repeated pictures (issue 9: 9% skipped at 4 sessions on 1
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from lipstream.streaming.clock import ManualClock, MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.tracks import SessionVideoTrack
 from lipstream.streaming.worker import LATE_WAIT_MS, FrameProducer, FrameRing, ProducerConfig, RenderPool
 from tests.test_rtpaudio import SlowEngine
 
@@ -59,3 +61,26 @@ async def test_a_loop_that_wakes_late_does_not_make_the_producer_skip() -> None:
 
 def test_the_producer_only_risks_lateness_the_tracks_wait_for() -> None:
     assert 0 < ProducerConfig().late_ok_ms < LATE_WAIT_MS
+
+
+async def test_the_video_track_sends_the_made_picture_exactly_and_it_cannot_change() -> None:
+    """The track wraps a frame's I420 picture for the encoder without copying it, so the producer
+    makes it read-only: a write (which would alter a frame an encoder is reading) raises."""
+    clock = ManualClock()
+    media = MediaClock(clock)
+    pool, ring = RenderPool(1), FrameRing(media)
+    producer = FrameProducer(SlowEngine(cost_s=0.0), AudioInbox(), media, pool, ring, ServerMetrics())
+    media.start()
+    task = asyncio.create_task(producer.run())
+    while ring.get(0) is None:
+        while clock.sleepers == 0:
+            await asyncio.sleep(0.001)
+        clock.release_next()
+    made = ring.get(0)
+    assert made is not None and not made.yuv.flags.writeable
+    track = SessionVideoTrack(ring, media)
+    sent = await track.recv()
+    assert np.array_equal(sent.to_ndarray(), made.yuv)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    pool.shutdown()

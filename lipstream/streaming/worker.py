@@ -97,7 +97,7 @@ class ReadyFrame:
     index: int
     audio: np.ndarray  # (640,) float32 at 16 kHz: the engine's Frame.audio
     # (S * 3 // 2, S) uint8 I420, the encoders' own format: converted once here, in a worker,
-    # instead of once per sender (session and viewers) on the encoding threads.
+    # instead of once per sender (session and viewers) on the encoding threads. Read-only.
     yuv: np.ndarray
     controls: np.ndarray  # (N_CONTROLS,) the engine's Frame.controls (the control stream sends them)
     visemes: np.ndarray | None  # (N_VISEMES,) or None
@@ -236,6 +236,7 @@ class FrameProducer:
         # image array: its I420 copy is still the one made last.
         if frame.image is not self._rgb or self._yuv is None:
             self._rgb, self._yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+            self._yuv.flags.writeable = False  # the tracks hand it to encoders without a copy
         return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes)
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
