@@ -175,7 +175,7 @@ def time_session(frames: int) -> dict[str, float]:
         if frame.image is not rgb:  # as the producer does: an unchanged picture is not converted
             rgb, yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
         marks.append(time.thread_time())
-        video = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        video = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")  # as the track wraps it
         video.pts, video.time_base = n * VIDEO_PTS_PER_FRAME, Fraction(1, VIDEO_CLOCK_RATE)
         marks.append(time.thread_time())
         vp8.encode(video)
