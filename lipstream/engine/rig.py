@@ -99,10 +99,12 @@ class RigBasis:
         """The region's source coordinates; `place` (from `place(head)`) folds in head motion."""
         base, u, v = place or self.place(None)
         h, w = self.roi.shape
-        # (h, w, 8) = b_up, b_lo, face_up, face_lo: all eight channels upsampled in one pass
-        fine = cv2.resize(self.coarse_fields(pose), (w, h), interpolation=cv2.INTER_LINEAR)
-        # contiguous planes: numpy on strided views of the 8-channel image is several times slower
-        up_x, up_y, lo_x, lo_y, up_u, up_v, lo_u, lo_v = cv2.split(fine)
+        # b_up, b_lo, face_up, face_lo as 8 (h, w) planes: contiguous, since numpy on strided views
+        # is several times slower. Each plane upsampled on its own: OpenCV's 8-channel resize and
+        # split took 2.6x as long (its generic path; values within 2e-6 px of these).
+        coarse = np.ascontiguousarray(np.moveaxis(self.coarse_fields(pose), -1, 0))  # (8, hc, wc)
+        up_x, up_y, lo_x, lo_y, up_u, up_v, lo_u, lo_v = (
+            cv2.resize(plane, (w, h), interpolation=cv2.INTER_LINEAR) for plane in coarse)
         above = self._past_edge(up_u, up_v, u, v, self.upper_edge)
         below = self._past_edge(lo_u, lo_v, u, v, self.lower_edge)
         np.negative(below, out=below)
