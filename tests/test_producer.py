@@ -20,20 +20,25 @@ from tests.test_rtpaudio import SlowEngine
 
 
 class LateClock(ManualClock):
-    """A manual clock whose sleepers all wake `late_s` after their deadline: a busy event loop."""
+    """A manual clock whose sleepers wake `late_s` after their deadline (a busy event loop), and
+    every `stall_every`-th one `stall_s` late instead (a stall)."""
 
-    def __init__(self, late_s: float) -> None:
+    def __init__(self, late_s: float, stall_s: float = 0.0, stall_every: int = 0) -> None:
         super().__init__()
-        self.late_s = late_s
+        self.late_s, self.stall_s, self.stall_every = late_s, stall_s, stall_every
+        self.wakes = 0
 
     def release_next(self) -> None:
         deadline = self._sleepers[0][0]
         super().release_next()
-        self._now = max(self._now, deadline + self.late_s)
+        self.wakes += 1
+        stalled = self.stall_every and self.wakes % self.stall_every == 0
+        self._now = max(self._now, deadline + (self.stall_s if stalled else self.late_s))
 
 
-async def produce_late(engine: SlowEngine, late_s: float, frames: int) -> FrameProducer:
-    clock = LateClock(late_s)
+async def produce_late(engine: SlowEngine, late_s: float, frames: int, stall_s: float = 0.0,
+                       stall_every: int = 0) -> FrameProducer:
+    clock = LateClock(late_s, stall_s, stall_every)
     media = MediaClock(clock)
     pool = RenderPool(1)
     producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics(),
@@ -57,6 +62,16 @@ async def test_a_loop_that_wakes_late_does_not_make_the_producer_skip() -> None:
     assert producer.wake_lateness_s == pytest.approx(0.008, abs=1e-3)
     # the lead covers the lateness and the render, so frames are ready when due, not just in time
     assert producer.lead_s() >= 0.008 + 0.020
+
+
+async def test_a_render_that_would_come_after_the_tracks_gave_up_is_skipped() -> None:
+    """Woken 25 ms late now and then: that frame would be ready ~20 ms after due at best, too near
+    the tracks' 30 ms wait for an estimate to bet on, and a frame later than that costs the audio
+    too (the track sends silence), so its render is skipped; every other frame is rendered."""
+    producer = await produce_late(SlowEngine(cost_s=0.020), late_s=0.0, frames=60, stall_s=0.025,
+                                  stall_every=10)
+    assert 4 <= producer.counts["skipped"] <= 6  # the stalled wakes, one in ten
+    assert producer.counts["rendered"] >= 54
 
 
 def test_the_producer_only_risks_lateness_the_tracks_wait_for() -> None:

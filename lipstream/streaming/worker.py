@@ -146,10 +146,11 @@ class ProducerConfig:
     margin_ms: int = 5  # added to the estimate for the event loop's wake-up latency
     deviations: float = 3.0  # how many mean deviations of render time the lead covers
     ema_weight: float = 0.2  # how fast the render-time estimate follows the last renders
-    # A render projected to finish up to this long after its due time is still made: the tracks
-    # wait LATE_WAIT_MS for it, and a frame sent a few ms late is jitter a receiver absorbs, while a
-    # skipped one repeats the picture. Below LATE_WAIT_MS by a margin for the estimate's own error.
-    late_ok_ms: int = LATE_WAIT_MS - 10
+    # A render projected to finish (at its estimate plus `deviations` of jitter) up to this long
+    # after its due time is still made: the tracks wait LATE_WAIT_MS for it, and a frame sent a few
+    # ms late is jitter a receiver absorbs, while a skipped one repeats the picture. Well inside
+    # LATE_WAIT_MS: a frame later than that costs more than a skip (the audio track sends silence).
+    late_ok_ms: int = LATE_WAIT_MS // 3
 
 
 class FrameProducer:
@@ -217,7 +218,9 @@ class FrameProducer:
     async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
         audio = self.inbox.take()
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
-        render = self.clock.now() + self.render_estimate_s <= due + self.config.late_ok_ms / 1000
+        c = self.config
+        finish = self.clock.now() + self.render_estimate_s + c.deviations * self.render_deviation_s
+        render = finish <= due + c.late_ok_ms / 1000
         start = self.timer()
         frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
         elapsed_s = self.timer() - start
