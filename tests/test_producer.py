@@ -16,6 +16,7 @@ from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.tracks import SessionVideoTrack
 from lipstream.streaming.worker import LATE_WAIT_MS, FrameProducer, FrameRing, ProducerConfig, RenderPool
+from tests.test_clock import StampedFrame
 from tests.test_rtpaudio import SlowEngine
 
 
@@ -99,3 +100,28 @@ async def test_the_video_track_sends_the_made_picture_exactly_and_it_cannot_chan
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     pool.shutdown()
+
+
+class StallingEngine(SlowEngine):
+    """Renders take `slow_s` for the first `slow_renders` renders (a starved machine), then `cost_s`."""
+
+    def __init__(self, cost_s: float, slow_s: float, slow_renders: int) -> None:
+        super().__init__(cost_s)
+        self.slow_s, self.slow_left = slow_s, slow_renders
+
+    def pop_frame(self, render: bool = True) -> StampedFrame | None:
+        frame = super().pop_frame(render)
+        if render and frame is not None and self.slow_left > 0:
+            self.slow_left -= 1
+            self.elapsed_s += self.slow_s - self.cost_s
+        return frame
+
+
+async def test_after_a_spell_of_very_slow_renders_the_producer_renders_again() -> None:
+    """Renders that took 150 ms (a starved machine) leave a huge jitter estimate; once renders are
+    fast again the producer must try them again, not skip for the rest of the session."""
+    producer = await produce_late(StallingEngine(cost_s=0.010, slow_s=0.150, slow_renders=4),
+                                  late_s=0.0, frames=150)
+    rendered_before = producer.counts["rendered"]
+    assert rendered_before > 4
+    assert producer.render_deviation_s < 0.010  # it has learnt the fast renders again

@@ -256,6 +256,7 @@ class FrameProducer:
             miss_s = abs(elapsed_s - self.render_estimate_s)
             self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
             self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
-        else:  # decay, so a session that fell behind tries rendering again once it can
+        else:  # decay both, so a session that fell behind tries rendering again once it can
             self.render_estimate_s *= 1 - self.config.ema_weight
+            self.render_deviation_s *= 1 - self.config.ema_weight
 
