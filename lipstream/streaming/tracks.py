@@ -19,13 +19,17 @@ from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.worker import LATE_WAIT_S, FrameRing, ReadyFrame
+from lipstream.streaming.worker import FrameRing, ReadyFrame
 
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
 # A sender that stalls longer than this (a blocked encoder) jumps to the present instead of
 # bursting out old media: both tracks jump to the same clock position, so they stay in sync.
 MAX_BEHIND_S = 0.2
+# A frame still being made when due (a busy pool) is waited for this long before the video repeats
+# the last picture and the audio sends silence: a little jitter, which receivers' buffers absorb,
+# rather than a dropout.
+LATE_WAIT_S = 0.03
 # The video track hands a frame to aiortc, which encodes it (VP8 at 512 px: ~5-10 ms) before it
 # leaves, and a busy machine makes its sender late too; audio packets leave at once. The audio
 # track hands each chunk over that much later, so both leave together (RTCP sender reports tie RTP

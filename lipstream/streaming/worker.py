@@ -4,9 +4,10 @@ One `RenderPool` per server (one thread per core; numpy and OpenCV release the G
 `FrameProducer` per session. The producer starts frame n just in time: as long before it is due
 as renders have been taking plus how late the event loop has been waking it (each smoothed, plus
 a few deviations and a margin), so the audio it takes has waited as little as it can. If the
-projected finish would miss the moment the tracks stop waiting for the frame (a busy pool, a slow
-machine) it asks the engine for the frame without rendering it: the image repeats, the mouth
-controls and the audio advance, so the session stays live and in sync, and the skip is counted.
+projected finish would miss the due time (a busy pool, a slow machine) it asks the engine for the
+frame without rendering it: the image repeats, the mouth controls and the audio advance, so the
+session stays live and in sync, and the skip is counted. Skipping is also the pressure valve of a
+starved machine: a render finishing late costs the CPU and still misses its frame.
 """
 
 import asyncio
@@ -27,12 +28,6 @@ from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 
 T = TypeVar("T")
-
-# A frame still being made when due (a busy pool) is waited for this long by the tracks before the
-# video repeats the last picture and the audio sends silence: a little jitter, which receivers'
-# buffers absorb, rather than a dropout.
-LATE_WAIT_MS = 30
-LATE_WAIT_S = LATE_WAIT_MS / 1000
 
 
 class EngineFrame(Protocol):
@@ -146,11 +141,6 @@ class ProducerConfig:
     margin_ms: int = 5  # added to the estimate for the event loop's wake-up latency
     deviations: float = 3.0  # how many mean deviations of render time the lead covers
     ema_weight: float = 0.2  # how fast the render-time estimate follows the last renders
-    # A render projected to finish (at its estimate plus `deviations` of jitter) up to this long
-    # after its due time is still made: the tracks wait LATE_WAIT_MS for it, and a frame sent a few
-    # ms late is jitter a receiver absorbs, while a skipped one repeats the picture. Well inside
-    # LATE_WAIT_MS: a frame later than that costs more than a skip (the audio track sends silence).
-    late_ok_ms: int = LATE_WAIT_MS // 3
 
 
 class FrameProducer:
@@ -218,9 +208,7 @@ class FrameProducer:
     async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
         audio = self.inbox.take()
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
-        c = self.config
-        finish = self.clock.now() + self.render_estimate_s + c.deviations * self.render_deviation_s
-        render = finish <= due + c.late_ok_ms / 1000
+        render = self.clock.now() + self.render_estimate_s <= due
         start = self.timer()
         frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
         elapsed_s = self.timer() - start
