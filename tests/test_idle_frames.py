@@ -88,3 +88,42 @@ async def test_the_producer_converts_an_unchanged_picture_once() -> None:
     pool.shutdown()
     frames = [ring.get(i) for i in range(5)]
     assert all(f is not None and f.yuv is frames[0].yuv for f in frames)  # type: ignore[union-attr]
+
+
+class MostlyIdleEngine(SameImageEngine):
+    """Draws a new picture (taking `cost_s`) every 10th frame; in between repeats it for free."""
+
+    def __init__(self, cost_s: float) -> None:
+        super().__init__()
+        self.cost_s, self.elapsed_s = cost_s, 0.0
+
+    def now(self) -> float:
+        return self.elapsed_s
+
+    def pop_frame(self, render: bool = True):  # type: ignore[no-untyped-def]
+        frame = super().pop_frame(render)
+        if frame is not None and render and frame.index % 10 == 0:
+            self.image = np.full((16, 16, 3), frame.index % 256, np.uint8)
+            self.elapsed_s += self.cost_s
+            frame = type(frame)(frame.index, self.image, frame.audio, render)
+        return frame
+
+
+async def test_repeats_of_an_idle_face_do_not_teach_the_producer_that_renders_are_free() -> None:
+    """Its lead must still cover a real render when speech starts again."""
+    clock = ManualClock()
+    media = MediaClock(clock)
+    pool, engine = RenderPool(1), MostlyIdleEngine(cost_s=0.020)
+    producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics(),
+                             timer=engine.now)
+    media.start()
+    task = asyncio.create_task(producer.run())
+    while producer.counts["rendered"] < 60:
+        while clock.sleepers == 0:
+            await asyncio.sleep(0.001)
+        clock.release_next()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    pool.shutdown()
+    assert producer.render_estimate_s == pytest.approx(0.020, abs=1e-3)
+    assert producer.lead_s() >= 0.020

@@ -156,6 +156,7 @@ class FrameProducer:
         self.timer = timer or clock.now  # measures renders (tests may give a fake engine's own)
         self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
         self.render_deviation_s = 0.0  # mean absolute deviation from that estimate, smoothed
+        self._learnt = False  # whether a drawn frame has been timed yet
         # How much later than planned the event loop woke the producer to start a frame, smoothed:
         # a busy loop (other sessions' packets, the GIL held by render and encoder threads) wakes
         # it several ms late, and a lead that ignores that leaves renders no time.
@@ -209,13 +210,17 @@ class FrameProducer:
         audio = self.inbox.take()
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
         render = self.clock.now() + self.render_estimate_s <= due
-        start = self.timer()
+        start, last_yuv = self.timer(), self._yuv
         frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
         elapsed_s = self.timer() - start
         if frame is None:  # cannot happen while one frame of audio goes in per tick
             return
         self.ring.put(frame)
         self._account(render, elapsed_s, waited_s, due)
+        if not render:
+            self._decay()
+        elif frame.yuv is not last_yuv:  # drawn, not an idle face's repeat: what renders cost
+            self._learn(elapsed_s)
 
     def _step(self, engine: FrameEngine, audio: np.ndarray, render: bool) -> ReadyFrame | None:
         """One tick, in a worker thread: a frame of audio in, the frame it completes out."""
@@ -237,14 +242,19 @@ class FrameProducer:
         self.metrics.stage_seconds.labels("queue").observe(waited_s)
         self.metrics.stage_seconds.labels("engine").observe(elapsed_s - waited_s)
         self.metrics.stage_seconds.labels("ready_margin").observe(max(due - self.clock.now(), 0.0))
-        if rendered and self.counts["rendered"] == 1:  # the first render is the best guess yet
-            self.render_estimate_s = elapsed_s
-        elif rendered:
-            w = self.config.ema_weight
-            miss_s = abs(elapsed_s - self.render_estimate_s)
-            self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
-            self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
-        else:  # decay both, so a session that fell behind tries rendering again once it can
-            self.render_estimate_s *= 1 - self.config.ema_weight
-            self.render_deviation_s *= 1 - self.config.ema_weight
+
+    def _learn(self, elapsed_s: float) -> None:
+        """A newly drawn frame took `elapsed_s` from submission: follow it and its jitter."""
+        if not self._learnt:  # the first render is the best guess yet
+            self.render_estimate_s, self._learnt = elapsed_s, True
+            return
+        w = self.config.ema_weight
+        miss_s = abs(elapsed_s - self.render_estimate_s)
+        self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
+        self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
+
+    def _decay(self) -> None:
+        """After a skip: decay both, so a session that fell behind tries rendering again once it can."""
+        self.render_estimate_s *= 1 - self.config.ema_weight
+        self.render_deviation_s *= 1 - self.config.ema_weight
 
