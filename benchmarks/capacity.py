@@ -11,6 +11,9 @@ rising for a W once skipped or late frames exceed --limit-percent (1%) (with --k
 due, from the server's /metrics, summed over workers by the front), the CPU the server used (front
 and workers, in cores), its RSS per session (above the idle server's), the CPU other programs used
 meanwhile and the load average; then the largest N that held, per W. Writes JSON.
+
+With --baseline DIR, each W also runs a server from another source tree (e.g. a `git worktree` of
+main), interleaved with this tree's at every N: an A/B in one run, both seeing the same machine.
 """
 
 import argparse
@@ -116,18 +119,23 @@ def holds(row: dict, limit_percent: float) -> bool:
 @dataclass
 class Server:
     workers: int
+    label: str  # which source tree: "this" or "base"
     url: str
     process: subprocess.Popen[bytes]
     idle_rss: int = 0
     rows: list[dict] = field(default_factory=list)
 
 
-def spawn(workers: int) -> Server:
+def spawn(workers: int, tree: Path | None = None) -> Server:
+    """A server of this source tree, or of `tree` (its `lipstream` imported first)."""
     port = free_port()
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")])
     process = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--port", str(port),
                                 "--workers", str(workers), "--max-sessions", str(MAX_SESSIONS)],
-                               stdout=subprocess.DEVNULL)
-    return Server(workers, f"http://127.0.0.1:{port}", process)
+                               stdout=subprocess.DEVNULL, env=env)
+    return Server(workers, "this" if tree is None else "base", f"http://127.0.0.1:{port}", process)
 
 
 async def side_by_side(servers: list[Server], args: argparse.Namespace) -> None:
@@ -143,7 +151,7 @@ async def side_by_side(servers: list[Server], args: argparse.Namespace) -> None:
         for server in list(rising):
             row = await run_sessions(server.url, server.process.pid, sessions, args.seconds, args.warmup,
                                      server.idle_rss)
-            print_row(server.workers, row, args.limit_percent)
+            print_row(server, row, args.limit_percent)
             server.rows.append(row)
             if not (holds(row, args.limit_percent) or args.keep_going):
                 rising.remove(server)
@@ -152,12 +160,13 @@ async def side_by_side(servers: list[Server], args: argparse.Namespace) -> None:
             return
 
 
-HEADER = (f"{'workers':>7} {'N':>3} {'fps med':>7} {'fps min':>7} {'skipped %':>9} {'late %':>6} "
+HEADER = (f"{'tree':>4} {'workers':>7} {'N':>3} {'fps med':>7} {'fps min':>7} {'skipped %':>9} {'late %':>6} "
           f"{'server cores':>12} {'RSS MB/sess':>11} {'clients':>7} {'others':>6} {'loadavg':>7}  holds")
 
 
-def print_row(workers: int, row: dict, limit_percent: float) -> None:
-    print(f"{workers:>7} {row['sessions']:>3} {row['fps_median']:>7.2f} {row['fps_min']:>7.2f} "
+def print_row(server: Server, row: dict, limit_percent: float) -> None:
+    print(f"{server.label:>4} {server.workers:>7} {row['sessions']:>3} "
+          f"{row['fps_median']:>7.2f} {row['fps_min']:>7.2f} "
           f"{row['skipped_percent']:>9.1f} {row['late_percent']:>6.1f} {row['server_cpu_cores']:>12.2f} "
           f"{row['rss_mb_per_session']:>11.0f} {row['client_cpu_cores']:>7.2f} "
           f"{row['other_programs_cpu_cores']:>6.2f} {row['loadavg'][0]:>7}  "
@@ -165,7 +174,8 @@ def print_row(workers: int, row: dict, limit_percent: float) -> None:
 
 
 def run(args: argparse.Namespace) -> list[Server]:
-    servers = [spawn(w) for w in args.workers]
+    trees = [None] if args.baseline is None else [None, args.baseline]
+    servers = [spawn(w, tree) for w in args.workers for tree in trees]
     try:
         asyncio.run(side_by_side(servers, args))
     finally:
@@ -174,6 +184,10 @@ def run(args: argparse.Namespace) -> list[Server]:
         for server in servers:
             server.process.wait(15)
     return servers
+
+
+def label(server: Server) -> str:
+    return str(server.workers) if server.label == "this" else f"{server.workers} ({server.label})"
 
 
 def largest_holding(rows: list[dict], limit_percent: float) -> int:
@@ -191,12 +205,14 @@ def main() -> int:
     parser.add_argument("--limit-percent", type=float, default=1.0)
     parser.add_argument("--keep-going", action="store_true",
                         help="measure every N up to --max, even past the first that does not hold")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also run servers from this source tree, interleaved (A/B)")
     parser.add_argument("--out", default="benchmarks/results/capacity.json")
     args = parser.parse_args()
     skip_video_decoding()
     # Loopback only: the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    results = {str(server.workers): server.rows for server in run(args)}
+    results = {label(server): server.rows for server in run(args)}
     print("\nlargest N holding 25 fps with <= {:.0f}% skipped and late: {}".format(
         args.limit_percent, ", ".join(f"--workers {w}: {largest_holding(rows, args.limit_percent)}"
                                       for w, rows in results.items())))

@@ -6,9 +6,12 @@ frame (head, rig, field, warp, composite, blink); the audio side (mel + motion m
 smoothing) is timed through the Engine with rendering skipped, for the baseline and, when
 shipped, the ONNX model. Then the shipped model alone at batch 1, 8 and 32 windows per runner
 call (what `EngineGroup` runs each tick): CPU cost per window. Burn-in, then measure.
+With --session, instead: the compute a server spends per session-frame outside the network code,
+stage by stage on one thread (engine on speech-like audio, RGB -> I420, wrapping the picture for
+aiortc, VP8 encode + packetise, Opus encode of the frame's two 20 ms chunks).
 
     python benchmarks/stages.py [--frames 500] [--cv-threads 1] [--model-calls 300] [--only-model]
-                                [--out benchmarks/results/stages.json]
+                                [--session] [--out benchmarks/results/stages.json]
 
 --cv-threads sets OpenCV's thread count (1: what a server of many sessions wants; the CPU time of
 OpenCV's helper threads is then counted nowhere here, so compare thread counts by p50 wall time
@@ -24,21 +27,29 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from fractions import Fraction  # noqa: E402
+
+import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lipstream.engine.avatar import Avatar, AvatarConfig  # noqa: E402
-from lipstream.engine.constants import (
-    N_MELS,  # noqa: E402
-    SAMPLE_RATE,  # noqa: E402
+from lipstream.engine.constants import (  # noqa: E402
+    N_MELS,
+    SAMPLE_RATE,
+    SAMPLES_PER_VIDEO_FRAME,
+    VIDEO_CLOCK_RATE,
+    VIDEO_PTS_PER_FRAME,
 )
 from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
 from lipstream.engine.motion import load_motion_model, shipped_model_path  # noqa: E402
 from lipstream.engine.render import RenderConfig, Renderer  # noqa: E402
+from lipstream.streaming.clock import CHUNKS_PER_FRAME  # noqa: E402
 
 MODEL_BATCHES = (1, 8, 32)  # windows per runner call: one session, a tick of a small and a busy server
 RENDER_STAGES = ("head", "rig", "field", "warp", "composite", "blink")
 BURN_IN = 50
+SESSION_STAGES = ("engine", "RGB -> I420", "wrap for aiortc", "VP8 encode + packetise", "Opus encode")
 
 
 def speech_like_controls(frames: int, seed: int = 0) -> np.ndarray:
@@ -138,6 +149,56 @@ def print_model_batches(rows: dict[str, dict[str, float]]) -> None:
               f"{r['windows_per_cpu_s']:>15.0f}{single / r['cpu_p50_ms_per_window']:>10.1f}x")
 
 
+def time_session(frames: int) -> dict[str, float]:
+    """Thread CPU ms per session-frame of each stage of a served session, averaged over frames
+    (an idle frame's skipped render and conversion count as zero, as they cost nothing)."""
+    from aiortc.codecs import get_encoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from lipstream.bench import speechlike
+    from lipstream.streaming.codecs import tune_vp8
+    from lipstream.streaming.tracks import OpusChunkEncoder
+
+    tune_vp8()
+    vp8 = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    opus, engine = OpusChunkEncoder(), Engine(Avatar.default())
+    audio = speechlike((frames + BURN_IN) / 25.0, seed=2)
+    engine.push_audio(np.zeros(engine.latency_samples - SAMPLES_PER_VIDEO_FRAME, np.float32), SAMPLE_RATE)
+    totals = dict.fromkeys(SESSION_STAGES, 0.0)
+    rgb, yuv = None, np.zeros(0, np.uint8)
+    for n in range(frames + BURN_IN):
+        marks = [time.thread_time()]
+        engine.push_audio(audio[n * SAMPLES_PER_VIDEO_FRAME : (n + 1) * SAMPLES_PER_VIDEO_FRAME], SAMPLE_RATE)
+        frame = engine.pop_frame()
+        assert frame is not None
+        marks.append(time.thread_time())
+        if frame.image is not rgb:  # as the producer does: an unchanged picture is not converted
+            rgb, yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+        marks.append(time.thread_time())
+        video = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")  # as the track wraps it
+        video.pts, video.time_base = n * VIDEO_PTS_PER_FRAME, Fraction(1, VIDEO_CLOCK_RATE)
+        marks.append(time.thread_time())
+        vp8.encode(video)
+        marks.append(time.thread_time())
+        for chunk in np.split(frame.audio, CHUNKS_PER_FRAME):
+            s16 = (np.clip(chunk, -1.0, 1.0) * 32767).astype(np.int16)[None]  # (1, 320) as the track sends
+            pcm = av.AudioFrame.from_ndarray(s16, format="s16", layout="mono")
+            pcm.sample_rate, pcm.pts, pcm.time_base = SAMPLE_RATE, None, Fraction(1, SAMPLE_RATE)
+            opus(pcm)
+        marks.append(time.thread_time())
+        if n >= BURN_IN:
+            for name, a, b in zip(SESSION_STAGES, marks[:-1], marks[1:], strict=True):
+                totals[name] += (b - a) * 1e3 / frames
+    return totals
+
+
+def print_session(stages: dict[str, float]) -> None:
+    total = sum(stages.values())
+    print("\nper session-frame, 512 px, one thread (thread CPU ms, mean over frames)")
+    for name, ms in [*stages.items(), ("total", total)]:
+        print(f"{name:<28}{ms:>8.2f}{ms / total:>8.0%}")
+
+
 def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
     wall, cpu = np.array(samples).T
     return {"p50_ms": float(np.percentile(wall, 50)), "p99_ms": float(np.percentile(wall, 99)),
@@ -151,8 +212,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stages.json"))
     parser.add_argument("--model-calls", type=int, default=300, help="calls per batch size, model alone")
     parser.add_argument("--only-model", action="store_true", help="only the model at batch 1/8/32")
+    parser.add_argument("--session", action="store_true", help="only the per-session-frame stages")
     args = parser.parse_args()
     cv2.setNumThreads(args.cv_threads)
+    if args.session:
+        session = time_session(args.frames)
+        print_session(session)
+        args.out.write_text(json.dumps({"frames": args.frames, "session_ms_per_frame": session}, indent=2))
+        return
     models = {"baseline": "baseline"}
     if shipped_model_path() is not None:
         models["onnx"] = None

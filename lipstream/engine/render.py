@@ -11,6 +11,8 @@ Stages per frame, each a method so `benchmarks/stages.py` can time them apart:
 The mouth and eye regions sample the still photo directly, with the head motion folded into their
 coordinates, so each frame touches the full image at most once (and only when the pose changed).
 Everything else (landmarks, bases, masks, colours) was computed once in the Avatar.
+A frame whose head pose, blink and mouth controls are those of the last one rendered is that
+frame: an idle face (silence, the mouth at rest, the head between two pose steps) costs no render.
 """
 
 from dataclasses import dataclass
@@ -26,6 +28,24 @@ from lipstream.engine.rig import MouthField, MouthPose, Placement
 from lipstream.kernels import Kernels, get_kernels
 
 REFERENCE_SIZE = 512  # head_shift_px is given at this frame size and scales with it
+# Controls this close to the last render's draw the same picture, at most one grey level off in a
+# few pixels (measured: 1e-5 already moved 30-50 pixels by 2 levels, where the lips' seam and the
+# mouth interior switch on). Smoothed controls settle this close within ~1 s of silence.
+SAME_CONTROLS_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class Drawn:
+    """What a rendered frame depends on, and the frame."""
+
+    controls: np.ndarray  # (N_CONTROLS,)
+    head: HeadPose | None
+    blink: float
+    image: np.ndarray  # (S, S, 3) uint8 RGB
+
+    def shows(self, controls: np.ndarray, head: HeadPose | None, blink: float) -> bool:
+        close = np.abs(controls - self.controls).max() <= SAME_CONTROLS_TOLERANCE
+        return bool(close) and head == self.head and blink == self.blink
 
 
 @dataclass(frozen=True)
@@ -49,9 +69,25 @@ class Renderer:
         )
         self._moved: tuple[HeadPose, np.ndarray] | None = None  # the last head pose and its photo
         self._placed: tuple[bytes, Placement] | None = None  # the last head matrix and its placement
+        self._drawn: Drawn | None = None  # the last frame rendered
 
     def render(self, controls: np.ndarray, index: int) -> np.ndarray:
-        """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1])."""
+        """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1]); the
+        very array last returned when the picture would be the same (do not write to it)."""
+        head, blink = self._head_pose_or_none(index), self.idle.blink(index)
+        if self._drawn is not None and self._drawn.shows(controls, head, blink):
+            return self._drawn.image
+        image = self.draw(controls, index)
+        self._drawn = Drawn(np.array(controls, np.float32), head, blink, image)
+        return image
+
+    def _head_pose_or_none(self, index: int) -> HeadPose | None:
+        if self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0:
+            return None
+        return self.head_pose(index)
+
+    def draw(self, controls: np.ndarray, index: int) -> np.ndarray:
+        """A new (S, S, 3) uint8 RGB frame `index` with the mouth at `controls`, always drawn."""
         frame, head = self.background(index)
         pose = self.pose(controls)
         field = self.field(pose, head)
@@ -63,9 +99,9 @@ class Renderer:
     def background(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A fresh copy of the photo moved by frame index's head pose, and that pose's inverse
         (frame -> photo, None when the head is held still)."""
-        if self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0:
+        pose = self._head_pose_or_none(index)
+        if pose is None:
             return self.avatar.image.copy(), None
-        pose = self.head_pose(index)
         if self._moved is None or self._moved[0] != pose:
             self._moved = (pose, move_head(self.avatar.image, pose, self.avatar.size))
         return self._moved[1].copy(), pose.inverse()

@@ -37,6 +37,7 @@ LATE_WAIT_S = 0.03
 SEND_LATENCY_WEIGHT = 0.1  # per frame: follows a change of load within about a second
 MAX_SEND_LATENCY_S = 0.1
 BLANK_I420 = np.zeros((96, 64), np.uint8)  # a black 64x64 picture, before any frame was made
+BLANK_I420.flags.writeable = False
 OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
 
 
@@ -172,7 +173,10 @@ class SessionVideoTrack(_SessionTrack):
         self._last = shown
         if shown is not None and self.controls is not None:
             self.controls.send(index, shown.controls, shown.visemes)
-        frame = av.VideoFrame.from_ndarray(shown.yuv if shown is not None else BLANK_I420, format="yuv420p")
+        # Wrapped, not copied (0.01 ms instead of 0.24 on the event loop, per frame and sender):
+        # a ReadyFrame's picture is never written after it is made, and the encoder only reads it.
+        frame = av.VideoFrame.from_numpy_buffer(shown.yuv if shown is not None else BLANK_I420,
+                                                format="yuv420p")
         frame.pts = index * VIDEO_PTS_PER_FRAME
         frame.time_base = VIDEO_TIME_BASE
         self.sent += 1

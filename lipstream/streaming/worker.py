@@ -2,10 +2,12 @@
 
 One `RenderPool` per server (one thread per core; numpy and OpenCV release the GIL), one
 `FrameProducer` per session. The producer starts frame n just in time: as long before it is due
-as renders have been taking (smoothed, plus a few deviations and a margin), so the audio it takes
-has waited as little as it can. If the projected finish would miss the due time (a busy pool,
-a slow machine) it asks the engine for the frame without rendering it: the image repeats, the
-mouth controls and the audio advance, so the session stays live and in sync, and the skip is counted.
+as renders have been taking plus how late the event loop has been waking it (each smoothed, plus
+a few deviations and a margin), so the audio it takes has waited as little as it can. If the
+projected finish would miss the due time (a busy pool, a slow machine) it asks the engine for the
+frame without rendering it: the image repeats, the mouth controls and the audio advance, so the
+session stays live and in sync, and the skip is counted. Skipping is also the pressure valve of a
+starved machine: a render finishing late costs the CPU and still misses its frame.
 """
 
 import asyncio
@@ -90,7 +92,7 @@ class ReadyFrame:
     index: int
     audio: np.ndarray  # (640,) float32 at 16 kHz: the engine's Frame.audio
     # (S * 3 // 2, S) uint8 I420, the encoders' own format: converted once here, in a worker,
-    # instead of once per sender (session and viewers) on the encoding threads.
+    # instead of once per sender (session and viewers) on the encoding threads. Read-only.
     yuv: np.ndarray
     controls: np.ndarray  # (N_CONTROLS,) the engine's Frame.controls (the control stream sends them)
     visemes: np.ndarray | None  # (N_VISEMES,) or None
@@ -154,8 +156,14 @@ class FrameProducer:
         self.timer = timer or clock.now  # measures renders (tests may give a fake engine's own)
         self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
         self.render_deviation_s = 0.0  # mean absolute deviation from that estimate, smoothed
+        self._learnt = False  # whether a drawn frame has been timed yet
+        # How much later than planned the event loop woke the producer to start a frame, smoothed:
+        # a busy loop (other sessions' packets, the GIL held by render and encoder threads) wakes
+        # it several ms late, and a lead that ignores that leaves renders no time.
+        self.wake_lateness_s = 0.0
         self.counts = {"rendered": 0, "skipped": 0}
-        self._yuv: np.ndarray | None = None  # the picture last rendered, I420
+        self._rgb: np.ndarray | None = None  # the picture last converted...
+        self._yuv: np.ndarray | None = None  # ...and it in I420
 
     def release(self) -> None:
         """Drop the engine (after the run task has been cancelled and awaited)."""
@@ -173,30 +181,46 @@ class FrameProducer:
         while True:
             due = self.clock.frame_time(index)
             lead_s = self.lead_s()
-            await self.clock.sleep_until(due - lead_s)
+            await self._sleep_until(due - lead_s)
             self.metrics.producer_lead_seconds.observe(lead_s)
             await self._make(engine, index, due)
             index += 1
 
     def lead_s(self) -> float:
-        """How long before its due time the next frame starts: render time + jitter, clamped."""
+        """How long before its due time the next frame starts: the loop's wake-up lateness + render
+        time + jitter, clamped."""
         if self.counts["rendered"] == 0:
             return self.config.lead_ms / 1000
         c = self.config
-        wanted_s = self.render_estimate_s + c.deviations * self.render_deviation_s + c.margin_ms / 1000
+        wanted_s = (self.wake_lateness_s + self.render_estimate_s
+                    + c.deviations * self.render_deviation_s + c.margin_ms / 1000)
         return min(max(wanted_s, c.min_lead_ms / 1000), c.lead_ms / 1000)
+
+    async def _sleep_until(self, start: float) -> None:
+        """Sleep until `start`, learning how late the loop wakes (not counted when the last frame
+        itself ran past `start`: that is the render's lateness, which its own estimate covers)."""
+        behind = start <= self.clock.now()
+        await self.clock.sleep_until(start)
+        if behind:
+            return
+        w = self.config.ema_weight
+        self.wake_lateness_s = (1 - w) * self.wake_lateness_s + w * (self.clock.now() - start)
 
     async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
         audio = self.inbox.take()
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
         render = self.clock.now() + self.render_estimate_s <= due
-        start = self.timer()
+        start, last_yuv = self.timer(), self._yuv
         frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
         elapsed_s = self.timer() - start
         if frame is None:  # cannot happen while one frame of audio goes in per tick
             return
         self.ring.put(frame)
         self._account(render, elapsed_s, waited_s, due)
+        if not render:
+            self._decay()
+        elif frame.yuv is not last_yuv:  # drawn, not an idle face's repeat: what renders cost
+            self._learn(elapsed_s)
 
     def _step(self, engine: FrameEngine, audio: np.ndarray, render: bool) -> ReadyFrame | None:
         """One tick, in a worker thread: a frame of audio in, the frame it completes out."""
@@ -204,8 +228,11 @@ class FrameProducer:
         frame = engine.pop_frame(render=render)
         if frame is None:
             return None
-        if frame.rendered or self._yuv is None:  # a skipped render repeats the last picture
-            self._yuv = cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+        # A skipped render, or an idle face the engine did not draw again, repeats the very same
+        # image array: its I420 copy is still the one made last.
+        if frame.image is not self._rgb or self._yuv is None:
+            self._rgb, self._yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+            self._yuv.flags.writeable = False  # the tracks hand it to encoders without a copy
         return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes)
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
@@ -215,13 +242,19 @@ class FrameProducer:
         self.metrics.stage_seconds.labels("queue").observe(waited_s)
         self.metrics.stage_seconds.labels("engine").observe(elapsed_s - waited_s)
         self.metrics.stage_seconds.labels("ready_margin").observe(max(due - self.clock.now(), 0.0))
-        if rendered and self.counts["rendered"] == 1:  # the first render is the best guess yet
-            self.render_estimate_s = elapsed_s
-        elif rendered:
-            w = self.config.ema_weight
-            miss_s = abs(elapsed_s - self.render_estimate_s)
-            self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
-            self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
-        else:  # decay, so a session that fell behind tries rendering again once it can
-            self.render_estimate_s *= 1 - self.config.ema_weight
+
+    def _learn(self, elapsed_s: float) -> None:
+        """A newly drawn frame took `elapsed_s` from submission: follow it and its jitter."""
+        if not self._learnt:  # the first render is the best guess yet
+            self.render_estimate_s, self._learnt = elapsed_s, True
+            return
+        w = self.config.ema_weight
+        miss_s = abs(elapsed_s - self.render_estimate_s)
+        self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
+        self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
+
+    def _decay(self) -> None:
+        """After a skip: decay both, so a session that fell behind tries rendering again once it can."""
+        self.render_estimate_s *= 1 - self.config.ema_weight
+        self.render_deviation_s *= 1 - self.config.ema_weight
 
