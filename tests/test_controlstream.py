@@ -161,3 +161,27 @@ def agreement(opened: np.ndarray, controls: np.ndarray, lag: int) -> float:
     elif lag > 0:
         opened, controls = opened[lag:], controls[:-lag]
     return float(np.corrcoef(opened, controls)[0, 1])
+
+
+def test_a_skipped_render_says_its_picture_does_not_show_its_controls(avatar: Avatar) -> None:
+    """A render skipped to keep time repeats the last picture but carries the frame's own controls:
+    the message says so (`shown: false`), so a client lining messages up with pictures can tell."""
+    from lipstream.engine.engine import Engine, EngineConfig
+    from lipstream.streaming.clock import ManualClock, MediaClock
+    from lipstream.streaming.inbox import AudioInbox
+    from lipstream.streaming.metrics import ServerMetrics
+    from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
+
+    engine = Engine(avatar, EngineConfig())
+    media = MediaClock(ManualClock())
+    pool = RenderPool(1)
+    producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics())
+    vowel = 0.5 * np.sin(2 * np.pi * 220 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    made = [producer._step(engine, chunk, render=i < 10) for i, chunk in enumerate(vowel.reshape(25, -1))]
+    pool.shutdown()
+    drawn, skipped = [f for f in made if f is not None and f.shown], [f for f in made if f and not f.shown]
+    assert drawn and skipped
+    assert skipped[0].yuv is drawn[-1].yuv  # the picture repeats...
+    assert json.loads(control_message(skipped[0].index, skipped[0].controls, skipped[0].visemes,
+                                      skipped[0].shown))["shown"] is False  # ...and says so
+    assert json.loads(control_message(0, drawn[0].controls, drawn[0].visemes))["shown"] is True

@@ -5,12 +5,14 @@ that wants to know what the picture shows, opens a data channel labelled `lipstr
 offer. For every video frame the session sends, the channel carries, as JSON text:
 
     {"frame": 125, "pts": 450000, "controls": {"jaw_open": 0.41, "lip_spread": 0.12, ...},
-     "visemes": [["aa", 0.62], ["E", 0.21], ["sil", 0.08]]}
+     "visemes": [["aa", 0.62], ["E", 0.21], ["sil", 0.08]], "shown": true}
 
 `frame` is the video frame's index and `pts` its 90 kHz timestamp (`frame * 3600`): the video's RTP
 timestamps advance by exactly 3600 per frame, so one frame lined up lines up every frame. Messages
 leave when their frame is handed to the video encoder, in order; a frame whose render was late
-repeats the last picture and the last controls. `visemes` holds the TOP_VISEMES most probable
+repeats the last picture and the last controls. A frame whose render was skipped to keep time
+carries its own controls, which the repeated picture does not show: `shown` is false then, and
+true whenever the picture sent shows this message's controls. `visemes` holds the TOP_VISEMES most probable
 Oculus visemes (empty for a model without a viseme head).
 """
 
@@ -27,7 +29,8 @@ TOP_VISEMES = 3
 DECIMALS = 3  # controls and probabilities in [0, 1]: a thousandth is below anything visible
 
 
-def control_message(index: int, controls: np.ndarray, visemes: np.ndarray | None) -> str:
+def control_message(index: int, controls: np.ndarray, visemes: np.ndarray | None,
+                    shown: bool = True) -> str:
     """The JSON text of frame `index`'s message."""
     named = zip(CONTROL_NAMES, controls, strict=True)
     top: list[tuple[str, float]] = []
@@ -38,6 +41,7 @@ def control_message(index: int, controls: np.ndarray, visemes: np.ndarray | None
         "pts": index * VIDEO_PTS_PER_FRAME,
         "controls": {name: round(float(value), DECIMALS) for name, value in named},
         "visemes": [[name, round(p, DECIMALS)] for name, p in top],
+        "shown": shown,
     }, separators=(",", ":"))
 
 
@@ -52,6 +56,7 @@ class ControlStream:
         if channel.label == CONTROL_CHANNEL_LABEL:
             self.channel = channel
 
-    def send(self, index: int, controls: np.ndarray, visemes: np.ndarray | None) -> None:
+    def send(self, index: int, controls: np.ndarray, visemes: np.ndarray | None,
+             shown: bool = True) -> None:
         if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(control_message(index, controls, visemes))
+            self.channel.send(control_message(index, controls, visemes, shown))

@@ -172,7 +172,7 @@ class SessionVideoTrack(_SessionTrack):
         shown = made or self._last or self.ring.get(self.ring.newest)
         self._last = shown
         if shown is not None and self.controls is not None:
-            self.controls.send(index, shown.controls, shown.visemes)
+            self.controls.send(index, shown.controls, shown.visemes, shown.shown)
         # Wrapped, not copied (0.01 ms instead of 0.24 on the event loop, per frame and sender):
         # a ReadyFrame's picture is never written after it is made, and the encoder only reads it.
         frame = av.VideoFrame.from_numpy_buffer(shown.yuv if shown is not None else BLANK_I420,

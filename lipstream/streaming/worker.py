@@ -96,6 +96,9 @@ class ReadyFrame:
     yuv: np.ndarray
     controls: np.ndarray  # (N_CONTROLS,) the engine's Frame.controls (the control stream sends them)
     visemes: np.ndarray | None  # (N_VISEMES,) or None
+    # False when the render was skipped to keep time: the picture is the last one drawn and does
+    # not show these controls (a client drawing its own face wants them all the same).
+    shown: bool = True
 
 
 class FrameRing:
@@ -233,7 +236,8 @@ class FrameProducer:
         if frame.image is not self._rgb or self._yuv is None:
             self._rgb, self._yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
             self._yuv.flags.writeable = False  # the tracks hand it to encoders without a copy
-        return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes)
+        return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes,
+                          shown=frame.rendered)
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
         result = "rendered" if rendered else "skipped"
