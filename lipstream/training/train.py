@@ -18,6 +18,7 @@ import numpy as np
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
 from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, noise_bank, summarize
+from lipstream.training.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,24 @@ class TrainConfig:
     # Squared error, not L1: L1 fits the median, which for sparse controls (closures, tucks) is 0.
     control_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 1.0)  # closures matter most to a viewer
     viseme_weight: float = 0.02  # cross-entropy ~1 against squared errors ~0.01
+    # Against regression to the mean (see losses.py): velocity errors are ~10x smaller than value errors.
+    velocity_weight: float = 4.0
+    spread_weight: float = 2.0
+    channels: int = ModelConfig.channels
+    dilations: tuple[int, ...] = ModelConfig.dilations
 
     def command(self) -> str:
         """The `lipstream train` options that reproduce this run."""
         return (f"lipstream train --steps {self.steps} --seed {self.seed} --batch-size {self.batch_size} "
                 f"--context-ms {self.context_ms} --lookahead-ms {self.lookahead_ms} "
-                f"--pool-utterances {self.pool_utterances} --val-utterances {self.val_utterances}")
+                f"--pool-utterances {self.pool_utterances} --val-utterances {self.val_utterances} "
+                f"--velocity-weight {self.velocity_weight:g} --spread-weight {self.spread_weight:g} "
+                f"--channels {self.channels} --dilations {' '.join(map(str, self.dilations))}")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(context_frames=self.context_ms // HOP_MS,
+                           lookahead_frames=self.lookahead_ms // HOP_MS,
+                           channels=self.channels, dilations=self.dilations)
 
 
 DEFAULTS = TrainConfig()
@@ -64,7 +77,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     import torch
 
     from lipstream.training.features import build_pool, mel_statistics
-    from lipstream.training.model import ModelConfig, MotionNet
+    from lipstream.training.model import MotionNet
     from lipstream.training.validation import build_validation
 
     torch.manual_seed(cfg.seed)
@@ -76,8 +89,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     data_s = time.monotonic() - t0
     log.info("pool: %s in %.0f s", summarize(pool), data_s)
 
-    net = MotionNet(ModelConfig(context_frames=cfg.context_ms // HOP_MS,
-                                lookahead_frames=cfg.lookahead_ms // HOP_MS))
+    net = MotionNet(cfg.model_config())
     mean, std = mel_statistics(pool)
     net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
     sampler = CropSampler(pool, cfg.crop_frames, cfg.seed, noise=noise_bank(cfg.seed))
@@ -102,6 +114,7 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
     import torch
     import torch.nn.functional as F
 
+    from lipstream.training.losses import control_losses
     from lipstream.training.validation import score
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -118,7 +131,8 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
         n_out = controls.shape[1]
         target_c = torch.from_numpy(batch.controls[:, first : first + n_out])
         target_v = torch.from_numpy(batch.visemes[:, first : first + n_out])
-        loss_c = ((controls - target_c) ** 2 * weights).mean()
+        terms = control_losses(controls, target_c, weights)
+        loss_c = terms.control + cfg.velocity_weight * terms.velocity + cfg.spread_weight * terms.spread
         loss_v = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_v.reshape(-1))
         loss = loss_c + cfg.viseme_weight * loss_v
         opt.zero_grad(set_to_none=True)
@@ -220,6 +234,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-utterances", type=int, default=d.pool_utterances,
                         help=f"training utterances synthesised per run (default {d.pool_utterances})")
     parser.add_argument("--val-utterances", type=int, default=d.val_utterances)
+    parser.add_argument("--velocity-weight", type=float, default=d.velocity_weight,
+                        help=f"loss on frame-to-frame control change (default {d.velocity_weight:g})")
+    parser.add_argument("--spread-weight", type=float, default=d.spread_weight,
+                        help=f"loss on each control's spread over a crop (default {d.spread_weight:g})")
+    parser.add_argument("--channels", type=int, default=d.channels, help="temporal conv width")
+    parser.add_argument("--dilations", type=int, nargs="+", default=list(d.dilations),
+                        help="one kernel-3 conv per dilation (receptive field 1 + 2 * sum)")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--export", type=Path, default=None, help="ONNX path (default: RUN_DIR/motion.onnx)")
     parser.add_argument("--install", action="store_true",
@@ -233,7 +254,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return replace(DEFAULTS, steps=args.steps, seed=args.seed, context_ms=args.context_ms,
                    lookahead_ms=args.lookahead_ms, batch_size=args.batch_size, threads=args.threads,
                    pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
-                   val_every=min(args.val_every, args.steps))
+                   val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
+                   spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations))
 
 
 def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source) -> int:
