@@ -45,6 +45,7 @@ class TrainConfig:
     velocity_weight: float = 4.0
     spread_weight: float = 2.0
     channels: int = ModelConfig.channels
+    init_from: str = ""  # an exported .onnx to fine-tune (same dimensions); "": random weights
     dilations: tuple[int, ...] = ModelConfig.dilations
 
     def command(self) -> str:
@@ -53,7 +54,9 @@ class TrainConfig:
                 f"--context-ms {self.context_ms} --lookahead-ms {self.lookahead_ms} "
                 f"--pool-utterances {self.pool_utterances} --val-utterances {self.val_utterances} "
                 f"--velocity-weight {self.velocity_weight:g} --spread-weight {self.spread_weight:g} "
-                f"--channels {self.channels} --dilations {' '.join(map(str, self.dilations))}")
+                f"--channels {self.channels} --dilations {' '.join(map(str, self.dilations))} "
+                f"--lr {self.lr:g}"
+                + (f" --init-from {self.init_from}" if self.init_from else ""))
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(context_frames=self.context_ms // HOP_MS,
@@ -90,8 +93,13 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     log.info("pool: %s in %.0f s", summarize(pool), data_s)
 
     net = MotionNet(cfg.model_config())
-    mean, std = mel_statistics(pool)
-    net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
+    if cfg.init_from:
+        from lipstream.training.warmstart import load_exported
+
+        load_exported(net, Path(cfg.init_from))  # its mel normalisation too
+    else:
+        mean, std = mel_statistics(pool)
+        net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
     sampler = CropSampler(pool, cfg.crop_frames, cfg.seed, noise=noise_bank(cfg.seed))
     history = _fit(net, cfg, sampler, val.clean, out_dir)
     train_s = time.monotonic() - t0 - data_s
@@ -116,6 +124,7 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
 
     from lipstream.training.losses import control_losses
     from lipstream.training.validation import score
+    from lipstream.training.warmstart import freeze_norms
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
@@ -126,6 +135,8 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
     start = time.monotonic()
     for step in range(cfg.steps):
         net.train()
+        if cfg.init_from:
+            freeze_norms(net)
         batch = sampler.batch(cfg.batch_size)
         controls, logits = net(torch.from_numpy(batch.mel))
         n_out = controls.shape[1]
@@ -238,6 +249,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"loss on frame-to-frame control change (default {d.velocity_weight:g})")
     parser.add_argument("--spread-weight", type=float, default=d.spread_weight,
                         help=f"loss on each control's spread over a crop (default {d.spread_weight:g})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    parser.add_argument("--init-from", default=d.init_from, metavar="ONNX",
+                        help="fine-tune an exported model (same dimensions) instead of random weights")
     parser.add_argument("--channels", type=int, default=d.channels, help="temporal conv width")
     parser.add_argument("--dilations", type=int, nargs="+", default=list(d.dilations),
                         help="one kernel-3 conv per dilation (receptive field 1 + 2 * sum)")
@@ -255,7 +269,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                    lookahead_ms=args.lookahead_ms, batch_size=args.batch_size, threads=args.threads,
                    pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
                    val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
-                   spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations))
+                   spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations),
+                   lr=args.lr, init_from=args.init_from)
 
 
 def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source) -> int:
