@@ -1,11 +1,8 @@
 """Lip sync as a viewer sees it: held-out speech rendered, re-detected with FaceMesh, scored.
 
-Each held-out utterance (see `lipstream.training.lipsync_set`) goes the way `lipstream render`
-takes a file: a WAV is written and read back with `load_audio`, pushed into an `Engine`,
-finished, and the frames are encoded to H.264 with the CLI's `Mp4Writer` and decoded again, so
-compression is part of what FaceMesh measures. Figures are defined in
-`lipstream.training.lipsync_metrics` (truth = jaw_open * (1 - lip_press) of the phone-derived
-targets per frame; closure threshold 25% up the utterance's open range).
+Each utterance takes `lipstream render`'s path, through H.264 (`lipstream.training.lipsync_render`).
+Figures are defined in `lipstream.training.lipsync_metrics` (truth = jaw_open * (1 - lip_press) of
+the phone-derived targets per frame; closure threshold 25% up the utterance's open range).
 
 Rows: `oracle` (the truth controls rendered directly, no model and no smoothing: the ceiling the
 renderer and the measurement allow), `oracle+smooth` (the same through the engine's control
@@ -30,7 +27,6 @@ import logging
 import os
 import tempfile
 import time
-import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,18 +35,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from lipstream.engine.audio import load_audio  # noqa: E402
 from lipstream.engine.avatar import Avatar, AvatarConfig  # noqa: E402
-from lipstream.engine.constants import MEL_FRAMES_PER_VIDEO_FRAME, SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME  # noqa: E402
-from lipstream.engine.controls import CONTROL_NAMES, REST  # noqa: E402
-from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
+from lipstream.engine.constants import SAMPLE_RATE  # noqa: E402
+from lipstream.engine.controls import CONTROL_NAMES  # noqa: E402
+from lipstream.engine.engine import EngineConfig  # noqa: E402
 from lipstream.engine.motion import BaselineMotionModel, MotionModel, load_motion_model, shipped_model_path  # noqa: E402
-from lipstream.engine.render import Renderer  # noqa: E402
-from lipstream.engine.smoothing import ControlSmoother  # noqa: E402
-from lipstream.streaming.files import Mp4Writer  # noqa: E402
 from lipstream.training.corpus import PHONESET, Utterance  # noqa: E402
-from lipstream.training.evaluate import MouthMeter, read_video_frames  # noqa: E402
-from lipstream.training.lipsync_metrics import LipsyncScore, Measured, Truth, make_truth, score  # noqa: E402
+from lipstream.training.lipsync_metrics import LipsyncScore, Measured, Truth, by_engine, make_truth, score  # noqa: E402
+from lipstream.training.lipsync_render import measure, render_engine, render_oracle, wav_path  # noqa: E402
 from lipstream.training.lipsync_set import heldout_set  # noqa: E402
 from lipstream.training.recorded_set import ALIGNMENT_NOTE, recorded_set  # noqa: E402
 from lipstream.training.validation import NOISY_SNR_DB, with_noise  # noqa: E402
@@ -73,67 +65,6 @@ class Row:
     @property
     def label(self) -> str:
         return self.model if self.closure_gain is None else f"{self.model} pp{self.closure_gain:g}"
-
-
-@dataclass(frozen=True)
-class Rendered:
-    images: list[np.ndarray]
-    visemes: np.ndarray | None  # (N,) argmax of the model's viseme output
-    controls: np.ndarray | None = None  # (N, N_CONTROLS) what the face was rendered with (models only)
-
-
-def wav_path(audio: np.ndarray, folder: Path, name: str) -> Path:
-    path = folder / f"{name}.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
-    return path
-
-
-def render_engine(avatar: Avatar, model: MotionModel, audio_path: Path, seed: int,
-                  closure_gain: float | None) -> Rendered:
-    """`lipstream render`'s path: load_audio -> Engine push/finish -> frames."""
-    config = EngineConfig(seed=seed) if closure_gain is None else \
-        EngineConfig(seed=seed, bilabial_closure=closure_gain)
-    engine = Engine(avatar, config, model=model)
-    engine.push_audio(load_audio(audio_path), SAMPLE_RATE)
-    engine.finish()
-    frames = engine.frames()
-    probs = [f.visemes for f in frames if f.visemes is not None]
-    visemes = np.array([int(np.argmax(p)) for p in probs]) if frames and len(probs) == len(frames) else None
-    return Rendered([f.image for f in frames], visemes, np.array([f.controls for f in frames]))
-
-
-def render_oracle(avatar: Avatar, utt: Utterance, seed: int, smooth: bool) -> Rendered:
-    """The truth controls (each frame's 4 mel frames averaged) into the Renderer, straight or
-    through the engine's smoother (which shows what the smoothing alone costs)."""
-    renderer = Renderer(avatar, EngineConfig().render, seed=seed)
-    smoother = ControlSmoother(EngineConfig().smoothing)
-    n_frames = -(-utt.audio.size // SAMPLES_PER_VIDEO_FRAME)
-    images = []
-    for n in range(n_frames):
-        mel = utt.controls[n * MEL_FRAMES_PER_VIDEO_FRAME : (n + 1) * MEL_FRAMES_PER_VIDEO_FRAME]
-        controls = mel.mean(axis=0) if len(mel) else REST
-        images.append(renderer.render(smoother.step(controls) if smooth else controls, n))
-    return Rendered(images, None)
-
-
-def through_h264(images: list[np.ndarray], path: Path) -> list[np.ndarray]:
-    with Mp4Writer(path, images[0].shape[0]) as writer:
-        for index, image in enumerate(images):
-            writer.write_video(image, index)
-    frames, _ = read_video_frames(str(path))
-    return frames
-
-
-def measure(rendered: Rendered, video: Path, static: bool) -> Measured:
-    frames = through_h264(rendered.images, video)
-    with MouthMeter(static=static) as meter:  # fresh per video
-        readings = [meter.read(f) for f in frames]
-    aperture = np.array([r.aperture if r.found else np.nan for r in readings])
-    return Measured(aperture, rendered.visemes, np.array([r.width for r in readings]), rendered.controls)
 
 
 def make_models(args: argparse.Namespace) -> dict[str, MotionModel]:
@@ -306,13 +237,6 @@ def recorded_verdict(scores: dict[Row, LipsyncScore], row: Row) -> dict[str, boo
         "closure": s.closure_hit_rate >= RECORDED_TARGETS["closure_hit_rate"],
         "motion": motion_ratio(scores, row) >= RECORDED_TARGETS["motion_ratio"],
     }
-
-
-def by_engine(items: list[tuple[Measured, Truth]], utts: list[Utterance]) -> dict[str, dict[str, Any]]:
-    """The row's figures per speech engine (which voices the model follows, which not)."""
-    engines = sorted({u.engine for u in utts})
-    pairs = list(zip(items, utts, strict=True))
-    return {e: asdict(score([it for it, u in pairs if u.engine == e])) for e in engines}
 
 
 def _finite(value: Any) -> Any:

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx", reason="rewriting model metadata needs the 't
 
 # Displayed/true standard deviation of jaw_open and lip_spread (the calibrated controls that shape
 # the opening), averaged. The uncalibrated network (regression to the mean) reaches ~0.84 on these
-# utterances; calibrated ~1.0.
+# utterances (the weights of commit 4e36aa4 fail here at 0.838); calibrated ~1.0.
 MIN_MEAN_STD_RATIO = 0.92
 SHAPE_CONTROLS = ("jaw_open", "lip_spread")
 TEST_SEED = 2  # neither the fit's seed (1) nor the benchmark's (0)

@@ -151,3 +151,38 @@ def test_mouth_stays_closed_when_nobody_speaks(shipped: OnnxMotionModel) -> None
             controls.append(frame.controls)
         shown = np.stack(controls)
         assert shown[:, JAW_OPEN].max() < 0.15 and shown.max() < 0.2, f"{name}: {shown.max(axis=0).round(2)}"
+
+
+def test_articulation_losses_see_a_mumbling_mouth() -> None:
+    """A prediction that follows the truth at 80% of its swing (regression to the mean) costs in the
+    velocity and spread terms, and their gradient widens it; the truth itself costs nothing."""
+    from lipstream.training.losses import control_losses
+
+    t = torch.linspace(0, 6 * np.pi, 120)
+    truth = (0.5 + 0.4 * torch.sin(t))[None, :, None].repeat(2, 1, N_CONTROLS)
+    weights = torch.ones(N_CONTROLS)
+    exact = control_losses(truth, truth, weights)
+    assert float(exact.velocity) == 0 and float(exact.spread) == 0
+    gain = torch.tensor(0.8, requires_grad=True)
+    mumbled = control_losses(0.5 + gain * (truth - 0.5), truth, weights)
+    assert float(mumbled.spread) > 0 and float(mumbled.velocity) > 0
+    (mumbled.spread + mumbled.velocity).backward()
+    assert gain.grad is not None and float(gain.grad) < 0  # descending the loss raises the gain
+
+
+def test_fine_tuning_starts_from_the_exported_weights(short_run: Path) -> None:
+    """--init-from: the exported file's weights (BatchNorms folded into the convs) come back into a
+    MotionNet that predicts what the file predicts."""
+    from lipstream.engine.runners import TorchRunner
+    from lipstream.training.model import ModelConfig, MotionNet, WindowMotionNet
+    from lipstream.training.warmstart import load_exported
+
+    net = MotionNet(ModelConfig())
+    load_exported(net, short_run / "motion.onnx")
+    rng = np.random.default_rng(1)
+    mel = (rng.standard_normal((8, net.config.window_frames, 80)) - 5).astype(np.float32)
+    ours = OnnxRunner(short_run / "motion.onnx").run(mel)
+    theirs = TorchRunner(WindowMotionNet(net.eval())).run(mel)
+    np.testing.assert_allclose(theirs.controls, ours.controls, atol=1e-4)
+    with pytest.raises(ModelError, match="--channels"):
+        load_exported(MotionNet(ModelConfig(channels=64)), short_run / "motion.onnx")

@@ -24,7 +24,8 @@ All series are per video frame n, the frame shown while audio [40 n, 40 n + 40) 
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -256,3 +257,10 @@ def _width_correlation(items: Sequence[tuple[Measured, Truth]]) -> float:
     if not pairs or len(pairs) < len(items):
         return float("nan")
     return pearson(np.concatenate([m for m, _ in pairs]), np.concatenate([t for _, t in pairs]))
+
+
+def by_engine(items: list[tuple[Measured, Truth]], utts: list[Any]) -> dict[str, dict[str, Any]]:
+    """The row's figures per speech engine (which voices the model follows, which not)."""
+    engines = sorted({u.engine for u in utts})
+    pairs = list(zip(items, utts, strict=True))
+    return {e: asdict(score([it for it, u in pairs if u.engine == e])) for e in engines}

@@ -18,6 +18,7 @@ import numpy as np
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
 from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, noise_bank, summarize
+from lipstream.training.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,28 @@ class TrainConfig:
     # Squared error, not L1: L1 fits the median, which for sparse controls (closures, tucks) is 0.
     control_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 1.0)  # closures matter most to a viewer
     viseme_weight: float = 0.02  # cross-entropy ~1 against squared errors ~0.01
+    # Against regression to the mean (see losses.py). Off: as a fine-tune (velocity 4, spread 2) they
+    # matched what the calibration already does and pressed the lips on other consonants (README).
+    velocity_weight: float = 0.0
+    spread_weight: float = 0.0
+    channels: int = ModelConfig.channels
+    init_from: str = ""  # an exported .onnx to fine-tune (same dimensions); "": random weights
+    dilations: tuple[int, ...] = ModelConfig.dilations
 
     def command(self) -> str:
         """The `lipstream train` options that reproduce this run."""
         return (f"lipstream train --steps {self.steps} --seed {self.seed} --batch-size {self.batch_size} "
                 f"--context-ms {self.context_ms} --lookahead-ms {self.lookahead_ms} "
-                f"--pool-utterances {self.pool_utterances} --val-utterances {self.val_utterances}")
+                f"--pool-utterances {self.pool_utterances} --val-utterances {self.val_utterances} "
+                f"--velocity-weight {self.velocity_weight:g} --spread-weight {self.spread_weight:g} "
+                f"--channels {self.channels} --dilations {' '.join(map(str, self.dilations))} "
+                f"--lr {self.lr:g}"
+                + (f" --init-from {self.init_from}" if self.init_from else ""))
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(context_frames=self.context_ms // HOP_MS,
+                           lookahead_frames=self.lookahead_ms // HOP_MS,
+                           channels=self.channels, dilations=self.dilations)
 
 
 DEFAULTS = TrainConfig()
@@ -64,7 +81,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     import torch
 
     from lipstream.training.features import build_pool, mel_statistics
-    from lipstream.training.model import ModelConfig, MotionNet
+    from lipstream.training.model import MotionNet
     from lipstream.training.validation import build_validation
 
     torch.manual_seed(cfg.seed)
@@ -76,10 +93,14 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     data_s = time.monotonic() - t0
     log.info("pool: %s in %.0f s", summarize(pool), data_s)
 
-    net = MotionNet(ModelConfig(context_frames=cfg.context_ms // HOP_MS,
-                                lookahead_frames=cfg.lookahead_ms // HOP_MS))
-    mean, std = mel_statistics(pool)
-    net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
+    net = MotionNet(cfg.model_config())
+    if cfg.init_from:
+        from lipstream.training.warmstart import load_exported
+
+        load_exported(net, Path(cfg.init_from))  # its mel normalisation too
+    else:
+        mean, std = mel_statistics(pool)
+        net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
     sampler = CropSampler(pool, cfg.crop_frames, cfg.seed, noise=noise_bank(cfg.seed))
     history = _fit(net, cfg, sampler, val.clean, out_dir)
     train_s = time.monotonic() - t0 - data_s
@@ -102,7 +123,9 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
     import torch
     import torch.nn.functional as F
 
+    from lipstream.training.losses import control_losses
     from lipstream.training.validation import score
+    from lipstream.training.warmstart import freeze_norms
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
@@ -113,12 +136,18 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
     start = time.monotonic()
     for step in range(cfg.steps):
         net.train()
+        if cfg.init_from:
+            freeze_norms(net)
         batch = sampler.batch(cfg.batch_size)
         controls, logits = net(torch.from_numpy(batch.mel))
         n_out = controls.shape[1]
         target_c = torch.from_numpy(batch.controls[:, first : first + n_out])
         target_v = torch.from_numpy(batch.visemes[:, first : first + n_out])
-        loss_c = ((controls - target_c) ** 2 * weights).mean()
+        terms = control_losses(controls, target_c, weights)
+        loss_c = terms.control
+        for weight, term in ((cfg.velocity_weight, terms.velocity), (cfg.spread_weight, terms.spread)):
+            if weight:  # a zero weight adds nothing, not even a NaN gradient from a flat crop's std
+                loss_c = loss_c + weight * term
         loss_v = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_v.reshape(-1))
         loss = loss_c + cfg.viseme_weight * loss_v
         opt.zero_grad(set_to_none=True)
@@ -220,6 +249,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-utterances", type=int, default=d.pool_utterances,
                         help=f"training utterances synthesised per run (default {d.pool_utterances})")
     parser.add_argument("--val-utterances", type=int, default=d.val_utterances)
+    parser.add_argument("--velocity-weight", type=float, default=d.velocity_weight,
+                        help=f"loss on frame-to-frame control change (default {d.velocity_weight:g})")
+    parser.add_argument("--spread-weight", type=float, default=d.spread_weight,
+                        help=f"loss on each control's spread over a crop (default {d.spread_weight:g})")
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    parser.add_argument("--init-from", default=d.init_from, metavar="ONNX",
+                        help="fine-tune an exported model (same dimensions) instead of random weights")
+    parser.add_argument("--channels", type=int, default=d.channels, help="temporal conv width")
+    parser.add_argument("--dilations", type=int, nargs="+", default=list(d.dilations),
+                        help="one kernel-3 conv per dilation (receptive field 1 + 2 * sum)")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--export", type=Path, default=None, help="ONNX path (default: RUN_DIR/motion.onnx)")
     parser.add_argument("--install", action="store_true",
@@ -233,7 +272,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return replace(DEFAULTS, steps=args.steps, seed=args.seed, context_ms=args.context_ms,
                    lookahead_ms=args.lookahead_ms, batch_size=args.batch_size, threads=args.threads,
                    pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
-                   val_every=min(args.val_every, args.steps))
+                   val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
+                   spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations),
+                   lr=args.lr, init_from=args.init_from)
 
 
 def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source) -> int:
