@@ -171,8 +171,8 @@ def test_inbox_waits_longer_before_cutting_speech() -> None:
         if dropped_at is None and inbox.stats.dropped_samples:
             dropped_at = n
     waited_ms = (dropped_at + 1) * 40 if dropped_at is not None else 0
-    assert waited_ms >= config.drain_window_ms + config.drain_force_ms - 40  # a quiet drop: the window
-    assert inbox.depth_ms <= 40 + config.target_ms + config.slack_ms
+    assert waited_ms >= config.drain_force_ms - 40  # loud: held the whole forced wait
+    assert inbox.depth_ms <= 40 + config.target_ms + config.packet_ms  # a packet waits for a quiet moment
 
 
 def test_inbox_keeps_what_jitter_needs() -> None:
@@ -277,11 +277,10 @@ def test_inbox_cushion_grows_after_underruns_and_settles_back() -> None:
             pass
         for _ in range(4):
             inbox.push(frame)
-    assert inbox.stats.underruns == 4 and inbox.cushion_ms == config.target_ms + 4 * config.grow_ms
+    assert inbox.stats.underruns == 4  # each dry for a frame: the cushion grows by that, at least a step
+    assert min(config.target_ms + 4 * config.grow_ms, config.max_target_ms) <= inbox.cushion_ms
     assert inbox.cushion_ms <= config.max_target_ms
-    grown = inbox.cushion_ms
-    steps = (grown - config.target_ms) // config.grow_ms
-    for _ in range(steps * -(-config.settle_ms // 40) + 1):  # calm: a frame in per frame out
+    for _ in range(config.settle_ms // 40 + 1):  # calm: a frame in per frame out, the cushion unused
         inbox.take()
         inbox.push(frame)
     assert inbox.cushion_ms == config.target_ms
