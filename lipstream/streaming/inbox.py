@@ -69,6 +69,12 @@ class AudioInbox:
     def depth_ms(self) -> float:
         return self._depth * 1000 / SAMPLE_RATE
 
+    @property
+    def reserve_ms(self) -> float:
+        """How long the audio held lasts beyond the next frame: how long missing audio can be
+        waited for before a take runs dry."""
+        return max(self.depth_ms - FRAME_MS, 0.0)
+
     def push(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
