@@ -31,7 +31,7 @@ QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 class InboxConfig:
     target_ms: int = 20  # cushion kept beyond one frame once speech flows (its least)
     max_target_ms: int = 120  # the most the cushion grows to after underruns
-    grow_ms: int = 20  # added to the cushion per underrun, or how long it ran dry if longer
+    grow_ms: int = 20  # added to the cushion per underrun
     settle_ms: int = 1_000  # the cushion shrinks by what it did not use over this long
     slack_ms: int = 10  # depth this far above the cushion is left alone
     packet_ms: int = 20  # a sender's packet: excess up to this waits for a quiet moment to go
@@ -58,7 +58,7 @@ class AudioInbox:
         self._chunks: list[np.ndarray] = []
         self._depth = 0  # samples held
         self._flowing = False  # False while priming: silence until the cushion is full
-        self._dry_ms = 0  # ran dry while flowing this long: an underrun unless the sender paused
+        self._dry = False  # ran dry while flowing: an underrun unless the sender paused
         self._least: int | None = None  # least excess beyond the cushion since it appeared
         self._held_ms = 0  # how long depth has stayed beyond the cushion (and its slack)
         self.cushion_ms = self.config.target_ms  # adapts between target_ms and max_target_ms
@@ -78,8 +78,8 @@ class AudioInbox:
     def push(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
-        if self._dry_ms:  # the audio that ran out came late: that was an underrun
-            self._grow(max(self._dry_ms, self.config.grow_ms))
+        if self._dry:  # the audio that ran out came late: that was an underrun
+            self._grow()
         self._chunks.append(audio.astype(np.float32, copy=False))
         self._depth += audio.size
         if self._depth > self.config.samples(self.config.max_ms):
@@ -88,7 +88,7 @@ class AudioInbox:
     def pause(self) -> None:
         """The sender paused (DTX, an outage it resumed from): running dry was not an underrun,
         and what waits for a cushion from before the pause is stale: it would delay what follows."""
-        self._dry_ms = 0
+        self._dry = False
         if not self._flowing and self._depth:
             self._drop(self._depth)
 
@@ -101,15 +101,16 @@ class AudioInbox:
             self._settle(self._depth - need)
             self._drain()
             return self._pop(need)
-        if self._flowing or self._dry_ms:  # ran dry mid-speech: wait for a full cushion again
-            self._flowing, self._dry_ms = False, self._dry_ms + FRAME_MS
+        if self._flowing:  # ran dry mid-speech: wait for a full cushion again
+            self._flowing, self._dry = False, True
         return np.zeros(need, np.float32)
 
-    def _grow(self, ms: int) -> None:
-        """An underrun: the cushion grows by as long as speech was late (a step at least)."""
-        self._dry_ms = 0
+    def _grow(self) -> None:
+        """An underrun: a step more cushion. A step, not the whole lateness: one long stall (a
+        busy server) would make every word after it wait for as long."""
+        self._dry = False
         self.stats.underruns += 1
-        self.cushion_ms = min(self.cushion_ms + ms, self.config.max_target_ms)
+        self.cushion_ms = min(self.cushion_ms + self.config.grow_ms, self.config.max_target_ms)
         self._spare.clear()
 
     def _settle(self, spare: int) -> None:
