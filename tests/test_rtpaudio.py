@@ -124,25 +124,51 @@ def test_libopus_fec_rebuilds_a_lost_packet_better_than_concealment() -> None:
     assert errors["fec"] < 0.8 * errors["plc"], errors
 
 
+def lossy_packets(encoder: OpusEncoder, seqs: tuple[int, ...]) -> list[RtpPacket]:
+    audio = speechlike(0.1)
+    return [RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * TICKS,
+                      payload=encoder.encode(audio[seq * PACKET : (seq + 1) * PACKET])) for seq in seqs]
+
+
 async def test_receiver_conceals_a_loss_on_its_own_timer_and_decodes_at_16k() -> None:
     clock = ManualClock()
     inbox = AudioInbox()
+    inbox.push(np.zeros(SAMPLES_PER_VIDEO_FRAME + PACKET * 4, np.float32))  # 80 ms to spare: 2 is waited for
     receiver = OpusReceiver(inbox, MediaClock(clock), ServerMetrics())
-    encoder = OpusEncoder(loss_percent=20)
-    audio = speechlike(0.1)
-    for seq in (0, 1, 3):  # 2 is lost, and nothing comes after 3
-        packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * TICKS,
-                           payload=encoder.encode(audio[seq * PACKET : (seq + 1) * PACKET]))
+    for packet in lossy_packets(OpusEncoder(loss_percent=20), (0, 1, 3)):  # 2 is lost, nothing after 3
         await receiver._handle(packet, 0)
-    assert inbox.depth_ms == pytest.approx(40)  # 0 and 1 at once, at 16 kHz, no resampler
+    assert inbox.depth_ms == pytest.approx(120 + 40)  # 0 and 1 at once, at 16 kHz, no resampler
     task = asyncio.create_task(receiver.run())
     while clock.sleepers == 0:
         await asyncio.sleep(0)
     clock.release_next()  # the wait for 2 is over
     for _ in range(5):
         await asyncio.sleep(0)
-    assert inbox.depth_ms == pytest.approx(80) and receiver.buffer.stats.fec == 1
+    assert inbox.depth_ms == pytest.approx(120 + 80) and receiver.buffer.stats.fec == 1
     task.cancel()
+
+
+async def test_a_loss_is_not_waited_for_longer_than_the_inbox_can_spare() -> None:
+    """The inbox holds no more than its next frame: waiting for a missing packet would cut the
+    speech, so it is rebuilt from the next one's FEC as soon as that one is here."""
+    inbox = AudioInbox()
+    receiver = OpusReceiver(inbox, MediaClock(ManualClock()), ServerMetrics())
+    for packet in lossy_packets(OpusEncoder(loss_percent=20), (0, 1, 3)):
+        await receiver._handle(packet, 0)
+    assert inbox.depth_ms == pytest.approx(80) and receiver.buffer.stats.fec == 1
+
+
+def test_the_wait_for_a_missing_packet_is_the_reserve_given_at_most_reorder_ms() -> None:
+    buffer = JitterBuffer()
+    push(buffer, 0)
+    assert kinds(buffer.push(2, 2 * TICKS, b"2", 0.02, reserve_ms=10)) == []
+    assert buffer.deadline() == pytest.approx(0.02 + 0.010)  # the gap's wait was set as it opened
+    assert kinds(buffer.push(3, 3 * TICKS, b"3", 0.025, reserve_ms=500)) == []
+    assert buffer.deadline() == pytest.approx(0.02 + 0.010)
+    assert kinds(buffer.release(0.03)) == ["fec:2", "packet:2", "packet:3"]
+    push(buffer, 4, 0.04)
+    assert kinds(buffer.push(6, 6 * TICKS, b"6", 0.06, reserve_ms=500)) == []
+    assert buffer.deadline() == pytest.approx(0.06 + WAIT_S)  # never longer than reorder_ms
 
 
 def test_inbox_drains_a_burst_at_a_quiet_moment_and_keeps_its_cushion() -> None:
@@ -171,8 +197,8 @@ def test_inbox_waits_longer_before_cutting_speech() -> None:
         if dropped_at is None and inbox.stats.dropped_samples:
             dropped_at = n
     waited_ms = (dropped_at + 1) * 40 if dropped_at is not None else 0
-    assert waited_ms >= config.drain_window_ms + config.drain_force_ms - 40  # a quiet drop: the window
-    assert inbox.depth_ms <= 40 + config.target_ms + config.slack_ms
+    assert waited_ms >= config.drain_force_ms - 40  # loud: held the whole forced wait
+    assert inbox.depth_ms <= 40 + config.target_ms + config.packet_ms  # a packet waits for a quiet moment
 
 
 def test_inbox_keeps_what_jitter_needs() -> None:
@@ -277,11 +303,10 @@ def test_inbox_cushion_grows_after_underruns_and_settles_back() -> None:
             pass
         for _ in range(4):
             inbox.push(frame)
-    assert inbox.stats.underruns == 4 and inbox.cushion_ms == config.target_ms + 4 * config.grow_ms
+    assert inbox.stats.underruns == 4  # each dry for a frame: the cushion grows by that, at least a step
+    assert min(config.target_ms + 4 * config.grow_ms, config.max_target_ms) <= inbox.cushion_ms
     assert inbox.cushion_ms <= config.max_target_ms
-    grown = inbox.cushion_ms
-    steps = (grown - config.target_ms) // config.grow_ms
-    for _ in range(steps * -(-config.settle_ms // 40) + 1):  # calm: a frame in per frame out
+    for _ in range(config.settle_ms // 40 + 1):  # calm: a frame in per frame out, the cushion unused
         inbox.take()
         inbox.push(frame)
     assert inbox.cushion_ms == config.target_ms

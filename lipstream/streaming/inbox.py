@@ -1,20 +1,21 @@
 """AudioInbox: inbound speech waits here until the session's clock takes it, one frame at a time.
 
 Packets arrive in bursts (network jitter, a concealed loss releasing the packets held behind
-it); frames are taken at exactly 25 per second. The inbox keeps a small cushion (`target_ms`) so
-a late packet does not cut a word, hands out silence when the peer sends nothing (idle frames
-keep coming), and drains what it holds beyond the cushion: what stayed above it for a whole
-`drain_window_ms` (the window's least excess, so jitter peaks are kept) is dropped at the next
-quiet moment, or after `drain_force_ms` anyway, because latency that is kept never drains itself.
-`max_ms` is the hard cap for a burst.
+it, an event loop that read them late); frames are taken at exactly 25 per second. The inbox
+keeps a small cushion (`cushion_ms`) so a late packet does not cut a word, hands out silence when
+the peer sends nothing (idle frames keep coming), and drains what it holds beyond the cushion:
+what stayed above it for `quiet_drain_ms` (its least over that time, so jitter's peaks are kept)
+is dropped at once if that audio is quiet, or after `drain_force_ms` if speech goes on, because
+latency that is kept never drains itself. `max_ms` is the hard cap for a burst.
 
-The cushion adapts, as a receiver's jitter buffer does: each underrun (speech that came late) adds
-`grow_ms` to it, up to `max_target_ms`, and every `settle_ms` (a second) without one takes
-`grow_ms` back, down to `target_ms`. A clean network keeps the least delay; a jittery one, or a
-server so busy that its event loop reads packets late, stops cutting words after a few underruns
-instead of at every one.
+The cushion adapts, as a receiver's jitter buffer does: each underrun (speech that came late)
+adds `grow_ms`, up to `max_target_ms`, and it shrinks by what it did not use: the least depth
+beyond a frame seen at the takes of the last `settle_ms` (jitter that still comes keeps it; once
+the network is calm it is back at `target_ms` within `settle_ms`). A clean network keeps the
+least delay; a jittery one, or a busy server, stops cutting words after a few underruns.
 """
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,14 +29,15 @@ QUIET_RMS = 0.01  # about -40 dBFS: dropping audio this quiet is not heard
 
 @dataclass(frozen=True)
 class InboxConfig:
-    target_ms: int = 40  # cushion kept beyond one frame once speech flows (its least)
+    target_ms: int = 20  # cushion kept beyond one frame once speech flows (its least)
     max_target_ms: int = 120  # the most the cushion grows to after underruns
-    grow_ms: int = 20  # added to the cushion per underrun, taken back per calm `settle_ms`
-    settle_ms: int = 1_000  # this long without an underrun: the cushion shrinks a step
-    slack_ms: int = 10  # depth this far above target is left alone (packetization)
-    drain_window_ms: int = 480  # excess held for all of a window is latency, not jitter: drop it
-    drain_force_ms: int = 480  # ...at a quiet moment, or after this long whatever it holds
-    max_ms: int = 240  # above this, drop the oldest audio down to target at once
+    grow_ms: int = 20  # added to the cushion per underrun
+    settle_ms: int = 1_000  # the cushion shrinks by what it did not use over this long
+    slack_ms: int = 10  # depth this far above the cushion is left alone
+    packet_ms: int = 20  # a sender's packet: excess up to this waits for a quiet moment to go
+    quiet_drain_ms: int = 200  # excess held this long is latency, not jitter: dropped if quiet...
+    drain_force_ms: int = 960  # ...or, speech or not, once held this long
+    max_ms: int = 240  # above this, drop the oldest audio down to the cushion at once
 
     def samples(self, ms: int) -> int:
         return ms * SAMPLE_RATE // 1000
@@ -57,24 +59,27 @@ class AudioInbox:
         self._depth = 0  # samples held
         self._flowing = False  # False while priming: silence until the cushion is full
         self._dry = False  # ran dry while flowing: an underrun unless the sender paused
-        self._window_min = self.config.samples(self.config.max_ms)  # least excess this window
-        self._window_ms = 0
-        self._owed, self._owed_ms = 0, 0  # excess to drop at a quiet moment, and for how long
+        self._least: int | None = None  # least excess beyond the cushion since it appeared
+        self._held_ms = 0  # how long depth has stayed beyond the cushion (and its slack)
         self.cushion_ms = self.config.target_ms  # adapts between target_ms and max_target_ms
-        self._calm_ms = 0  # since the last underrun (or the last shrink)
+        # depth beyond a frame at each take of the last settle_ms since an underrun or a shrink
+        self._spare: deque[int] = deque(maxlen=self.config.settle_ms // FRAME_MS)
 
     @property
     def depth_ms(self) -> float:
         return self._depth * 1000 / SAMPLE_RATE
 
+    @property
+    def reserve_ms(self) -> float:
+        """How long the audio held lasts beyond the next frame: how long missing audio can be
+        waited for before a take runs dry."""
+        return max(self.depth_ms - FRAME_MS, 0.0)
+
     def push(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
         if self._dry:  # the audio that ran out came late: that was an underrun
-            self._dry = False
-            self.stats.underruns += 1
-            self.cushion_ms = min(self.cushion_ms + self.config.grow_ms, self.config.max_target_ms)
-            self._calm_ms = 0
+            self._grow()
         self._chunks.append(audio.astype(np.float32, copy=False))
         self._depth += audio.size
         if self._depth > self.config.samples(self.config.max_ms):
@@ -90,22 +95,33 @@ class AudioInbox:
     def take(self) -> np.ndarray:
         """One frame of audio: speech when enough has arrived, else silence."""
         need = SAMPLES_PER_VIDEO_FRAME
-        self._settle()
         if not self._flowing and self._depth >= self._keep:
             self._flowing = True
         if self._flowing and self._depth >= need:
+            self._settle(self._depth - need)
             self._drain()
             return self._pop(need)
         if self._flowing:  # ran dry mid-speech: wait for a full cushion again
             self._flowing, self._dry = False, True
         return np.zeros(need, np.float32)
 
-    def _settle(self) -> None:
-        """A step of the cushion back towards target_ms after each calm `settle_ms`."""
-        self._calm_ms += FRAME_MS
-        if self._calm_ms >= self.config.settle_ms and self.cushion_ms > self.config.target_ms:
-            self.cushion_ms = max(self.cushion_ms - self.config.grow_ms, self.config.target_ms)
-            self._calm_ms = 0
+    def _grow(self) -> None:
+        """An underrun: a step more cushion. A step, not the whole lateness: one long stall (a
+        busy server) would make every word after it wait for as long."""
+        self._dry = False
+        self.stats.underruns += 1
+        self.cushion_ms = min(self.cushion_ms + self.config.grow_ms, self.config.max_target_ms)
+        self._spare.clear()
+
+    def _settle(self, spare: int) -> None:
+        """Shrink the cushion by what no take of the last `settle_ms` needed of it."""
+        self._spare.append(spare)
+        if len(self._spare) < (self._spare.maxlen or 0) or self.cushion_ms <= self.config.target_ms:
+            return
+        unused_ms = min(self._spare) * 1000 // SAMPLE_RATE
+        if unused_ms > 0:
+            self.cushion_ms = max(self.cushion_ms - unused_ms, self.config.target_ms)
+            self._spare.clear()
 
     @property
     def _keep(self) -> int:
@@ -113,23 +129,21 @@ class AudioInbox:
         return SAMPLES_PER_VIDEO_FRAME + self.config.samples(self.cushion_ms)
 
     def _drain(self) -> None:
-        """Drop what stayed beyond the cushion for a whole window (its least, not its peaks)."""
+        """Drop the least excess beyond the cushion once it has been held a while (so jitter's
+        peaks, which come and go, are kept): soon if that audio is quiet, later if it is not."""
         excess = self._depth - self._keep
-        self._window_min = min(self._window_min, excess)
-        self._window_ms += FRAME_MS
-        if self._window_ms >= self.config.drain_window_ms:
-            if self._window_min > self.config.samples(self.config.slack_ms):
-                self._owed, self._owed_ms = self._window_min, 0
-            self._window_min, self._window_ms = excess, 0
-        if self._owed <= 0:
+        if excess <= self.config.samples(self.config.slack_ms):
+            self._least, self._held_ms = None, 0
             return
-        self._owed_ms += FRAME_MS
-        owed = min(self._owed, excess)
-        if owed > 0 and (self._quiet(owed) or self._owed_ms >= self.config.drain_force_ms):
-            self._drop(owed)
-            self._owed = 0
-        elif owed <= 0:
-            self._owed = 0
+        self._least = excess if self._least is None else min(self._least, excess)
+        self._held_ms += FRAME_MS
+        if self._held_ms >= self.config.quiet_drain_ms and self._quiet(self._least):
+            self._drop(self._least)
+        elif self._held_ms >= self.config.drain_force_ms:  # speech goes on: cut what is not packetization
+            self._drop(max(self._least - self.config.samples(self.config.packet_ms), 0))
+        else:
+            return
+        self._least, self._held_ms = None, 0
 
     def _quiet(self, n: int) -> bool:
         return rms(np.concatenate(self._chunks)[:n]) < QUIET_RMS

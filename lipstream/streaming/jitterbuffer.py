@@ -2,7 +2,9 @@
 
 A packet that is next in sequence plays at once: the buffer adds no delay while nothing is
 missing (the inbox's cushion absorbs timing jitter). When one is missing, the packets after it
-wait at most `reorder_ms` for it; then it is given up (concealed: FEC from the next packet when
+wait for it at most `reorder_ms`, and no longer than the audio already played out lasts
+(`reserve_ms`, given with each packet: waiting past it would make the listener wait too, for a
+packet that is most likely lost); then it is given up (concealed: FEC from the next packet when
 that one is here, else PLC) and everything held behind it plays at once, so a loss never leaves
 the stream deeper than before. Late and duplicate packets are dropped. A gap longer than
 `max_conceal_packets` (an outage) is skipped, not concealed: silence, not seconds of PLC.
@@ -64,11 +66,17 @@ class JitterBuffer:
         self._next: int | None = None  # extended sequence number to play next
         self._last_timestamp: int | None = None
         self._ticks = 0  # RTP ticks per packet, from the last two in sequence
+        self._wait_s = self.config.reorder_ms / 1000  # for a missing packet, set as a gap opens
 
-    def push(self, seq: int, timestamp: int, payload: bytes, now_s: float) -> list[Playout]:
-        """Add a packet as it arrives; returns what can play now, in order."""
+    def push(self, seq: int, timestamp: int, payload: bytes, now_s: float,
+             reserve_ms: float | None = None) -> list[Playout]:
+        """Add a packet as it arrives; returns what can play now, in order. `reserve_ms`: how
+        long what was played out lasts (None: as long as any reordering here needs)."""
         if self._next is None:
             self._next = seq
+        if not self._held:  # if this one opens a gap, its wait is what the listener can spare
+            longest_ms = self.config.reorder_ms
+            self._wait_s = max(min(longest_ms if reserve_ms is None else reserve_ms, longest_ms), 0.0) / 1000
         ext = self._extend(seq)
         if ext in self._held or ext in self._played:
             self.stats.duplicates += 1
@@ -86,7 +94,7 @@ class JitterBuffer:
         first_arrival_s = min(h.arrival_s for h in self._held.values())
         if min(self._held) - self._next > self.config.max_conceal_packets:
             return first_arrival_s  # no reordering is that deep: an outage, resume now
-        return first_arrival_s + self.config.reorder_ms / 1000
+        return first_arrival_s + self._wait_s
 
     def release(self, now_s: float) -> list[Playout]:
         out: list[Playout] = []

@@ -55,7 +55,8 @@ class OpusReceiver:
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         now = self.clock.now()
         self._statistics.setdefault(packet.ssrc, StreamStatistics(OPUS_CLOCK_RATE)).add(packet)
-        self._play(self.buffer.push(packet.sequence_number, packet.timestamp, packet.payload, now))
+        self._play(self.buffer.push(packet.sequence_number, packet.timestamp, packet.payload, now,
+                                    self.inbox.reserve_ms))
         self._arrived.set()
         self._arrived = asyncio.Event()
 

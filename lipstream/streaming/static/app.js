@@ -68,11 +68,13 @@ function onConnectionState(pc) {
   if (pc.connectionState === "failed") checkSession();
 }
 
-// Ask the browser to play received media as soon as it can (Chromium's jitterBufferTarget, in
-// ms); browsers without it ignore the property.
+// Ask the browser to play received media as soon as it can: jitterBufferTarget (ms; Chromium
+// >= 114), else the older playoutDelayHint (s; Chromium 79-113); a browser with neither keeps its
+// default delay.
 function lowestPlayoutDelay(receiver) {
   try {
     if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0;
+    else if ("playoutDelayHint" in receiver) receiver.playoutDelayHint = 0;
   } catch (_) { /* not settable here: the browser's default delay */ }
 }
 

@@ -99,7 +99,8 @@ async function retryLater(reason) {
 
 function lowestPlayoutDelay(receiver) {
   try {
-    if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0; // ms; Chromium
+    if ("jitterBufferTarget" in receiver) receiver.jitterBufferTarget = 0; // ms; Chromium >= 114
+    else if ("playoutDelayHint" in receiver) receiver.playoutDelayHint = 0; // s; Chromium 79-113
   } catch (_) { /* not settable here: the browser's default delay */ }
 }
 
