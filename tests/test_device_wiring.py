@@ -31,6 +31,7 @@ __all__ = ["driver", "lib"]  # fixtures: the stand-in driver installed for Devic
 
 SPEECH_S = 0.8  # 20 frames: closures and open vowels, a blink-free stretch is not needed
 ON_GPU = EngineConfig(seed=3, device="auto")  # with `on_gpu`, the stand-in
+IDLE_S = 2.4  # silence: the smoothed mouth settles within ~1 s, then pictures repeat
 GPU = DeviceChoice("cuda", ONNX_CPU, "cuda", "the stand-in driver")
 
 
@@ -61,7 +62,8 @@ def test_an_engine_on_the_device_draws_the_cpu_engines_frames(on_gpu: CpuDriver,
     assert isinstance(device.renderer, DeviceRenderer)
     frames = run(device, speech)
     assert len(frames) == len(cpu_frames) > 0
-    assert on_gpu.downloaded == [frames[0].yuv.nbytes] * len(frames)  # one copy down per frame
+    pictures = {id(f.yuv) for f in frames}  # an idle face repeats one: it is not drawn again
+    assert on_gpu.downloaded == [frames[0].yuv.nbytes] * len(pictures)  # one copy down per picture
     for got, want in zip(frames, cpu_frames, strict=True):
         assert np.array_equal(got.controls, want.controls)
         assert not got.yuv.flags.writeable
@@ -93,6 +95,21 @@ def test_a_cpu_frames_i420_is_its_rgb_converted_once(avatar: Avatar, speech: np.
     engine.finish()
     last, skipped = engine.pop_frame(), engine.pop_frame(render=False)
     assert last is not None and skipped is not None and skipped.yuv is last.yuv
+
+
+def repeats(frames: list[Frame]) -> list[bool]:
+    """Whether each frame shows the very picture of the one before."""
+    return [b.yuv is a.yuv for a, b in zip(frames, frames[1:], strict=False)]
+
+
+def test_an_idle_face_on_the_device_is_not_drawn_again(on_gpu: CpuDriver, avatar: Avatar) -> None:
+    """Silence settles the mouth: the device repeats the picture exactly where the CPU renderer
+    does (same controls, head pose and blink), launching and copying nothing for it."""
+    silence = np.zeros(int(IDLE_S * SAMPLE_RATE), np.float32)
+    cpu_frames = run(Engine(avatar, EngineConfig(seed=3)), silence)
+    frames = run(Engine(avatar, ON_GPU), silence)
+    assert repeats(frames) == repeats(cpu_frames) and any(repeats(frames))
+    assert len(on_gpu.downloaded) == len(frames) - sum(repeats(frames))
 
 
 class Recording:

@@ -93,7 +93,8 @@ class Engine:
         self.avatar = avatar
         self.motion = MotionStream(self.config, model)
         self.renderer = make_renderer(avatar, self.config)
-        self._picture = Picture(avatar.image.copy(), i420=False)  # before the first render
+        self._drawn = avatar.image.copy()  # the array the renderer last returned...
+        self._picture = Picture(self._drawn, i420=False)  # ...and the frames' picture of it
 
     @property
     def model(self) -> MotionModel:
@@ -154,14 +155,15 @@ class Engine:
                      input_audio=motion.input_audio, input_rate=motion.input_rate)
 
     def _draw(self, controls: np.ndarray, index: int) -> Picture:
-        """This frame's picture; the last one again when the renderer returned its very image
-        (an idle face), so its I420 is not converted again."""
-        if not isinstance(self.renderer, Renderer):  # the GPU: I420 straight from the device
-            return Picture(self.renderer.render_i420(controls, index), i420=True)
-        image = self.renderer.render(controls, index)
-        if image is self._picture.rgb:
-            return self._picture
-        return Picture(image, i420=False)
+        """This frame's picture; the last one again when the renderer returned its very array
+        (an idle face), so its other form is not converted again."""
+        if isinstance(self.renderer, Renderer):
+            drawn, i420 = self.renderer.render(controls, index), False
+        else:  # the GPU: I420 straight from the device
+            drawn, i420 = self.renderer.render_i420(controls, index), True
+        if drawn is not self._drawn:
+            self._drawn, self._picture = drawn, Picture(drawn, i420)
+        return self._picture
 
     def frames(self) -> list[Frame]:
         """Every frame that can be made now, rendered."""
