@@ -165,15 +165,13 @@ def time_session(frames: int) -> dict[str, float]:
     audio = speechlike((frames + BURN_IN) / 25.0, seed=2)
     engine.push_audio(np.zeros(engine.latency_samples - SAMPLES_PER_VIDEO_FRAME, np.float32), SAMPLE_RATE)
     totals = dict.fromkeys(SESSION_STAGES, 0.0)
-    rgb, yuv = None, np.zeros(0, np.uint8)
     for n in range(frames + BURN_IN):
         marks = [time.thread_time()]
         engine.push_audio(audio[n * SAMPLES_PER_VIDEO_FRAME : (n + 1) * SAMPLES_PER_VIDEO_FRAME], SAMPLE_RATE)
         frame = engine.pop_frame()
         assert frame is not None
         marks.append(time.thread_time())
-        if frame.image is not rgb:  # as the producer does: an unchanged picture is not converted
-            rgb, yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
+        yuv = frame.yuv  # as the producer reads it: converted once per picture, here on first use
         marks.append(time.thread_time())
         video = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")  # as the track wraps it
         video.pts, video.time_base = n * VIDEO_PTS_PER_FRAME, Fraction(1, VIDEO_CLOCK_RATE)

@@ -3,6 +3,7 @@
 import asyncio
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
@@ -22,6 +23,17 @@ class StampedFrame:
     rendered: bool
     controls: np.ndarray = field(default_factory=lambda: np.zeros(N_CONTROLS, np.float32))
     visemes: np.ndarray | None = None
+
+    @property
+    def yuv(self) -> np.ndarray:
+        """I420 as the Engine's Frame gives it: one array per picture, shared by frames repeating it."""
+        if _LAST_I420[0] is not self.image:
+            _LAST_I420[:] = [self.image, cv2.cvtColor(self.image, cv2.COLOR_RGB2YUV_I420)]
+            _LAST_I420[1].flags.writeable = False
+        return _LAST_I420[1]
+
+
+_LAST_I420: list[np.ndarray] = [np.empty(0), np.empty(0)]  # the last image converted, and its I420
 
 
 class StampingEngine:

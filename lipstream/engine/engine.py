@@ -10,31 +10,80 @@ Threads: one producer (push_audio, end_segment, clear) and one consumer (pop_fra
 concurrently: the caller serialises them (`AsyncEngine` and the server do).
 """
 
+import threading
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.controls import MotionOutput
-from lipstream.engine.device import resolve_device
+from lipstream.engine.device import device_renderer, resolve_device
 from lipstream.engine.motion import MotionModel
 from lipstream.engine.render import RenderConfig, Renderer
 from lipstream.engine.stream import FrameTimes, MotionStream
 
-__all__ = ["Engine", "EngineConfig", "Frame"]
+if TYPE_CHECKING:  # the CPU path imports nothing GPU-related, not even for types
+    from lipstream.kernels.device_render import DeviceRenderer
+
+__all__ = ["Engine", "EngineConfig", "Frame", "Picture"]
+
+
+class Picture:
+    """One drawn picture, held in the form its renderer made: RGB (the CPU) or I420 (the GPU,
+    what the video encoders take). The other form is converted on first use, once, and shared by
+    every frame that repeats the picture; both forms are read-only."""
+
+    def __init__(self, drawn: np.ndarray, i420: bool) -> None:
+        self._drawn = _read_only(drawn)  # the form made; the other is converted from it
+        self._rgb = None if i420 else drawn
+        self._yuv = drawn if i420 else None
+        self._lock = threading.Lock()  # a frame may be read from more than one thread
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """(S, S, 3) uint8 RGB."""
+        with self._lock:
+            if self._rgb is None:
+                self._rgb = _read_only(cv2.cvtColor(self._drawn, cv2.COLOR_YUV2RGB_I420))
+            return self._rgb
+
+    @property
+    def yuv(self) -> np.ndarray:
+        """(S * 3 // 2, S) uint8 I420."""
+        with self._lock:
+            if self._yuv is None:
+                self._yuv = _read_only(cv2.cvtColor(self._drawn, cv2.COLOR_RGB2YUV_I420))
+            return self._yuv
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 @dataclass(frozen=True)
 class Frame(FrameTimes):
     index: int  # video frame number since the session started
-    image: np.ndarray  # (size, size, 3) uint8 RGB, read-only (a skipped frame shares the last one)
+    picture: Picture  # what `image` and `yuv` read (a skipped frame shares the last one)
     audio: np.ndarray  # (640,) float32 at 16 kHz: the input this frame was made from
     controls: np.ndarray  # (N_CONTROLS,) the smoothed controls it was rendered with
     visemes: np.ndarray | None  # (N_VISEMES,) when the model predicts them
     rendered: bool  # False when the caller skipped rendering (image repeats the last one)
     input_audio: np.ndarray  # the same stretch of input as pushed: (n,) or (n, channels)
     input_rate: int  # Hz, the rate input_audio was pushed at
+
+    @property
+    def image(self) -> np.ndarray:
+        """(size, size, 3) uint8 RGB, read-only; converted on first use when drawn on the GPU."""
+        return self.picture.rgb
+
+    @property
+    def yuv(self) -> np.ndarray:
+        """(size * 3 // 2, size) uint8 I420, read-only; converted on first use when drawn on the CPU."""
+        return self.picture.yuv
 
 
 class Engine:
@@ -43,8 +92,9 @@ class Engine:
         self.config = config or EngineConfig()
         self.avatar = avatar
         self.motion = MotionStream(self.config, model)
-        self.renderer = Renderer(avatar, render_config(self.config), seed=self.config.seed)
-        self._last_image = avatar.image
+        self.renderer = make_renderer(avatar, self.config)
+        self._drawn = avatar.image.copy()  # the array the renderer last returned...
+        self._picture = Picture(self._drawn, i420=False)  # ...and the frames' picture of it
 
     @property
     def model(self) -> MotionModel:
@@ -99,12 +149,21 @@ class Engine:
         around the model, so that `EngineGroup` can batch the model across engines)."""
         motion = self.motion.complete(output)
         if render:
-            image = self.renderer.render(motion.controls, motion.index)
-            image.flags.writeable = False  # shared by the frames that repeat it
-            self._last_image = image
-        return Frame(index=motion.index, image=self._last_image, audio=motion.audio,
+            self._picture = self._draw(motion.controls, motion.index)
+        return Frame(index=motion.index, picture=self._picture, audio=motion.audio,
                      controls=motion.controls, visemes=motion.visemes, rendered=render,
                      input_audio=motion.input_audio, input_rate=motion.input_rate)
+
+    def _draw(self, controls: np.ndarray, index: int) -> Picture:
+        """This frame's picture; the last one again when the renderer returned its very array
+        (an idle face), so its other form is not converted again."""
+        if isinstance(self.renderer, Renderer):
+            drawn, i420 = self.renderer.render(controls, index), False
+        else:  # the GPU: I420 straight from the device
+            drawn, i420 = self.renderer.render_i420(controls, index), True
+        if drawn is not self._drawn:
+            self._drawn, self._picture = drawn, Picture(drawn, i420)
+        return self._picture
 
     def frames(self) -> list[Frame]:
         """Every frame that can be made now, rendered."""
@@ -119,3 +178,11 @@ def render_config(config: EngineConfig) -> RenderConfig:
     if resolve_device(config.device).kernels == "cuda":
         return replace(config.render, device="cuda")
     return config.render
+
+
+def make_renderer(avatar: Avatar, config: EngineConfig) -> "Renderer | DeviceRenderer":
+    """The whole frame on the GPU (I420 out) when the engine's device resolved to one, else the
+    CPU renderer (RGB out)."""
+    settings = render_config(config)
+    device = device_renderer(resolve_device(config.device), avatar, settings, config.seed)
+    return device or Renderer(avatar, settings, seed=config.seed)

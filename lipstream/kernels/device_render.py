@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.controls import LIP_ROUND
 from lipstream.engine.idle import HeadPose
-from lipstream.engine.render import RenderConfig, Renderer
+from lipstream.engine.render import Drawn, RenderConfig, Renderer
 from lipstream.engine.rig import MAX_SHIFT, MouthPose
 from lipstream.kernels import params
 from lipstream.kernels.build import RENDER, bindings
@@ -58,6 +58,7 @@ class DeviceRenderer:
         self._finalizer.atexit = False
         self._lock = threading.Lock()  # one frame's copies and launches at a time on the stream
         self._moved: HeadPose | None = None  # the head pose the "moved" buffer holds
+        self._drawn: Drawn | None = None  # the last frame returned without `out` (its image: I420)
         with self._current():
             self._allocate()
 
@@ -69,8 +70,20 @@ class DeviceRenderer:
     def render_i420(self, controls: NDArray[Any], index: int,
                     out: NDArray[Any] | None = None) -> NDArray[Any]:
         """Frame `index` with the mouth at `controls` ((5,) in [0, 1]) as I420 (S * 3 / 2, S) uint8,
-        written into `out` when given (e.g. the encoder's own buffer)."""
-        out = self._output(out)
+        written into `out` when given (e.g. the encoder's own buffer). Without `out`, the very array
+        last returned when the picture would be the same (an idle face, as `Renderer.render`
+        decides it: nothing launched, nothing copied; do not write to it)."""
+        if out is not None:
+            return self._render(controls, index, self._output(out))
+        head = None if self.still else self._host.head_pose(index)
+        blink = self._host.blink_amount(index)
+        if self._drawn is not None and self._drawn.shows(controls, head, blink):
+            return self._drawn.image
+        image = self._render(controls, index, self._output(None))
+        self._drawn = Drawn(np.array(controls, np.float32), head, blink, image)
+        return image
+
+    def _render(self, controls: NDArray[Any], index: int, out: NDArray[Any]) -> NDArray[Any]:
         pose = self._host.pose(controls)
         with self._lock, self._current():
             for _, stage in self._stages(pose, index):

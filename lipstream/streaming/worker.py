@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -34,7 +33,10 @@ class EngineFrame(Protocol):
     @property
     def index(self) -> int: ...
     @property
-    def image(self) -> np.ndarray: ...  # (S, S, 3) uint8 RGB
+    def image(self) -> np.ndarray: ...  # (S, S, 3) uint8 RGB (converted on first use off the CPU)
+    @property
+    def yuv(self) -> np.ndarray: ...  # (S * 3 // 2, S) uint8 I420, read-only; the same array
+    # for every frame that repeats a picture (a skipped render, an idle face)
     @property
     def audio(self) -> np.ndarray: ...  # (640,) float32 at 16 kHz, made with this image
     @property
@@ -91,8 +93,8 @@ class ReadyFrame:
 
     index: int
     audio: np.ndarray  # (640,) float32 at 16 kHz: the engine's Frame.audio
-    # (S * 3 // 2, S) uint8 I420, the encoders' own format: converted once here, in a worker,
-    # instead of once per sender (session and viewers) on the encoding threads. Read-only.
+    # (S * 3 // 2, S) uint8 I420, the encoders' own format: the engine's Frame.yuv, made once in
+    # a worker instead of once per sender (session and viewers) on the encoding threads. Read-only.
     yuv: np.ndarray
     controls: np.ndarray  # (N_CONTROLS,) the engine's Frame.controls (the control stream sends them)
     visemes: np.ndarray | None  # (N_VISEMES,) or None
@@ -165,8 +167,7 @@ class FrameProducer:
         # it several ms late, and a lead that ignores that leaves renders no time.
         self.wake_lateness_s = 0.0
         self.counts = {"rendered": 0, "skipped": 0}
-        self._rgb: np.ndarray | None = None  # the picture last converted...
-        self._yuv: np.ndarray | None = None  # ...and it in I420
+        self._yuv: np.ndarray | None = None  # the picture last sent, I420
 
     def release(self) -> None:
         """Drop the engine (after the run task has been cancelled and awaited)."""
@@ -231,11 +232,9 @@ class FrameProducer:
         frame = engine.pop_frame(render=render)
         if frame is None:
             return None
-        # A skipped render, or an idle face the engine did not draw again, repeats the very same
-        # image array: its I420 copy is still the one made last.
-        if frame.image is not self._rgb or self._yuv is None:
-            self._rgb, self._yuv = frame.image, cv2.cvtColor(frame.image, cv2.COLOR_RGB2YUV_I420)
-            self._yuv.flags.writeable = False  # the tracks hand it to encoders without a copy
+        # Read here, in the worker: on the CPU the engine converts its RGB on first use (once per
+        # picture: a skipped render or an idle face repeats the very same I420 array).
+        self._yuv = frame.yuv
         return ReadyFrame(frame.index, frame.audio, self._yuv, frame.controls, frame.visemes,
                           shown=frame.rendered)
 
