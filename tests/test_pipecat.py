@@ -26,9 +26,10 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  #
 
 from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig  # noqa: E402
 from lipstream.integrations.pipecat import FRAME_NS, LipstreamVideoService  # noqa: E402
-from lipstream.streaming.clock import ManualClock  # noqa: E402
+from lipstream.streaming.clock import Clock, ManualClock, MonotonicClock  # noqa: E402
 from lipstream.training.evaluate import MouthMeter  # noqa: E402
 from tests.conftest import espeak_wav  # noqa: E402
+from tests.test_readme import _blocks  # noqa: E402
 
 TTS_CHUNK_MS = 20  # what a streaming TTS hands out at a time
 REST_TOLERANCE = 0.01  # of the face height: FaceMesh's jitter on a closed mouth
@@ -63,9 +64,9 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Speech:
 
 
 class Sink(FrameProcessor):
-    """The end of the pipeline: keeps what the service sent, with the (manual) clock's time."""
+    """The end of the pipeline: keeps what the service sent, with the pacing clock's time."""
 
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: Clock) -> None:
         super().__init__()
         self.clock = clock
         self.images: list[tuple[OutputImageRawFrame, float]] = []
@@ -183,3 +184,28 @@ async def test_an_interruption_mid_utterance_brings_the_mouth_to_rest_within_3_f
     after = apertures(run.sink.images)[cut:]
     assert after[2:].max() < rest + REST_TOLERANCE, after.round(3)  # at rest by the 3rd frame, and stays
     assert len(run.sink.audio) <= talked + 1  # the rest of the speech was dropped, not played
+
+
+class StandInTransport:
+    """What the README's `transport` stands for: `output()` ends the pipeline."""
+
+    def __init__(self) -> None:
+        self.sink: Sink | None = None
+
+    def output(self) -> Sink:
+        self.sink = Sink(MonotonicClock())
+        return self.sink
+
+
+def test_the_readme_pipecat_example_runs(speech: Speech) -> None:
+    speech = Speech(speech.pcm[: 2 * speech.rate], speech.rate)  # two seconds: said within the block's three
+    blocks = _blocks("Use it from Pipecat")
+    assert len(blocks) == 1
+    transport = StandInTransport()
+    exec(compile(blocks[0], "README Pipecat block", "exec"),
+         {"tts_frames": list(speech.tts_frames()), "transport": transport})
+    assert transport.sink is not None
+    images, audio = transport.sink.images, transport.sink.audio
+    assert images and [frame.pts for frame, _ in images] == [n * FRAME_NS for n in range(len(images))]
+    spoken = [chunk.tolist() for chunk in frames_of(speech) if chunk.any()]
+    assert [np.frombuffer(frame.audio, np.int16).tolist() for frame in audio] == spoken

@@ -43,7 +43,7 @@ except ImportError as error:  # the extra is optional: say how to get it
     raise ImportError("lipstream.integrations.pipecat needs Pipecat: "
                       "pip install 'lipstream[pipecat]'") from error
 
-from lipstream.engine.constants import VIDEO_FPS, exact_div
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS, exact_div
 from lipstream.engine.engine import Engine
 from lipstream.engine.engine import Frame as FaceFrame
 from lipstream.errors import LipstreamError
@@ -52,6 +52,7 @@ from lipstream.streaming.clock import Clock
 
 NS_PER_S = 1_000_000_000
 FRAME_NS = exact_div(NS_PER_S, VIDEO_FPS)  # 40 ms in Pipecat's pts unit
+BYTES_PER_SAMPLE = 2  # Pipecat's raw audio is 16-bit
 IMAGE_FORMAT = "RGB"  # what Engine frames are, and what Pipecat transports read by default
 
 
@@ -67,6 +68,12 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         super().__init__(**kwargs)
         self._faces = AsyncEngine(engine, paced=paced, clock=clock)
         self._render_task: asyncio.Task[None] | None = None
+        # A turn's first frame needs its lookahead: pushed chunk by chunk, the paced face would find
+        # too little, flush the turn and show silence in the middle of its first word. So a turn's
+        # audio is held until a frame and its lookahead are in, then pushed at once.
+        self._cushion_s = engine.latency_samples / SAMPLE_RATE
+        self._held: list[TTSAudioRawFrame] = []
+        self._flowing = False  # the turn's start has been pushed: the rest goes straight in
 
     async def process_frame(self, frame: PipecatFrame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -78,8 +85,11 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
             self._start()
             return
         if isinstance(frame, TTSStoppedFrame):
+            await self._release()
             await self._faces.end_segment()
+            self._flowing = False
         elif isinstance(frame, StartInterruptionFrame):
+            self._held, self._flowing = [], False
             await self._faces.clear()
         elif isinstance(frame, (EndFrame, CancelFrame)):
             await self._stop()
@@ -90,10 +100,20 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         await super().cleanup()
 
     async def _push_speech(self, frame: TTSAudioRawFrame) -> None:
-        try:
-            await self._faces.push_audio(pcm_of(frame), sample_rate=frame.sample_rate)
-        except LipstreamError as error:  # e.g. the rate changed within a turn: the message says what to do
-            await self.push_error(ErrorFrame(str(error)))
+        self._held.append(frame)
+        if self._flowing or sum(map(duration_s, self._held)) >= self._cushion_s:
+            await self._release()
+
+    async def _release(self) -> None:
+        """Push the held audio (one call per run of one format), and everything after it directly."""
+        held, self._held = self._held, []
+        self._flowing = self._flowing or bool(held)
+        for run in runs_of_one_format(held):
+            try:
+                await self._faces.push_audio(np.concatenate([pcm_of(f) for f in run]),
+                                             sample_rate=run[0].sample_rate)
+            except LipstreamError as error:  # e.g. the rate changed within a turn: the message says how
+                await self.push_error(ErrorFrame(str(error)))
 
     def _start(self) -> None:
         if self._render_task is None:
@@ -119,6 +139,22 @@ def pcm_of(frame: TTSAudioRawFrame) -> npt.NDArray[np.int16]:
     """Pipecat's raw audio (16-bit little-endian, interleaved) as (samples,) or (samples, channels)."""
     pcm = np.frombuffer(frame.audio, dtype="<i2")
     return pcm if frame.num_channels == 1 else pcm.reshape(-1, frame.num_channels)
+
+
+def duration_s(frame: TTSAudioRawFrame) -> float:
+    return float(len(frame.audio) / (BYTES_PER_SAMPLE * frame.num_channels * frame.sample_rate))
+
+
+def runs_of_one_format(frames: list[TTSAudioRawFrame]) -> list[list[TTSAudioRawFrame]]:
+    """Consecutive frames grouped by (rate, channels): what one push can carry."""
+    runs: list[list[TTSAudioRawFrame]] = []
+    for frame in frames:
+        if runs and (runs[-1][0].sample_rate, runs[-1][0].num_channels) == (frame.sample_rate,
+                                                                             frame.num_channels):
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    return runs
 
 
 def image_frame(face: FaceFrame) -> OutputImageRawFrame:
