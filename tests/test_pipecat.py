@@ -2,7 +2,7 @@
 as TTS audio frames, a talking face and the same audio out, at 25 fps, and a barge-in."""
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,7 @@ from pipecat.frames.frames import (  # noqa: E402
     Frame,
     OutputImageRawFrame,
     StartInterruptionFrame,
+    TextFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
@@ -34,6 +35,8 @@ from tests.test_readme import _blocks  # noqa: E402
 TTS_CHUNK_MS = 20  # what a streaming TTS hands out at a time
 REST_TOLERANCE = 0.01  # of the face height: FaceMesh's jitter on a closed mouth
 OPEN = 4 * REST_TOLERANCE  # a lip gap no jitter makes
+STUCK_POLLS = 60_000  # of 1 ms or more
+IMAGE_WAIT_POLLS = 2000  # of 1 ms: a frame's image reaches the sink in far less, unless dropped
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +97,50 @@ class Run:
         self.running = asyncio.create_task(PipelineRunner(handle_sigint=False).run(self.task))
         self.released = 0  # frame n is due once the clock has been released n times
 
-    async def until_seen(self, kind: type) -> None:
-        while kind not in self.sink.seen:
-            await asyncio.sleep(0.001)
+    async def until_seen(self, kind: type, count: int = 1) -> None:
+        await poll(lambda: self.sink.seen.count(kind) >= count, f"{kind.__name__} #{count} at the sink")
 
     async def frames(self, n: int) -> None:
-        """Let the clock run until `n` more images have reached the sink, each before the next is due."""
-        want = len(self.sink.images) + n
-        while len(self.sink.images) < want:
+        """Move the clock on by `n` frames, each only once the last one's image has reached the sink."""
+        for _ in range(n):
+            await self._delivered()
+            await poll(lambda: self.clock.sleepers > 0, "the service waiting for its next frame")
+            self.clock.release_next()
+            self.released += 1
+        await self._delivered()
+
+    async def _delivered(self) -> None:
+        """Wait for the image of the frame due now (not for ever: Pipecat drops what a processor
+        had queued when an interruption comes)."""
+        for _ in range(IMAGE_WAIT_POLLS):
+            if self.sink.images and self.sink.images[-1][0].pts // FRAME_NS >= self.released:
+                return
             await asyncio.sleep(0.001)
-            if self.clock.sleepers and len(self.sink.images) > self.released:
-                self.clock.release_next()
-                self.released += 1
 
     async def end(self) -> None:
         await self.task.queue_frame(EndFrame())
         await asyncio.wait_for(self.running, timeout=30)
+
+
+async def poll(condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition`; a stuck pipeline fails the test instead of hanging it."""
+    for _ in range(STUCK_POLLS):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    pytest.fail(f"waited in vain for {what}")
+
+
+def assert_audio_is(speech: Speech, audio: list[TTSAudioRawFrame]) -> int:
+    """Audio out == audio in: each 40 ms of speech leaves once, bit-exact, at the TTS's rate, on
+    consecutive video frames (no silence let in). Returns the frame on which the speech begins."""
+    spoken = [(n, chunk) for n, chunk in enumerate(frames_of(speech)) if chunk.any()]
+    assert {frame.sample_rate for frame in audio} == {speech.rate}
+    out = [np.frombuffer(frame.audio, np.int16).tolist() for frame in audio]
+    assert out == [chunk.tolist() for _, chunk in spoken]
+    first = audio[0].pts // FRAME_NS - spoken[0][0]
+    assert [frame.pts // FRAME_NS - first for frame in audio] == [n for n, _ in spoken]
+    return int(first)
 
 
 def apertures(images: list[tuple[OutputImageRawFrame, float]]) -> np.ndarray:
@@ -147,13 +178,7 @@ async def test_a_tts_turn_becomes_25_fps_frames_with_its_audio_bit_exact(
     origin = images[0][1]
     assert all(t == pytest.approx(origin + frame.pts / 1e9) for frame, t in images)  # paced at 25 fps
 
-    # Audio out == audio in: each frame of speech leaves once, bit-exact, at the TTS rate, on its frame.
-    spoken = [(n, chunk) for n, chunk in enumerate(frames_of(speech)) if chunk.any()]
-    assert {frame.sample_rate for frame in audio} == {speech.rate}
-    out = [np.frombuffer(frame.audio, np.int16).tolist() for frame in audio]
-    assert out == [chunk.tolist() for _, chunk in spoken]
-    first = audio[0].pts // FRAME_NS - spoken[0][0]  # the video frame on which the speech begins
-    assert [frame.pts // FRAME_NS - first for frame in audio] == [n for n, _ in spoken]
+    first = assert_audio_is(speech, audio)
 
     # The mouth moves with the speech: open while it speaks, at rest before.
     gap = apertures(images)
@@ -161,6 +186,23 @@ async def test_a_tts_turn_becomes_25_fps_frames_with_its_audio_bit_exact(
     assert idle.max() < idle.min() + REST_TOLERANCE
     assert talking.max() > idle.max() + OPEN
     assert (talking > idle.max() + REST_TOLERANCE).mean() > 0.3
+
+
+async def test_a_tts_streaming_in_real_time_lets_no_silence_into_its_words(
+        avatar: Avatar, speech: Speech) -> None:
+    run = Run(avatar)
+    await run.frames(VIDEO_FPS // 2)
+    await run.task.queue_frame(TTSStartedFrame())
+    for n, chunk in enumerate(speech.tts_frames()):  # 20 ms of speech per 20 ms, as a live TTS streams
+        await run.task.queue_frames([chunk, TextFrame(f"chunk {n}")])
+        await run.until_seen(TextFrame, n + 1)  # the service has taken the chunk
+        if n % 2:
+            await run.frames(1)
+    await run.task.queue_frame(TTSStoppedFrame())
+    await run.until_seen(TTSStoppedFrame)
+    await run.frames(2 * VIDEO_FPS)
+    await run.end()
+    assert_audio_is(speech, run.sink.audio)
 
 
 async def test_an_interruption_mid_utterance_brings_the_mouth_to_rest_within_3_frames(
@@ -171,8 +213,12 @@ async def test_an_interruption_mid_utterance_brings_the_mouth_to_rest_within_3_f
     await run.task.queue_frames([TTSStartedFrame(), *speech.tts_frames()])  # the turn has not ended
     live = MouthMeter(static=True)
     try:
-        while not run.sink.audio or live.read(image_of(run.sink.images[-1][0])).aperture < rest + OPEN:
-            await run.frames(1)  # until the bot is mid-word with its mouth open
+        for _ in frames_of(speech):  # until the bot is mid-word with its mouth open
+            await run.frames(1)
+            if run.sink.audio and live.read(image_of(run.sink.images[-1][0])).aperture > rest + OPEN:
+                break
+        else:
+            pytest.fail("the mouth never opened")
     finally:
         live.close()
     await run.task.queue_frame(StartInterruptionFrame())
@@ -207,5 +253,4 @@ def test_the_readme_pipecat_example_runs(speech: Speech) -> None:
     assert transport.sink is not None
     images, audio = transport.sink.images, transport.sink.audio
     assert images and [frame.pts for frame, _ in images] == [n * FRAME_NS for n in range(len(images))]
-    spoken = [chunk.tolist() for chunk in frames_of(speech) if chunk.any()]
-    assert [np.frombuffer(frame.audio, np.int16).tolist() for frame in audio] == spoken
+    assert_audio_is(speech, audio)

@@ -43,7 +43,7 @@ except ImportError as error:  # the extra is optional: say how to get it
     raise ImportError("lipstream.integrations.pipecat needs Pipecat: "
                       "pip install 'lipstream[pipecat]'") from error
 
-from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS, exact_div
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS, exact_div
 from lipstream.engine.engine import Engine
 from lipstream.engine.engine import Frame as FaceFrame
 from lipstream.errors import LipstreamError
@@ -52,6 +52,9 @@ from lipstream.streaming.clock import Clock
 
 NS_PER_S = 1_000_000_000
 FRAME_NS = exact_div(NS_PER_S, VIDEO_FPS)  # 40 ms in Pipecat's pts unit
+# Beyond a frame and its lookahead, a turn starts with one more frame of audio: the resampler to 16 kHz
+# holds a few samples back, and a TTS streaming at exactly real time never gets ahead again.
+SPARE_SAMPLES = SAMPLES_PER_VIDEO_FRAME
 BYTES_PER_SAMPLE = 2  # Pipecat's raw audio is 16-bit
 IMAGE_FORMAT = "RGB"  # what Engine frames are, and what Pipecat transports read by default
 
@@ -70,8 +73,8 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         self._render_task: asyncio.Task[None] | None = None
         # A turn's first frame needs its lookahead: pushed chunk by chunk, the paced face would find
         # too little, flush the turn and show silence in the middle of its first word. So a turn's
-        # audio is held until a frame and its lookahead are in, then pushed at once.
-        self._cushion_s = engine.latency_samples / SAMPLE_RATE
+        # audio is held until a frame, its lookahead and a spare frame are in, then pushed at once.
+        self._cushion_s = (engine.latency_samples + SPARE_SAMPLES) / SAMPLE_RATE
         self._held: list[TTSAudioRawFrame] = []
         self._flowing = False  # the turn's start has been pushed: the rest goes straight in
 
