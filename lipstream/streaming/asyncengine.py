@@ -100,4 +100,11 @@ class AsyncEngine:
 
     async def _call(self, fn: Callable[[], T]) -> T:
         async with self._lock:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            done = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # The thread runs on: keep the lock until it is out of the engine, or the next call
+                # (a Pipecat interruption cancels a push, then clears) would run beside it.
+                await asyncio.wait({done})
+                raise
