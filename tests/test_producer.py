@@ -16,9 +16,9 @@ from lipstream.streaming.clock import ManualClock, MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.tracks import SessionVideoTrack
-from lipstream.streaming.worker import FrameProducer, FrameRing, ProducerConfig, RenderPool
+from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
 from tests.test_clock import StampedFrame
-from tests.test_rtpaudio import SlowEngine
+from tests.test_rtpaudio import SlowEngine, produce
 
 
 class LateClock(ManualClock):
@@ -40,21 +40,7 @@ class LateClock(ManualClock):
 
 async def produce_late(engine: SlowEngine, late_s: float, frames: int, stall_s: float = 0.0,
                        stall_every: int = 0) -> FrameProducer:
-    clock = LateClock(late_s, stall_s, stall_every)
-    media = MediaClock(clock)
-    pool = RenderPool(1)
-    producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics(),
-                             ProducerConfig(), timer=engine.now)
-    media.start()
-    task = asyncio.create_task(producer.run())
-    while sum(producer.counts.values()) < frames:
-        while clock.sleepers == 0:
-            await asyncio.sleep(0.001)  # the render runs in a worker thread
-        clock.release_next()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    pool.shutdown()
-    return producer
+    return await produce(engine, frames, LateClock(late_s, stall_s, stall_every))
 
 
 async def test_a_loop_that_wakes_late_does_not_make_the_producer_skip() -> None:

@@ -256,8 +256,9 @@ class SlowEngine(StampingEngine):
         return frame
 
 
-async def produce(engine: SlowEngine, frames: int) -> FrameProducer:
-    clock = ManualClock()
+async def produce(engine: SlowEngine, frames: int, clock: ManualClock | None = None) -> FrameProducer:
+    """Run a producer on a manual clock (its sleepers released one by one) for `frames` frames."""
+    clock = clock or ManualClock()
     media = MediaClock(clock)
     pool = RenderPool(1)
     producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics(),

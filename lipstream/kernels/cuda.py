@@ -14,7 +14,7 @@ raises `GpuError` with what to install otherwise.
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -81,14 +81,8 @@ class CudaKernels:
         """Free this instance's stream and device buffers now (otherwise when it is collected)."""
         self._finalizer()
 
-    @contextmanager
-    def _current(self) -> Iterator[None]:
-        """The device's context current on this thread (renderers may run on executor threads)."""
-        _check(self._cu, self._cu.cuCtxPushCurrent(self._context), "make the context current")
-        try:
-            yield
-        finally:
-            self._cu.cuCtxPopCurrent()
+    def _current(self) -> AbstractContextManager[None]:
+        return current_context(self._cu, self._context)
 
     def _buffer(self, role: str, nbytes: int) -> Any:
         """A device buffer of at least nbytes for this role, grown only when a region is larger."""
@@ -132,6 +126,16 @@ class CudaKernels:
         _check(self._cu, self._cu.cuLaunchKernel(function, grid[0], grid[1], 1, block[0], block[1], 1,
                                                  0, self._stream, params.ctypes.data, 0),
                "launch a kernel")
+
+
+@contextmanager
+def current_context(cu: Any, context: Any) -> Iterator[None]:
+    """The device's context current on this thread (renderers may run on executor threads)."""
+    _check(cu, cu.cuCtxPushCurrent(context), "make the context current")
+    try:
+        yield
+    finally:
+        cu.cuCtxPopCurrent()
 
 
 def open_device(cu: Any, device_index: int = 0) -> tuple[Any, Any]:

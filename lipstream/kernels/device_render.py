@@ -16,8 +16,8 @@ Importing this module needs neither cuda-python nor a GPU; constructing `DeviceR
 import ctypes
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +31,7 @@ from lipstream.engine.render import Drawn, RenderConfig, Renderer
 from lipstream.engine.rig import MAX_SHIFT, MouthPose
 from lipstream.kernels import params
 from lipstream.kernels.build import RENDER, bindings
-from lipstream.kernels.cuda import _blocks, _check, _release, load_program, open_device
+from lipstream.kernels.cuda import _blocks, _check, _release, current_context, load_program, open_device
 
 PIXEL_BLOCK = (16, 16)  # threads per block over an image's (x, y): 256, eight 32-thread warps
 POINT_BLOCK = 256  # threads per block over the coarse grid's points, flattened
@@ -200,14 +200,8 @@ class DeviceRenderer:
     def _new_event(self) -> Any:
         return _check(self._cu, self._cu.cuEventCreate(0), "create an event")
 
-    @contextmanager
-    def _current(self) -> Iterator[None]:
-        """The device's context current on this thread (renderers may run on executor threads)."""
-        _check(self._cu, self._cu.cuCtxPushCurrent(self._context), "make the context current")
-        try:
-            yield
-        finally:
-            self._cu.cuCtxPopCurrent()
+    def _current(self) -> AbstractContextManager[None]:
+        return current_context(self._cu, self._context)
 
     def _buffer(self, role: str, nbytes: int) -> Any:
         pointer = _check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
