@@ -5,6 +5,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from textwrap import dedent
 
@@ -26,6 +27,7 @@ from lipstream import (
 from lipstream.engine.audio import load_audio
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.errors import AudioError
+from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import ManualClock
 from tests.conftest import REPO, espeak_wav
 
@@ -204,3 +206,26 @@ async def test_paced_async_engine_keeps_25_fps_and_idles_between_turns(
     assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)
     jaw = np.array([f.controls[JAW_OPEN] for f, _ in handed])
     assert jaw[: VIDEO_FPS // 2].max() < 0.05 and jaw.max() > 0.3  # idle, then speech
+
+
+async def test_a_cancelled_engine_call_holds_the_engine_until_its_thread_is_out() -> None:
+    """A Pipecat interruption cancels a push mid-call, a closing session cancels a render: the next
+    call (a clear, another session's use) must wait for the thread still inside the engine."""
+    calls, inside, go = EngineCalls(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def held() -> None:
+        inside.set()
+        go.wait()
+        order.append("cancelled call left")
+
+    first = asyncio.create_task(calls(held))
+    while not inside.is_set():
+        await asyncio.sleep(0.001)
+    first.cancel()
+    second = asyncio.create_task(calls(lambda: order.append("next call ran")))
+    await asyncio.wait({first, second}, timeout=0.1)
+    assert not first.done() and not second.done() and order == []
+    go.set()
+    await asyncio.gather(first, second, return_exceptions=True)
+    assert first.cancelled() and order == ["cancelled call left", "next call ran"]

@@ -8,6 +8,7 @@ sessions on 1.44 of 2 cores). Now it learns the lateness and starts that much ea
 """
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -109,3 +110,56 @@ async def test_after_a_spell_of_very_slow_renders_the_producer_renders_again() -
     rendered_before = producer.counts["rendered"]
     assert rendered_before > 4
     assert producer.render_deviation_s < 0.010  # it has learnt the fast renders again
+
+
+class HeldEngine(SlowEngine):
+    """Its first render waits for `go` (a render in progress when the session closes); it notes any
+    engine call made while another is still inside it."""
+
+    def __init__(self) -> None:
+        super().__init__(cost_s=0.0)
+        self.rendering, self.go = threading.Event(), threading.Event()
+        self.inside, self.overlaps = 0, 0
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
+        self._enter()
+        super().push_audio(pcm, sample_rate)
+        self.inside -= 1
+
+    def pop_frame(self, render: bool = True) -> StampedFrame | None:
+        self._enter()
+        if render and not self.go.is_set():
+            self.rendering.set()
+            self.go.wait()
+        self.inside -= 1
+        return super().pop_frame(render)
+
+    def _enter(self) -> None:
+        self.overlaps += self.inside > 0
+        self.inside += 1
+
+
+async def test_a_session_closed_mid_render_waits_for_the_render_to_leave_the_engine() -> None:
+    """Closing a session cancels its producer, then drops the engine (and a caller may use it
+    again): the cancelled producer must not return while its render still runs in a worker, or
+    the next engine call runs beside it. It used to return at once, the render still going."""
+    clock = ManualClock()
+    media = MediaClock(clock)
+    pool, engine = RenderPool(2), HeldEngine()  # two workers: a second call could run beside it
+    producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics())
+    media.start()
+    task = asyncio.create_task(producer.run())
+    while not engine.rendering.is_set():
+        if clock.sleepers:
+            clock.release_next()
+        await asyncio.sleep(0.001)
+    task.cancel()
+    closing = asyncio.ensure_future(asyncio.gather(task, return_exceptions=True))
+    await asyncio.wait({closing}, timeout=0.1)
+    assert not closing.done()  # the render is still inside the engine
+    engine.go.set()
+    await closing
+    assert engine.inside == 0 and engine.overlaps == 0
+    await pool.run(lambda: engine.pop_frame())  # the engine is free for a next call
+    assert engine.overlaps == 0
+    pool.shutdown()

@@ -13,7 +13,8 @@ skipped until it catches up. Unpaced, frames come as fast as their audio allows 
 after `close()` once every pushed sample has its frame.
 
 The engine's calls run one at a time in an executor thread (the Engine takes one producer and one
-consumer, not concurrently): the event loop never renders.
+consumer, not concurrently): the event loop never renders. `EngineCalls` is that rule, and the
+server's `FrameProducer` runs its engine through it too.
 """
 
 import asyncio
@@ -23,12 +24,30 @@ from typing import TypeVar
 
 import numpy as np
 
-from lipstream.engine.constants import VIDEO_FPS
 from lipstream.engine.engine import Engine, Frame
-from lipstream.streaming.clock import Clock, MonotonicClock
+from lipstream.streaming.clock import FRAME_S, Clock, MediaClock, MonotonicClock
 
 T = TypeVar("T")
-FRAME_S = 1.0 / VIDEO_FPS
+
+
+class EngineCalls:
+    """Calls into one engine, one at a time, each in an executor thread (None: the loop's default)."""
+
+    def __init__(self, executor: Executor | None = None) -> None:
+        self._executor = executor
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, fn: Callable[[], T]) -> T:
+        async with self._lock:
+            done = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # The thread runs on: keep the lock until it is out of the engine, or the next call
+                # (a Pipecat interruption cancels a push, then clears; a closing session drops the
+                # engine) would run beside it.
+                await asyncio.wait({done})
+                raise
 
 
 class AsyncEngine:
@@ -36,11 +55,10 @@ class AsyncEngine:
                  executor: Executor | None = None) -> None:
         self.engine, self.paced = engine, paced
         self.clock = clock or MonotonicClock()
-        self._executor = executor  # None: the loop's default executor
-        self._lock = asyncio.Lock()  # one engine call at a time
+        self._call = EngineCalls(executor)
         self._arrived = asyncio.Event()  # set when input arrives or ends (unpaced waits on it)
         self._closed = False
-        self._origin: float | None = None
+        self._timeline = MediaClock(self.clock)  # frame 0 is due at the first request
         self._next = 0  # frames handed out
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
@@ -72,10 +90,8 @@ class AsyncEngine:
         return frame
 
     async def _next_paced(self) -> Frame:
-        now = self.clock.now()
-        if self._origin is None:
-            self._origin = now
-        due = self._origin + self._next * FRAME_S
+        self._timeline.start()
+        due = self._timeline.frame_time(self._next)
         await self.clock.sleep_until(due)
         late = self.clock.now() - due > FRAME_S  # a slow consumer: keep time, skip the picture
         return await self._call(lambda: self._pop_or_idle(render=not late))
@@ -97,14 +113,3 @@ class AsyncEngine:
             if self._closed:
                 raise StopAsyncIteration
             await self._arrived.wait()
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        async with self._lock:
-            done = asyncio.get_running_loop().run_in_executor(self._executor, fn)
-            try:
-                return await asyncio.shield(done)
-            except asyncio.CancelledError:
-                # The thread runs on: keep the lock until it is out of the engine, or the next call
-                # (a Pipecat interruption cancels a push, then clears) would run beside it.
-                await asyncio.wait({done})
-                raise

@@ -7,7 +7,9 @@ a few deviations and a margin), so the audio it takes has waited as little as it
 projected finish would miss the due time (a busy pool, a slow machine) it asks the engine for the
 frame without rendering it: the image repeats, the mouth controls and the audio advance, so the
 session stays live and in sync, and the skip is counted. Skipping is also the pressure valve of a
-starved machine: a render finishing late costs the CPU and still misses its frame.
+starved machine: a render finishing late costs the CPU and still misses its frame. Its engine
+calls go through `EngineCalls`, the AsyncEngine's own rule: one at a time, and a cancelled one
+(a closing session) is waited out before the engine can be dropped or called again.
 """
 
 import asyncio
@@ -16,12 +18,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import FRAME_S, MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
@@ -58,6 +61,23 @@ class FrameEngine(Protocol):
     def pop_frame(self, render: bool = True) -> EngineFrame | None: ...
 
 
+class Timed(Generic[T]):
+    """A call that notes when a worker starts it: how long it waited for a worker."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn, self.submitted = fn, time.perf_counter()
+        self.started: float | None = None
+
+    def __call__(self) -> T:
+        self.started = time.perf_counter()
+        return self._fn()
+
+    @property
+    def waited_s(self) -> float:
+        assert self.started is not None, "not run yet"
+        return self.started - self.submitted
+
+
 class RenderPool:
     """A bounded thread pool shared by every session of a server.
 
@@ -71,17 +91,15 @@ class RenderPool:
         self.workers = workers or os.cpu_count() or 1
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="lipstream-render")
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
     async def run(self, fn: Callable[[], T]) -> tuple[T, float]:
         """Run fn in a worker; returns its result and the seconds it waited for a worker."""
-        submitted = time.perf_counter()
-        started: list[float] = []
-
-        def timed() -> T:
-            started.append(time.perf_counter())
-            return fn()
-
+        timed = Timed(fn)
         result = await asyncio.get_running_loop().run_in_executor(self._executor, timed)
-        return result, started[0] - submitted
+        return result, timed.waited_s
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -155,7 +173,8 @@ class FrameProducer:
                  ring: FrameRing, metrics: ServerMetrics, config: ProducerConfig | None = None,
                  timer: Callable[[], float] | None = None) -> None:
         self.engine: FrameEngine | None = engine
-        self.inbox, self.clock, self.pool = inbox, clock, pool
+        self.inbox, self.clock = inbox, clock
+        self._call = EngineCalls(pool.executor)  # one engine call at a time, in the server's pool
         self.ring, self.metrics = ring, metrics
         self.config = config or ProducerConfig()
         self.timer = timer or clock.now  # measures renders (tests may give a fake engine's own)
@@ -180,7 +199,7 @@ class FrameProducer:
         # The engine needs its lookahead before frame 0: prime it with that much silence, so
         # from then on each frame of audio taken makes exactly one frame.
         primer = np.zeros(engine.latency_samples - SAMPLES_PER_VIDEO_FRAME, np.float32)
-        await self.pool.run(lambda: engine.push_audio(primer, SAMPLE_RATE))
+        await self._call(lambda: engine.push_audio(primer, SAMPLE_RATE))
         index = 0
         while True:
             due = self.clock.frame_time(index)
@@ -215,8 +234,9 @@ class FrameProducer:
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
         render = self.clock.now() + self.render_estimate_s <= due
         start, last_yuv = self.timer(), self._yuv
-        frame, waited_s = await self.pool.run(lambda: self._step(engine, audio, render))
-        elapsed_s = self.timer() - start
+        step = Timed(lambda: self._step(engine, audio, render))
+        frame = await self._call(step)
+        elapsed_s, waited_s = self.timer() - start, step.waited_s
         if frame is None:  # cannot happen while one frame of audio goes in per tick
             return
         self.ring.put(frame)
