@@ -14,13 +14,18 @@ import numpy as np
 import pytest
 
 from lipstream.bench import speechlike
+from lipstream.cli import build_parser
 from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.batching import BatchingMotionModel
+from lipstream.engine.batching import (
+    DEFAULT_GPU_BATCH_WINDOW_MS,
+    BatchingMotionModel,
+    default_batch_window_ms,
+)
 from lipstream.engine.constants import N_MELS, SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.engine import Engine, EngineConfig, Frame
 from lipstream.engine.motion import MotionModel, load_motion_model, shipped_model_path
-from lipstream.errors import ModelError
-from lipstream.streaming.server import ServeConfig
+from lipstream.errors import LipstreamError, ModelError
+from lipstream.streaming.server import ServeConfig, _serve_config
 from tests.serving import loopback_only, publish, running_server, still_streaming
 
 THREADS = 8
@@ -160,3 +165,19 @@ def _batched_calls(metrics: str, bucket: str) -> float:
     """Model calls of at most `bucket` frames, from the lipstream_model_batch_size histogram."""
     line = f'lipstream_model_batch_size_bucket{{le="{bucket}"}} '
     return next(float(row[len(line):]) for row in metrics.splitlines() if row.startswith(line))
+
+
+def test_batching_is_on_by_default_on_the_gpu_only() -> None:
+    assert default_batch_window_ms("cuda") == DEFAULT_GPU_BATCH_WINDOW_MS > 0
+    assert default_batch_window_ms("cpu") == 0
+
+
+def test_the_serve_command_takes_batch_window_ms_with_the_config_default() -> None:
+    parser = build_parser("serve")
+    args = parser.parse_args(["serve", "--batch-window-ms", "3", "--device", "cpu"])
+    assert _serve_config(args).batch_window_ms == 3
+    assert parser.parse_args(["serve"]).batch_window_ms == ServeConfig().batch_window_ms
+    for bad in ("-1", "41"):
+        args = parser.parse_args(["serve", "--batch-window-ms", bad, "--device", "cpu"])
+        with pytest.raises(LipstreamError, match="--batch-window-ms must be 0"):
+            _serve_config(args)
