@@ -148,7 +148,8 @@ def test_engines_make_the_same_frames_batched(
 async def test_server_batches_sessions_model_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     loopback_only(monkeypatch)
     avatar = Avatar.default(AvatarConfig(size=SIZE_PX))
-    config = ServeConfig(batch_window_ms=WINDOW_MS, max_sessions=4)
+    # Three render threads: a batch holds at most one call per thread, whatever the core count.
+    config = ServeConfig(batch_window_ms=WINDOW_MS, max_sessions=4, workers=3)
     async with running_server(config, load_avatar=lambda: avatar) as server, \
             aiohttp.ClientSession() as http:
         speech = speechlike(8.0, seed=1)

@@ -103,16 +103,18 @@ class BatchingMotionModel:
         arrived (a call that queued during the previous batch has already waited). None: closed."""
         with self._cond:
             self._cond.wait_for(lambda: self._queue or self._closed)
-            full = lambda: len(self._queue) >= self._max_batch or self._closed  # noqa: E731
             if self._queue:
                 left_s = self._queue[0].arrived_s + self._window_s - time.monotonic()
-                self._cond.wait_for(full, timeout=max(left_s, 0.0))
+                self._cond.wait_for(self._full_or_closed, timeout=max(left_s, 0.0))
             if self._closed:
                 self._fail(self._queue, ModelError("the motion model was closed while a frame waited"))
                 self._queue = []
                 return None
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             return batch
+
+    def _full_or_closed(self) -> bool:
+        return len(self._queue) >= self._max_batch or self._closed
 
     def _run(self, batch: list[_Call]) -> None:
         try:
