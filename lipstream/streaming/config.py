@@ -37,4 +37,7 @@ class ServeConfig:
     uploads: UploadLimits = field(default_factory=UploadLimits)
     session: SessionConfig = field(default_factory=SessionConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)  # every session's engine, incl. device
+    # Gather window (ms) batching sessions' model calls into one (engine/batching.py): None: the
+    # device's default (DEFAULT_GPU_BATCH_WINDOW_MS on a GPU, off on the CPU); 0: off.
+    batch_window_ms: float | None = None
     video_codec: str = CLI_VIDEO_CODEC  # "auto", "vp8" or "h264": what senders prefer (encoders.py)

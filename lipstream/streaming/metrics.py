@@ -13,6 +13,8 @@ STAGE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.
 # Audio-video offset at the hand-off to the encoders: 0 when both leave together.
 # How much inbound audio waits in the inbox when a frame takes it: ~40-80 ms when healthy.
 DEPTH_BUCKETS_S = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.16, 0.24)
+# Motion model calls batched across sessions (engine/batching.py): 1 up to DEFAULT_MAX_BATCH (64).
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 OFFSET_BUCKETS_S = (-0.08, -0.04, -0.02, -0.01, -0.005, 0.0, 0.005, 0.01, 0.02, 0.04, 0.08)
 
 
@@ -78,6 +80,12 @@ class ServerMetrics:
             "lipstream_producer_lead_seconds",
             "How long before its due time each frame was started",
             buckets=STAGE_BUCKETS_S,
+            registry=r,
+        )
+        self.model_batch_size = Histogram(
+            "lipstream_model_batch_size",
+            "Sessions' frames per motion model call, when calls are batched (--batch-window-ms)",
+            buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
 

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from aiohttp import web
 
+from lipstream.engine.batching import MAX_BATCH_WINDOW_MS, BatchingMotionModel, default_batch_window_ms
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.engine.device import add_device_argument, choose_device, resolve_device
@@ -38,17 +39,23 @@ from lipstream.streaming.session import SessionConfig
 from lipstream.streaming.state import ServerState
 from lipstream.streaming.worker import FrameEngine, RenderPool
 
+if TYPE_CHECKING:
+    from lipstream.engine.motion import MotionModel
+
 log = logging.getLogger(__name__)
 # After answering a request whose body was not all read (408, 413, 401...), read and discard the
 # rest for this long so the client sees the answer rather than a reset, then close. aiohttp's 10 s
 # default let a dribbling client hold the connection that long after its 408.
 REFUSED_BODY_LINGER_S = 1.0
 
-def default_engine_factory(config: EngineConfig) -> EngineFactory:
+def default_engine_factory(config: EngineConfig, batch_window_ms: float | None = None,
+                           on_batch: Callable[[int], None] | None = None) -> EngineFactory:
     """Engines built with the server's engine config, all sharing one motion model (one runner:
-    on a GPU, one TensorRT engine per server), loaded by the first session's thread."""
+    on a GPU, one TensorRT engine per server), loaded by the first session's thread. With a
+    gather window (`batch_window_ms`; None: the device's default) the sessions' calls to it are
+    batched, each batch's size told to `on_batch`."""
     from lipstream.engine.engine import Engine
-    from lipstream.engine.motion import MotionModel, load_motion_model
+    from lipstream.engine.motion import MotionModel
 
     lock = threading.Lock()
     shared: list[MotionModel] = []
@@ -56,12 +63,24 @@ def default_engine_factory(config: EngineConfig) -> EngineFactory:
     def build(avatar: Avatar) -> FrameEngine:
         with lock:
             if not shared:
-                shared.append(load_motion_model(config.motion, config.lookahead_ms,
-                                                resolve_device(config.device).runner))
+                shared.append(_shared_model(config, batch_window_ms, on_batch))
         engine: FrameEngine = Engine(avatar, config, shared[0])
         return engine
 
     return build
+
+
+def _shared_model(config: EngineConfig, batch_window_ms: float | None,
+                  on_batch: Callable[[int], None] | None) -> "MotionModel":
+    from lipstream.engine.motion import load_motion_model
+
+    choice = resolve_device(config.device)
+    model = load_motion_model(config.motion, config.lookahead_ms, choice.runner)
+    window_ms = default_batch_window_ms(choice.device) if batch_window_ms is None else batch_window_ms
+    if window_ms <= 0:
+        return model
+    log.info("motion model calls batched across sessions: %g ms gather window", window_ms)
+    return BatchingMotionModel(model, window_ms, on_batch=on_batch)
 
 
 def with_video_codec(config: ServeConfig) -> ServeConfig:
@@ -108,9 +127,11 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     load_avatar = load_avatar or default_avatar_loader(config.face)
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
-    factory = engine_factory or default_engine_factory(config.engine)
+    metrics = ServerMetrics()
+    factory = engine_factory or default_engine_factory(config.engine, config.batch_window_ms,
+                                                       metrics.model_batch_size.observe)
     state = ServerState(
-        config=config, token=token, token_generated=generated, pool=pool, metrics=ServerMetrics(),
+        config=config, token=token, token_generated=generated, pool=pool, metrics=metrics,
         avatars=AvatarStore(load_avatar, pool, config.uploads),
         engine_factory=factory, clock=clock or MonotonicClock(),
         max_sessions=config.max_sessions or 0,
@@ -202,6 +223,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=d.worker_processes,
                         help="server processes, each running its share of the sessions (default: one "
                         "per core; 1 serves everything in this process)")
+    parser.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,
+                        help="gather the sessions' motion model calls for up to this long and run them "
+                        "as one batch (default: a few ms on a GPU, off on the CPU; 0: off)")
     add_device_argument(parser)
     add_video_codec_argument(parser)
 
@@ -238,12 +262,15 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
             raise LipstreamError(f"{flag} must be at least 1")
     if args.max_session_s is not None and args.max_session_s <= 0:
         raise LipstreamError("--max-session-s must be more than 0")
+    if args.batch_window_ms is not None and not 0 <= args.batch_window_ms <= MAX_BATCH_WINDOW_MS:
+        raise LipstreamError(f"--batch-window-ms must be 0 (off) to {MAX_BATCH_WINDOW_MS:g}")
     choose_device(args.device)  # fail now, with one line, on --device cuda without a GPU
     defaults = ServeConfig()
     return replace(defaults, host=args.host, port=args.port, face=args.face,
                    max_sessions=args.max_sessions, token=args.token, worker_processes=args.workers,
                    session=replace(defaults.session, max_duration_s=args.max_session_s),
-                   engine=replace(defaults.engine, device=args.device), video_codec=args.video_codec)
+                   engine=replace(defaults.engine, device=args.device), video_codec=args.video_codec,
+                   batch_window_ms=args.batch_window_ms)
 
 
 def quiet_ice_logs(verbose: bool = False) -> None:
