@@ -18,7 +18,7 @@ from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.device import TENSORRT
 from lipstream.engine.engine import Engine, EngineConfig, Frame
 from lipstream.engine.group import EngineGroup
-from lipstream.engine.motion import load_motion_model, make_runner, shipped_model_path
+from lipstream.engine.motion import MotionModel, load_motion_model, make_runner, shipped_model_path
 from lipstream.engine.runners import OnnxMotionModel, OnnxRunner
 from lipstream.engine.trt_runner import plan_name
 from lipstream.errors import GpuError, ModelError
@@ -38,7 +38,8 @@ def _inputs() -> list[np.ndarray]:
     return [speechlike(1.2 + 0.2 * i, seed=i) * (0.5 + 0.1 * i) for i in range(SESSIONS)]
 
 
-def _alone(avatar: Avatar, model: OnnxMotionModel, audio: np.ndarray, seed: int) -> list[Frame]:
+def _alone(avatar: Avatar, model: MotionModel, audio: np.ndarray, seed: int) -> list[Frame]:
+    """One engine's frames, its audio pushed a frame at a time."""
     engine = Engine(avatar, EngineConfig(seed=seed), model=model)
     frames = []
     for start in range(0, audio.size, SAMPLES_PER_VIDEO_FRAME):

@@ -21,12 +21,13 @@ from lipstream.engine.batching import (
     BatchingMotionModel,
     default_batch_window_ms,
 )
-from lipstream.engine.constants import N_MELS, SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
-from lipstream.engine.engine import Engine, EngineConfig, Frame
+from lipstream.engine.constants import N_MELS
+from lipstream.engine.engine import Frame
 from lipstream.engine.motion import MotionModel, load_motion_model, shipped_model_path
 from lipstream.errors import LipstreamError, ModelError
 from lipstream.streaming.server import ServeConfig, _serve_config
 from tests.serving import loopback_only, publish, running_server, still_streaming
+from tests.test_batch import _alone
 
 THREADS = 8
 CALLS_PER_THREAD = 20
@@ -121,14 +122,7 @@ def _expect_closed(batcher: BatchingMotionModel, window: np.ndarray) -> None:
 
 
 def _frames(avatar: Avatar, model: MotionModel, seed: int) -> list[Frame]:
-    audio = speechlike(1.0 + 0.2 * seed, seed=seed)
-    engine = Engine(avatar, EngineConfig(seed=seed), model=model)
-    frames = []
-    for start in range(0, audio.size, SAMPLES_PER_VIDEO_FRAME):
-        engine.push_audio(audio[start : start + SAMPLES_PER_VIDEO_FRAME], SAMPLE_RATE)
-        frames += engine.frames()
-    engine.finish()
-    return frames + engine.frames()
+    return _alone(avatar, model, speechlike(1.0 + 0.2 * seed, seed=seed), seed)
 
 
 def test_engines_make_the_same_frames_batched(
