@@ -75,7 +75,8 @@ def _write_ready(engine: Engine, writer: Mp4Writer, received: int) -> int:
     """Write every frame the engine can make now; returns how many."""
     written = 0
     while (frame := engine.pop_frame()) is not None:
-        writer.write_video(frame.image, frame.index)
+        # I420, what the encoder takes: the GPU draws it (no RGB is made), the CPU converts once
+        writer.write_i420(frame.yuv, frame.index)
         # the last chunk is padded with silence; the file keeps the input's exact length
         writer.write_audio(frame.audio[: max(received - frame.audio_pts, 0)], frame.audio_pts)
         written += 1

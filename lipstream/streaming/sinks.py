@@ -27,7 +27,7 @@ class Mp4Sink:
 
     def send(self, frame: EngineFrame) -> None:
         assert self._writer is not None, "send after close"
-        self._writer.write_video(frame.image, frame.index)
+        self._writer.write_i420(frame.yuv, frame.index)  # as drawn on a GPU: no RGB round trip
         self._writer.write_audio(frame.audio, frame.index * SAMPLES_PER_VIDEO_FRAME)
 
     def close(self) -> None:
