@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 CLI_DEVICE = "auto"  # what the commands ask for unless told: a GPU when one is usable
-GPU_NAME_BYTES = 256  # cuDeviceGetName's buffer; real names are ~30 characters
 
 # Model runners, by name (`runners.make_runner` builds them).
 ONNX_CPU = "onnxruntime"
@@ -87,14 +86,11 @@ def _probe(requested: str) -> DeviceChoice:
 def find_gpu(device_index: int = 0) -> str:
     """The name of CUDA device `device_index`; GpuError saying what is missing when there is none."""
     from lipstream.kernels.build import bindings
-    from lipstream.kernels.cuda import open_device
+    from lipstream.kernels.driver import device_name, open_device
 
     cu, _ = bindings()
     device, _context = open_device(cu, device_index)
-    err, name = cu.cuDeviceGetName(GPU_NAME_BYTES, device)
-    if int(err) != 0:
-        raise GpuError(f"cannot read the name of CUDA device {device_index} ({err}): check the driver")
-    return bytes(name).split(b"\0")[0].decode(errors="replace").strip()
+    return device_name(cu, device)
 
 
 def device_renderer(choice: DeviceChoice, avatar: "Avatar", config: "RenderConfig",
