@@ -10,7 +10,6 @@ saying what was chosen and why.
 
 import argparse
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -105,11 +104,22 @@ def device_renderer(choice: DeviceChoice, avatar: "Avatar", config: "RenderConfi
 
 
 def gpu_runner() -> tuple[str, str]:
-    """(runner, why) for a machine with a GPU: the fastest runtime that is installed."""
-    if importlib.util.find_spec("tensorrt") is not None:
-        return TENSORRT, "TensorRT is installed"
+    """(runner, why) for a machine with a GPU: the fastest runtime that is installed and imports."""
+    problem = _tensorrt_problem()
+    if problem is None:
+        return TENSORRT, "TensorRT imports"
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return ONNX_CUDA, "no TensorRT; onnxruntime has its CUDA provider"
-    return ONNX_CPU, "neither TensorRT nor onnxruntime-gpu is installed: the model runs on the CPU"
+        return ONNX_CUDA, f"{problem}; onnxruntime has its CUDA provider"
+    return ONNX_CPU, f"{problem} and onnxruntime-gpu is not installed: the model runs on the CPU"
+
+
+def _tensorrt_problem() -> str | None:
+    """None when TensorRT imports; else why not. Installed is not enough: a wheel built for
+    another CUDA, or a library missing, fails only on import, and then the next runner is chosen."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError from a shared library that does not load
+        return f"TensorRT does not import ({exc})"
+    return None
