@@ -79,6 +79,20 @@ def test_tensorrt_engine_has_a_dynamic_batch_profile_fp16_and_is_cached(standin:
     assert driver.memory == {} and driver.streams_destroyed == 2 and driver.contexts_held == 0
 
 
+def test_tensorrt_11_builds_the_float32_model_without_the_removed_fp16_flag(
+        standin: TensorRT, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """TensorRT 11 removed BuilderFlag.FP16 and platform_has_fast_fp16 (strong typing only); the
+    `gpu` extra's `tensorrt>=10` installs it on a fresh machine."""
+    trt11 = TensorRT(standin.driver, version="11.0.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt11)
+    runner = make_runner(TENSORRT, shipped(), WINDOW_FRAMES)
+    assert isinstance(runner, trt_runner.TensorRTRunner)
+    assert runner._engine.header["flags"] == []  # noqa: SLF001 - what the builder was told
+    assert "trt11.0.0" in _plans(tmp_path)[0].name
+    want = OnnxRunner(shipped()).run(_windows(4)).controls
+    np.testing.assert_array_equal(runner.run(_windows(4)).controls, want)
+
+
 def test_the_tensorrt_runtime_outlives_its_engine(standin: TensorRT) -> None:
     """TensorRT's documented object lifetimes: the runtime that deserialised an engine must live
     as long as the engine (the stand-in's engine checks it on every execution)."""

@@ -111,8 +111,9 @@ class TensorRT:
     MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
     BuilderFlag = SimpleNamespace(FP16="fp16")
 
-    def __init__(self, driver: CudaDriver) -> None:
+    def __init__(self, driver: CudaDriver, version: str = __version__) -> None:
         self.driver = driver
+        self.__version__ = version
         self.builds = 0
         trt = self
 
@@ -164,6 +165,9 @@ class TensorRT:
                 return Engine(json.loads(header), onnx, self)
 
         self.Logger, self.Builder, self.OnnxParser, self.Runtime = Logger, Builder, OnnxParser, Runtime
+        if version.split(".")[0] != "10":  # TensorRT 11 removed weak typing: no FP16 flag or query
+            self.BuilderFlag = SimpleNamespace()
+            del Builder.platform_has_fast_fp16
 
 
 class Config(dict):  # type: ignore[type-arg]

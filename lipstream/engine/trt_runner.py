@@ -8,7 +8,8 @@ it on the first machine with one.
 
 The ONNX file's batch dimension is dynamic; the engine gets one optimisation profile covering
 batches 1..max_batch, uses fp16 kernels where the GPU has fast fp16 (inputs and outputs stay
-float32), and is cached on disk under a key of GPU name, TensorRT version, model hash and
+float32; TensorRT 11 builds only strongly typed networks, so there the float32 model stays float32),
+and is cached on disk under a key of GPU name, TensorRT version, model hash and
 max_batch: building takes tens of seconds, loading a cached plan well under one. The memory and
 stream live on the device's primary context, the one TensorRT's CUDA runtime calls use.
 """
@@ -113,10 +114,13 @@ class TensorRTRunner:
         _check_tensors(engine, str(onnx_path))
         return runtime, engine
 
-    def _fast_fp16(self, builder: Any) -> bool:
-        """TensorRT's own answer where it still gives one (deprecated in 10), else Volta or newer."""
-        known = getattr(builder, "platform_has_fast_fp16", None)
-        return bool(known) if known is not None else capability(self._cu, self._device)[0] >= FP16_MIN_MAJOR
+    def _fp16_flag(self, builder: Any) -> Any:
+        """BuilderFlag.FP16 where the GPU runs fp16 fast (TensorRT 10); None on TensorRT 11, which
+        removed the flag with weak typing: the float32 ONNX model then builds and runs in float32."""
+        flag = getattr(self._trt.BuilderFlag, "FP16", None)
+        known = getattr(builder, "platform_has_fast_fp16", None)  # deprecated in 10, gone in 11
+        fast = bool(known) if known is not None else capability(self._cu, self._device)[0] >= FP16_MIN_MAJOR
+        return flag if fast else None
 
     def _build(self, onnx_bytes: bytes, name: str) -> bytes:
         trt = self._trt
@@ -128,8 +132,8 @@ class TensorRTRunner:
             raise ModelError(f"TensorRT cannot parse {name}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        if self._fast_fp16(builder):
-            config.set_flag(trt.BuilderFlag.FP16)  # layers may run in fp16; I/O stays float32
+        if (fp16 := self._fp16_flag(builder)) is not None:
+            config.set_flag(fp16)  # layers may run in fp16; I/O stays float32
         config.add_optimization_profile(self._profile(builder))
         plan = builder.build_serialized_network(network, config)
         if plan is None:
