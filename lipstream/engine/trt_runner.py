@@ -68,9 +68,13 @@ class TensorRTRunner:
         self._finalizer = weakref.finalize(self, release, self._cu, self._device, self._context,
                                            self._stream, self._buffers)
         self._finalizer.atexit = False  # at exit the driver frees everything
+        self._open_engine(Path(onnx_path), cache_dir or default_cache_dir())
+
+    def _open_engine(self, onnx_path: Path, cache_dir: Path) -> None:
+        """The engine, its execution context and its bound device buffers, on this GPU."""
         with self._current():
             # TensorRT's object lifetimes: the runtime outlives its engine, the engine its context
-            self._runtime, self._engine = self._load(Path(onnx_path), cache_dir or default_cache_dir())
+            self._runtime, self._engine = self._load(onnx_path, cache_dir)
             self._execution = self._engine.create_execution_context()
             for name, width in self._widths().items():
                 self._allocate(name, width)
