@@ -2,9 +2,9 @@
 
 "cpu" never touches anything GPU-related (no cuda-python, no TensorRT import), so the package runs
 without the `gpu` extra. "auto" probes for a usable NVIDIA GPU through cuda-python and, when one is
-there, picks the best model runner installed: TensorRT, else onnxruntime's CUDA provider, else the
-CPU model (the warp and composite kernels run on the GPU in every GPU case, and the whole frame can:
-`device_renderer`). "cuda" is "auto" that refuses to fall back. Each resolution logs one line
+there, picks the best model runner that imports: TensorRT, else onnxruntime's CUDA provider, else
+the CPU model (in every GPU case the engine draws whole frames there: `device_renderer`). "cuda"
+is "auto" that refuses to fall back. Each resolution logs one line
 saying what was chosen and why.
 """
 
