@@ -96,6 +96,8 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         "photo": ["--audio", str(vowel_wav), "--face", str(not_photo), "--out", out],
         "no face": ["--audio", str(vowel_wav), "--face", str(blank), "--out", out],
         "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
+        "even number of pixels": ["--audio", str(vowel_wav), "--out", out, "--size", "97"],
+        "--size 0: use": ["--audio", str(vowel_wav), "--out", out, "--size", "0"],
     }
     for expected, args in cases.items():
         result = lipstream("render", "--no-progress", *args)
