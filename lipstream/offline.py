@@ -22,7 +22,7 @@ from lipstream.streaming.files import Mp4Writer, check_writable
 _DEFAULT_AVATAR = AvatarConfig()
 _DEFAULT_ENGINE = EngineConfig()
 MIN_SIZE_PX = 64  # smaller, and the mouth is a handful of pixels
-MAX_SIZE_PX = 2048  # a 12 MB RGB frame; larger ones cost memory and time, not looks (a 512 px photo crop)
+MAX_SIZE_PX = 2048  # a 12 MB RGB frame, already beyond the detail of most face photos
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
