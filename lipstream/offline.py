@@ -15,18 +15,23 @@ from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
+from lipstream.errors import LipstreamError
 from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
 from lipstream.streaming.files import Mp4Writer, check_writable
 
 _DEFAULT_AVATAR = AvatarConfig()
 _DEFAULT_ENGINE = EngineConfig()
+MIN_SIZE_PX = 64  # smaller, and the mouth is a handful of pixels
+MAX_SIZE_PX = 2048  # a 12 MB RGB frame, already beyond the detail of most face photos
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face", type=Path, help="face photo (default: the bundled avatar)")
     parser.add_argument("--audio", type=Path, required=True, help="speech: wav, mp3, m4a, ogg, flac...")
     parser.add_argument("--out", type=Path, required=True, help="output .mp4")
-    parser.add_argument("--size", type=int, default=_DEFAULT_AVATAR.size, help="output side in pixels")
+    parser.add_argument("--size", type=int, default=_DEFAULT_AVATAR.size,
+                        help=f"output side in pixels, even, {MIN_SIZE_PX} to {MAX_SIZE_PX} "
+                        f"(default {_DEFAULT_AVATAR.size})")
     parser.add_argument("--seed", type=int, default=_DEFAULT_ENGINE.seed,
                         help="seed of blinks and head motion")
     parser.add_argument("--motion", default=_DEFAULT_ENGINE.motion,
@@ -38,6 +43,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     device = choose_device(args.device).device  # fail before the slow parts: --device cuda, no GPU
+    check_size(args.size)
     check_writable(args.out)
     audio = AudioFile(args.audio)
     chunks = audio.chunks()
@@ -54,6 +60,13 @@ def run_render(args: argparse.Namespace) -> int:
         args.out.unlink(missing_ok=True)  # the audio failed midway: leave nothing half-written
         raise
     return 0
+
+
+def check_size(size_px: int) -> None:
+    """I420 and H.264 halve both sides for chroma: an odd side cannot be encoded."""
+    if size_px % 2 or not MIN_SIZE_PX <= size_px <= MAX_SIZE_PX:
+        raise LipstreamError(f"--size {size_px}: use an even number of pixels from {MIN_SIZE_PX} to "
+                             f"{MAX_SIZE_PX}, e.g. {_DEFAULT_AVATAR.size}")
 
 
 def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine,
@@ -75,7 +88,8 @@ def _write_ready(engine: Engine, writer: Mp4Writer, received: int) -> int:
     """Write every frame the engine can make now; returns how many."""
     written = 0
     while (frame := engine.pop_frame()) is not None:
-        writer.write_video(frame.image, frame.index)
+        # I420, what the encoder takes: the GPU draws it (no RGB is made), the CPU converts once
+        writer.write_i420(frame.yuv, frame.index)
         # the last chunk is padded with silence; the file keeps the input's exact length
         writer.write_audio(frame.audio[: max(received - frame.audio_pts, 0)], frame.audio_pts)
         written += 1

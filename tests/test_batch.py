@@ -6,23 +6,24 @@ session, sessions of different lengths (so some ticks batch fewer engines than o
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lipstream.bench import speechlike
-from lipstream.engine import trt_runner
 from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.device import TENSORRT
 from lipstream.engine.engine import Engine, EngineConfig, Frame
 from lipstream.engine.group import EngineGroup
 from lipstream.engine.motion import MotionModel, load_motion_model, make_runner, shipped_model_path
-from lipstream.engine.runners import OnnxMotionModel, OnnxRunner
+from lipstream.engine.runners import OnnxMotionModel
 from lipstream.engine.trt_runner import plan_name
 from lipstream.errors import GpuError, ModelError
-from tests.trt_on_cpu import CudaRuntime, TensorRT
+from tests.test_trt_runner import shipped, standin
+from tests.trt_on_cpu import TensorRT
+
+__all__ = ["standin"]  # the fixture: TensorRT and the CUDA driver stood in for on the CPU
 
 SESSIONS = 5
 SIZE_PX = 192  # small frames: the test is about equality, not looks
@@ -159,63 +160,8 @@ def test_a_group_on_tensorrt_moves_the_mouth_like_the_cpu(avatar: Avatar) -> Non
     np.testing.assert_allclose(frames[0].controls, alone[0].controls, atol=0.01)
 
 
-@pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> TensorRT:
-    """TensorRT and cuda-python's runtime replaced by tests/trt_on_cpu.py's CPU stand-ins."""
-    cudart = CudaRuntime()
-    trt = TensorRT(cudart)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(trt_runner, "_import_cudart", lambda: cudart)
-    monkeypatch.setenv("HOME", str(tmp_path))  # the plan cache lives under ~/.cache
-    return trt
-
-
-def _shipped() -> Path:
-    path = shipped_model_path()
-    if path is None:
-        pytest.skip("no shipped motion model in this install")
-    return path
-
-
-def test_tensorrt_runner_host_code_batches_like_onnxruntime(standin: TensorRT) -> None:
-    path = _shipped()
-    runner = make_runner(TENSORRT, path, 28)
-    cpu = OnnxRunner(path)
-    for batch in (1, 8, 64):
-        windows = np.random.default_rng(batch).normal(-3, 1, size=(batch, 28, 80)).astype(np.float32)
-        got, want = runner.run(windows), cpu.run(windows)
-        np.testing.assert_array_equal(got.controls, want.controls)
-        np.testing.assert_array_equal(got.visemes, want.visemes)
-    with pytest.raises(ValueError, match="1 to 64"):
-        runner.run(np.zeros((65, 28, 80), np.float32))
-
-
-def test_tensorrt_engine_has_a_dynamic_batch_profile_fp16_and_is_cached(standin: TensorRT,
-                                                                        tmp_path: Path) -> None:
-    path = _shipped()
-    first = make_runner(TENSORRT, path, 28)
-    assert isinstance(first, trt_runner.TensorRTRunner)
-    header = first._engine.header  # the stand-in engine keeps what the builder was told
-    assert header["profiles"] == [{"mel": [[1, 28, 80], [8, 28, 80], [64, 28, 80]]}]
-    assert header["flags"] == ["fp16"]
-    plans = list((tmp_path / ".cache" / "lipstream").glob("*.plan"))
-    assert len(plans) == 1 and "nvidia-stand-in-80gb" in plans[0].name and "trt10.0.0" in plans[0].name
-    second = make_runner(TENSORRT, path, 28)
-    assert standin.builds == 1  # the second runner loaded the cached plan
-    first.close()  # frees its three device buffers and its stream, not the other runner's
-    assert len(standin.cudart.memory) == 3 and standin.cudart.streams_destroyed == 1
-    del second  # dropped without close(): freed all the same
-    assert standin.cudart.memory == {} and standin.cudart.streams_destroyed == 2
-
-
-def test_the_tensorrt_runner_without_a_gpu_is_one_clear_error(standin: TensorRT) -> None:
-    standin.cudart.devices = 0
-    with pytest.raises(ModelError, match="no CUDA GPU visible"):
-        make_runner(TENSORRT, _shipped(), 28)
-
-
 def test_a_group_on_the_tensorrt_runner_makes_the_cpu_frames(standin: TensorRT, avatar: Avatar) -> None:
-    path = _shipped()
+    path = shipped()
     model = OnnxMotionModel(path, make_runner(TENSORRT, path, 28))
     cpu_model = OnnxMotionModel(path)
     inputs = _inputs()[:3]

@@ -156,6 +156,21 @@ async def test_server_batches_sessions_model_calls(monkeypatch: pytest.MonkeyPat
     assert _batched_calls(metrics, "+Inf") > _batched_calls(metrics, "1.0"), metrics
 
 
+async def test_the_server_stops_its_batcher_thread_on_shutdown() -> None:
+    avatar = Avatar.default(AvatarConfig(size=SIZE_PX))
+    before = set(_batcher_threads())
+    config = ServeConfig(batch_window_ms=WINDOW_MS, max_sessions=1, workers=1)
+    async with running_server(config, load_avatar=lambda: avatar):
+        started = set(_batcher_threads()) - before  # the start-up's warm engine loads the model
+        assert len(started) == 1, started
+    (thread,) = started
+    assert not thread.is_alive(), "the motion batcher's thread outlived the server"
+
+
+def _batcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "motion-batcher"]
+
+
 def _batched_calls(metrics: str, bucket: str) -> float:
     """Model calls of at most `bucket` frames, from the lipstream_model_batch_size histogram."""
     line = f'lipstream_model_batch_size_bucket{{le="{bucket}"}} '

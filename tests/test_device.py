@@ -6,6 +6,7 @@ engine the server builds. On a machine without an NVIDIA GPU (CI) "auto" falls b
 import logging
 import subprocess
 import sys
+import types
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,15 @@ import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.device import CPU_CHOICE, ONNX_CPU, choose_device, find_gpu, resolve_device
+from lipstream.engine.device import (
+    CPU_CHOICE,
+    ONNX_CPU,
+    TENSORRT,
+    choose_device,
+    find_gpu,
+    gpu_runner,
+    resolve_device,
+)
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.errors import GpuError
 from lipstream.streaming import api
@@ -96,6 +105,16 @@ def test_checking_the_device_early_logs_nothing(caplog: pytest.LogCaptureFixture
 
 
 @no_gpu
+def test_a_gpu_gets_tensorrt_only_when_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT first; one that is installed but does not import (here: blocked) falls through to
+    onnxruntime, saying why. This machine's onnxruntime has no CUDA provider: the CPU runner."""
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    assert gpu_runner() == (TENSORRT, "TensorRT imports")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
+    runner, why = gpu_runner()
+    assert runner == ONNX_CPU and why.startswith("TensorRT does not import (") and "onnxruntime-gpu" in why
+
+
 @pytest.mark.parametrize("command", [
     ["render", "--audio", "speech.wav", "--out", "out.mp4"],
     ["serve", "--port", "0"],

@@ -7,10 +7,12 @@ it is. On the stand-in driver that runs render.cu on the CPU (tests/cuda_on_cpu.
 import asyncio
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
 
+from lipstream.bench import speechlike
 from lipstream.engine import engine as engine_module
 from lipstream.engine.audio import load_audio
 from lipstream.engine.avatar import Avatar
@@ -19,7 +21,9 @@ from lipstream.engine.device import CPU_CHOICE, ONNX_CPU, DeviceChoice
 from lipstream.engine.engine import Engine, EngineConfig, Frame
 from lipstream.errors import GpuError
 from lipstream.kernels.device_render import DeviceRenderer
+from lipstream.offline import _render
 from lipstream.streaming.clock import ManualClock, MediaClock
+from lipstream.streaming.files import Mp4Writer
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.tracks import SessionVideoTrack
@@ -164,8 +168,44 @@ async def test_a_session_sends_the_device_engines_i420_as_drawn(on_gpu: CpuDrive
         assert np.array_equal(video.to_ndarray(), frame.yuv)
 
 
+def test_render_writes_the_device_engines_i420_as_drawn(on_gpu: CpuDriver, avatar: Avatar,
+                                                        speech: np.ndarray, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lipstream render` on the GPU hands the file writer the I420 the device drew (no RGB made
+    from it and converted back) and so writes the very frames the CPU render writes."""
+    cpu = rendered(Engine(avatar, EngineConfig(seed=3)), speech, tmp_path / "cpu.mp4", monkeypatch)
+    monkeypatch.setattr(engine_module.Picture, "rgb", property(no_rgb))
+    device = rendered(Engine(avatar, ON_GPU), speech, tmp_path / "gpu.mp4", monkeypatch)
+    assert len(cpu) > 10 and sorted(device) == sorted(cpu) == list(range(len(cpu)))
+    for index, yuv in device.items():
+        assert np.array_equal(yuv, cpu[index]), f"frame {index} differs"
+    with av.open(str(tmp_path / "gpu.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(cpu)
+
+
+def rendered(engine: Engine, audio: np.ndarray, out: Path,
+             monkeypatch: pytest.MonkeyPatch) -> dict[int, np.ndarray]:
+    """What `render`'s loop hands its Mp4Writer for `audio`, by frame index (the file is written)."""
+    written: dict[int, np.ndarray] = {}
+    write_i420 = Mp4Writer.write_i420
+
+    def record(writer: Mp4Writer, yuv: np.ndarray, index: int) -> None:
+        written[index] = yuv.copy()
+        write_i420(writer, yuv, index)
+
+    monkeypatch.setattr(Mp4Writer, "write_i420", record)
+    _render([audio], None, engine, Mp4Writer(out, engine.avatar.size), progress=False)
+    monkeypatch.setattr(Mp4Writer, "write_i420", write_i420)
+    return written
+
+
+def no_rgb(picture: object) -> np.ndarray:
+    raise AssertionError("an RGB picture was made from the device's I420")
+
+
 @pytest.mark.gpu
-def test_an_engine_on_a_gpu_draws_the_cpu_engines_frames(avatar: Avatar, speech: np.ndarray) -> None:
+def test_an_engine_on_a_gpu_draws_the_cpu_engines_frames(avatar: Avatar) -> None:
+    speech = speechlike(SPEECH_S, seed=3)  # not espeak-ng: a fresh GPU machine may lack it
     try:
         device = Engine(avatar, EngineConfig(seed=3, device="cuda"))
     except GpuError as err:

@@ -34,6 +34,7 @@ from lipstream.kernels.build import (
     load_nvrtc,
     program_source,
 )
+from lipstream.kernels.driver import NO_DEVICE
 from lipstream.kernels.reference import ReferenceKernels
 from tests.cuda_on_cpu import KERNELS_DIR, CpuDriver, build_math_library
 from tests.test_kernels import warp_coords
@@ -300,7 +301,7 @@ def test_cuda_kernels_on_a_gpu_match_the_reference(photo: np.ndarray) -> None:
 
 
 def test_device_cuda_without_a_gpu_is_a_clear_error() -> None:
-    expected = cuda_kernels.NO_DEVICE if _cuda_python() else NO_BINDINGS
+    expected = NO_DEVICE if _cuda_python() else NO_BINDINGS
     try:
         get_kernels("cuda")
     except GpuError as err:

@@ -140,6 +140,26 @@ def lipstream_live(mic: VirtualMicrophone, *args: str, block: str = "") -> subpr
                           env={**os.environ, **mic.environment()})
 
 
+def test_live_writes_its_file_with_the_h264_encoder_asked_for(mic: VirtualMicrophone, tmp_path: Path) -> None:
+    """`--video-codec` as `render` takes it: no GPU here, so libx264, and one line saying why."""
+    import av
+
+    from lipstream.streaming.encoders import LIBX264
+
+    out = tmp_path / "live.mp4"
+    seconds = 0.4  # the microphone is not fed: the frames are the stall's idle ones
+    result = lipstream_live(mic, "--mic", PCM_NAME, "--out", str(out), "--video-codec", "h264",
+                            "--seconds", str(seconds), "--size", "128")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "lipstream video:" in line]
+    assert len(said) == 1 and f"files {LIBX264}" in said[0], result.stderr
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(video=0)) == round(seconds * VIDEO_FPS)
+    refused = lipstream_live(mic, "--out", str(out), "--video-codec", "vp8")
+    assert refused.returncode == 2 and "invalid choice: 'vp8'" in refused.stderr  # files are H.264
+
+
 def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     result = lipstream_live(mic, "--list-devices")
     assert result.returncode == 0, result.stderr

@@ -96,6 +96,8 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         "photo": ["--audio", str(vowel_wav), "--face", str(not_photo), "--out", out],
         "no face": ["--audio", str(vowel_wav), "--face", str(blank), "--out", out],
         "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
+        "even number of pixels": ["--audio", str(vowel_wav), "--out", out, "--size", "97"],
+        "--size 0: use": ["--audio", str(vowel_wav), "--out", out, "--size", "0"],
     }
     for expected, args in cases.items():
         result = lipstream("render", "--no-progress", *args)
@@ -126,17 +128,17 @@ class _Recorder:
         self.runs: list[tuple[dict[int, np.ndarray], dict[int, np.ndarray]]] = []
         from lipstream.streaming.files import Mp4Writer
 
-        write_video, write_audio = Mp4Writer.write_video, Mp4Writer.write_audio
+        write_i420, write_audio = Mp4Writer.write_i420, Mp4Writer.write_audio
 
-        def video(writer: Mp4Writer, image: np.ndarray, index: int) -> None:
-            self.runs[-1][0][index] = image.copy()
-            write_video(writer, image, index)
+        def video(writer: Mp4Writer, yuv: np.ndarray, index: int) -> None:
+            self.runs[-1][0][index] = yuv.copy()
+            write_i420(writer, yuv, index)
 
         def audio(writer: Mp4Writer, samples: np.ndarray, start_sample: int) -> None:
             self.runs[-1][1][start_sample] = samples.copy()
             write_audio(writer, samples, start_sample)
 
-        monkeypatch.setattr(Mp4Writer, "write_video", video)
+        monkeypatch.setattr(Mp4Writer, "write_i420", video)
         monkeypatch.setattr(Mp4Writer, "write_audio", audio)
 
     def start(self) -> None:
@@ -155,7 +157,7 @@ def _reference_render(audio_path: Path, out: Path, size: int) -> None:
     engine.finish()
     with Mp4Writer(out, size) as writer:
         while (frame := engine.pop_frame()) is not None:
-            writer.write_video(frame.image, frame.index)
+            writer.write_i420(frame.yuv, frame.index)
             writer.write_audio(frame.audio[: max(audio.size - frame.audio_pts, 0)], frame.audio_pts)
 
 

@@ -1,4 +1,4 @@
-"""A CPU stand-in for TensorRT 10 and cuda-python's runtime, enough to run `TensorRTRunner`'s host
+"""A CPU stand-in for TensorRT 10 and cuda-python's driver API, enough to run `TensorRTRunner`'s host
 code (plan cache, optimisation profile, fp16 flag, device buffers, copies, execution) without a GPU.
 
 "Device memory" is host memory reached by address, so the runner's copies really move bytes; the
@@ -9,6 +9,7 @@ code against the documented API, not TensorRT itself (the `gpu`-marked tests do 
 
 import ctypes
 import json
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +22,7 @@ PLAN_MAGIC = b"standin-plan\n"
 
 
 class Stream:
-    """cuda-python's cudaStream_t: an object, not an int; int() gives the raw handle."""
+    """cuda-python's CUstream: an object, not an int; int() gives the raw handle."""
 
     def __init__(self, handle: int) -> None:
         self.handle = handle
@@ -30,44 +31,75 @@ class Stream:
         return self.handle
 
 
-class CudaRuntime:
-    """cuda-python's `runtime` module: every call returns (error, *values)."""
+class CudaDriver:
+    """cuda-python's driver module, the calls the runner makes (through kernels/driver.py): every
+    call returns (status, *values). Counts what is held, so a test sees what is freed."""
 
-    cudaError_t = SimpleNamespace(cudaSuccess=0)
-    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    CUdevice_attribute = SimpleNamespace(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR="major",
+                                         CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR="minor")
 
     def __init__(self, gpu_name: bytes = b"NVIDIA Stand-in 80GB", major: int = 9) -> None:
         self.memory: dict[int, ctypes.Array[ctypes.c_char]] = {}
-        self.properties = SimpleNamespace(name=gpu_name + b"\0" * 8, major=major)
+        self.name, self.attributes = gpu_name, {"major": major, "minor": 0}
         self.streams_destroyed = 0
+        self.contexts_held = 0  # primary context retains not yet released
         self.devices = 1
 
-    def cudaGetDeviceCount(self) -> tuple[int, int]:
+    def cuInit(self, flags: int) -> tuple[int]:
+        return (0,)
+
+    def cuDeviceGetCount(self) -> tuple[int, int]:
         return 0, self.devices
 
-    def cudaGetDeviceProperties(self, device: int) -> tuple[int, Any]:
-        return 0, self.properties
+    def cuDeviceGet(self, index: int) -> tuple[int, int]:
+        return 0, index
 
-    def cudaStreamCreate(self) -> tuple[int, "Stream"]:
+    def cuDeviceGetName(self, length: int, device: int) -> tuple[int, bytes]:
+        return 0, self.name + b"\0" * (length - len(self.name))
+
+    def cuDeviceGetAttribute(self, attribute: str, device: int) -> tuple[int, int]:
+        return 0, self.attributes[attribute]
+
+    def cuDevicePrimaryCtxRetain(self, device: int) -> tuple[int, str]:
+        self.contexts_held += 1
+        return 0, "context"
+
+    def cuDevicePrimaryCtxRelease(self, device: int) -> tuple[int]:
+        self.contexts_held -= 1
+        return (0,)
+
+    def cuCtxPushCurrent(self, context: str) -> tuple[int]:
+        return (0,)
+
+    def cuCtxPopCurrent(self) -> tuple[int, str]:
+        return 0, "context"
+
+    def cuStreamCreate(self, flags: int) -> tuple[int, Stream]:
         return 0, Stream(7)
 
-    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
+    def cuMemAlloc(self, nbytes: int) -> tuple[int, int]:
         block = ctypes.create_string_buffer(nbytes)
         self.memory[ctypes.addressof(block)] = block
         return 0, ctypes.addressof(block)
 
-    def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: Any) -> tuple[int]:
-        ctypes.memmove(dst, src, nbytes)
+    def cuMemcpyHtoDAsync(self, device: int, host: int, nbytes: int, stream: Stream) -> tuple[int]:
+        assert len(self.memory[device]) >= nbytes, "copy past the end of a device buffer"
+        ctypes.memmove(device, host, nbytes)
         return (0,)
 
-    def cudaStreamSynchronize(self, stream: Any) -> tuple[int]:
+    def cuMemcpyDtoHAsync(self, host: int, device: int, nbytes: int, stream: Stream) -> tuple[int]:
+        assert len(self.memory[device]) >= nbytes, "copy past the end of a device buffer"
+        ctypes.memmove(host, device, nbytes)
         return (0,)
 
-    def cudaFree(self, pointer: int) -> tuple[int]:
+    def cuStreamSynchronize(self, stream: Stream) -> tuple[int]:
+        return (0,)
+
+    def cuMemFree(self, pointer: int) -> tuple[int]:
         del self.memory[pointer]
         return (0,)
 
-    def cudaStreamDestroy(self, stream: Any) -> tuple[int]:
+    def cuStreamDestroy(self, stream: Stream) -> tuple[int]:
         self.streams_destroyed += 1
         return (0,)
 
@@ -79,8 +111,9 @@ class TensorRT:
     MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
     BuilderFlag = SimpleNamespace(FP16="fp16")
 
-    def __init__(self, cudart: CudaRuntime) -> None:
-        self.cudart = cudart
+    def __init__(self, driver: CudaDriver, version: str = __version__) -> None:
+        self.driver = driver
+        self.__version__ = version
         self.builds = 0
         trt = self
 
@@ -129,9 +162,12 @@ class TensorRT:
                 if not plan.startswith(PLAN_MAGIC):
                     return None
                 header, onnx = plan[len(PLAN_MAGIC):].split(b"\n", 1)
-                return Engine(json.loads(header), onnx)
+                return Engine(json.loads(header), onnx, self)
 
         self.Logger, self.Builder, self.OnnxParser, self.Runtime = Logger, Builder, OnnxParser, Runtime
+        if version.split(".")[0] != "10":  # TensorRT 11 removed weak typing: no FP16 flag or query
+            self.BuilderFlag = SimpleNamespace()
+            del Builder.platform_has_fast_fp16
 
 
 class Config(dict):  # type: ignore[type-arg]
@@ -161,12 +197,24 @@ class Profile:
 
 
 class Engine:
-    def __init__(self, header: dict[str, Any], onnx: bytes) -> None:
+    """TensorRT's documented object lifetimes: the runtime that made an engine must outlive it
+    (the real one may crash; this one says so)."""
+
+    num_io_tensors = 3
+
+    def __init__(self, header: dict[str, Any], onnx: bytes, runtime: Any) -> None:
         self.header = header
         self.onnx = onnx
+        self._runtime = weakref.ref(runtime)
+
+    def get_tensor_name(self, index: int) -> str:
+        return ("mel", "controls", "visemes")[index]
 
     def create_execution_context(self) -> "Context":
         return Context(self)
+
+    def check_alive(self) -> None:
+        assert self._runtime() is not None, "the TensorRT runtime was destroyed before its engine"
 
 
 class Context:
@@ -181,14 +229,16 @@ class Context:
         return True
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        """False for a shape outside the optimisation profile, as TensorRT answers (and logs)."""
         low, _, high = self.engine.header["profiles"][0][name]
         if not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high, strict=True)):
-            raise ValueError(f"shape {shape} outside the optimisation profile {low}..{high}")
+            return False
         self.shape = tuple(shape)
         return True
 
     def execute_async_v3(self, stream: int) -> bool:
         assert isinstance(stream, int), "TensorRT takes the stream's raw handle"
+        self.engine.check_alive()
         assert self.shape is not None, "set_input_shape before execute"
         windows = _at(self.addresses["mel"], self.shape)
         out = self.runner.run(windows)

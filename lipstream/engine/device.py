@@ -2,15 +2,14 @@
 
 "cpu" never touches anything GPU-related (no cuda-python, no TensorRT import), so the package runs
 without the `gpu` extra. "auto" probes for a usable NVIDIA GPU through cuda-python and, when one is
-there, picks the best model runner installed: TensorRT, else onnxruntime's CUDA provider, else the
-CPU model (the warp and composite kernels run on the GPU in every GPU case, and the whole frame can:
-`device_renderer`). "cuda" is "auto" that refuses to fall back. Each resolution logs one line
+there, picks the best model runner that imports: TensorRT, else onnxruntime's CUDA provider, else
+the CPU model (in every GPU case the engine draws whole frames there: `device_renderer`). "cuda"
+is "auto" that refuses to fall back. Each resolution logs one line
 saying what was chosen and why.
 """
 
 import argparse
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 CLI_DEVICE = "auto"  # what the commands ask for unless told: a GPU when one is usable
-GPU_NAME_BYTES = 256  # cuDeviceGetName's buffer; real names are ~30 characters
 
 # Model runners, by name (`runners.make_runner` builds them).
 ONNX_CPU = "onnxruntime"
@@ -87,14 +85,11 @@ def _probe(requested: str) -> DeviceChoice:
 def find_gpu(device_index: int = 0) -> str:
     """The name of CUDA device `device_index`; GpuError saying what is missing when there is none."""
     from lipstream.kernels.build import bindings
-    from lipstream.kernels.cuda import open_device
+    from lipstream.kernels.driver import device_name, open_device
 
     cu, _ = bindings()
     device, _context = open_device(cu, device_index)
-    err, name = cu.cuDeviceGetName(GPU_NAME_BYTES, device)
-    if int(err) != 0:
-        raise GpuError(f"cannot read the name of CUDA device {device_index} ({err}): check the driver")
-    return bytes(name).split(b"\0")[0].decode(errors="replace").strip()
+    return device_name(cu, device)
 
 
 def device_renderer(choice: DeviceChoice, avatar: "Avatar", config: "RenderConfig",
@@ -109,11 +104,22 @@ def device_renderer(choice: DeviceChoice, avatar: "Avatar", config: "RenderConfi
 
 
 def gpu_runner() -> tuple[str, str]:
-    """(runner, why) for a machine with a GPU: the fastest runtime that is installed."""
-    if importlib.util.find_spec("tensorrt") is not None:
-        return TENSORRT, "TensorRT is installed"
+    """(runner, why) for a machine with a GPU: the fastest runtime that is installed and imports."""
+    problem = _tensorrt_problem()
+    if problem is None:
+        return TENSORRT, "TensorRT imports"
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return ONNX_CUDA, "no TensorRT; onnxruntime has its CUDA provider"
-    return ONNX_CPU, "neither TensorRT nor onnxruntime-gpu is installed: the model runs on the CPU"
+        return ONNX_CUDA, f"{problem}; onnxruntime has its CUDA provider"
+    return ONNX_CPU, f"{problem} and onnxruntime-gpu is not installed: the model runs on the CPU"
+
+
+def _tensorrt_problem() -> str | None:
+    """None when TensorRT imports; else why not. Installed is not enough: a wheel built for
+    another CUDA, or a library missing, fails only on import, and then the next runner is chosen."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError from a shared library that does not load
+        return f"TensorRT does not import ({exc})"
+    return None

@@ -146,7 +146,8 @@ def _finite_list(values: Any) -> bool:
 class OnnxMotionModel:
     """The trained network as a MotionModel; its window size comes from the file's metadata.
 
-    One model, and so one runner, can serve every session of a server, batched by `EngineGroup`.
+    One model, and so one runner, can serve every session of a server: batched by `EngineGroup`
+    (engines stepped together) or, in the server, by `batching.BatchingMotionModel`.
     """
 
     def __init__(self, path: Path, runner: Runner | None = None) -> None:

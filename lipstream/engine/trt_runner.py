@@ -2,19 +2,25 @@
 
 UNVERIFIED ON A GPU: written against the documented TensorRT 10 Python API (OnnxParser,
 build_serialized_network, optimization profiles, set_tensor_address, execute_async_v3) and
-cuda-python's runtime API; no GPU exists where it was written. `benchmarks/gpu_check.sh` runs the
-`gpu`-marked tests that exercise it on the first machine with one.
+cuda-python's driver API (`kernels/driver.py`, the one place CUDA statuses are checked); no GPU
+exists where it was written. `benchmarks/gpu_check.sh` runs the `gpu`-marked tests that exercise
+it on the first machine with one.
 
 The ONNX file's batch dimension is dynamic; the engine gets one optimisation profile covering
 batches 1..max_batch, uses fp16 kernels where the GPU has fast fp16 (inputs and outputs stay
-float32), and is cached on disk under a key of GPU name, TensorRT version, model hash and
-max_batch: building takes tens of seconds, loading a cached plan well under one.
+float32; TensorRT 11 builds only strongly typed networks, so there the float32 model stays float32),
+and is cached on disk under a key of GPU name, TensorRT version, model hash and
+max_batch: building takes tens of seconds, loading a cached plan well under one. The memory and
+stream live on the device's primary context, the one TensorRT's CUDA runtime calls use.
 """
 
 import hashlib
+import os
 import re
+import tempfile
 import threading
 import weakref
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -24,40 +30,14 @@ from lipstream.engine.constants import N_MELS
 from lipstream.engine.controls import N_CONTROLS, N_VISEMES
 from lipstream.engine.runners import INPUT_NAME, OUTPUT_NAMES, RunnerOutput
 from lipstream.errors import ModelError
+from lipstream.kernels.build import bindings
+from lipstream.kernels.driver import capability, check, current_context, device_name, open_device, release
 
 FLOAT32_BYTES = 4
 WORKSPACE_BYTES = 1 << 28  # 256 MiB: ample for a model of a few MB
 OPT_BATCH = 8  # the batch TensorRT tunes its kernels for: a few sessions due in the same tick
 FP16_MIN_MAJOR = 7  # compute capability: Volta and later run fp16 at twice fp32's rate or more
-NO_GPU = "no CUDA GPU visible to the TensorRT runner: check the NVIDIA driver, or use --device cpu"
 NO_TENSORRT = "the TensorRT runner needs 'pip install lipstream[gpu]' (tensorrt>=10, cuda-python)"
-
-
-def _import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart as runtime  # older cuda-python
-    return runtime
-
-
-def _cuda_check(cudart: Any, result: Any, what: str) -> Any:
-    """cuda-python calls return (error, *values); raise on anything but success."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise ModelError(f"CUDA error in {what}: {err}; check the driver and that a GPU is visible")
-    return values[0] if len(values) == 1 else values
-
-
-def _require_gpu(cudart: Any) -> None:
-    try:
-        count = _cuda_check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    except ModelError:
-        raise
-    except Exception as exc:  # no driver library: the bindings raise loader errors, not a status
-        raise ModelError(NO_GPU) from exc
-    if count == 0:
-        raise ModelError(NO_GPU)
 
 
 def plan_name(gpu: str, trt_version: str, onnx_bytes: bytes, max_batch: int) -> str:
@@ -68,68 +48,83 @@ def plan_name(gpu: str, trt_version: str, onnx_bytes: bytes, max_batch: int) -> 
 
 
 class TensorRTRunner:
-    """TensorRT (>= 10) on GPU 0. Thread-safe: sessions' threads share one runner."""
+    """TensorRT (>= 10) on one GPU. Thread-safe: sessions' threads share one runner."""
 
     def __init__(self, onnx_path: Path, window_frames: int, max_batch: int,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, device_index: int = 0) -> None:
         try:
             import tensorrt as trt
-
-            cudart = _import_cudart()
         except ImportError as exc:
             raise ModelError(f"{NO_TENSORRT}: {exc}") from exc
-        _require_gpu(cudart)
-        self._trt, self._cudart = trt, cudart
+        self._trt, self._cu = trt, bindings()[0]
+        self._device, self._context = open_device(self._cu, device_index)  # GpuError without a GPU
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.max_batch, self.window_frames = max_batch, window_frames
         self._lock = threading.Lock()  # one execution context and stream: one batch at a time
-        plan = self._plan(Path(onnx_path), cache_dir or Path.home() / ".cache" / "lipstream")
-        self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan)
-        if self._engine is None:
-            raise ModelError(f"TensorRT could not load the cached plan for {onnx_path}; delete the cache")
-        self._context = self._engine.create_execution_context()
-        self._stream = _cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._buffers = {name: self._allocate(name, width) for name, width in self._widths().items()}
-        # free the device memory and stream with the runner; at exit the driver frees everything
-        self._finalizer = weakref.finalize(self, _release, cudart, self._stream, list(self._buffers.values()))
-        self._finalizer.atexit = False
+        self._buffers: dict[str, tuple[Any, int]] = {}  # tensor name -> (device pointer, bytes)
+        with self._current():
+            self._stream = check(self._cu, self._cu.cuStreamCreate(0), "create a stream")
+        # frees the buffers and the stream with the runner (also if the rest of this fails)
+        self._finalizer = weakref.finalize(self, release, self._cu, self._device, self._context,
+                                           self._stream, self._buffers)
+        self._finalizer.atexit = False  # at exit the driver frees everything
+        self._open_engine(Path(onnx_path), cache_dir or default_cache_dir())
+
+    def _open_engine(self, onnx_path: Path, cache_dir: Path) -> None:
+        """The engine, its execution context and its bound device buffers, on this GPU."""
+        with self._current():
+            # TensorRT's object lifetimes: the runtime outlives its engine, the engine its context
+            self._runtime, self._engine = self._load(onnx_path, cache_dir)
+            self._execution = self._engine.create_execution_context()
+            for name, width in self._widths().items():
+                self._allocate(name, width)
 
     def close(self) -> None:
-        self._finalizer()
+        """Free the engine, its device buffers and its stream now (else when it is collected)."""
+        with self._lock:
+            self._execution = self._engine = self._runtime = None  # in TensorRT's order
+            self._finalizer()
+
+    def _current(self) -> AbstractContextManager[None]:
+        return current_context(self._cu, self._context)
 
     def _widths(self) -> dict[str, int]:
         """float32 values per batch item of each bound tensor."""
         return {INPUT_NAME: self.window_frames * N_MELS, OUTPUT_NAMES[0]: N_CONTROLS,
                 OUTPUT_NAMES[1]: N_VISEMES}
 
-    def _allocate(self, name: str, width: int) -> int:
+    def _allocate(self, name: str, width: int) -> None:
         """Device memory for max_batch items, allocated once and bound to the tensor."""
         nbytes = self.max_batch * width * FLOAT32_BYTES
-        pointer = int(_cuda_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc"))
-        self._context.set_tensor_address(name, pointer)
-        return pointer
+        pointer = check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
+        self._buffers[name] = (pointer, nbytes)
+        if not self._execution.set_tensor_address(name, int(pointer)):
+            raise ModelError(f"TensorRT refused a device address for tensor {name!r}; see its log above")
 
-    def _properties(self) -> Any:
-        return _cuda_check(self._cudart, self._cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-
-    def _gpu_name(self) -> str:
-        name = self._properties().name
-        return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
-
-    def _fast_fp16(self, builder: Any) -> bool:
-        """TensorRT's own answer where it still gives one (deprecated in 10), else Volta or newer."""
-        known = getattr(builder, "platform_has_fast_fp16", None)
-        return bool(known) if known is not None else int(self._properties().major) >= FP16_MIN_MAJOR
-
-    def _plan(self, onnx_path: Path, cache_dir: Path) -> bytes:
+    def _load(self, onnx_path: Path, cache_dir: Path) -> tuple[Any, Any]:
+        """(runtime, engine) from the cached plan; a plan missing, or one TensorRT cannot read
+        (another process was writing it, or it is corrupt), is built now and cached."""
         onnx_bytes = onnx_path.read_bytes()
-        plan_path = cache_dir / plan_name(self._gpu_name(), self._trt.__version__, onnx_bytes, self.max_batch)
-        if plan_path.is_file():
-            return plan_path.read_bytes()
-        plan = self._build(onnx_bytes, str(onnx_path))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        plan_path.write_bytes(plan)
-        return plan
+        gpu = device_name(self._cu, self._device)
+        plan_path = cache_dir / plan_name(gpu, self._trt.__version__, onnx_bytes, self.max_batch)
+        runtime = self._trt.Runtime(self._logger)
+        engine = runtime.deserialize_cuda_engine(plan_path.read_bytes()) if plan_path.is_file() else None
+        if engine is None:
+            plan = self._build(onnx_bytes, str(onnx_path))
+            write_atomically(plan_path, plan)
+            engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise ModelError(f"TensorRT cannot load the engine it built from {onnx_path}; see its log above")
+        _check_tensors(engine, str(onnx_path))
+        return runtime, engine
+
+    def _fp16_flag(self, builder: Any) -> Any:
+        """BuilderFlag.FP16 where the GPU runs fp16 fast (TensorRT 10); None on TensorRT 11, which
+        removed the flag with weak typing: the float32 ONNX model then builds and runs in float32."""
+        flag = getattr(self._trt.BuilderFlag, "FP16", None)
+        known = getattr(builder, "platform_has_fast_fp16", None)  # deprecated in 10, gone in 11
+        fast = bool(known) if known is not None else capability(self._cu, self._device)[0] >= FP16_MIN_MAJOR
+        return flag if fast else None
 
     def _build(self, onnx_bytes: bytes, name: str) -> bytes:
         trt = self._trt
@@ -141,8 +136,8 @@ class TensorRTRunner:
             raise ModelError(f"TensorRT cannot parse {name}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-        if self._fast_fp16(builder):
-            config.set_flag(trt.BuilderFlag.FP16)  # layers may run in fp16; I/O stays float32
+        if (fp16 := self._fp16_flag(builder)) is not None:
+            config.set_flag(fp16)  # layers may run in fp16; I/O stays float32
         config.add_optimization_profile(self._profile(builder))
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -164,24 +159,42 @@ class TensorRTRunner:
         host_in = np.ascontiguousarray(mel_windows, dtype=np.float32)
         outs = {OUTPUT_NAMES[0]: np.empty((batch, N_CONTROLS), np.float32),
                 OUTPUT_NAMES[1]: np.empty((batch, N_VISEMES), np.float32)}
-        with self._lock:
-            self._context.set_input_shape(INPUT_NAME, host_in.shape)
-            self._copy(self._buffers[INPUT_NAME], host_in.ctypes.data, host_in.nbytes, to_device=True)
-            if not self._context.execute_async_v3(int(self._stream)):  # TensorRT takes the raw handle
+        with self._lock, self._current():
+            if not self._execution.set_input_shape(INPUT_NAME, host_in.shape):
+                raise ModelError(f"TensorRT refused input shape {host_in.shape}; see its log above")
+            self._copy_up(INPUT_NAME, host_in)
+            if not self._execution.execute_async_v3(int(self._stream)):  # TensorRT takes the raw handle
                 raise ModelError("TensorRT execution failed; see its log above")
             for name, host in outs.items():
-                self._copy(host.ctypes.data, self._buffers[name], host.nbytes, to_device=False)
-            _cuda_check(self._cudart, self._cudart.cudaStreamSynchronize(self._stream), "synchronise")
+                self._copy_down(name, host)
+            check(self._cu, self._cu.cuStreamSynchronize(self._stream), "run the motion model")
         return RunnerOutput(outs[OUTPUT_NAMES[0]], outs[OUTPUT_NAMES[1]])
 
-    def _copy(self, dst: int, src: int, nbytes: int, to_device: bool) -> None:
-        kinds = self._cudart.cudaMemcpyKind
-        kind = kinds.cudaMemcpyHostToDevice if to_device else kinds.cudaMemcpyDeviceToHost
-        _cuda_check(self._cudart, self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream),
-                    "cudaMemcpyAsync")
+    def _copy_up(self, name: str, host: np.ndarray) -> None:
+        check(self._cu, self._cu.cuMemcpyHtoDAsync(self._buffers[name][0], host.ctypes.data, host.nbytes,
+                                                    self._stream), f"copy {name} to the device")
+
+    def _copy_down(self, name: str, host: np.ndarray) -> None:
+        check(self._cu, self._cu.cuMemcpyDtoHAsync(host.ctypes.data, self._buffers[name][0], host.nbytes,
+                                                    self._stream), f"copy {name} from the device")
 
 
-def _release(cudart: Any, stream: Any, buffers: list[int]) -> None:
-    for pointer in buffers:
-        cudart.cudaFree(pointer)
-    cudart.cudaStreamDestroy(stream)
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "lipstream"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` so that no reader ever sees part of it: server processes (--workers) starting
+    together each build the plan, and each must read a whole one or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False) as part:
+        part.write(data)
+    os.replace(part.name, path)
+
+
+def _check_tensors(engine: Any, name: str) -> None:
+    """The engine's I/O tensors are the ones this runner binds (the ONNX contract in runners.py)."""
+    found = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+    if found != {INPUT_NAME, *OUTPUT_NAMES}:
+        raise ModelError(f"{name} has tensors {sorted(found)}, the runner binds {INPUT_NAME!r} and "
+                         f"{', '.join(map(repr, OUTPUT_NAMES))}: re-export it with 'lipstream train'")

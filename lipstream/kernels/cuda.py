@@ -13,17 +13,15 @@ raises `GpuError` with what to install otherwise.
 
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from lipstream.errors import GpuError
 from lipstream.kernels.build import WARP, Program, bindings, choose_target, compile_kernels, supported_archs
+from lipstream.kernels.driver import capability, check, current_context, open_device, release
 
-NO_DEVICE = "no CUDA device: install the NVIDIA driver and 'pip install lipstream[gpu]'"
 WARP_BLOCK = (16, 16)  # threads per block over the region's (x, y): 256, eight 32-thread warps
 COMPOSITE_BLOCK = 256  # threads per block over the region's pixels, flattened
 
@@ -39,12 +37,12 @@ class CudaKernels:
         self._device, self._context = open_device(self._cu, device_index)
         with self._current():
             self._warp_fn, self._composite_fn = _kernels_for(self._cu, nvrtc, device_index)
-            self._stream = _check(self._cu, self._cu.cuStreamCreate(0), "create a stream")
+            self._stream = check(self._cu, self._cu.cuStreamCreate(0), "create a stream")
         self._buffers: dict[str, tuple[Any, int]] = {}  # role -> (device pointer, bytes)
         self._photo: NDArray[Any] | None = None  # the read-only source now resident in "src"
         self._lock = threading.Lock()  # one frame's copies and launches at a time on the stream
         # free the stream and buffers when the renderer goes; at exit the driver frees everything
-        self._finalizer = weakref.finalize(self, _release, self._cu, self._device, self._context,
+        self._finalizer = weakref.finalize(self, release, self._cu, self._device, self._context,
                                            self._stream, self._buffers)
         self._finalizer.atexit = False
 
@@ -89,8 +87,8 @@ class CudaKernels:
         held = self._buffers.get(role)
         if held is None or held[1] < nbytes:
             if held is not None:
-                _check(self._cu, self._cu.cuMemFree(held[0]), "free device memory")
-            pointer = _check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
+                check(self._cu, self._cu.cuMemFree(held[0]), "free device memory")
+            pointer = check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
             held = self._buffers[role] = (pointer, nbytes)
         return held[0]
 
@@ -98,7 +96,7 @@ class CudaKernels:
         # from pageable memory the call returns once the driver has staged the bytes, so `host`
         # may be a temporary that goes right after
         device = self._buffer(role, host.nbytes)
-        _check(self._cu, self._cu.cuMemcpyHtoDAsync(device, host.ctypes.data, host.nbytes,
+        check(self._cu, self._cu.cuMemcpyHtoDAsync(device, host.ctypes.data, host.nbytes,
                                                      self._stream), "copy to the device")
         return device
 
@@ -113,9 +111,9 @@ class CudaKernels:
     def _download(self, device: Any, out: NDArray[Any]) -> None:
         """Copy the region back into out (a strided view of the frame, usually) and wait for it."""
         host = out if out.flags.c_contiguous else np.empty_like(out, order="C")
-        _check(self._cu, self._cu.cuMemcpyDtoHAsync(host.ctypes.data, device, host.nbytes,
+        check(self._cu, self._cu.cuMemcpyDtoHAsync(host.ctypes.data, device, host.nbytes,
                                                      self._stream), "copy from the device")
-        _check(self._cu, self._cu.cuStreamSynchronize(self._stream), "run the kernel")
+        check(self._cu, self._cu.cuStreamSynchronize(self._stream), "run the kernel")
         if host is not out:
             out[...] = host
 
@@ -123,44 +121,15 @@ class CudaKernels:
                 args: list[NDArray[Any]]) -> None:
         # kernelParams: an array of pointers, each to one argument's value (read at launch)
         params = np.array([a.ctypes.data for a in args], dtype=np.uint64)
-        _check(self._cu, self._cu.cuLaunchKernel(function, grid[0], grid[1], 1, block[0], block[1], 1,
+        check(self._cu, self._cu.cuLaunchKernel(function, grid[0], grid[1], 1, block[0], block[1], 1,
                                                  0, self._stream, params.ctypes.data, 0),
                "launch a kernel")
 
 
-@contextmanager
-def current_context(cu: Any, context: Any) -> Iterator[None]:
-    """The device's context current on this thread (renderers may run on executor threads)."""
-    _check(cu, cu.cuCtxPushCurrent(context), "make the context current")
-    try:
-        yield
-    finally:
-        cu.cuCtxPopCurrent()
-
-
-def open_device(cu: Any, device_index: int = 0) -> tuple[Any, Any]:
-    """(device, its primary context, retained) for CUDA device `device_index`; GpuError if none."""
-    try:
-        _check(cu, cu.cuInit(0), "initialise")
-        count = _check(cu, cu.cuDeviceGetCount(), "count devices")
-    except Exception as err:  # no libcuda: the bindings raise their own loader errors, not a status
-        raise GpuError(NO_DEVICE) from err
-    if count <= device_index:
-        raise GpuError(NO_DEVICE if count == 0 else
-                       f"no CUDA device {device_index}: this machine has {count} (0 to {count - 1})")
-    device = _check(cu, cu.cuDeviceGet(device_index), "open the device")
-    return device, _check(cu, cu.cuDevicePrimaryCtxRetain(device), "open the device's context")
-
-
 def device_target(cu: Any, nvrtc: Any, device_index: int) -> str:
     """The NVRTC target ("sm_86", or "compute_XY" for a GPU newer than NVRTC) for a device."""
-    device = _check(cu, cu.cuDeviceGet(device_index), "open the device")
-    attribute = cu.CUdevice_attribute
-    major = _check(cu, cu.cuDeviceGetAttribute(
-        attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device), "read the device")
-    minor = _check(cu, cu.cuDeviceGetAttribute(
-        attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device), "read the device")
-    return choose_target((int(major), int(minor)), supported_archs(nvrtc))
+    device = check(cu, cu.cuDeviceGet(device_index), "open the device")
+    return choose_target(capability(cu, device), supported_archs(nvrtc))
 
 
 def _kernels_for(cu: Any, nvrtc: Any, device_index: int) -> tuple[Any, ...]:
@@ -178,30 +147,11 @@ def load_program(cu: Any, nvrtc: Any, device_index: int, program: Program) -> tu
             image = compile_kernels(target, nvrtc, program=program)
             # the module lives as long as the process: hold its context open for it
             open_device(cu, device_index)
-            module = _check(cu, cu.cuModuleLoadData(image), "load the compiled kernels")
+            module = check(cu, cu.cuModuleLoadData(image), "load the compiled kernels")
             _MODULES[key] = tuple(
-                _check(cu, cu.cuModuleGetFunction(module, name.encode()), f"find {name}")
+                check(cu, cu.cuModuleGetFunction(module, name.encode()), f"find {name}")
                 for name in program.kernels)
         return _MODULES[key]
-
-
-def _release(cu: Any, device: Any, context: Any, stream: Any,
-             buffers: dict[str, tuple[Any, int]]) -> None:
-    cu.cuCtxPushCurrent(context)
-    for pointer, _ in buffers.values():
-        cu.cuMemFree(pointer)
-    buffers.clear()
-    cu.cuStreamDestroy(stream)
-    cu.cuCtxPopCurrent()
-    cu.cuDevicePrimaryCtxRelease(device)
-
-
-def _check(cu: Any, result: tuple[Any, ...], what: str) -> Any:
-    """The value of a driver call that returns (CUresult, value) or (CUresult,)."""
-    status = result[0]
-    if status != 0:
-        raise GpuError(f"CUDA failed to {what}: {getattr(status, 'name', status)}")
-    return result[1] if len(result) > 1 else None
 
 
 def _blocks(n: int, per_block: int) -> int:

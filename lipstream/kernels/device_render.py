@@ -31,7 +31,8 @@ from lipstream.engine.render import Drawn, RenderConfig, Renderer
 from lipstream.engine.rig import MAX_SHIFT, MouthPose
 from lipstream.kernels import params
 from lipstream.kernels.build import RENDER, bindings
-from lipstream.kernels.cuda import _blocks, _check, _release, current_context, load_program, open_device
+from lipstream.kernels.cuda import _blocks, load_program
+from lipstream.kernels.driver import check, current_context, open_device, release
 
 PIXEL_BLOCK = (16, 16)  # threads per block over an image's (x, y): 256, eight 32-thread warps
 POINT_BLOCK = 256  # threads per block over the coarse grid's points, flattened
@@ -52,8 +53,8 @@ class DeviceRenderer:
         with self._current():
             kernels = load_program(self._cu, nvrtc, device_index, RENDER)
             self._fn = dict(zip(RENDER.kernels, kernels, strict=True))
-            self._stream = _check(self._cu, self._cu.cuStreamCreate(0), "create a stream")
-        self._finalizer = weakref.finalize(self, _release, self._cu, self._device, self._context,
+            self._stream = check(self._cu, self._cu.cuStreamCreate(0), "create a stream")
+        self._finalizer = weakref.finalize(self, release, self._cu, self._device, self._context,
                                            self._stream, self._buffers)
         self._finalizer.atexit = False
         self._lock = threading.Lock()  # one frame's copies and launches at a time on the stream
@@ -102,8 +103,8 @@ class DeviceRenderer:
             for (_, stage), event in zip(stages, events[1:], strict=True):
                 stage()
                 self._cu.cuEventRecord(event, self._stream)
-            _check(self._cu, self._cu.cuEventSynchronize(events[-1]), "time the frame")
-            times = {name: float(_check(self._cu, self._cu.cuEventElapsedTime(a, b), "time a stage"))
+            check(self._cu, self._cu.cuEventSynchronize(events[-1]), "time the frame")
+            times = {name: float(check(self._cu, self._cu.cuEventElapsedTime(a, b), "time a stage"))
                      for (name, _), a, b in zip(stages, events, events[1:], strict=False)}
             for event in events:
                 self._cu.cuEventDestroy(event)
@@ -198,13 +199,13 @@ class DeviceRenderer:
                          self._p(f"eye{k}"), blink, self._p("frame"))
 
     def _new_event(self) -> Any:
-        return _check(self._cu, self._cu.cuEventCreate(0), "create an event")
+        return check(self._cu, self._cu.cuEventCreate(0), "create an event")
 
     def _current(self) -> AbstractContextManager[None]:
         return current_context(self._cu, self._context)
 
     def _buffer(self, role: str, nbytes: int) -> Any:
-        pointer = _check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
+        pointer = check(self._cu, self._cu.cuMemAlloc(nbytes), f"allocate {nbytes} bytes")
         self._buffers[role] = (pointer, nbytes)
         return pointer
 
@@ -215,24 +216,24 @@ class DeviceRenderer:
     def _upload(self, role: str, host: NDArray[Any]) -> None:
         held = self._buffers.get(role)
         device = held[0] if held is not None else self._buffer(role, host.nbytes)
-        _check(self._cu, self._cu.cuMemcpyHtoDAsync(device, host.ctypes.data, host.nbytes, self._stream),
+        check(self._cu, self._cu.cuMemcpyHtoDAsync(device, host.ctypes.data, host.nbytes, self._stream),
                "copy to the device")
 
     def _copy(self, target: str, source: str, nbytes: int) -> None:
-        _check(self._cu, self._cu.cuMemcpyDtoDAsync(self._buffers[target][0], self._buffers[source][0],
+        check(self._cu, self._cu.cuMemcpyDtoDAsync(self._buffers[target][0], self._buffers[source][0],
                                                      nbytes, self._stream), "copy on the device")
 
     def _download(self, role: str, out: NDArray[Any]) -> None:
         """The frame's one copy to the host; waits for the stream to finish it."""
-        _check(self._cu, self._cu.cuMemcpyDtoHAsync(out.ctypes.data, self._buffers[role][0], out.nbytes,
+        check(self._cu, self._cu.cuMemcpyDtoHAsync(out.ctypes.data, self._buffers[role][0], out.nbytes,
                                                      self._stream), "copy from the device")
-        _check(self._cu, self._cu.cuStreamSynchronize(self._stream), "render the frame")
+        check(self._cu, self._cu.cuStreamSynchronize(self._stream), "render the frame")
 
     def _launch(self, kernel: str, shape: tuple[tuple[int, int], tuple[int, int]], *args: Arg) -> None:
         # kernelParams: an array of pointers, each to one argument's value (read at launch)
         pointers = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
         (gx, gy), (bx, by) = shape
-        _check(self._cu, self._cu.cuLaunchKernel(self._fn[kernel], gx, gy, 1, bx, by, 1, 0, self._stream,
+        check(self._cu, self._cu.cuLaunchKernel(self._fn[kernel], gx, gy, 1, bx, by, 1, 0, self._stream,
                                                  ctypes.addressof(pointers), 0), f"launch {kernel}")
 
 

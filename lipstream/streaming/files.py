@@ -61,7 +61,14 @@ class Mp4Writer:
         self._audio.layout = "mono"
 
     def write_video(self, image: np.ndarray, index: int) -> None:
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        """(S, S, 3) uint8 RGB, converted to I420 by FFmpeg's swscale."""
+        self._encode(av.VideoFrame.from_ndarray(image, format="rgb24"), index)
+
+    def write_i420(self, yuv: np.ndarray, index: int) -> None:
+        """(S * 3 // 2, S) uint8 I420 (an engine Frame's `yuv`), encoded as it is: no conversion."""
+        self._encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p"), index)
+
+    def _encode(self, frame: av.VideoFrame, index: int) -> None:
         frame.pts = index
         self._container.mux(self._video.encode(frame))
 

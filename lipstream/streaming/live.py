@@ -28,6 +28,7 @@ from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VID
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.native_log import native_stderr_silenced
 from lipstream.errors import DeviceError, LipstreamError
+from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
 from lipstream.streaming.microphone import (
     AudioChunk,
     Microphone,
@@ -167,6 +168,7 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seconds", type=float, metavar="N", help="stop after N seconds of video (default: Ctrl-C)")
     add("--size", type=int, metavar="PX", help="output side in pixels (default: the avatar's)")
     add_device_argument(parser)
+    add_file_codec_argument(parser)  # --video-codec: who encodes --out's H.264
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -177,13 +179,13 @@ def run_live(args: argparse.Namespace) -> int:
                              "and/or --out FILE.mp4")
     if args.face is not None and not args.face.is_file():
         raise LipstreamError(f"photo not found: {args.face}")
-    choose_device(args.device)  # --device cuda without a GPU fails before the microphone opens
+    device = choose_device(args.device).device  # --device cuda, no GPU: fails before the microphone opens
     with contextlib.ExitStack() as stack:
         mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))  # cheap checks first
         from lipstream.engine.avatar import AvatarConfig
 
         avatar_config = AvatarConfig() if args.size is None else AvatarConfig(size=args.size)
-        sinks = _open_sinks(args, avatar_config.size, stack)
+        sinks = _open_sinks(args, avatar_config.size, device, stack)
         loop = LiveLoop(_make_engine(args.face, avatar_config, args.device), mic, sinks)
         latency_ms = 1000 * loop.engine.latency_samples // SAMPLE_RATE
         _say(f"microphone '{mic.device.name}' at {mic.sample_rate} Hz -> "
@@ -208,14 +210,16 @@ def _make_engine(face: Path | None, avatar_config: "AvatarConfig", device: str) 
     return engine
 
 
-def _open_sinks(args: argparse.Namespace, size: int, stack: contextlib.ExitStack) -> list[FrameSink]:
+def _open_sinks(args: argparse.Namespace, size: int, device: str,
+                stack: contextlib.ExitStack) -> list[FrameSink]:
     sinks: list[FrameSink] = []
     if args.vcam:
         config = VirtualCameraConfig(device=args.vcam_device, backend=args.vcam_backend)
         sinks.append(VirtualCamera(size, config))
         stack.callback(sinks[-1].close)
     if args.out is not None:
-        sinks.append(Mp4Sink(args.out, size))
+        encoder = resolve_video_codec(args.video_codec, args.device, device).h264_encoder  # one log line
+        sinks.append(Mp4Sink(args.out, size, encoder))
         stack.callback(sinks[-1].close)
     return sinks
 

@@ -7,6 +7,7 @@ Every 4xx answer is JSON `{"error": "..."}` saying what to change. Sessions live
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -48,26 +49,39 @@ log = logging.getLogger(__name__)
 # default let a dribbling client hold the connection that long after its 408.
 REFUSED_BODY_LINGER_S = 1.0
 
-def default_engine_factory(config: EngineConfig, batch_window_ms: float | None = None,
-                           on_batch: Callable[[int], None] | None = None) -> EngineFactory:
+class SharedModelEngines:
     """Engines built with the server's engine config, all sharing one motion model (one runner:
     on a GPU, one TensorRT engine per server), loaded by the first session's thread. With a
     gather window (`batch_window_ms`; None: the device's default) the sessions' calls to it are
-    batched, each batch's size told to `on_batch`."""
-    from lipstream.engine.engine import Engine
-    from lipstream.engine.motion import MotionModel
+    batched by a thread of its own, each batch's size told to `on_batch`; `close` stops it."""
 
-    lock = threading.Lock()
-    shared: list[MotionModel] = []
+    def __init__(self, config: EngineConfig, batch_window_ms: float | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self._config, self._batch_window_ms, self._on_batch = config, batch_window_ms, on_batch
+        self._lock = threading.Lock()
+        self._shared: list[MotionModel] = []
 
-    def build(avatar: Avatar) -> FrameEngine:
-        with lock:
-            if not shared:
-                shared.append(_shared_model(config, batch_window_ms, on_batch))
-        engine: FrameEngine = Engine(avatar, config, shared[0])
+    def __call__(self, avatar: Avatar) -> FrameEngine:
+        from lipstream.engine.engine import Engine
+
+        with self._lock:
+            if not self._shared:
+                self._shared.append(_shared_model(self._config, self._batch_window_ms, self._on_batch))
+        engine: FrameEngine = Engine(avatar, self._config, self._shared[0])
         return engine
 
-    return build
+    def close(self) -> None:
+        """Stop the batcher's thread, if there is one (idempotent): called once no session renders."""
+        with self._lock:
+            model = self._shared[0] if self._shared else None
+        if isinstance(model, BatchingMotionModel):
+            model.close()
+
+
+def default_engine_factory(config: EngineConfig, batch_window_ms: float | None = None,
+                           on_batch: Callable[[int], None] | None = None) -> SharedModelEngines:
+    """The server's engines: `SharedModelEngines`."""
+    return SharedModelEngines(config, batch_window_ms, on_batch)
 
 
 def _shared_model(config: EngineConfig, batch_window_ms: float | None,
@@ -128,8 +142,9 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     token, generated = resolve_token(config.host, config.token)
     pool = RenderPool(config.workers)
     metrics = ServerMetrics()
-    factory = engine_factory or default_engine_factory(config.engine, config.batch_window_ms,
-                                                       metrics.model_batch_size.observe)
+    # loads nothing until an engine is built, so it costs nothing when a test's factory replaces it
+    shared = default_engine_factory(config.engine, config.batch_window_ms, metrics.model_batch_size.observe)
+    factory = engine_factory or shared
     state = ServerState(
         config=config, token=token, token_generated=generated, pool=pool, metrics=metrics,
         avatars=AvatarStore(load_avatar, pool, config.uploads),
@@ -150,6 +165,7 @@ def create_app(config: ServeConfig | None = None, engine_factory: EngineFactory 
     app.cleanup_ctx.append(_memory_kept_flat)
     app.on_shutdown.append(_close_sessions)
     app.on_cleanup.append(_stop_pool)
+    app.on_cleanup.append(functools.partial(_close_model, shared))  # after the pool: none waits on it
     return app
 
 
@@ -203,6 +219,10 @@ async def _stop_pool(app: web.Application) -> None:
     state = app[api.STATE]
     await asyncio.get_running_loop().run_in_executor(None, state.pool.shutdown)
     await asyncio.get_running_loop().run_in_executor(None, state.avatars.close)
+
+
+async def _close_model(shared: SharedModelEngines, app: web.Application) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, shared.close)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
