@@ -72,8 +72,9 @@ class RigBasis:
     face_px: float
 
     def clamp(self, controls: np.ndarray) -> np.ndarray:
-        c = np.nan_to_num(np.asarray(controls, np.float32).reshape(N_CONTROLS), nan=0.0)
-        return np.clip(c, 0.0, 1.0)
+        c = np.clip(np.asarray(controls, np.float32).reshape(N_CONTROLS), 0.0, 1.0)  # +-inf: 1 or 0
+        c[np.isnan(c)] = 0.0  # (np.nan_to_num first did the same for ~4x the time of the rest)
+        return c
 
     def pose(self, controls: np.ndarray) -> MouthPose:
         c = self.clamp(controls)
@@ -112,7 +113,7 @@ class RigBasis:
         side = np.subtract(above, below)
         side /= self._blend_px(pose, u)
         side += 0.5
-        np.clip(side, 0.0, 1.0, out=side)
+        np.minimum(np.maximum(side, 0.0, out=side), 1.0, out=side)  # np.clip: the same, 1.5x slower
         coords = cv2.merge([_mix(up_x, lo_x, side, base[0]), _mix(up_y, lo_y, side, base[1])])
         return MouthField(coords, above, below, u)
 
@@ -147,12 +148,15 @@ class RigBasis:
 
         face_u, face_v: (h, w) the pixel's backward offset in face axes; u, v: where the pixel sits.
         """
-        source_u = np.add(face_u, u)
-        source_u -= self.bin0 - 0.5  # +0.5: truncation below rounds to the nearest bin
-        bins = source_u.astype(np.int32)
-        np.clip(bins, 0, len(edge) - 1, out=bins)
+        source_bin = np.add(face_u, u)
+        source_bin -= self.bin0 - 0.5  # +0.5: truncation below rounds to the nearest bin
+        np.trunc(source_bin, out=source_bin)
+        # The bin's edge, clamped to the table, as a one-row nearest-neighbour remap at whole
+        # numbers: the same values as a cast, a clip and np.take, in half the time (np.take is slow).
+        at = cv2.remap(edge[None], source_bin, np.zeros_like(source_bin), cv2.INTER_NEAREST,
+                       borderMode=cv2.BORDER_REPLICATE)
         past = np.add(face_v, v)
-        past -= np.take(edge, bins)
+        past -= at
         return past
 
 
@@ -174,13 +178,12 @@ def _cap(coarse: np.ndarray, max_px: float) -> None:
     """Shorten each side's offsets longer than max_px, in place: a bound that holds whatever the
     controls. coarse (8, hc, wc) as `coarse_fields` makes it; the face axes are orthonormal, so
     the face-axes copy has the same length and takes the same factor."""
-    for side in (0, 2):
-        length = np.hypot(coarse[side], coarse[side + 1])
-        np.maximum(length, 1e-6, out=length)
-        np.divide(max_px, length, out=length)
-        np.minimum(length, 1.0, out=length)
-        coarse[side : side + 2] *= length
-        coarse[side + 4 : side + 6] *= length
+    axes_side_xy = coarse.reshape(2, 2, 2, *coarse.shape[1:])  # (image | face, upper | lower, x | y, hc, wc)
+    length = np.hypot(axes_side_xy[0, :, 0], axes_side_xy[0, :, 1])  # (2, hc, wc): both sides at once
+    np.maximum(length, 1e-6, out=length)
+    np.divide(max_px, length, out=length)
+    np.minimum(length, 1.0, out=length)
+    axes_side_xy *= length[None, :, None]
 
 
 def _edges(bin_u: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
