@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from lipstream.engine.controls import N_CONTROLS
-from lipstream.engine.faceframe import UPPER_INNER, FaceFrame, apply_affine
+from lipstream.engine.faceframe import UPPER_INNER, FaceFrame
 from lipstream.engine.motionbasis import LOWER_LINE, Roi, dense_fields, lower_face_roi, sparse_shapes
 
 MAX_SHIFT = 0.25  # no pixel moves further than this (face heights), whatever the input
@@ -60,6 +60,7 @@ class RigBasis:
     basis: np.ndarray
     coarse_shape: tuple[int, int]  # (hc, wc)
     grid: np.ndarray  # (h, w, 2) float32 absolute pixel coordinates of the region
+    grid_planes: np.ndarray  # (2, h, w) float32 the same, one contiguous plane per coordinate
     coarse_grid: np.ndarray  # (hc, wc, 2) float32 coarse-grid indices (to resample a coarse field)
     u: np.ndarray  # (h, w) float32 each pixel's position in the face frame, px
     v: np.ndarray
@@ -132,15 +133,13 @@ class RigBasis:
         (2x3, frame -> photo; None: still). The same for every frame of that pose, so a renderer
         keeps it while the pose holds."""
         if head is None:
-            return Placement(_planes(self.grid), self.u, self.v)
-        base = _planes(apply_affine(self.grid, head))
+            return Placement(self.grid_planes, self.u, self.v)
         rot, shift = head[:, :2].astype(np.float32), head[:, 2].astype(np.float32)
         # the same similarity in face coordinates: q = o + axes^T (u, v)
         turn = self.axes @ rot @ self.axes.T
         offset = self.axes @ (rot @ self.origin + shift - self.origin)
-        u = turn[0, 0] * self.u + turn[0, 1] * self.v + offset[0]
-        v = turn[1, 0] * self.u + turn[1, 1] * self.v + offset[1]
-        return Placement(base, u.astype(np.float32), v.astype(np.float32))
+        u, v = _affine_planes(np.stack([self.u, self.v]), turn, offset)
+        return Placement(_affine_planes(self.grid_planes, rot, shift), u, v)
 
     def _past_edge(self, face_u: np.ndarray, face_v: np.ndarray, u: np.ndarray, v: np.ndarray,
                    edge: np.ndarray) -> np.ndarray:
@@ -163,6 +162,18 @@ class RigBasis:
 def _planes(coords: np.ndarray) -> np.ndarray:
     """(h, w, 2) -> (2, h, w) contiguous: one plane per coordinate."""
     return np.ascontiguousarray(np.moveaxis(coords, -1, 0))
+
+
+def _affine_planes(planes: np.ndarray, rot: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(2, h, w) float32 planes (x, y) mapped by rot (2, 2) and shift (2,), float32: the values of
+    `apply_affine`, made on whole planes (it writes strided channels, several times slower)."""
+    x, y = planes
+    out = np.empty_like(planes)
+    for k in range(2):
+        np.multiply(x, rot[k, 0], out=out[k])
+        out[k] += rot[k, 1] * y
+        out[k] += shift[k]
+    return out
 
 
 def _mix(upper: np.ndarray, lower: np.ndarray, side: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -225,7 +236,7 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
     turned = [side @ axes.T for side in (upper, lower)]  # the same offsets in face axes
     basis = np.concatenate([upper, lower, *turned], axis=-1).astype(np.float32).reshape(len(upper), -1)
     return RigBasis(
-        roi=roi, step=step, basis=basis, coarse_shape=(hc, wc), grid=grid,
+        roi=roi, step=step, basis=basis, coarse_shape=(hc, wc), grid=grid, grid_planes=_planes(grid),
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
         v=pix[..., 1].astype(np.float32), axes=axes.astype(np.float32),
         origin=frame.origin.astype(np.float32), bin0=bin0, upper_edge=upper_edge,
