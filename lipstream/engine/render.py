@@ -18,6 +18,7 @@ be converted whole (`i420.py`).
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -51,6 +52,12 @@ class Drawn:
         return bool(close) and head == self.head and blink == self.blink
 
 
+class Moved(NamedTuple):
+    pose: HeadPose
+    photo: Background  # the photo moved by the pose
+    inverse: np.ndarray  # (2, 3) frame -> photo
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     blink_interval_s: tuple[float, float] = (2.0, 6.0)  # time between blinks, drawn uniformly
@@ -71,7 +78,7 @@ class Renderer:
             head_pivot(avatar.landmarks, avatar.frame),
         )
         self._still = Background(avatar.image)  # the photo, when the head is held still
-        self._moved: tuple[HeadPose, Background] | None = None  # the last head pose and its photo
+        self._moved: Moved | None = None  # the last head pose, its photo and its inverse
         self._placed: tuple[bytes, Placement] | None = None  # the last head matrix and its placement
         self._drawn: Drawn | None = None  # the last frame rendered
         self._posed: tuple[int, HeadPose | None] | None = None  # the last frame index and its head pose
@@ -116,15 +123,24 @@ class Renderer:
         """A fresh copy of the photo moved by frame index's head pose, and that pose's inverse
         (frame -> photo, None when the head is held still)."""
         pose = self._head_pose_or_none(index)
-        return self._background(pose).rgb.copy(), None if pose is None else pose.inverse()
+        if pose is None:
+            return self._still.rgb.copy(), None
+        moved = self._moved_by(pose)
+        return moved.photo.rgb.copy(), moved.inverse
 
     def _background(self, pose: HeadPose | None) -> Background:
-        """The photo moved by a head pose, kept while the (quantised) pose holds."""
-        if pose is None:
-            return self._still
-        if self._moved is None or self._moved[0] != pose:
-            self._moved = (pose, Background(move_head(self.avatar.image, pose, self.avatar.size)))
-        return self._moved[1]
+        """The photo moved by a head pose (None: held still)."""
+        return self._still if pose is None else self._moved_by(pose).photo
+
+    def _moved_by(self, pose: HeadPose) -> "Moved":
+        """The photo moved by a head pose and the pose's inverse, kept while the (quantised) pose
+        holds: both cost a whole-frame warp or a few dozen small numpy calls."""
+        if self._moved is None or self._moved.pose != pose:
+            photo = Background(move_head(self.avatar.image, pose, self.avatar.size))
+            inverse = pose.inverse()
+            inverse.flags.writeable = False  # handed to every frame of the pose
+            self._moved = Moved(pose, photo, inverse)
+        return self._moved
 
     def pose(self, controls: np.ndarray) -> MouthPose:
         return self.avatar.rig.pose(controls)
