@@ -30,15 +30,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-
-from benchmarks.stages import BURN_IN, speech_like_controls  # noqa: E402
+from stages import BURN_IN, speech_like_controls  # noqa: E402
 
 OLD_NAME = "lipstream_ab_old"  # the import name REF's package is loaded under
+REPO = Path(__file__).resolve().parent.parent
 
 
 def load_old(ref: str, into: Path) -> ModuleType:
     """REF's lipstream package, importable as OLD_NAME beside this tree's."""
-    archive = subprocess.run(["git", "archive", ref, "lipstream"], capture_output=True, check=True).stdout
+    archive = subprocess.run(["git", "archive", ref, "lipstream"], capture_output=True, check=True,
+                             cwd=REPO).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     (into / "lipstream").rename(into / OLD_NAME)
