@@ -115,6 +115,14 @@ def test_extreme_controls_never_tear_the_face(astronaut: Avatar, controls: np.nd
     assert landmarks_of_largest(frame) is not None
 
 
+def test_controls_are_clamped_and_nan_is_rest(astronaut: Avatar) -> None:
+    """Out-of-range controls act as the nearest bound, NaN as 0, and the caller's array is kept."""
+    given = np.array([1e6, -1e6, np.nan, np.inf, -np.inf], np.float32)
+    clamped = astronaut.rig.clamp(given)
+    np.testing.assert_array_equal(clamped, [1.0, 0.0, 0.0, 1.0, 0.0])
+    assert np.isnan(given[2]) and given[0] == 1e6
+
+
 def test_same_seed_same_frames(astronaut: Avatar) -> None:
     controls = np.random.default_rng(2).uniform(0, 1, (120, 5)).astype(np.float32)
     runs = []

@@ -21,6 +21,7 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.controls import MotionOutput
 from lipstream.engine.device import device_renderer, resolve_device
+from lipstream.engine.i420 import Changes, to_i420
 from lipstream.engine.motion import MotionModel
 from lipstream.engine.render import RenderConfig, Renderer
 from lipstream.engine.stream import FrameTimes, MotionStream
@@ -34,12 +35,14 @@ __all__ = ["Engine", "EngineConfig", "Frame", "Picture"]
 class Picture:
     """One drawn picture, held in the form its renderer made: RGB (the CPU) or I420 (the GPU,
     what the video encoders take). The other form is converted on first use, once, and shared by
-    every frame that repeats the picture; both forms are read-only."""
+    every frame that repeats the picture; both forms are read-only. With the CPU renderer's
+    `changes`, the I420 is its moved photo's with only the changed regions converted."""
 
-    def __init__(self, drawn: np.ndarray, i420: bool) -> None:
+    def __init__(self, drawn: np.ndarray, i420: bool, changes: Changes | None = None) -> None:
         self._drawn = _read_only(drawn)  # the form made; the other is converted from it
         self._rgb = None if i420 else drawn
         self._yuv = drawn if i420 else None
+        self._changes = changes
         self._lock = threading.Lock()  # a frame may be read from more than one thread
 
     @property
@@ -55,7 +58,7 @@ class Picture:
         """(S * 3 // 2, S) uint8 I420."""
         with self._lock:
             if self._yuv is None:
-                self._yuv = _read_only(cv2.cvtColor(self._drawn, cv2.COLOR_RGB2YUV_I420))
+                self._yuv = _read_only(to_i420(self._drawn, self._changes))
             return self._yuv
 
 
@@ -157,12 +160,13 @@ class Engine:
     def _draw(self, controls: np.ndarray, index: int) -> Picture:
         """This frame's picture; the last one again when the renderer returned its very array
         (an idle face), so its other form is not converted again."""
+        changes = None
         if isinstance(self.renderer, Renderer):
-            drawn, i420 = self.renderer.render(controls, index), False
+            drawn, i420, changes = self.renderer.render(controls, index), False, self.renderer.changes
         else:  # the GPU: I420 straight from the device
             drawn, i420 = self.renderer.render_i420(controls, index), True
         if drawn is not self._drawn:
-            self._drawn, self._picture = drawn, Picture(drawn, i420)
+            self._drawn, self._picture = drawn, Picture(drawn, i420, changes)
         return self._picture
 
     def frames(self) -> list[Frame]:

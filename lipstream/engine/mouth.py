@@ -81,17 +81,31 @@ def interior(assets: MouthAssets, u: np.ndarray, above: np.ndarray, below: np.nd
     shade = 1.0 - 0.55 * np.sin(np.pi * t) * middle  # the back of the mouth gets the least light
     colour = assets.cavity_rgb * ((0.6 + 0.4 * middle) * shade)[..., None]
     wide = np.clip((gap / f - WIDE_OPEN) / 0.04, 0.0, 1.0)
+    du = u - centre
+    # With the jaw not wide open anywhere (most frames) tongue and lower teeth cover nothing, and
+    # blending with a coverage of 0 leaves the colour as it is: ~35 numpy calls skipped.
+    if wide.any():
+        _tongue_and_lower_teeth(assets, colour, du, b, (s, t, middle), wide)
+    phase = _tooth_phase(du, f)
+    span = np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))  # 1 mid-mouth, 0 past the teeth
+    cover = _upper_cover(f, phase, span, a, soft, 1.0 - 0.7 * rounding)
+    colour += (_upper_teeth(assets, phase, span, a) - colour) * cover[..., None]
+    return colour, coverage
+
+
+def _tongue_and_lower_teeth(assets: MouthAssets, colour: np.ndarray, du: np.ndarray, b: np.ndarray,
+                            where: tuple[np.ndarray, np.ndarray, np.ndarray], wide: np.ndarray) -> None:
+    """Paint the tongue, then the tips of the lower incisors just above the lower lip, in its
+    shadow, into colour (h, w, 3). where: (s, t, middle) as `interior` has them."""
+    s, t, middle = where
+    f, soft = assets.face_px, assets.edge_px
     tongue = np.clip((t - 0.55) / 0.45, 0.0, 1.0) ** 0.7 * middle * wide
     colour += (assets.tongue_rgb * (0.55 + 0.45 * t)[..., None] - colour) * tongue[..., None]
-    # the tips of the lower incisors just above the lower lip, in its shadow
     lower_h = LOWER_TEETH_HEIGHT * f * wide * np.sqrt(np.clip(1 - (s / 0.55) ** 2, 0.0, 1.0))
-    tips = 0.75 + 0.25 * np.clip(_tooth_phase(u - centre + 0.5 * INCISOR_WIDTH * f, f) / 0.2, 0.0, 1.0)
+    tips = 0.75 + 0.25 * np.clip(_tooth_phase(du + 0.5 * INCISOR_WIDTH * f, f) / 0.2, 0.0, 1.0)
     lower = np.clip((lower_h * tips - b) / soft + 0.5, 0.0, 1.0) * (lower_h > 0.5)
     shade = (0.45 + 0.25 * middle) * np.clip(b / np.maximum(lower_h, 1.0), 0.6, 1.0)
     colour += (assets.teeth_rgb * shade[..., None] - colour) * lower[..., None]
-    cover = _upper_cover(f, u - centre, a, s, soft, 1.0 - 0.7 * rounding)
-    colour += (_upper_teeth(assets, u - centre, a, s) - colour) * cover[..., None]
-    return colour, coverage
 
 
 def _tooth_phase(du: np.ndarray, f: float) -> np.ndarray:
@@ -101,22 +115,23 @@ def _tooth_phase(du: np.ndarray, f: float) -> np.ndarray:
     return middle
 
 
-def _upper_cover(f: float, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray, soft: float,
+def _upper_cover(f: float, phase: np.ndarray, span: np.ndarray, below_lip: np.ndarray, soft: float,
                  shown: float = 1.0) -> np.ndarray:
     """Coverage of the upper teeth: a band under the lip, shorter to the sides, each tooth rounded;
-    `shown` scales its height."""
-    height = shown * TEETH_HEIGHT * f * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
-    rounded = np.clip(_tooth_phase(du, f) / 0.2, 0.0, 1.0) ** 0.5  # corners of each tooth's tip
+    `shown` scales its height. phase: `_tooth_phase`; span: 1 mid-mouth, 0 where the teeth end."""
+    height = shown * TEETH_HEIGHT * f * span
+    rounded = np.clip(phase / 0.2, 0.0, 1.0) ** 0.5  # corners of each tooth's tip
     height *= 0.82 + 0.18 * rounded
     cover: np.ndarray = np.clip((height - below_lip) / soft + 0.5, 0.0, 1.0)
     return cover
 
 
-def _upper_teeth(assets: MouthAssets, du: np.ndarray, below_lip: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _upper_teeth(assets: MouthAssets, phase: np.ndarray, span: np.ndarray,
+                 below_lip: np.ndarray) -> np.ndarray:
     """Off-white, darker towards the corners, in the lip's shadow and at each tooth's edges."""
     f = assets.face_px
-    side = 0.55 + 0.45 * np.sqrt(np.clip(1 - (s / TEETH_SPAN) ** 2, 0.0, 1.0))
+    side = 0.55 + 0.45 * span
     lip_shadow = 0.78 + 0.22 * np.clip(below_lip / (0.35 * TEETH_HEIGHT * f), 0.0, 1.0)
-    tooth = 0.8 + 0.2 * np.clip(_tooth_phase(du, f) / 0.25, 0.0, 1.0)  # rounded, not a grid
+    tooth = 0.8 + 0.2 * np.clip(phase / 0.25, 0.0, 1.0)  # rounded, not a grid
     colour: np.ndarray = assets.teeth_rgb * (side * lip_shadow * tooth)[..., None]
     return colour

@@ -13,15 +13,19 @@ coordinates, so each frame touches the full image at most once (and only when th
 Everything else (landmarks, bases, masks, colours) was computed once in the Avatar.
 A frame whose head pose, blink and mouth controls are those of the last one rendered is that
 frame: an idle face (silence, the mouth at rest, the head between two pose steps) costs no render.
+Each frame also says what it changed on its moved photo (`changes`), so that its I420 need not
+be converted whole (`i420.py`).
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.controls import LIP_ROUND
+from lipstream.engine.i420 import Background, Boxes, Changes
 from lipstream.engine.idle import HeadPose, IdleLife, blink_coords, head_pivot
 from lipstream.engine.mouth import interior
 from lipstream.engine.rig import MouthField, MouthPose, Placement
@@ -48,6 +52,12 @@ class Drawn:
         return bool(close) and head == self.head and blink == self.blink
 
 
+class Moved(NamedTuple):
+    pose: HeadPose
+    photo: Background  # the photo moved by the pose
+    inverse: np.ndarray  # (2, 3) frame -> photo
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     blink_interval_s: tuple[float, float] = (2.0, 6.0)  # time between blinks, drawn uniformly
@@ -67,9 +77,12 @@ class Renderer:
             self.config.head_shift_px * avatar.size / REFERENCE_SIZE,
             head_pivot(avatar.landmarks, avatar.frame),
         )
-        self._moved: tuple[HeadPose, np.ndarray] | None = None  # the last head pose and its photo
+        self._still = Background(avatar.image)  # the photo, when the head is held still
+        self._moved: Moved | None = None  # the last head pose, its photo and its inverse
         self._placed: tuple[bytes, Placement] | None = None  # the last head matrix and its placement
         self._drawn: Drawn | None = None  # the last frame rendered
+        self._posed: tuple[int, HeadPose | None] | None = None  # the last frame index and its head pose
+        self.changes: Changes | None = None  # what the last frame drawn changed on its moved photo
 
     def render(self, controls: np.ndarray, index: int) -> np.ndarray:
         """(S, S, 3) uint8 RGB frame `index` with the mouth at `controls` ((5,) in [0, 1]); the
@@ -82,9 +95,12 @@ class Renderer:
         return image
 
     def _head_pose_or_none(self, index: int) -> HeadPose | None:
-        if self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0:
-            return None
-        return self.head_pose(index)
+        """Frame index's head pose (None: held still), worked out once per frame: a frame asks
+        for it several times, and each costs ~10 small numpy calls."""
+        if self._posed is None or self._posed[0] != index:
+            still = self.config.head_rotation_deg == 0 and self.config.head_shift_px == 0
+            self._posed = (index, None if still else self.head_pose(index))
+        return self._posed[1]
 
     def draw(self, controls: np.ndarray, index: int) -> np.ndarray:
         """A new (S, S, 3) uint8 RGB frame `index` with the mouth at `controls`, always drawn."""
@@ -94,17 +110,37 @@ class Renderer:
         self.warp(field.coords, frame)
         self.composite(pose, field, frame)
         self.blink(index, frame, head)
+        self.changes = Changes(self._background(self._head_pose_or_none(index)), self._changed_boxes(index))
         return frame
+
+    def _changed_boxes(self, index: int) -> Boxes:
+        """The regions `draw` writes for frame index: the mouth's, and the eyes' when blinking."""
+        if self.idle.blink(index) <= 0.0:
+            return (self.avatar.rig.roi.slices,)
+        return (self.avatar.rig.roi.slices, *(region.roi.slices for region in self.avatar.eyes.regions))
 
     def background(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A fresh copy of the photo moved by frame index's head pose, and that pose's inverse
         (frame -> photo, None when the head is held still)."""
         pose = self._head_pose_or_none(index)
         if pose is None:
-            return self.avatar.image.copy(), None
-        if self._moved is None or self._moved[0] != pose:
-            self._moved = (pose, move_head(self.avatar.image, pose, self.avatar.size))
-        return self._moved[1].copy(), pose.inverse()
+            return self._still.rgb.copy(), None
+        moved = self._moved_by(pose)
+        return moved.photo.rgb.copy(), moved.inverse
+
+    def _background(self, pose: HeadPose | None) -> Background:
+        """The photo moved by a head pose (None: held still)."""
+        return self._still if pose is None else self._moved_by(pose).photo
+
+    def _moved_by(self, pose: HeadPose) -> "Moved":
+        """The photo moved by a head pose and the pose's inverse, kept while the (quantised) pose
+        holds: both cost a whole-frame warp or a few dozen small numpy calls."""
+        if self._moved is None or self._moved.pose != pose:
+            photo = Background(move_head(self.avatar.image, pose, self.avatar.size))
+            inverse = pose.inverse()
+            inverse.flags.writeable = False  # handed to every frame of the pose
+            self._moved = Moved(pose, photo, inverse)
+        return self._moved
 
     def pose(self, controls: np.ndarray) -> MouthPose:
         return self.avatar.rig.pose(controls)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from lipstream.engine.controls import N_CONTROLS
-from lipstream.engine.faceframe import UPPER_INNER, FaceFrame, apply_affine
+from lipstream.engine.faceframe import UPPER_INNER, FaceFrame
 from lipstream.engine.motionbasis import LOWER_LINE, Roi, dense_fields, lower_face_roi, sparse_shapes
 
 MAX_SHIFT = 0.25  # no pixel moves further than this (face heights), whatever the input
@@ -60,6 +60,7 @@ class RigBasis:
     basis: np.ndarray
     coarse_shape: tuple[int, int]  # (hc, wc)
     grid: np.ndarray  # (h, w, 2) float32 absolute pixel coordinates of the region
+    grid_planes: np.ndarray  # (2, h, w) float32 the same, one contiguous plane per coordinate
     coarse_grid: np.ndarray  # (hc, wc, 2) float32 coarse-grid indices (to resample a coarse field)
     u: np.ndarray  # (h, w) float32 each pixel's position in the face frame, px
     v: np.ndarray
@@ -72,8 +73,9 @@ class RigBasis:
     face_px: float
 
     def clamp(self, controls: np.ndarray) -> np.ndarray:
-        c = np.nan_to_num(np.asarray(controls, np.float32).reshape(N_CONTROLS), nan=0.0)
-        return np.clip(c, 0.0, 1.0)
+        c = np.clip(np.asarray(controls, np.float32).reshape(N_CONTROLS), 0.0, 1.0)  # +-inf: 1 or 0
+        c[np.isnan(c)] = 0.0  # (np.nan_to_num first did the same for ~4x the time of the rest)
+        return c
 
     def pose(self, controls: np.ndarray) -> MouthPose:
         c = self.clamp(controls)
@@ -112,7 +114,7 @@ class RigBasis:
         side = np.subtract(above, below)
         side /= self._blend_px(pose, u)
         side += 0.5
-        np.clip(side, 0.0, 1.0, out=side)
+        np.minimum(np.maximum(side, 0.0, out=side), 1.0, out=side)  # np.clip: the same, 1.5x slower
         coords = cv2.merge([_mix(up_x, lo_x, side, base[0]), _mix(up_y, lo_y, side, base[1])])
         return MouthField(coords, above, below, u)
 
@@ -131,15 +133,13 @@ class RigBasis:
         (2x3, frame -> photo; None: still). The same for every frame of that pose, so a renderer
         keeps it while the pose holds."""
         if head is None:
-            return Placement(_planes(self.grid), self.u, self.v)
-        base = _planes(apply_affine(self.grid, head))
+            return Placement(self.grid_planes, self.u, self.v)
         rot, shift = head[:, :2].astype(np.float32), head[:, 2].astype(np.float32)
         # the same similarity in face coordinates: q = o + axes^T (u, v)
         turn = self.axes @ rot @ self.axes.T
         offset = self.axes @ (rot @ self.origin + shift - self.origin)
-        u = turn[0, 0] * self.u + turn[0, 1] * self.v + offset[0]
-        v = turn[1, 0] * self.u + turn[1, 1] * self.v + offset[1]
-        return Placement(base, u.astype(np.float32), v.astype(np.float32))
+        u, v = _affine_planes(np.stack([self.u, self.v]), turn, offset)
+        return Placement(_affine_planes(self.grid_planes, rot, shift), u, v)
 
     def _past_edge(self, face_u: np.ndarray, face_v: np.ndarray, u: np.ndarray, v: np.ndarray,
                    edge: np.ndarray) -> np.ndarray:
@@ -147,18 +147,33 @@ class RigBasis:
 
         face_u, face_v: (h, w) the pixel's backward offset in face axes; u, v: where the pixel sits.
         """
-        source_u = np.add(face_u, u)
-        source_u -= self.bin0 - 0.5  # +0.5: truncation below rounds to the nearest bin
-        bins = source_u.astype(np.int32)
-        np.clip(bins, 0, len(edge) - 1, out=bins)
+        source_bin = np.add(face_u, u)
+        source_bin -= self.bin0 - 0.5  # +0.5: truncation below rounds to the nearest bin
+        np.trunc(source_bin, out=source_bin)
+        # The bin's edge, clamped to the table, as a one-row nearest-neighbour remap at whole
+        # numbers: the same values as a cast, a clip and np.take, in half the time (np.take is slow).
+        at = cv2.remap(edge[None], source_bin, np.zeros_like(source_bin), cv2.INTER_NEAREST,
+                       borderMode=cv2.BORDER_REPLICATE)
         past = np.add(face_v, v)
-        past -= np.take(edge, bins)
+        past -= at
         return past
 
 
 def _planes(coords: np.ndarray) -> np.ndarray:
     """(h, w, 2) -> (2, h, w) contiguous: one plane per coordinate."""
     return np.ascontiguousarray(np.moveaxis(coords, -1, 0))
+
+
+def _affine_planes(planes: np.ndarray, rot: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(2, h, w) float32 planes (x, y) mapped by rot (2, 2) and shift (2,), float32: the values of
+    `apply_affine`, made on whole planes (it writes strided channels, several times slower)."""
+    x, y = planes
+    out = np.empty_like(planes)
+    for k in range(2):
+        np.multiply(x, rot[k, 0], out=out[k])
+        out[k] += rot[k, 1] * y
+        out[k] += shift[k]
+    return out
 
 
 def _mix(upper: np.ndarray, lower: np.ndarray, side: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -174,13 +189,12 @@ def _cap(coarse: np.ndarray, max_px: float) -> None:
     """Shorten each side's offsets longer than max_px, in place: a bound that holds whatever the
     controls. coarse (8, hc, wc) as `coarse_fields` makes it; the face axes are orthonormal, so
     the face-axes copy has the same length and takes the same factor."""
-    for side in (0, 2):
-        length = np.hypot(coarse[side], coarse[side + 1])
-        np.maximum(length, 1e-6, out=length)
-        np.divide(max_px, length, out=length)
-        np.minimum(length, 1.0, out=length)
-        coarse[side : side + 2] *= length
-        coarse[side + 4 : side + 6] *= length
+    axes_side_xy = coarse.reshape(2, 2, 2, *coarse.shape[1:])  # (image | face, upper | lower, x | y, hc, wc)
+    length = np.hypot(axes_side_xy[0, :, 0], axes_side_xy[0, :, 1])  # (2, hc, wc): both sides at once
+    np.maximum(length, 1e-6, out=length)
+    np.divide(max_px, length, out=length)
+    np.minimum(length, 1.0, out=length)
+    axes_side_xy *= length[None, :, None]
 
 
 def _edges(bin_u: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +236,7 @@ def build_rig(lm: np.ndarray, frame: FaceFrame, size: int) -> RigBasis:
     turned = [side @ axes.T for side in (upper, lower)]  # the same offsets in face axes
     basis = np.concatenate([upper, lower, *turned], axis=-1).astype(np.float32).reshape(len(upper), -1)
     return RigBasis(
-        roi=roi, step=step, basis=basis, coarse_shape=(hc, wc), grid=grid,
+        roi=roi, step=step, basis=basis, coarse_shape=(hc, wc), grid=grid, grid_planes=_planes(grid),
         coarse_grid=np.stack([jj, ii], -1), u=pix[..., 0].astype(np.float32),
         v=pix[..., 1].astype(np.float32), axes=axes.astype(np.float32),
         origin=frame.origin.astype(np.float32), bin0=bin0, upper_edge=upper_edge,
