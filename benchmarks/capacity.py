@@ -33,23 +33,21 @@ import aiohttp
 import aioice.ice
 
 # sessions.py lies beside this script (the script's folder is first on sys.path)
-from sessions import count_only, cpu_seconds, machine_busy_s, speech_client
+from sessions import count_only, speech_client
 
-from lipstream.measure.server import frame_counts, free_port, wait_healthy
+from lipstream.measure.server import (
+    frame_counts,
+    free_port,
+    machine_busy_s,
+    server_cpu_s,
+    server_pids,
+    wait_healthy,
+)
 from lipstream.streaming.client import Publisher, fps_and_max_gap
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 CONNECT_TIMEOUT_S = 30.0
 MAX_SESSIONS = 64  # the server's limit: never the thing measured here
-
-
-def server_pids(pid: int) -> list[int]:
-    """The server and its workers (children), as /proc lists them now."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return [pid, *(int(c) for c in children)]
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -58,10 +56,6 @@ def rss_bytes(pids: list[int]) -> int:
         with contextlib.suppress(OSError):  # a worker that exited between listing and reading
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
     return total
-
-
-def server_cpu_s(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in server_pids(pid) if Path(f"/proc/{p}").exists())
 
 
 async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:

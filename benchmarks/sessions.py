@@ -26,23 +26,16 @@ import numpy as np
 
 from lipstream.bench import speechlike
 from lipstream.measure.counting import skip_audio_decoding, skip_video_decoding
-from lipstream.measure.server import frame_counts, loopback_only, spawned_server, stage_means_ms
+from lipstream.measure.server import (
+    frame_counts,
+    loopback_only,
+    machine_busy_s,
+    server_cpu_s,
+    spawned_server,
+    stage_means_ms,
+)
 from lipstream.measure.speech import OpusReplayTrack
 from lipstream.streaming.client import Publisher, fps_and_max_gap, transport_offsets_s
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every program on the machine has run (not idle, not I/O wait) since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
 def speech_client(url: str, seconds: float, seed: int, costly: bool = False) -> Publisher:
@@ -83,11 +76,11 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
         async with http.get(f"{url}/metrics") as response:
             before_text = await response.text()
         before = frame_counts(before_text)
-        since, cpu_before, client_before = time.monotonic(), cpu_seconds(server_pid), time.process_time()
+        since, cpu_before, client_before = time.monotonic(), server_cpu_s(server_pid), time.process_time()
         machine_before = machine_busy_s()
         await asyncio.sleep(seconds)
         wall = time.monotonic() - since
-        server_cpu = (cpu_seconds(server_pid) - cpu_before) / wall
+        server_cpu = (server_cpu_s(server_pid) - cpu_before) / wall  # workers included
         client_cpu = (time.process_time() - client_before) / wall
         others_cpu = (machine_busy_s() - machine_before) / wall - server_cpu - client_cpu
         async with http.get(f"{url}/metrics") as response:
