@@ -2,19 +2,23 @@
 audio counted from RTP arrivals instead of decoded. The server must hear the same speech."""
 
 import asyncio
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import aiortc.rtcrtpreceiver
 import av
 import numpy as np
 import pytest
+from aiortc import RTCRtpReceiver
 from aiortc.codecs.opus import OpusEncoder as AiortcOpus
 
 from lipstream.engine.audio import load_audio
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.measure import counting
 from lipstream.measure.counting import skip_audio_decoding
 from lipstream.measure.speech import OpusReplayTrack, encode_chunks
 from lipstream.streaming.client import Publisher, received_audio
@@ -112,14 +116,39 @@ def test_the_server_hears_the_replayed_speech(speech: np.ndarray, avatar: Avatar
     assert best_correlation(sent, back, max_lag=25) > 0.8  # within 0.5 s of pipeline delay
 
 
+def _frames_handed_to_decoders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts, by kind, the encoded frames aiortc's decoder threads are woken for."""
+    handed: Counter[str] = Counter()
+    worker = aiortc.rtcrtpreceiver.decoder_worker
+
+    def counting_worker(loop: Any, input_q: Any, output_q: Any, error: Any) -> None:
+        get = input_q.get
+
+        def counted_get(*args: Any, **kwargs: Any) -> Any:
+            task = get(*args, **kwargs)
+            if task is not None:
+                handed[task[0].mimeType.split("/")[0]] += 1
+            return task
+
+        input_q.get = counted_get
+        worker(loop, input_q, output_q, error)
+
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "decoder_worker", counting_worker)
+    return handed
+
+
 def test_counted_audio_is_not_decoded_but_every_packet_is_seen(speech: np.ndarray, avatar: Avatar,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    # set to itself, so that the test's end puts back the decoder factory skip_audio_decoding replaces
+    # set to themselves, so that the test's end undoes what skip_audio_decoding changes
+    monkeypatch.setattr(RTCRtpReceiver, "__init__", RTCRtpReceiver.__init__)
     monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", aiortc.rtcrtpreceiver.get_decoder)
+    monkeypatch.setattr(counting, "_SKIPPED_KINDS", set(), raising=False)
+    handed = _frames_handed_to_decoders(monkeypatch)
     skip_audio_decoding()
     seconds = 3.0
     publisher = _session(speech, avatar, seconds)
     got = publisher.received
     assert got.audio == [] and got.audio_pts == []  # nothing decoded
+    assert handed["audio"] == 0  # nor even handed to the decoder thread: no thread hop per packet
     assert len(got.rtp_arrival["audio"]) >= 0.8 * seconds * CHUNKS_PER_SECOND  # yet every packet noted
-    assert len(got.video_pts) >= 0.8 * seconds * 25  # video still decoded: only audio is counted
+    assert len(got.video_pts) >= 0.8 * seconds * 25 and handed["video"] > 0  # video still decoded
