@@ -2,40 +2,51 @@
 
     .venv/bin/python benchmarks/opus_send.py --rounds 7
 
-Encodes the same speech (espeak-ng, else speech-like tones) chunk by chunk as the audio track
-does, in interleaved rounds so that every way sees the same machine: "pyav" is the way before
-(int16 PyAV frame -> PyAV's libopus, compression level 10), "ctypes cN" is `OpusChunkEncoder`
-(float straight into libopus) at complexity N. Per way: thread CPU per second of audio (median
-over rounds, and as a ratio to "pyav"), and the log-mel distance (mean |dB| over 80 bins x 10 ms
-hops) of the decoded speech from the input. For scale, the same distance at 32 kbit/s, what
-Chromium spends on a microphone. Prints a table and writes JSON.
+Sends the same speech (espeak-ng, else speech-like tones) the way the audio track does, in
+interleaved rounds so that every way sees the same machine: encode a packet, wrap it as aiortc
+does (pack, RTP header), protect it with SRTP and `sendto` it on loopback. "pyav" is the way
+before (int16 PyAV frame -> PyAV's libopus, compression level 10), "ctypes cN" is
+`OpusChunkEncoder` (float straight into libopus) at complexity N; "40 ms" ways send one packet
+per video frame instead of two. Per way: thread CPU per second of audio (median over rounds, and
+as a ratio to "pyav"), and the log-mel distance (mean |dB| over 80 bins x 10 ms hops) of the
+decoded speech from the input. For scale, the same distance at 32 kbit/s, what Chromium spends on
+a microphone. Not counted: the asyncio timer wake-up per packet. Prints a table, writes JSON.
 """
 
 import argparse
 import json
+import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from statistics import median
 
 import av
 import numpy as np
+from aiortc.codecs.opus import OpusEncoder as AiortcOpus
+from aiortc.rtp import RtpPacket
+from pylibsrtp import Policy, Session
 
 from lipstream.bench import speechlike
 from lipstream.engine.audio import load_audio
-from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.measure.opus_quality import ChunkEncode, encoder_distance_db, whole_chunks
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES
-from lipstream.streaming.tracks import OPUS_BITRATE, RawChunks
+from lipstream.streaming.tracks import OPUS_BITRATE, OPUS_COMPLEXITY, RawChunks
 from lipstream.streaming.tracks import OpusChunkEncoder as CtypesChunks
 
 BROWSER_BITRATE = 32_000  # bit/s
+SRTP_KEY_BYTES = 30  # AES-128 key + 14-byte salt, as DTLS-SRTP derives
+OPUS_PAYLOAD_TYPE = 111
 TEXT = ("Papa bought a big map. Bob, look at the moon! The quick brown fox jumps over the lazy dog; "
         "she sells sea shells by the sea shore, and six thick thistle sticks.")
+
 
 class PyAVChunks:
     """The encoder before this benchmark's change: an int16 PyAV frame into PyAV's libopus."""
@@ -52,6 +63,31 @@ class PyAVChunks:
         return packet
 
 
+@dataclass(frozen=True)
+class Way:
+    make: Callable[[], ChunkEncode]
+    packet_samples: int = AUDIO_CHUNK_SAMPLES
+
+
+class Sender:
+    """What happens to a packet after the track returns it: aiortc's pack, RTP, SRTP, sendto."""
+
+    def __init__(self) -> None:
+        self.pack = AiortcOpus().pack
+        self.srtp = Session(Policy(key=os.urandom(SRTP_KEY_BYTES), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never read: drops when full
+        self.sink.bind(("127.0.0.1", 0))
+        self.out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sequence = 0
+
+    def send(self, packet: av.Packet) -> None:
+        (payload,), timestamp = self.pack(packet)
+        self.sequence += 1
+        rtp = RtpPacket(payload_type=OPUS_PAYLOAD_TYPE, sequence_number=self.sequence & 0xFFFF,
+                        timestamp=timestamp & 0xFFFFFFFF, ssrc=1234, payload=payload)
+        self.out.sendto(self.srtp.protect(rtp.serialize()), self.sink.getsockname())
+
+
 def speech() -> np.ndarray:
     if shutil.which("espeak-ng") is None:
         return speechlike(10.0)
@@ -61,17 +97,21 @@ def speech() -> np.ndarray:
         return load_audio(wav)
 
 
-def cpu_ms_per_audio_s(encode: ChunkEncode, pieces: np.ndarray) -> float:
+def cpu_ms_per_audio_s(way: Way, pcm: np.ndarray, sender: Sender) -> float:
+    pieces, encode = whole_chunks(pcm, way.packet_samples), way.make()
     start = time.thread_time()
     for k, piece in enumerate(pieces):
-        encode(piece, k * AUDIO_CHUNK_SAMPLES)
+        packet = encode(piece, k * way.packet_samples)
+        assert isinstance(packet, av.Packet)
+        sender.send(packet)
     return (time.thread_time() - start) * 1e3 / (pieces.size / SAMPLE_RATE)
 
 
-def ways(levels: list[int]) -> dict[str, Callable[[], ChunkEncode]]:
-    made: dict[str, Callable[[], ChunkEncode]] = {"pyav": PyAVChunks}
+def ways(levels: list[int]) -> dict[str, Way]:
+    made = {"pyav": Way(PyAVChunks)}
     for level in levels:
-        made[f"ctypes c{level}"] = lambda level=level: CtypesChunks(complexity=level)  # type: ignore[misc]
+        made[f"ctypes c{level}"] = Way(lambda level=level: CtypesChunks(complexity=level))  # type: ignore[misc]
+    made[f"ctypes c{OPUS_COMPLEXITY} 40 ms"] = Way(CtypesChunks, SAMPLES_PER_VIDEO_FRAME)
     return made
 
 
@@ -86,21 +126,20 @@ def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[10, 9, 7, 5, 3, 1, 0])
     parser.add_argument("--out", default="benchmarks/results/opus_send.json")
     args = parser.parse_args()
-    pcm = speech()
-    pieces = whole_chunks(pcm)
-    makers = ways(args.levels)
-    cpu: dict[str, list[float]] = {name: [] for name in makers}
+    pcm, sender, made = speech(), Sender(), ways(args.levels)
+    cpu: dict[str, list[float]] = {name: [] for name in made}
     for _ in range(args.rounds):
-        for name, make in makers.items():  # interleaved: each way, then the next, every round
-            cpu[name].append(cpu_ms_per_audio_s(make(), pieces))
-    rows = {name: row(times, median(cpu["pyav"]), encoder_distance_db(makers[name](), pcm))
+        for name, way in made.items():  # interleaved: each way, then the next, every round
+            cpu[name].append(cpu_ms_per_audio_s(way, pcm, sender))
+    rows = {name: row(times, median(cpu["pyav"]), encoder_distance_db(made[name].make(), pcm,
+                                                                       made[name].packet_samples))
             for name, times in cpu.items()}
     browser = encoder_distance_db(CtypesChunks(bitrate=BROWSER_BITRATE, complexity=10), pcm)
-    print(f"{pieces.size / SAMPLE_RATE:.1f} s of speech, {args.rounds} interleaved rounds")
-    print(f"{'way':<12}{'CPU ms per audio s':>20}{'ratio':>8}{'log-mel dist dB':>17}")
-    for name, row in rows.items():
-        print(f"{name:<12}{row['cpu_ms_per_audio_s']:>20.2f}{row['ratio_to_pyav']:>8.2f}"
-              f"{row['mel_distance_db']:>17.2f}")
+    print(f"{pcm.size / SAMPLE_RATE:.1f} s of speech, {args.rounds} interleaved rounds")
+    print(f"{'way':<18}{'CPU ms per audio s':>20}{'ratio':>8}{'log-mel dist dB':>17}")
+    for name, result in rows.items():
+        print(f"{name:<18}{result['cpu_ms_per_audio_s']:>20.2f}{result['ratio_to_pyav']:>8.2f}"
+              f"{result['mel_distance_db']:>17.2f}")
     print(f"for scale: complexity 10 at {BROWSER_BITRATE // 1000} kbit/s (a browser's microphone): "
           f"{browser:.2f} dB")
     out = Path(args.out)

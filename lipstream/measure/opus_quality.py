@@ -16,17 +16,17 @@ ALIGN_SEARCH_SAMPLES = 1000  # longer than any encoder's lookahead (6.5 ms = 104
 ChunkEncode = Callable[[np.ndarray, int], av.Packet | av.AudioFrame]
 
 
-def whole_chunks(pcm: np.ndarray) -> np.ndarray:
-    """(n, 320): `pcm` (16 kHz) cut into whole 20 ms chunks, the rest dropped."""
-    n = pcm.size // AUDIO_CHUNK_SAMPLES
-    return pcm[: n * AUDIO_CHUNK_SAMPLES].reshape(n, AUDIO_CHUNK_SAMPLES)
+def whole_chunks(pcm: np.ndarray, samples: int = AUDIO_CHUNK_SAMPLES) -> np.ndarray:
+    """(n, samples): `pcm` (16 kHz) cut into whole chunks (20 ms unless told), the rest dropped."""
+    n = pcm.size // samples
+    return pcm[: n * samples].reshape(n, samples)
 
 
 def round_trip(encode: ChunkEncode, pieces: np.ndarray) -> np.ndarray:
     """Each chunk through `encode` (which must make Opus packets) and back through libopus."""
     decoder, out = OpusDecoder(), []
     for k, piece in enumerate(pieces):
-        packet = encode(piece, k * AUDIO_CHUNK_SAMPLES)
+        packet = encode(piece, k * piece.size)
         if not isinstance(packet, av.Packet):
             raise TypeError(f"{type(encode).__name__} made {type(packet).__name__}, not Opus packets")
         out.append(decoder.decode(bytes(packet)))
@@ -42,6 +42,6 @@ def mel_distance_db(decoded: np.ndarray, source: np.ndarray) -> float:
     return float(np.mean(np.abs(log_mel(decoded[delay : delay + n]) - log_mel(source[:n])))) * DB_PER_LOG10
 
 
-def encoder_distance_db(encode: ChunkEncode, pcm: np.ndarray) -> float:
-    pieces = whole_chunks(pcm)
+def encoder_distance_db(encode: ChunkEncode, pcm: np.ndarray, samples: int = AUDIO_CHUNK_SAMPLES) -> float:
+    pieces = whole_chunks(pcm, samples)
     return mel_distance_db(round_trip(encode, pieces), pieces.reshape(-1))
