@@ -8,7 +8,7 @@ shipped, the ONNX model. Then the shipped model alone at batch 1, 8 and 32 windo
 call (what `EngineGroup` runs each tick): CPU cost per window. Burn-in, then measure.
 With --session, instead: the compute a server spends per session-frame outside the network code,
 stage by stage on one thread (engine on speech-like audio, RGB -> I420, wrapping the picture for
-aiortc, VP8 encode + packetise, Opus encode of the frame's 40 ms packet).
+aiortc, VP8 encode + packetise, Opus encode of the frame's two 20 ms chunks).
 
     python benchmarks/stages.py [--frames 500] [--cv-threads 1] [--model-calls 300] [--only-model]
                                 [--session] [--out benchmarks/results/stages.json]
@@ -44,6 +44,7 @@ from lipstream.engine.constants import (  # noqa: E402
 from lipstream.engine.engine import Engine, EngineConfig  # noqa: E402
 from lipstream.engine.motion import load_motion_model, shipped_model_path  # noqa: E402
 from lipstream.engine.render import RenderConfig, Renderer  # noqa: E402
+from lipstream.streaming.clock import CHUNKS_PER_FRAME  # noqa: E402
 
 MODEL_BATCHES = (1, 8, 32)  # windows per runner call: one session, a tick of a small and a busy server
 RENDER_STAGES = ("head", "rig", "field", "warp", "composite", "blink")
@@ -177,7 +178,8 @@ def time_session(frames: int) -> dict[str, float]:
         marks.append(time.thread_time())
         vp8.encode(video)
         marks.append(time.thread_time())
-        opus(frame.audio, n * SAMPLES_PER_VIDEO_FRAME)  # as the audio track encodes it: one packet
+        for k, chunk in enumerate(np.split(frame.audio, CHUNKS_PER_FRAME)):
+            opus(chunk, (n * CHUNKS_PER_FRAME + k) * chunk.size)  # as the audio track encodes it
         marks.append(time.thread_time())
         if n >= BURN_IN:
             for name, a, b in zip(SESSION_STAGES, marks[:-1], marks[1:], strict=True):

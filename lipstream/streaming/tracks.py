@@ -1,9 +1,8 @@
 """aiortc tracks that send a session's frames and the audio made with them, paced by its clock.
 
 aiortc sends as soon as `recv()` returns, so each track sleeps until its next deadline on the
-session's `MediaClock`. Video frame n and its audio (one 40 ms Opus packet, or 20 ms chunks 2n,
-2n+1 for an encoder that makes those) carry the same media time (pts n * 3600 at 90 kHz; pts 640 n
-at 16 kHz) and are due at the same moment; the audio is handed over
+session's `MediaClock`. Video frame n and audio chunks 2n, 2n+1 carry the same media time (pts
+n * 3600 at 90 kHz; pts 640 n at 16 kHz) and are due at the same moment; the audio is handed over
 after the video's measured encode-and-send delay, so sound and picture leave together. Every
 session track and every viewer track reads the same `FrameRing`; each sender encodes its own copy.
 """
@@ -16,12 +15,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from lipstream.engine.constants import (
-    SAMPLE_RATE,
-    SAMPLES_PER_VIDEO_FRAME,
-    VIDEO_CLOCK_RATE,
-    VIDEO_PTS_PER_FRAME,
-)
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_PER_FRAME
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.metrics import ServerMetrics
@@ -51,16 +45,14 @@ OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spen
 # browser's microphone sends (complexity 10 at 32 kbit/s: 2.45 dB).
 OPUS_COMPLEXITY = 5
 INT16_FULL_SCALE = 32767
-SILENT_FRAME = np.zeros(SAMPLES_PER_VIDEO_FRAME, np.float32)
-SILENT_FRAME.flags.writeable = False
+SILENT_CHUNK = np.zeros(AUDIO_CHUNK_SAMPLES, np.float32)
+SILENT_CHUNK.flags.writeable = False
 
 
 class ChunkEncoder(Protocol):
-    """Turns `chunks_per_packet` 20 ms chunks (16 kHz float32, its first sample's pts) into what
-    aiortc is handed."""
+    """Turns one 20 ms chunk (16 kHz float32, its first sample's pts) into what aiortc is handed."""
 
     lookahead_s: float  # how far the sound of its output lags the input chunk
-    chunks_per_packet: int  # a divisor of CHUNKS_PER_FRAME: a packet never spans two frames
 
     def __call__(self, pcm: np.ndarray, pts: int) -> av.Packet | av.AudioFrame: ...
 
@@ -69,7 +61,6 @@ class RawChunks:
     """Hands over PCM frames (aiortc then encodes): for tests that read them."""
 
     lookahead_s = 0.0
-    chunks_per_packet = 1
 
     def __call__(self, pcm: np.ndarray, pts: int) -> av.Packet | av.AudioFrame:
         s16 = (np.clip(pcm, -1.0, 1.0) * INT16_FULL_SCALE).astype(np.int16)
@@ -81,19 +72,15 @@ class RawChunks:
 
 
 class OpusChunkEncoder:
-    """Encodes each video frame's 40 ms of audio to one Opus packet at once, on the calling thread.
+    """Encodes each 20 ms chunk to one Opus packet at once, on the calling thread.
 
     Handing aiortc packets instead of frames matters twice. Its own encoder resamples to 48 kHz and
     its resampler holds back a few samples, so the packet for chunk k would leave only with chunk
     k+1 (measured: audio 18 ms behind video). And it encodes in a thread pool shared with every
     video encoder, one hop per packet, 50 a second: on a busy machine audio packets queued behind
     video encodes. libopus takes 16 kHz float directly (no PyAV frame to build: this runs on the
-    event loop), and aiortc only packetizes a packet. One 40 ms packet per frame (Opus allows 40 ms
-    frames; browsers and aiortc play them) halves the packets, their RTP/SRTP/sendto calls and the
-    track's timer wake-ups; the frame's audio is all there when the frame is due, so none waits.
+    event loop), and aiortc only packetizes a packet.
     """
-
-    chunks_per_packet = CHUNKS_PER_FRAME
 
     def __init__(self, bitrate: int = OPUS_BITRATE, complexity: int = OPUS_COMPLEXITY) -> None:
         self.encoder = OpusEncoder(bitrate=bitrate, complexity=complexity)
@@ -208,8 +195,7 @@ class SessionVideoTrack(_SessionTrack):
 
 
 class SessionAudioTrack(_SessionTrack):
-    """The engine's audio: the input delayed by exactly the pipeline latency, in packets of the
-    encoder's length (one per frame, or 20 ms each), each leaving with its part of the frame."""
+    """The engine's audio: the input delayed by exactly the pipeline latency, 20 ms per frame."""
 
     kind = "audio"
 
@@ -231,15 +217,15 @@ class SessionAudioTrack(_SessionTrack):
         if self.clock.now() - due > MAX_BEHIND_S:
             self._chunk = self.clock.frame_index_at(self.clock.now()) * CHUNKS_PER_FRAME
         chunk = self._chunk
-        self._chunk += self.encode.chunks_per_packet
+        self._chunk += 1
         made = await self.ring.wait_for(chunk // CHUNKS_PER_FRAME, LATE_WAIT_S)
         return self.encode(self._pcm(chunk, made), chunk * AUDIO_CHUNK_SAMPLES)
 
     def _pcm(self, chunk: int, made: ReadyFrame | None) -> np.ndarray:
-        """The packet's part of the frame's audio, from `chunk` on; silence for a frame not made
-        in time."""
+        """The chunk's 20 ms of the frame's audio; silence for a frame not made in time."""
         if self.probe is not None:
             self.probe.audio(chunk, self.clock.now())
+        if made is None:
+            return SILENT_CHUNK
         start = (chunk % CHUNKS_PER_FRAME) * AUDIO_CHUNK_SAMPLES
-        samples = self.encode.chunks_per_packet * AUDIO_CHUNK_SAMPLES
-        return SILENT_FRAME[:samples] if made is None else made.audio[start : start + samples]
+        return made.audio[start : start + AUDIO_CHUNK_SAMPLES]
