@@ -55,3 +55,13 @@ def test_the_encoder_refuses_a_complexity_libopus_does_not_have() -> None:
     with pytest.raises(OpusError, match="use 0..10"):
         OpusEncoder(complexity=11)
     assert OpusEncoder(complexity=0).lookahead_samples == OPUS_LOOKAHEAD_SAMPLES
+
+
+def test_one_libopus_in_the_process_the_one_pyav_brought() -> None:
+    """opus.py uses the libopus PyAV's FFmpeg loaded (a newer release: less CPU per packet) rather
+    than loading a second, older one from the system, where PyAV's wheel bundles one."""
+    av.CodecContext.create("libopus", "w")  # PyAV's FFmpeg, as aiortc uses it
+    OpusEncoder().encode(np.zeros(AUDIO_CHUNK_SAMPLES, np.float32))
+    with open("/proc/self/maps") as maps:
+        loaded = {line.split()[-1] for line in maps if "libopus" in line}
+    assert len(loaded) == 1, loaded
