@@ -2,15 +2,16 @@
 
     .venv/bin/python benchmarks/capacity.py --workers 1 2 --start 4 --step 2 --seconds 15
 
-It spawns one server per W (`--max-sessions` far above any N tried), then for N = start,
-start + step, ..., and for each W in turn at that N (so every W sees the same machine): connects
-N aiortc publishers sending speech-like audio (they count frames from RTP arrivals and do not
-decode video, as in sessions.py), waits out a warm-up, measures, and ends the sessions. N stops
-rising for a W once skipped or late frames exceed --limit-percent (1%) (with --keep-going, at
---max). Per N it prints fps per session (median and lowest), skipped and late frames (% of frames
-due, from the server's /metrics, summed over workers by the front), the CPU the server used (front
-and workers, in cores), its RSS per session (above the idle server's), the CPU other programs used
-meanwhile and the load average; then the largest N that held, per W. Writes JSON.
+It spawns one server per W (`--max-sessions` far above any N tried), then for N = start, start +
+step, ..., and for each W in turn at that N (so every W sees the same machine): connects N aiortc
+publishers sending speech-like audio (as in sessions.py: Opus encoded once and replayed; they count
+what they receive from RTP arrivals and decode neither video nor audio), waits out a warm-up,
+measures, and ends the sessions. N stops rising for a W once skipped or late frames exceed
+--limit-percent (1%) (with --keep-going, at --max). Per N it prints fps per session (median and lowest),
+skipped and late frames (% of frames due, from the server's /metrics, summed over workers by the
+front), the CPU the server used (front and workers, in cores), its RSS per session (above the idle
+server's), the CPU other programs used meanwhile and the load average; then the largest N that held,
+per W. Writes JSON.
 
 With --baseline DIR, each W also runs a server from another source tree (e.g. a `git worktree` of
 main), interleaved with this tree's at every N: an A/B in one run, both seeing the same machine.
@@ -32,25 +33,21 @@ import aiohttp
 import aioice.ice
 
 # sessions.py lies beside this script (the script's folder is first on sys.path)
-from sessions import cpu_seconds, machine_busy_s
+from sessions import count_only, speech_client
 
-from lipstream.bench import speechlike
-from lipstream.measure.counting import skip_video_decoding
-from lipstream.measure.server import frame_counts, free_port, wait_healthy
+from lipstream.measure.server import (
+    frame_counts,
+    free_port,
+    machine_busy_s,
+    server_cpu_s,
+    server_pids,
+    wait_healthy,
+)
 from lipstream.streaming.client import Publisher, fps_and_max_gap
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 CONNECT_TIMEOUT_S = 30.0
 MAX_SESSIONS = 64  # the server's limit: never the thing measured here
-
-
-def server_pids(pid: int) -> list[int]:
-    """The server and its workers (children), as /proc lists them now."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return [pid, *(int(c) for c in children)]
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -61,10 +58,6 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def server_cpu_s(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in server_pids(pid) if Path(f"/proc/{p}").exists())
-
-
 async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
     async with http.get(f"{url}/metrics") as response:
         return await response.text()
@@ -73,7 +66,7 @@ async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
 async def run_sessions(url: str, pid: int, sessions: int, seconds: float, warmup_s: float,
                        idle_rss: int) -> dict:
     async with aiohttp.ClientSession() as http:
-        publishers = [Publisher(url, speechlike(seconds + warmup_s + 10, seed=i)) for i in range(sessions)]
+        publishers = [speech_client(url, seconds + warmup_s + 10, seed=i) for i in range(sessions)]
         try:
             await asyncio.gather(*(p.start(http) for p in publishers))
             await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), CONNECT_TIMEOUT_S)
@@ -209,7 +202,7 @@ def main() -> int:
                         help="also run servers from this source tree, interleaved (A/B)")
     parser.add_argument("--out", default="benchmarks/results/capacity.json")
     args = parser.parse_args()
-    skip_video_decoding()
+    count_only()
     # Loopback only: the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
     results = {label(server): server.rows for server in run(args)}

@@ -6,8 +6,11 @@ Starts the server as a subprocess (its CPU time is read from /proc), connects N 
 that send speech-like audio, and after a warm-up measures, per session: fps and the longest gap
 between frames (from the arrival of each frame's first RTP packet), the audio-video offset (that
 arrival minus the arrival of the audio with the same media time), and frames the server rendered,
-skipped or sent late. The clients do not decode the video unless --decode is given: on a 2-core
-machine, decoding N streams next to the server would take the CPU the server is being measured on.
+skipped or sent late. The clients send real Opus speech as a browser does (20 ms packets), encoded
+once before the run and replayed, and count the media they receive from RTP arrivals without
+decoding it: on a 2-core machine, encoding and decoding N streams next to the server would take the
+CPU the server is being measured on. --decode decodes the received video; --costly-clients makes
+the clients of before (aiortc encodes their speech live and decodes the audio back), to compare.
 Prints a table and writes JSON.
 """
 
@@ -22,23 +25,33 @@ import aiohttp
 import numpy as np
 
 from lipstream.bench import speechlike
-from lipstream.measure.counting import skip_video_decoding
-from lipstream.measure.server import frame_counts, loopback_only, spawned_server, stage_means_ms
+from lipstream.measure.counting import skip_audio_decoding, skip_video_decoding
+from lipstream.measure.server import (
+    frame_counts,
+    loopback_only,
+    machine_busy_s,
+    server_cpu_s,
+    spawned_server,
+    stage_means_ms,
+)
+from lipstream.measure.speech import OpusReplayTrack
 from lipstream.streaming.client import Publisher, fps_and_max_gap, transport_offsets_s
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+def speech_client(url: str, seconds: float, seed: int, costly: bool = False) -> Publisher:
+    """A client sending `seconds` of speech-like audio: replayed Opus packets unless `costly`."""
+    pcm = speechlike(seconds, seed=seed)
+    if costly:
+        return Publisher(url, pcm)
+    return Publisher(url, pcm, track=OpusReplayTrack(pcm), keep_audio=False)
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every program on the machine has run (not idle, not I/O wait) since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+def count_only(video: bool = True, audio: bool = True) -> None:
+    """The clients of this process count what they receive instead of decoding it."""
+    if video:
+        skip_video_decoding()
+    if audio:
+        skip_audio_decoding()
 
 
 def per_session(publisher: Publisher, since: float) -> dict[str, float]:
@@ -52,21 +65,22 @@ def per_session(publisher: Publisher, since: float) -> dict[str, float]:
             "av_offset_p95_ms": float(np.percentile(offsets_ms, 95))}
 
 
-async def measure(url: str, server_pid: int, sessions: int, seconds: float, warmup_s: float) -> dict:
+async def measure(url: str, server_pid: int, sessions: int, seconds: float, warmup_s: float,
+                  costly: bool = False) -> dict:
     async with aiohttp.ClientSession() as http:
-        publishers = [Publisher(url, speechlike(seconds + warmup_s + 5, seed=i)) for i in range(sessions)]
-        for publisher in publishers:
-            await publisher.start(http)
+        publishers = [speech_client(url, seconds + warmup_s + 5, i, costly) for i in range(sessions)]
+        for client in publishers:
+            await client.start(http)
         await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), 20) for p in publishers))
         await asyncio.sleep(warmup_s)
         async with http.get(f"{url}/metrics") as response:
             before_text = await response.text()
         before = frame_counts(before_text)
-        since, cpu_before, client_before = time.monotonic(), cpu_seconds(server_pid), time.process_time()
+        since, cpu_before, client_before = time.monotonic(), server_cpu_s(server_pid), time.process_time()
         machine_before = machine_busy_s()
         await asyncio.sleep(seconds)
         wall = time.monotonic() - since
-        server_cpu = (cpu_seconds(server_pid) - cpu_before) / wall
+        server_cpu = (server_cpu_s(server_pid) - cpu_before) / wall  # workers included
         client_cpu = (time.process_time() - client_before) / wall
         others_cpu = (machine_busy_s() - machine_before) / wall - server_cpu - client_cpu
         async with http.get(f"{url}/metrics") as response:
@@ -74,13 +88,14 @@ async def measure(url: str, server_pid: int, sessions: int, seconds: float, warm
         after = frame_counts(text)
         stages = stage_means_ms(before_text, text)
         rows = [per_session(p, since) for p in publishers]
-        for publisher in publishers:
-            await publisher.stop(http)
+        for client in publishers:
+            await client.stop(http)
     frames = {k: after.get(k, 0) - before.get(k, 0) for k in ("rendered", "skipped", "late")}
     return {"sessions": sessions, "seconds": seconds, "cores": os.cpu_count(), "per_session": rows,
             "server_cpu_cores": server_cpu, "server_cpu_per_session": server_cpu / sessions,
             "client_cpu_cores": client_cpu, "other_programs_cpu_cores": max(others_cpu, 0.0),
-            "server_frames": frames, "server_stage_mean_ms": stages}
+            "server_frames": frames, "server_stage_mean_ms": stages,
+            "clients": "costly" if costly else "replay"}
 
 
 def print_table(result: dict) -> None:
@@ -107,14 +122,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--decode", action="store_true", help="decode the received video in the clients")
+    parser.add_argument("--costly-clients", action="store_true",
+                        help="clients that encode their speech live and decode the audio back (as before)")
     parser.add_argument("--out", default="benchmarks/results/sessions.json")
     args = parser.parse_args()
-    if not args.decode:
-        skip_video_decoding()
+    count_only(video=not args.decode, audio=not args.costly_clients)
     loopback_only()  # the clients gather 127.0.0.1, the server (bound to it) adds 127.0.0.1 too
     with spawned_server("--max-sessions", str(args.sessions)) as target:
         assert target.pid is not None
-        result = asyncio.run(measure(target.url, target.pid, args.sessions, args.seconds, args.warmup))
+        result = asyncio.run(measure(target.url, target.pid, args.sessions, args.seconds, args.warmup,
+                                     args.costly_clients))
     print_table(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

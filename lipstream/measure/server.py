@@ -6,6 +6,7 @@ resident memory is read from /proc and its counters from the Prometheus text it 
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import aioice.ice
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HEALTHY_TIMEOUT_S = 90.0  # start-up times an engine and an encoder for capacity: slow on a busy box
 BYTES_PER_MB = 1024 * 1024
 
@@ -58,6 +60,33 @@ def spawned_server(*serve_args: str) -> Iterator[Target]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def server_pids(pid: int) -> list[int]:
+    """The server and its workers (children), as /proc lists them now."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds of the server and its worker processes: a `--workers N` server's sessions run
+    in the workers, so the front's own figure would miss nearly all of it."""
+    return sum(cpu_seconds(p) for p in server_pids(pid) if Path(f"/proc/{p}").exists())
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every program on the machine has run (not idle, not I/O wait) since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
 
 
 async def wait_healthy(url: str, server: "subprocess.Popen[bytes] | None" = None) -> None:

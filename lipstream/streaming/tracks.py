@@ -19,6 +19,7 @@ from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.opus import OpusEncoder
 from lipstream.streaming.worker import FrameRing, ReadyFrame
 
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
@@ -39,51 +40,59 @@ MAX_SEND_LATENCY_S = 0.1
 BLANK_I420 = np.zeros((96, 64), np.uint8)  # a black 64x64 picture, before any frame was made
 BLANK_I420.flags.writeable = False
 OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
+# libopus 0..10. benchmarks/opus_send.py on espeak speech: 5 costs 0.74x the CPU of 10 and moves
+# the decoded log-mel 1.90 dB from the input (10: 1.71; 3 and below: 2.4), nearer than what a
+# browser's microphone sends (complexity 10 at 32 kbit/s: 2.45 dB).
+OPUS_COMPLEXITY = 5
+INT16_FULL_SCALE = 32767
+SILENT_CHUNK = np.zeros(AUDIO_CHUNK_SAMPLES, np.float32)
+SILENT_CHUNK.flags.writeable = False
 
 
 class ChunkEncoder(Protocol):
-    """Turns one 20 ms chunk into what the audio track hands aiortc."""
+    """Turns one 20 ms chunk (16 kHz float32, its first sample's pts) into what aiortc is handed."""
 
     lookahead_s: float  # how far the sound of its output lags the input chunk
 
-    def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame: ...
+    def __call__(self, pcm: np.ndarray, pts: int) -> av.Packet | av.AudioFrame: ...
 
 
 class RawChunks:
-    """Hands over the PCM frames themselves (aiortc then encodes): for tests that read them."""
+    """Hands over PCM frames (aiortc then encodes): for tests that read them."""
 
     lookahead_s = 0.0
 
-    def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame:
+    def __call__(self, pcm: np.ndarray, pts: int) -> av.Packet | av.AudioFrame:
+        s16 = (np.clip(pcm, -1.0, 1.0) * INT16_FULL_SCALE).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(s16.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = pts
+        frame.time_base = AUDIO_TIME_BASE
         return frame
 
 
 class OpusChunkEncoder:
-    """Encodes each 20 ms chunk to one Opus packet at once, on the calling thread (~0.1 ms).
+    """Encodes each 20 ms chunk to one Opus packet at once, on the calling thread.
 
     Handing aiortc packets instead of frames matters twice. Its own encoder resamples to 48 kHz and
     its resampler holds back a few samples, so the packet for chunk k would leave only with chunk
     k+1 (measured: audio 18 ms behind video). And it encodes in a thread pool shared with every
     video encoder, one hop per packet, 50 a second: on a busy machine audio packets queued behind
-    video encodes. libopus takes 16 kHz directly, and aiortc only packetizes a packet.
+    video encodes. libopus takes 16 kHz float directly (no PyAV frame to build: this runs on the
+    event loop), and aiortc only packetizes a packet.
     """
 
-    def __init__(self) -> None:
-        self.codec = av.CodecContext.create("libopus", "w")
-        self.codec.sample_rate = SAMPLE_RATE
-        self.codec.layout = "mono"
-        self.codec.format = "s16"
-        self.codec.bit_rate = OPUS_BITRATE
-        self.codec.time_base = AUDIO_TIME_BASE
-        self.codec.options = {"application": "voip"}
-        self.lookahead_s = 0.0
+    def __init__(self, bitrate: int = OPUS_BITRATE, complexity: int = OPUS_COMPLEXITY) -> None:
+        self.encoder = OpusEncoder(bitrate=bitrate, complexity=complexity)
+        # What a packet decodes to starts this much before its chunk (6.5 ms): its pts says so,
+        # and the track sends it that much earlier.
+        self._lookahead_samples = self.encoder.lookahead_samples
+        self.lookahead_s = self._lookahead_samples / SAMPLE_RATE
 
-    def __call__(self, frame: av.AudioFrame) -> av.Packet | av.AudioFrame:
-        (packet,) = self.codec.encode(frame)  # one packet per 20 ms frame, never buffered
-        # Its pts is the frame's minus libopus's lookahead (6.5 ms): what it decodes to starts
-        # that much earlier than the chunk. The track sends it that much earlier too.
-        if frame.pts is not None and packet.pts is not None:
-            self.lookahead_s = (frame.pts - packet.pts) / SAMPLE_RATE
+    def __call__(self, pcm: np.ndarray, pts: int) -> av.Packet | av.AudioFrame:
+        packet = av.Packet(self.encoder.encode(np.clip(pcm, -1.0, 1.0)))
+        packet.pts = pts - self._lookahead_samples
+        packet.time_base = AUDIO_TIME_BASE
         return packet
 
 
@@ -210,19 +219,13 @@ class SessionAudioTrack(_SessionTrack):
         chunk = self._chunk
         self._chunk += 1
         made = await self.ring.wait_for(chunk // CHUNKS_PER_FRAME, LATE_WAIT_S)
-        return self.encode(self._frame(chunk, made))
+        return self.encode(self._pcm(chunk, made), chunk * AUDIO_CHUNK_SAMPLES)
 
-    def _frame(self, chunk: int, made: ReadyFrame | None) -> av.AudioFrame:
-        if made is None:
-            pcm = np.zeros(AUDIO_CHUNK_SAMPLES, np.float32)
-        else:
-            start = (chunk % CHUNKS_PER_FRAME) * AUDIO_CHUNK_SAMPLES
-            pcm = made.audio[start : start + AUDIO_CHUNK_SAMPLES]
-        s16 = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(s16.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = chunk * AUDIO_CHUNK_SAMPLES
-        frame.time_base = AUDIO_TIME_BASE
+    def _pcm(self, chunk: int, made: ReadyFrame | None) -> np.ndarray:
+        """The chunk's 20 ms of the frame's audio; silence for a frame not made in time."""
         if self.probe is not None:
             self.probe.audio(chunk, self.clock.now())
-        return frame
+        if made is None:
+            return SILENT_CHUNK
+        start = (chunk % CHUNKS_PER_FRAME) * AUDIO_CHUNK_SAMPLES
+        return made.audio[start : start + AUDIO_CHUNK_SAMPLES]
