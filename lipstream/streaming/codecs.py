@@ -15,6 +15,11 @@ Why these values (measured by `benchmarks/vp8.py`; figures in `docs/profile.md`)
   gives up), so it is not used.
 - threads 1: a session is one of many on the machine; a second encoder thread per session only
   adds contention (aiortc already picks 1 below 640x480, but more on a large machine above it).
+- a bitrate ceiling: aiortc follows the receiver's estimate (REMB) up to 1.5 Mbit/s, and on
+  loopback or a LAN a browser's estimate gets there within 20 s; an aiortc receiver's swings between
+  0.7 and 1.5 Mbit/s, and each move of over 10% makes aiortc build a new encoder, which starts
+  with a keyframe. A rendered face stops looking better well below that (`MAX_BITS_PER_PIXEL`), so
+  the encoders take the receiver's estimate only below the ceiling: congestion still lowers it.
 
 H.264 the same way: `use_h264(encoder)` makes aiortc create `TunedH264Encoder`, aiortc's own
 `H264Encoder` (its packetisation, bitrate estimate and keyframe requests) whose codec context is
@@ -39,12 +44,35 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from lipstream.engine.constants import VIDEO_FPS
 from lipstream.streaming.encoders import LIBX264, MIME_TYPES, NVENC
 
+# The most a 512 px talking face needs at 25 fps; more is not seen (benchmarks/vp8.py, table
+# "bitrate": docs/profile.md section 10). Other sizes get the same bits per pixel.
+CEILING_SIDE_PX = 512
+CEILING_BPS_AT_SIDE = 800_000
+MAX_BITS_PER_PIXEL = CEILING_BPS_AT_SIDE / (CEILING_SIDE_PX**2 * VIDEO_FPS)
+PIXELS_BEFORE_FIRST_FRAME = CEILING_SIDE_PX**2  # the ceiling before an encoder has seen a frame
+
+
+def bitrate_ceiling(pixels: int, bits_per_pixel: float = MAX_BITS_PER_PIXEL) -> int:
+    """The most a sender encodes `pixels`-pixel frames at, within aiortc's VP8 range."""
+    return max(VP8_MIN_BITRATE, min(round(bits_per_pixel * pixels * VIDEO_FPS), VP8_MAX_BITRATE))
+
+
+class _CappedRate:
+    """The rate a receiver asked for, held under the ceiling for the frames being sent."""
+
+    def __init__(self, asked: int) -> None:
+        self.asked, self.pixels = asked, PIXELS_BEFORE_FIRST_FRAME
+
+    def target(self, bits_per_pixel: float) -> int:
+        return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
+
 
 @dataclass(frozen=True)
 class Vp8Tuning:
     cpu_used: int = -12  # libvpx realtime speed, -16 (fastest) .. 16; aiortc's own is -6
     noise_sensitivity: int = 0  # temporal denoiser strength, 0 (off) .. 6; aiortc's own is 4
     threads: int = 1  # encoder threads per sender
+    max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, per pixel and frame
 
     def options(self) -> dict[str, str]:
         return {"cpu-used": str(self.cpu_used), "noise-sensitivity": str(self.noise_sensitivity)}
@@ -76,9 +104,29 @@ class _TunedContext:
 
 
 class TunedVp8Encoder(Vp8Encoder):
-    """aiortc's VP8 encoder with `TUNING` applied to each codec context it creates."""
+    """aiortc's VP8 encoder with `TUNING` applied to each codec context it creates, its rate
+    held under `bitrate_ceiling`."""
 
     tuning = TUNING
+
+    def __init__(self) -> None:
+        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
+        super().__init__()
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        self._rate.pixels = frame.width * frame.height
+        self.target_bitrate = self._rate.asked  # the ceiling of this size
+        return super().encode(frame, force_keyframe)
+
+    @property
+    def target_bitrate(self) -> int:
+        return self._rate.target(self.tuning.max_bits_per_pixel)
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        self._rate.asked = bitrate
+        # aiortc's VP8 reads its own private copy for the rate buffer's size
+        Vp8Encoder.target_bitrate.fset(self, self.target_bitrate)  # type: ignore[attr-defined]
 
     @property
     def codec(self) -> Any:
@@ -121,6 +169,7 @@ class H264Tuning:
     gop_frames: int = 3000  # aiortc's VP8 kf_max_dist (2 min at 25 fps): keyframes on PLI
     buffer_s: float = 1.0  # VBV buffer, as aiortc's VP8 rc_buf_sz (its "bufsize" = bitrate)
     threads: int = 1  # encoder threads per sender, as for VP8
+    max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, as for VP8
 
     def options(self, bit_rate: int) -> dict[str, str]:
         # maxrate = bit rate with a buffer: constant rate, as aiortc's VP8 (minrate = maxrate)
@@ -157,8 +206,12 @@ class TunedH264Encoder(H264Encoder):
     tuning = H264_TUNING
 
     def __init__(self) -> None:
-        self._bitrate = VP8_DEFAULT_BITRATE
+        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
         super().__init__()
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        self._rate.pixels = frame.width * frame.height
+        return super().encode(frame, force_keyframe)
 
     @property
     def codec(self) -> Any:
@@ -170,11 +223,11 @@ class TunedH264Encoder(H264Encoder):
 
     @property
     def target_bitrate(self) -> int:
-        return self._bitrate
+        return self._rate.target(self.tuning.max_bits_per_pixel)
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
-        self._bitrate = max(VP8_MIN_BITRATE, min(bitrate, VP8_MAX_BITRATE))
+        self._rate.asked = bitrate
 
 
 def use_h264(encoder: str = LIBX264) -> None:
