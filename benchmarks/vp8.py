@@ -35,13 +35,14 @@ from stages import speech_like_controls  # noqa: E402
 
 from lipstream.engine.avatar import Avatar, AvatarConfig  # noqa: E402
 from lipstream.engine.render import RenderConfig, Renderer  # noqa: E402
-from lipstream.streaming.codecs import TUNING, TunedVp8Encoder, Vp8Tuning  # noqa: E402
+from lipstream.streaming.codecs import CEILING_BPS_AT_SIDE, TUNING, TunedVp8Encoder, Vp8Tuning  # noqa: E402
 
 VIDEO_FPS = 25
 VIDEO_CLOCK_HZ = 90_000
 BURN_IN = 25  # the first second: the keyframe and the rate control settling
 SSIM_EVERY = 5  # SSIM costs more than an encode: every 5th frame is enough for a mean
 BITRATES = (500_000, 800_000, 1_200_000, 1_500_000)  # aiortc's start .. its VP8 maximum
+STATIC_THRESHOLDS = (1, 250, 1000)  # aiortc's own, and around the shipped one
 NO_CEILING_BITS_PER_PIXEL = 1.0  # over aiortc's own 1.5 Mbit/s maximum at any session size
 
 
@@ -91,17 +92,26 @@ SPEED = {
     "cpu -12, no denoiser": vp8(Vp8Tuning(cpu_used=-12)),
     "cpu -16, no denoiser": vp8(Vp8Tuning(cpu_used=-16)),
 }
-BITRATE = {f"shipped {rate // 1000}k": vp8(uncapped(), rate) for rate in BITRATES}
-OPTIONS = {  # each at the start rate, against the shipped tuning
-    "shipped": vp8(),
-    "static-thresh 100": vp8(Vp8Trial(extra=(("static-thresh", "100"),))),
-    "static-thresh 500": vp8(Vp8Trial(extra=(("static-thresh", "500"),))),
-    "max-intra-rate 300": vp8(Vp8Trial(extra=(("max-intra-rate", "300"),))),
-    "error-resilient": vp8(Vp8Trial(extra=(("error-resilient", "default"),))),
-    "auto-alt-ref 0": vp8(Vp8Trial(extra=(("auto-alt-ref", "0"),))),
-    "partitions 2 (4)": vp8(Vp8Trial(extra=(("partitions", "2"),))),
-    "rc buffer 0.5 s": vp8(Vp8Trial(extra=(("bufsize", "250000"),))),
-    "keyframe every 10 s": vp8(Vp8Trial(gop_frames=10 * VIDEO_FPS)),
+BITRATE = {  # the ceiling off; first what the server sent before the ceiling, at REMB's maximum
+    "before: static 1, 1500k": vp8(uncapped(replace(TUNING, static_thresh=1)), BITRATES[-1]),
+    **{f"shipped {rate // 1000}k": vp8(uncapped(), rate) for rate in BITRATES},
+}
+
+
+def at_ceiling(tuning: Vp8Tuning = TUNING) -> Codec:
+    """`tuning` at the most a 512 px face is sent at (where a receiver's estimate takes it)."""
+    return vp8(tuning, CEILING_BPS_AT_SIDE)
+
+
+OPTIONS = {  # each at the 512 px ceiling, against the shipped tuning
+    "shipped": at_ceiling(),
+    **{f"static-thresh {t}": at_ceiling(replace(TUNING, static_thresh=t)) for t in STATIC_THRESHOLDS},
+    "max-intra-rate 300": at_ceiling(Vp8Trial(extra=(("max-intra-rate", "300"),))),
+    "error-resilient": at_ceiling(Vp8Trial(extra=(("error-resilient", "default"),))),
+    "auto-alt-ref 0": at_ceiling(Vp8Trial(extra=(("auto-alt-ref", "0"),))),
+    "partitions 2 (4)": at_ceiling(Vp8Trial(extra=(("partitions", "2"),))),
+    "rc buffer 0.5 s": at_ceiling(Vp8Trial(extra=(("bufsize", str(CEILING_BPS_AT_SIDE // 2)),))),
+    "keyframe every 10 s": at_ceiling(Vp8Trial(gop_frames=10 * VIDEO_FPS)),
 }
 TABLES = {"speed": SPEED, "bitrate": BITRATE, "options": OPTIONS}
 
@@ -203,6 +213,7 @@ def run_tables(tables: dict[str, dict[str, Codec]], args: argparse.Namespace, cl
                shipped: dict[str, Any]) -> None:
     """Measure each table on each content; print, write JSON and the mouth close-ups' PNG."""
     results: dict[str, dict[str, Any]] = {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for content, images in contents(args.size, args.frames).items():
         middle = len(images) // 2 if content == "talking face" else -1
         crops = [mouth_crop(images[middle])] if middle >= 0 else []
@@ -213,7 +224,6 @@ def run_tables(tables: dict[str, dict[str, Codec]], args: argparse.Namespace, cl
         if crops:  # the source, then each candidate of each table, left to right
             png = args.out.with_suffix(".png")
             cv2.imwrite(str(png), cv2.cvtColor(np.hstack(crops), cv2.COLOR_RGB2BGR))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"frames": args.frames, "size": args.size, "shipped": shipped,
                                     "tables": results}, indent=2))
     print(f"\nwritten {args.out} and {args.out.with_suffix('.png')}")

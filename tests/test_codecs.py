@@ -49,10 +49,12 @@ def test_senders_get_the_tuned_encoder() -> None:
 
 def test_tuning_overrides_only_its_own_settings() -> None:
     context = _TunedContext(av.CodecContext.create("libvpx", "w"), TUNING)
-    context.options = {"cpu-used": "-6", "noise-sensitivity": "4", "deadline": "realtime"}  # as aiortc
+    context.options = {"cpu-used": "-6", "noise-sensitivity": "4", "static-thresh": "1",  # as aiortc
+                       "deadline": "realtime"}
     context.thread_count = 4
     assert context.options == {"cpu-used": str(TUNING.cpu_used),
-                               "noise-sensitivity": str(TUNING.noise_sensitivity), "deadline": "realtime"}
+                               "noise-sensitivity": str(TUNING.noise_sensitivity),
+                               "static-thresh": str(TUNING.static_thresh), "deadline": "realtime"}
     assert context.thread_count == TUNING.threads
 
 
