@@ -115,3 +115,12 @@ def test_a_new_picture_size_gets_its_own_ceiling() -> None:
     assert remb_asks(encoder, 256, 1_500_000) == bitrate_ceiling(256**2)
     encoder.encode(moving_frames(1, 640)[0])
     assert encoder.codec.bit_rate == bitrate_ceiling(640**2)
+
+
+def test_the_rate_a_sender_moves_to_is_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    """What each sender really encodes at, for `lipstream -v serve` (said when it moves)."""
+    caplog.set_level("DEBUG", logger="lipstream.streaming.codecs")
+    remb_asks(TunedVp8Encoder(), CEILING_SIDE_PX, 1_500_000)
+    said = [r.getMessage() for r in caplog.records if r.name == "lipstream.streaming.codecs"]
+    assert said == [f"video sender at {CEILING_BPS_AT_SIDE} bit/s (receiver's estimate 1500000, "
+                    f"ceiling {CEILING_BPS_AT_SIDE})"]

@@ -31,6 +31,7 @@ libx264 or NVENC with `H264Tuning`'s options, set like aiortc's VP8 ones (see `H
 Which codec a sender sends is chosen per answer: `video_preferences` for `setCodecPreferences`.
 """
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -47,6 +48,8 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from lipstream.engine.constants import VIDEO_FPS
 from lipstream.streaming.encoders import LIBX264, MIME_TYPES, NVENC
+
+log = logging.getLogger(__name__)
 
 # The most a 512 px talking face needs at 25 fps; more is not seen (benchmarks/vp8.py, table
 # "bitrate": docs/profile.md section 10). Other sizes get the same bits per pixel.
@@ -69,6 +72,16 @@ class _CappedRate:
 
     def target(self, bits_per_pixel: float) -> int:
         return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
+
+    def ask(self, bitrate: int, bits_per_pixel: float) -> int:
+        """Take a receiver's estimate; the rate to send at (said in the debug log when it moves:
+        `lipstream -v serve` shows what each sender really encodes at)."""
+        before, self.asked = self.target(bits_per_pixel), bitrate
+        after = self.target(bits_per_pixel)
+        if after != before:
+            log.debug("video sender at %d bit/s (receiver's estimate %d, ceiling %d)", after, bitrate,
+                      bitrate_ceiling(self.pixels, bits_per_pixel))
+        return after
 
 
 @dataclass(frozen=True)
@@ -130,9 +143,9 @@ class TunedVp8Encoder(Vp8Encoder):
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
-        self._rate.asked = bitrate
+        sending = self._rate.ask(bitrate, self.tuning.max_bits_per_pixel)
         # aiortc's VP8 reads its own private copy for the rate buffer's size
-        Vp8Encoder.target_bitrate.fset(self, self.target_bitrate)  # type: ignore[attr-defined]
+        Vp8Encoder.target_bitrate.fset(self, sending)  # type: ignore[attr-defined]
 
     @property
     def codec(self) -> Any:
@@ -233,7 +246,7 @@ class TunedH264Encoder(H264Encoder):
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
-        self._rate.asked = bitrate
+        self._rate.ask(bitrate, self.tuning.max_bits_per_pixel)
 
 
 def use_h264(encoder: str = LIBX264) -> None:
