@@ -13,8 +13,17 @@ Why these values (measured by `benchmarks/vp8.py`; figures in `docs/profile.md`)
   With the denoiser off it still decodes closer to the sent frames than aiortc's settings do.
   -16 is cheaper still but loses ~7 dB as soon as the whole picture moves (its motion search
   gives up), so it is not used.
+- static_thresh 500: libvpx skips a 16x16 block whose change since the last frame is below this
+  (aiortc's 1 skips almost none). Most of a talking face is still from one frame to the next, so
+  this costs 25% less CPU per frame at the 512 px ceiling, at 0.3 dB, and close-ups of the mouth
+  cannot be told apart; 1000 loses 0.9 dB for little more.
 - threads 1: a session is one of many on the machine; a second encoder thread per session only
   adds contention (aiortc already picks 1 below 640x480, but more on a large machine above it).
+- a bitrate ceiling: aiortc follows the receiver's estimate (REMB) up to 1.5 Mbit/s, and on
+  loopback or a LAN a browser's estimate gets there within 20 s; an aiortc receiver's swings between
+  0.7 and 1.5 Mbit/s, and each move of over 10% makes aiortc build a new encoder, which starts
+  with a keyframe. A rendered face stops looking better well below that (`MAX_BITS_PER_PIXEL`), so
+  the encoders take the receiver's estimate only below the ceiling: congestion still lowers it.
 
 H.264 the same way: `use_h264(encoder)` makes aiortc create `TunedH264Encoder`, aiortc's own
 `H264Encoder` (its packetisation, bitrate estimate and keyframe requests) whose codec context is
@@ -22,6 +31,7 @@ libx264 or NVENC with `H264Tuning`'s options, set like aiortc's VP8 ones (see `H
 Which codec a sender sends is chosen per answer: `video_preferences` for `setCodecPreferences`.
 """
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -39,15 +49,52 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from lipstream.engine.constants import VIDEO_FPS
 from lipstream.streaming.encoders import LIBX264, MIME_TYPES, NVENC
 
+log = logging.getLogger(__name__)
+
+# The most a 512 px talking face needs at 25 fps; more is not seen (benchmarks/vp8.py, table
+# "bitrate": docs/profile.md section 10). Other sizes get the same bits per pixel.
+CEILING_SIDE_PX = 512
+CEILING_BPS_AT_SIDE = 800_000
+MAX_BITS_PER_PIXEL = CEILING_BPS_AT_SIDE / (CEILING_SIDE_PX**2 * VIDEO_FPS)
+PIXELS_BEFORE_FIRST_FRAME = CEILING_SIDE_PX**2  # the ceiling before an encoder has seen a frame
+
+
+def bitrate_ceiling(pixels: int, bits_per_pixel: float = MAX_BITS_PER_PIXEL) -> int:
+    """The most a sender encodes `pixels`-pixel frames at, within aiortc's VP8 range."""
+    return max(VP8_MIN_BITRATE, min(round(bits_per_pixel * pixels * VIDEO_FPS), VP8_MAX_BITRATE))
+
+
+class _CappedRate:
+    """The rate a receiver asked for, held under the ceiling for the frames being sent."""
+
+    def __init__(self, asked: int) -> None:
+        self.asked, self.pixels = asked, PIXELS_BEFORE_FIRST_FRAME
+
+    def target(self, bits_per_pixel: float) -> int:
+        return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
+
+    def ask(self, bitrate: int, bits_per_pixel: float) -> int:
+        """Take a receiver's estimate; the rate to send at (said in the debug log when it moves:
+        `lipstream -v serve` shows what each sender really encodes at)."""
+        before, self.asked = self.target(bits_per_pixel), bitrate
+        after = self.target(bits_per_pixel)
+        if after != before:
+            log.debug("video sender at %d bit/s (receiver's estimate %d, ceiling %d)", after, bitrate,
+                      bitrate_ceiling(self.pixels, bits_per_pixel))
+        return after
+
 
 @dataclass(frozen=True)
 class Vp8Tuning:
     cpu_used: int = -12  # libvpx realtime speed, -16 (fastest) .. 16; aiortc's own is -6
     noise_sensitivity: int = 0  # temporal denoiser strength, 0 (off) .. 6; aiortc's own is 4
+    static_thresh: int = 500  # a block changed less than this is not coded; aiortc's own is 1
     threads: int = 1  # encoder threads per sender
+    max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, per pixel and frame
 
     def options(self) -> dict[str, str]:
-        return {"cpu-used": str(self.cpu_used), "noise-sensitivity": str(self.noise_sensitivity)}
+        return {"cpu-used": str(self.cpu_used), "noise-sensitivity": str(self.noise_sensitivity),
+                "static-thresh": str(self.static_thresh)}
 
     def assign(self, name: str, value: Any, context: Any) -> Any:
         """What the context gets when aiortc assigns `value` to `name`."""
@@ -76,9 +123,29 @@ class _TunedContext:
 
 
 class TunedVp8Encoder(Vp8Encoder):
-    """aiortc's VP8 encoder with `TUNING` applied to each codec context it creates."""
+    """aiortc's VP8 encoder with `TUNING` applied to each codec context it creates, its rate
+    held under `bitrate_ceiling`."""
 
     tuning = TUNING
+
+    def __init__(self) -> None:
+        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
+        super().__init__()
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        self._rate.pixels = frame.width * frame.height
+        self.target_bitrate = self._rate.asked  # the ceiling of this size
+        return super().encode(frame, force_keyframe)
+
+    @property
+    def target_bitrate(self) -> int:
+        return self._rate.target(self.tuning.max_bits_per_pixel)
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        sending = self._rate.ask(bitrate, self.tuning.max_bits_per_pixel)
+        # aiortc's VP8 reads its own private copy for the rate buffer's size
+        Vp8Encoder.target_bitrate.fset(self, sending)  # type: ignore[attr-defined]
 
     @property
     def codec(self) -> Any:
@@ -121,6 +188,7 @@ class H264Tuning:
     gop_frames: int = 3000  # aiortc's VP8 kf_max_dist (2 min at 25 fps): keyframes on PLI
     buffer_s: float = 1.0  # VBV buffer, as aiortc's VP8 rc_buf_sz (its "bufsize" = bitrate)
     threads: int = 1  # encoder threads per sender, as for VP8
+    max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, as for VP8
 
     def options(self, bit_rate: int) -> dict[str, str]:
         # maxrate = bit rate with a buffer: constant rate, as aiortc's VP8 (minrate = maxrate)
@@ -157,8 +225,12 @@ class TunedH264Encoder(H264Encoder):
     tuning = H264_TUNING
 
     def __init__(self) -> None:
-        self._bitrate = VP8_DEFAULT_BITRATE
+        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
         super().__init__()
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        self._rate.pixels = frame.width * frame.height
+        return super().encode(frame, force_keyframe)
 
     @property
     def codec(self) -> Any:
@@ -170,11 +242,11 @@ class TunedH264Encoder(H264Encoder):
 
     @property
     def target_bitrate(self) -> int:
-        return self._bitrate
+        return self._rate.target(self.tuning.max_bits_per_pixel)
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
-        self._bitrate = max(VP8_MIN_BITRATE, min(bitrate, VP8_MAX_BITRATE))
+        self._rate.ask(bitrate, self.tuning.max_bits_per_pixel)
 
 
 def use_h264(encoder: str = LIBX264) -> None:
