@@ -1,5 +1,6 @@
-"""Helpers for tests of a session's FrameProducer: a stand-in engine whose renders take time on
-its own timer, and one loop that runs a producer on a manual clock."""
+"""Helpers for tests of pacing: a manual clock that wakes its sleepers late, a stand-in engine whose
+renders take time on its own timer, and one loop that runs a session's FrameProducer on a manual
+clock."""
 
 import asyncio
 from collections.abc import Callable
@@ -9,6 +10,27 @@ from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.worker import FrameEngine, FrameProducer, FrameRing, RenderPool
 from tests.test_clock import StampedFrame, StampingEngine
+
+
+class LateClock(ManualClock):
+    """A manual clock whose sleepers wake `late_s` after their deadline (a busy event loop), and
+    every `stall_every`-th one `stall_s` late instead (a stall)."""
+
+    def __init__(self, late_s: float, stall_s: float = 0.0, stall_every: int = 0) -> None:
+        super().__init__()
+        self.late_s, self.stall_s, self.stall_every = late_s, stall_s, stall_every
+        self.wakes = 0
+
+    def release_next(self) -> None:
+        deadline = self._sleepers[0][0]
+        super().release_next()
+        self.wakes += 1
+        stalled = self.stall_every and self.wakes % self.stall_every == 0
+        self._now = max(self._now, deadline + (self.stall_s if stalled else self.late_s))
+
+    def spend(self, seconds: float) -> None:
+        """Time passes while nobody sleeps (a render in a worker thread, on a slow machine)."""
+        self._now += seconds
 
 
 class SlowEngine(StampingEngine):

@@ -19,25 +19,8 @@ from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.pacing import FramePacer
 from lipstream.streaming.tracks import SessionVideoTrack
 from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
-from tests.producing import SlowEngine, drive, made
+from tests.producing import LateClock, SlowEngine, drive, made
 from tests.test_clock import StampedFrame
-
-
-class LateClock(ManualClock):
-    """A manual clock whose sleepers wake `late_s` after their deadline (a busy event loop), and
-    every `stall_every`-th one `stall_s` late instead (a stall)."""
-
-    def __init__(self, late_s: float, stall_s: float = 0.0, stall_every: int = 0) -> None:
-        super().__init__()
-        self.late_s, self.stall_s, self.stall_every = late_s, stall_s, stall_every
-        self.wakes = 0
-
-    def release_next(self) -> None:
-        deadline = self._sleepers[0][0]
-        super().release_next()
-        self.wakes += 1
-        stalled = self.stall_every and self.wakes % self.stall_every == 0
-        self._now = max(self._now, deadline + (self.stall_s if stalled else self.late_s))
 
 
 async def produce_late(engine: SlowEngine, late_s: float, frames: int, stall_s: float = 0.0,
