@@ -11,6 +11,7 @@ from lipstream.engine.controls import N_CONTROLS
 from lipstream.streaming.clock import FRAME_S, ManualClock, MediaClock
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.pacing import PacingConfig
 from lipstream.streaming.tracks import RawChunks, SessionAudioTrack, SessionVideoTrack
 from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
 
@@ -86,7 +87,7 @@ async def test_ten_minutes_of_media_time_without_drift() -> None:
             frame = await audio.recv()
             sent_audio.append((frame.pts, clock.now(), float(frame.to_ndarray()[0, 0]) / 32767))
 
-    media.start(lead_s=producer.config.lead_ms / 1000)  # as a session does: frame 0 made in time
+    media.start(lead_s=PacingConfig().lead_ms / 1000)  # as a session does: frame 0 made in time
     tasks = [asyncio.create_task(c) for c in (producer.run(), pull_video(), pull_audio())]
     while not tasks[1].done() or not tasks[2].done():
         while clock.sleepers < sum(not t.done() for t in tasks):  # let every task reach its sleep

@@ -29,7 +29,9 @@ from lipstream.engine.controls import JAW_OPEN
 from lipstream.errors import AudioError
 from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import ManualClock
+from lipstream.streaming.pacing import PacingConfig
 from tests.conftest import REPO, espeak_wav
+from tests.producing import LateClock
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +208,78 @@ async def test_paced_async_engine_keeps_25_fps_and_idles_between_turns(
     assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)
     jaw = np.array([f.controls[JAW_OPEN] for f, _ in handed])
     assert jaw[: VIDEO_FPS // 2].max() < 0.05 and jaw.max() > 0.3  # idle, then speech
+
+
+class SlowRenders(Engine):
+    """An Engine on a slow machine: each render takes `cost_s` on the test's clock."""
+
+    def __init__(self, avatar: Avatar, clock: LateClock, cost_s: float) -> None:
+        super().__init__(avatar)
+        self.clock, self.cost_s = clock, cost_s
+
+    def pop_frame(self, render: bool = True) -> Frame | None:
+        frame = super().pop_frame(render)
+        if frame is not None and render:
+            self.clock.spend(self.cost_s)
+        return frame
+
+
+async def test_paced_async_engine_starts_slow_renders_early_on_a_late_waking_loop(
+        avatar: Avatar, speech_16k: np.ndarray) -> None:
+    """16 ms renders, a loop that wakes every sleeper 8 ms late: with `pacing`, the server's learnt
+    lead starts each frame early enough that, once learnt, every frame is drawn and handed out at
+    its due time plus only the loop's own lateness. AsyncEngine used to start a frame at its due
+    time (it still does without `pacing`): each one was handed out the lateness and the render
+    late (24 ms)."""
+    clock = LateClock(late_s=0.008)
+    engine = AsyncEngine(SlowRenders(avatar, clock, cost_s=0.016), clock=clock, pacing=PacingConfig())
+    await engine.push_audio(speech_16k[: 2 * 16_000], 16_000)
+    origin, n_frames = clock.now(), 40  # frame 0 is due at the first request
+    handed: list[tuple[Frame, float]] = []
+
+    async def consume() -> None:
+        async for frame in engine:
+            handed.append((frame, clock.now() - (origin + frame.index / VIDEO_FPS)))
+            if len(handed) == n_frames:
+                return
+
+    task = asyncio.create_task(consume())
+    while not task.done():
+        await asyncio.sleep(0.001)
+        if clock.sleepers:
+            clock.release_next()
+    await task
+    learnt = handed[n_frames // 2 :]
+    assert all(frame.rendered for frame, _ in learnt)
+    assert max(late_s for _, late_s in learnt) <= clock.late_s + 1e-6
+    assert sum(not frame.rendered for frame, _ in handed) <= 3  # while it learns
+
+
+async def test_a_paced_frame_waiting_for_its_due_time_outlives_a_cancelled_call(avatar: Avatar) -> None:
+    """A paced frame is made early (the lead) and waits for its due time; a call cancelled in that
+    wait (a consumer's timeout) must leave the frame to the next call, or it is lost and every
+    later frame is handed out a frame early."""
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar), clock=clock, pacing=PacingConfig())
+    origin = clock.now()
+    assert (await anext(engine)).index == 0  # due at once
+    waiting = asyncio.create_task(anext(engine))
+    for release in (True, False):  # frame 1 sleeps until its start, is made, sleeps until due
+        while clock.sleepers == 0 and not waiting.done():
+            await asyncio.sleep(0.001)
+        if release:
+            clock.release_next()
+    assert not waiting.done(), "frame 1 was not made ahead of its due time"
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    for index in (1, 2):
+        handing = asyncio.create_task(anext(engine))
+        while not handing.done():
+            await asyncio.sleep(0.001)
+            if clock.sleepers:
+                clock.release_next()
+        assert (await handing).index == index
+        assert clock.now() == pytest.approx(origin + index / VIDEO_FPS)
 
 
 async def test_a_cancelled_engine_call_holds_the_engine_until_its_thread_is_out() -> None:

@@ -5,17 +5,12 @@ a listening avatar are identical to the one before; drawing them again (and conv
 I420 again) was a third of a session's engine time in speech with pauses (issue 9, capacity).
 """
 
-import asyncio
-
 import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import SAME_CONTROLS_TOLERANCE, RenderConfig, Renderer
-from lipstream.streaming.clock import ManualClock, MediaClock
-from lipstream.streaming.inbox import AudioInbox
-from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
+from tests.producing import drive
 from tests.test_clock import StampingEngine
 from tests.test_render import STILL
 
@@ -73,20 +68,8 @@ class SameImageEngine(StampingEngine):
 
 
 async def test_the_producer_converts_an_unchanged_picture_once() -> None:
-    clock = ManualClock()
-    media = MediaClock(clock)
-    pool, ring = RenderPool(1), FrameRing(media)
-    producer = FrameProducer(SameImageEngine(), AudioInbox(), media, pool, ring, ServerMetrics())
-    media.start()
-    task = asyncio.create_task(producer.run())
-    while producer.counts["rendered"] < 5:
-        while clock.sleepers == 0:
-            await asyncio.sleep(0.001)
-        clock.release_next()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    pool.shutdown()
-    frames = [ring.get(i) for i in range(5)]
+    producer = await drive(SameImageEngine(), lambda p: p.counts["rendered"] >= 5)
+    frames = [producer.ring.get(i) for i in range(5)]
     assert all(f is not None and f.yuv is frames[0].yuv for f in frames)  # type: ignore[union-attr]
 
 
@@ -111,19 +94,8 @@ class MostlyIdleEngine(SameImageEngine):
 
 async def test_repeats_of_an_idle_face_do_not_teach_the_producer_that_renders_are_free() -> None:
     """Its lead must still cover a real render when speech starts again."""
-    clock = ManualClock()
-    media = MediaClock(clock)
-    pool, engine = RenderPool(1), MostlyIdleEngine(cost_s=0.020)
-    producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics(),
-                             timer=engine.now)
-    media.start()
-    task = asyncio.create_task(producer.run())
-    while producer.counts["rendered"] < 60:
-        while clock.sleepers == 0:
-            await asyncio.sleep(0.001)
-        clock.release_next()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    pool.shutdown()
-    assert producer.render_estimate_s == pytest.approx(0.020, abs=1e-3)
-    assert producer.lead_s() >= 0.020
+    engine = MostlyIdleEngine(cost_s=0.020)
+    producer = await drive(engine, lambda p: p.counts["rendered"] >= 60, timer=engine.now)
+    pacer = producer.pacer
+    assert pacer.render_estimate_s == pytest.approx(0.020, abs=1e-3)
+    assert pacer.lead_s() >= 0.020

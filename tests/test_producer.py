@@ -16,75 +16,50 @@ import pytest
 from lipstream.streaming.clock import ManualClock, MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.pacing import FramePacer
 from lipstream.streaming.tracks import SessionVideoTrack
 from lipstream.streaming.worker import FrameProducer, FrameRing, RenderPool
+from tests.producing import LateClock, SlowEngine, drive, made
 from tests.test_clock import StampedFrame
-from tests.test_rtpaudio import SlowEngine, produce
-
-
-class LateClock(ManualClock):
-    """A manual clock whose sleepers wake `late_s` after their deadline (a busy event loop), and
-    every `stall_every`-th one `stall_s` late instead (a stall)."""
-
-    def __init__(self, late_s: float, stall_s: float = 0.0, stall_every: int = 0) -> None:
-        super().__init__()
-        self.late_s, self.stall_s, self.stall_every = late_s, stall_s, stall_every
-        self.wakes = 0
-
-    def release_next(self) -> None:
-        deadline = self._sleepers[0][0]
-        super().release_next()
-        self.wakes += 1
-        stalled = self.stall_every and self.wakes % self.stall_every == 0
-        self._now = max(self._now, deadline + (self.stall_s if stalled else self.late_s))
 
 
 async def produce_late(engine: SlowEngine, late_s: float, frames: int, stall_s: float = 0.0,
-                       stall_every: int = 0) -> FrameProducer:
-    return await produce(engine, frames, LateClock(late_s, stall_s, stall_every))
+                       stall_every: int = 0) -> FramePacer:
+    """The pacer of a producer that made `frames` frames on a late-waking clock."""
+    clock = LateClock(late_s, stall_s, stall_every)
+    producer = await drive(engine, made(frames), clock, timer=engine.now)
+    return producer.pacer
 
 
 async def test_a_loop_that_wakes_late_does_not_make_the_producer_skip() -> None:
     """20 ms renders, every wake-up 8 ms late: time enough for every frame, so once the producer
     has learnt the lateness (a few frames) none is skipped. It used to skip 22 of 60."""
-    producer = await produce_late(SlowEngine(cost_s=0.020), late_s=0.008, frames=60)
-    assert producer.counts["skipped"] <= 3
-    assert producer.wake_lateness_s == pytest.approx(0.008, abs=1e-3)
+    pacer = await produce_late(SlowEngine(cost_s=0.020), late_s=0.008, frames=60)
+    assert pacer.counts["skipped"] <= 3
+    assert pacer.wake_lateness_s == pytest.approx(0.008, abs=1e-3)
     # the lead covers the lateness and the render, so frames are ready when due, not just in time
-    assert producer.lead_s() >= 0.008 + 0.020
+    assert pacer.lead_s() >= 0.008 + 0.020
 
 
 async def test_a_wake_up_much_later_than_usual_still_skips_that_render() -> None:
     """Woken 25 ms late one time in ten: that frame could only finish after its due time, and a
     frame the tracks wait for past due silences the audio too, so that render (and only that one)
     is skipped: the picture repeats once, the sound goes on."""
-    producer = await produce_late(SlowEngine(cost_s=0.020), late_s=0.0, frames=60, stall_s=0.025,
-                                  stall_every=10)
-    assert 4 <= producer.counts["skipped"] <= 6  # the stalled wakes, one in ten
-    assert producer.counts["rendered"] >= 54
+    pacer = await produce_late(SlowEngine(cost_s=0.020), late_s=0.0, frames=60, stall_s=0.025,
+                               stall_every=10)
+    assert 4 <= pacer.counts["skipped"] <= 6  # the stalled wakes, one in ten
+    assert pacer.counts["rendered"] >= 54
 
 
 async def test_the_video_track_sends_the_made_picture_exactly_and_it_cannot_change() -> None:
     """The track wraps a frame's I420 picture for the encoder without copying it, so the producer
     makes it read-only: a write (which would alter a frame an encoder is reading) raises."""
-    clock = ManualClock()
-    media = MediaClock(clock)
-    pool, ring = RenderPool(1), FrameRing(media)
-    producer = FrameProducer(SlowEngine(cost_s=0.0), AudioInbox(), media, pool, ring, ServerMetrics())
-    media.start()
-    task = asyncio.create_task(producer.run())
-    while ring.get(0) is None:
-        while clock.sleepers == 0:
-            await asyncio.sleep(0.001)
-        clock.release_next()
-    made = ring.get(0)
-    assert made is not None and not made.yuv.flags.writeable
-    track = SessionVideoTrack(ring, media)
+    producer = await drive(SlowEngine(cost_s=0.0), lambda p: p.ring.get(0) is not None)
+    first = producer.ring.get(0)
+    assert first is not None and not first.yuv.flags.writeable
+    track = SessionVideoTrack(producer.ring, producer.clock)
     sent = await track.recv()
-    assert np.array_equal(sent.to_ndarray(), made.yuv)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    pool.shutdown()
+    assert np.array_equal(sent.to_ndarray(), first.yuv)
 
 
 class StallingEngine(SlowEngine):
@@ -105,11 +80,10 @@ class StallingEngine(SlowEngine):
 async def test_after_a_spell_of_very_slow_renders_the_producer_renders_again() -> None:
     """Renders that took 150 ms (a starved machine) leave a huge jitter estimate; once renders are
     fast again the producer must try them again, not skip for the rest of the session."""
-    producer = await produce_late(StallingEngine(cost_s=0.010, slow_s=0.150, slow_renders=4),
-                                  late_s=0.0, frames=150)
-    rendered_before = producer.counts["rendered"]
-    assert rendered_before > 4
-    assert producer.render_deviation_s < 0.010  # it has learnt the fast renders again
+    pacer = await produce_late(StallingEngine(cost_s=0.010, slow_s=0.150, slow_renders=4),
+                               late_s=0.0, frames=150)
+    assert pacer.counts["rendered"] > 4
+    assert pacer.render_deviation_s < 0.010  # it has learnt the fast renders again
 
 
 class HeldEngine(SlowEngine):

@@ -13,9 +13,9 @@ from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.jitterbuffer import JitterBuffer, JitterConfig, Playout
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.opus import OpusDecoder, OpusEncoder
+from lipstream.streaming.pacing import FramePacer, PacingConfig
 from lipstream.streaming.rtpaudio import OpusReceiver
-from lipstream.streaming.worker import FrameProducer, FrameRing, ProducerConfig, RenderPool
-from tests.test_clock import StampedFrame, StampingEngine
+from tests.producing import SlowEngine, drive, made
 
 TICKS = 960  # one 20 ms packet at Opus's 48 kHz RTP clock
 PACKET = SAMPLE_RATE // 50  # 320 samples at 16 kHz
@@ -239,44 +239,14 @@ def test_dtx_keepalives_do_not_pile_up_into_delay() -> None:
     assert inbox.stats.underruns == 0
 
 
-class SlowEngine(StampingEngine):
-    """Renders take `cost_s` of its own time (read through `now`), plus `jitter_s` every 4th."""
-
-    def __init__(self, cost_s: float, jitter_s: float = 0.0) -> None:
-        super().__init__()
-        self.cost_s, self.jitter_s, self.elapsed_s = cost_s, jitter_s, 0.0
-
-    def now(self) -> float:
-        return self.elapsed_s
-
-    def pop_frame(self, render: bool = True) -> StampedFrame | None:
-        frame = super().pop_frame(render)
-        if render and frame is not None:
-            self.elapsed_s += self.cost_s + (self.jitter_s if frame.index % 4 == 0 else 0.0)
-        return frame
-
-
-async def produce(engine: SlowEngine, frames: int, clock: ManualClock | None = None) -> FrameProducer:
-    """Run a producer on a manual clock (its sleepers released one by one) for `frames` frames."""
-    clock = clock or ManualClock()
-    media = MediaClock(clock)
-    pool = RenderPool(1)
-    producer = FrameProducer(engine, AudioInbox(), media, pool, FrameRing(media), ServerMetrics(),
-                             ProducerConfig(), timer=engine.now)
-    media.start()
-    task = asyncio.create_task(producer.run())
-    while sum(producer.counts.values()) < frames:
-        while clock.sleepers == 0:
-            await asyncio.sleep(0.001)  # the render runs in a worker thread
-        clock.release_next()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    pool.shutdown()
-    return producer
+async def produce(engine: SlowEngine, frames: int) -> FramePacer:
+    """The pacer of a producer that made `frames` frames of `engine`, timed on its own clock."""
+    producer = await drive(engine, made(frames), timer=engine.now)
+    return producer.pacer
 
 
 async def test_the_lead_follows_render_time_and_its_jitter() -> None:
-    config = ProducerConfig()
+    config = PacingConfig()
     steady = await produce(SlowEngine(cost_s=0.020), 50)
     assert steady.lead_s() == pytest.approx(0.020 + config.margin_ms / 1000, abs=1e-3)
     jittery = await produce(SlowEngine(cost_s=0.020, jitter_s=0.012), 100)
@@ -288,7 +258,7 @@ async def test_the_lead_follows_render_time_and_its_jitter() -> None:
 
 async def test_an_engine_slower_than_the_longest_lead_skips_instead_of_queueing() -> None:
     slow = await produce(SlowEngine(cost_s=0.100), 20)
-    assert slow.lead_s() == ProducerConfig().lead_ms / 1000
+    assert slow.lead_s() == PacingConfig().lead_ms / 1000
     assert slow.counts["skipped"] > 0 and slow.counts["rendered"] > 0
 
 

@@ -12,6 +12,14 @@ blink), so a video track never stalls; a consumer that falls behind gets frames 
 skipped until it catches up. Unpaced, frames come as fast as their audio allows and iteration ends
 after `close()` once every pushed sample has its frame.
 
+Given `pacing=PacingConfig()`, paced frames follow a server session's own rule (a `FramePacer`):
+a render starts just in time, early by what renders have been taking and how late the loop wakes,
+and the finished frame waits for its due time; a render projected to finish after it (a slow
+machine, a consumer that came late) is skipped, the picture repeating while the controls and audio
+go on. Its audio must then be in by its start, `lead` before its due time: a frame whose audio is
+not all in by then ends the turn there (`end_segment`), as it does at the due time without
+`pacing`, when a frame is made at its due time and skipped only when more than a frame late.
+
 The engine's calls run one at a time in an executor thread (the Engine takes one producer and one
 consumer, not concurrently): the event loop never renders. `EngineCalls` is that rule, and the
 server's `FrameProducer` runs its engine through it too.
@@ -24,8 +32,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from lipstream.engine.engine import Engine, Frame
+from lipstream.engine.engine import Engine, Frame, Picture
 from lipstream.streaming.clock import FRAME_S, Clock, MediaClock, MonotonicClock
+from lipstream.streaming.pacing import FramePacer, PacingConfig
 
 T = TypeVar("T")
 
@@ -52,13 +61,16 @@ class EngineCalls:
 
 class AsyncEngine:
     def __init__(self, engine: Engine, *, paced: bool = True, clock: Clock | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, pacing: PacingConfig | None = None) -> None:
         self.engine, self.paced = engine, paced
         self.clock = clock or MonotonicClock()
         self._call = EngineCalls(executor)
         self._arrived = asyncio.Event()  # set when input arrives or ends (unpaced waits on it)
         self._closed = False
         self._timeline = MediaClock(self.clock)  # frame 0 is due at the first request
+        self._pacer = None if pacing is None else FramePacer(self._timeline, pacing)
+        self._picture: Picture | None = None  # the last frame's, to tell a new drawing from a repeat
+        self._made: Frame | None = None  # a paced frame made but not handed out yet
         self._next = 0  # frames handed out
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
@@ -91,10 +103,31 @@ class AsyncEngine:
 
     async def _next_paced(self) -> Frame:
         self._timeline.start()
-        due = self._timeline.frame_time(self._next)
+        if self._made is None:
+            self._made = await (self._make_at_due(self._next) if self._pacer is None
+                                else self._make_early(self._pacer, self._next))
+        # Made early by the lead, handed out when due; a call cancelled while it waits leaves the
+        # frame to the next call, so no frame is lost and later ones keep their due times.
+        await self.clock.sleep_until(self._timeline.frame_time(self._next))
+        frame, self._made = self._made, None
+        return frame
+
+    async def _make_at_due(self, index: int) -> Frame:
+        """Frame `index` made at its due time, skipped only when more than a frame late."""
+        due = self._timeline.frame_time(index)
         await self.clock.sleep_until(due)
         late = self.clock.now() - due > FRAME_S  # a slow consumer: keep time, skip the picture
         return await self._call(lambda: self._pop_or_idle(render=not late))
+
+    async def _make_early(self, pacer: FramePacer, index: int) -> Frame:
+        """Frame `index`, started just in time and rendered or skipped by the pacer's rule."""
+        await pacer.wait_to_start(index)
+        render = pacer.should_render(index)
+        started = self.clock.now()
+        frame = await self._call(lambda: self._pop_or_idle(render))
+        pacer.made(render, self.clock.now() - started, drawn=frame.picture is not self._picture)
+        self._picture = frame.picture
+        return frame
 
     def _pop_or_idle(self, render: bool) -> Frame:
         """The next frame; idle input (silence) when no speech is waiting, so time goes on."""

@@ -1,15 +1,11 @@
 """The bridge between the event loop and the engine: frames are made in worker threads.
 
 One `RenderPool` per server (one thread per core; numpy and OpenCV release the GIL), one
-`FrameProducer` per session. The producer starts frame n just in time: as long before it is due
-as renders have been taking plus how late the event loop has been waking it (each smoothed, plus
-a few deviations and a margin), so the audio it takes has waited as little as it can. If the
-projected finish would miss the due time (a busy pool, a slow machine) it asks the engine for the
-frame without rendering it: the image repeats, the mouth controls and the audio advance, so the
-session stays live and in sync, and the skip is counted. Skipping is also the pressure valve of a
-starved machine: a render finishing late costs the CPU and still misses its frame. Its engine
-calls go through `EngineCalls`, the AsyncEngine's own rule: one at a time, and a cancelled one
-(a closing session) is waited out before the engine can be dropped or called again.
+`FrameProducer` per session. The producer feeds its engine one frame of inbound audio per tick,
+started just in time and rendered or skipped by a `FramePacer` (`pacing.py`, the rule a paced
+`AsyncEngine` follows too); a skip is counted in the metrics, and the session stays live and in
+sync. Its engine calls go through `EngineCalls`, the AsyncEngine's own rule: one at a time, and a
+cancelled one (a closing session) is waited out before the engine can be dropped or called again.
 """
 
 import asyncio
@@ -28,6 +24,7 @@ from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import FRAME_S, MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
+from lipstream.streaming.pacing import FramePacer, PacingConfig
 
 T = TypeVar("T")
 
@@ -154,39 +151,29 @@ class FrameRing:
         return frame
 
 
-@dataclass(frozen=True)
-class ProducerConfig:
-    lead_ms: int = 80  # the most a frame is started before it is due (and the lead before any render)
-    # Frame 0 is due this long after the peer connects: enough for the primer and one render of a
-    # warm engine (the server renders one at start-up), not a full lead_ms of waiting.
-    start_lead_ms: int = 30
-    min_lead_ms: int = 10  # the least: a render never takes less than a scheduling hiccup
-    margin_ms: int = 5  # added to the estimate for the event loop's wake-up latency
-    deviations: float = 3.0  # how many mean deviations of render time the lead covers
-    ema_weight: float = 0.2  # how fast the render-time estimate follows the last renders
+# The name sessions' configs (`SessionConfig.producer`) have always used for the pacing's.
+ProducerConfig = PacingConfig
 
 
 class FrameProducer:
-    """Feeds the engine one frame of inbound audio per tick and publishes its frames."""
+    """Feeds the engine one frame of inbound audio per tick and publishes its frames, paced by a
+    `FramePacer` (the paced AsyncEngine's own)."""
 
     def __init__(self, engine: FrameEngine, inbox: AudioInbox, clock: MediaClock, pool: RenderPool,
-                 ring: FrameRing, metrics: ServerMetrics, config: ProducerConfig | None = None,
+                 ring: FrameRing, metrics: ServerMetrics, config: PacingConfig | None = None,
                  timer: Callable[[], float] | None = None) -> None:
         self.engine: FrameEngine | None = engine
         self.inbox, self.clock = inbox, clock
         self._call = EngineCalls(pool.executor)  # one engine call at a time, in the server's pool
         self.ring, self.metrics = ring, metrics
-        self.config = config or ProducerConfig()
+        self.pacer = FramePacer(clock, config)
         self.timer = timer or clock.now  # measures renders (tests may give a fake engine's own)
-        self.render_estimate_s = 0.0  # submit-to-finish time of a rendered frame, smoothed
-        self.render_deviation_s = 0.0  # mean absolute deviation from that estimate, smoothed
-        self._learnt = False  # whether a drawn frame has been timed yet
-        # How much later than planned the event loop woke the producer to start a frame, smoothed:
-        # a busy loop (other sessions' packets, the GIL held by render and encoder threads) wakes
-        # it several ms late, and a lead that ignores that leaves renders no time.
-        self.wake_lateness_s = 0.0
-        self.counts = {"rendered": 0, "skipped": 0}
         self._yuv: np.ndarray | None = None  # the picture last sent, I420
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Frames made so far, "rendered" and "skipped"."""
+        return self.pacer.counts
 
     def release(self) -> None:
         """Drop the engine (after the run task has been cancelled and awaited)."""
@@ -202,37 +189,15 @@ class FrameProducer:
         await self._call(lambda: engine.push_audio(primer, SAMPLE_RATE))
         index = 0
         while True:
-            due = self.clock.frame_time(index)
-            lead_s = self.lead_s()
-            await self._sleep_until(due - lead_s)
+            lead_s = await self.pacer.wait_to_start(index)
             self.metrics.producer_lead_seconds.observe(lead_s)
-            await self._make(engine, index, due)
+            await self._make(engine, index)
             index += 1
 
-    def lead_s(self) -> float:
-        """How long before its due time the next frame starts: the loop's wake-up lateness + render
-        time + jitter, clamped."""
-        if self.counts["rendered"] == 0:
-            return self.config.lead_ms / 1000
-        c = self.config
-        wanted_s = (self.wake_lateness_s + self.render_estimate_s
-                    + c.deviations * self.render_deviation_s + c.margin_ms / 1000)
-        return min(max(wanted_s, c.min_lead_ms / 1000), c.lead_ms / 1000)
-
-    async def _sleep_until(self, start: float) -> None:
-        """Sleep until `start`, learning how late the loop wakes (not counted when the last frame
-        itself ran past `start`: that is the render's lateness, which its own estimate covers)."""
-        behind = start <= self.clock.now()
-        await self.clock.sleep_until(start)
-        if behind:
-            return
-        w = self.config.ema_weight
-        self.wake_lateness_s = (1 - w) * self.wake_lateness_s + w * (self.clock.now() - start)
-
-    async def _make(self, engine: FrameEngine, index: int, due: float) -> None:
+    async def _make(self, engine: FrameEngine, index: int) -> None:
         audio = self.inbox.take()
         self.metrics.input_depth_seconds.observe(self.inbox.depth_ms / 1000)
-        render = self.clock.now() + self.render_estimate_s <= due
+        render = self.pacer.should_render(index)
         start, last_yuv = self.timer(), self._yuv
         step = Timed(lambda: self._step(engine, audio, render))
         frame = await self._call(step)
@@ -240,11 +205,9 @@ class FrameProducer:
         if frame is None:  # cannot happen while one frame of audio goes in per tick
             return
         self.ring.put(frame)
-        self._account(render, elapsed_s, waited_s, due)
-        if not render:
-            self._decay()
-        elif frame.yuv is not last_yuv:  # drawn, not an idle face's repeat: what renders cost
-            self._learn(elapsed_s)
+        self._account(render, elapsed_s, waited_s, self.clock.frame_time(index))
+        # drawn, not an idle face's repeat: what renders cost
+        self.pacer.made(render, elapsed_s, drawn=frame.yuv is not last_yuv)
 
     def _step(self, engine: FrameEngine, audio: np.ndarray, render: bool) -> ReadyFrame | None:
         """One tick, in a worker thread: a frame of audio in, the frame it completes out."""
@@ -260,24 +223,7 @@ class FrameProducer:
 
     def _account(self, rendered: bool, elapsed_s: float, waited_s: float, due: float) -> None:
         result = "rendered" if rendered else "skipped"
-        self.counts[result] += 1
         self.metrics.frames.labels(result).inc()
         self.metrics.stage_seconds.labels("queue").observe(waited_s)
         self.metrics.stage_seconds.labels("engine").observe(elapsed_s - waited_s)
         self.metrics.stage_seconds.labels("ready_margin").observe(max(due - self.clock.now(), 0.0))
-
-    def _learn(self, elapsed_s: float) -> None:
-        """A newly drawn frame took `elapsed_s` from submission: follow it and its jitter."""
-        if not self._learnt:  # the first render is the best guess yet
-            self.render_estimate_s, self._learnt = elapsed_s, True
-            return
-        w = self.config.ema_weight
-        miss_s = abs(elapsed_s - self.render_estimate_s)
-        self.render_deviation_s = (1 - w) * self.render_deviation_s + w * miss_s
-        self.render_estimate_s = (1 - w) * self.render_estimate_s + w * elapsed_s
-
-    def _decay(self) -> None:
-        """After a skip: decay both, so a session that fell behind tries rendering again once it can."""
-        self.render_estimate_s *= 1 - self.config.ema_weight
-        self.render_deviation_s *= 1 - self.config.ema_weight
-
