@@ -27,7 +27,7 @@ CHROMIUM_FLAGS = (
     "--disable-sync", "--disable-quic",
 )
 # A viewer plays with sound, as OBS's Browser Source does: without this, headless Chromium refuses
-# autoplay with sound and the page falls back to muted video, which Chromium plays out unsynced.
+# autoplay with sound (no click) and the viewer page falls back to muted video.
 AUTOPLAY_WITH_SOUND = "--autoplay-policy=no-user-gesture-required"
 CLOCK_PROBES = 20  # round trips to the page; the shortest bounds the clock offset best
 RGBA = 4  # bytes per pixel of canvas ImageData
