@@ -130,8 +130,9 @@ async def publishing(url: str, http: aiohttp.ClientSession, pcm: np.ndarray,
 async def watch(browser: Any, publisher: Publisher, crop: CropBox, name: str,
                 ignore_hint: bool) -> tuple[Any, PageFrames]:
     """A viewer page of the publisher's session, presenting frames (its own browser context, so
-    that the hint is ignored in one page only)."""
-    context = await browser.new_context()
+    that the hint is ignored in one page only). The window is the video's size: Chromium
+    composites it in software here, and a larger window costs CPU the server is measured on."""
+    context = await browser.new_context(viewport={"width": crop.side, "height": crop.side})
     await context.add_init_script(crop.hook_script())
     if ignore_hint:
         await context.add_init_script(f"({IGNORE_HINT_JS})()")
