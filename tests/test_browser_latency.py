@@ -12,7 +12,16 @@ import pytest
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
-from lipstream.measure.browser_latency import PAGES, BrowserConfig, crop_for, measure_browser
+from lipstream.measure.browser_latency import (
+    PAGES,
+    BrowserConfig,
+    BrowserRun,
+    PageOnset,
+    PageRun,
+    crop_for,
+    measure_browser,
+)
+from lipstream.measure.browser_report import summarise
 from lipstream.measure.counting import skip_video_decoding
 from lipstream.measure.latency import LatencyConfig
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
@@ -77,3 +86,18 @@ def test_chromium_presents_the_open_mouth_and_an_injected_delay_is_recovered(
         assert page.clock_uncertainty_ms < CLOCK_BOUND_MS and not page.muted, page
         recovered = delay_recovered_ms([(o.injected_delay_ms, o.to_presented_ms) for o in page.onsets])
         assert abs(recovered - INJECTED_DELAY_MS) <= FRAME_MS, (recovered, page)
+
+
+def test_the_summary_takes_percentiles_over_plain_onsets_and_recovers_the_injected_delay() -> None:
+    def onset(n: int, presented_ms: float) -> PageOnset:
+        return PageOnset(2.0 * n, 120.0 * (n % 2), presented_ms - 20, presented_ms)
+
+    page = PageRun("hint", [onset(0, 200), onset(1, 320), onset(2, 240), onset(3, math.nan)], frames=100,
+                   missed_frames=1, clock_uncertainty_ms=0.5, muted=False)
+    summary = summarise(BrowserRun([page], onsets_sent=5, server_frames={"rendered": 99, "skipped": 1}))
+    figures = summary["pages"]["hint"]
+    assert (figures["onsets"], figures["found"]) == (4, 3)
+    assert figures["to_presented_ms"] == {"p50": 220.0, "p95": 238.0, "n": 2}
+    assert figures["to_received_ms"]["p50"] == 200.0
+    assert figures["injected_delay_recovered_ms"] == {"received": 100.0, "presented": 100.0}
+    assert summary["server_not_in_time_fraction"] == 0.01

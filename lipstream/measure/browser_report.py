@@ -3,6 +3,7 @@ print one table with the pages side by side, write JSON."""
 
 import asyncio
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def summarise(run: BrowserRun) -> dict[str, Any]:
     injected = max((o.injected_delay_ms for page in run.pages for o in page.onsets), default=0.0)
     return {"pages": {page.name: page_summary(page) for page in run.pages},
             "onsets_sent": run.onsets_sent, "injected_delay_ms": injected,
-            "server_not_in_time_fraction": round(run.skipped_fraction, 4)}
+            "server_not_in_time_fraction": round(run.skipped_fraction, 4),
+            "load_average_1min": round(os.getloadavg()[0], 2)}  # at the end: the machine is shared
 
 
 def print_report(run: BrowserRun, summary: dict[str, Any]) -> None:
@@ -74,4 +76,4 @@ def print_report(run: BrowserRun, summary: dict[str, Any]) -> None:
     busy = BUSY_WARNING if run.skipped_fraction > BUSY_FRACTION else ""
     print(f"onsets sent: {run.onsets_sent} (those before a page presented its first frame are left out); "
           f"server frames during the run: {run.server_frames}; not rendered in time: "
-          f"{run.skipped_fraction * 100:.1f}%{busy}")
+          f"{run.skipped_fraction * 100:.1f}%{busy}; load average {summary['load_average_1min']:.1f}")
