@@ -22,7 +22,14 @@ import aiohttp
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE
-from lipstream.measure.chromium import IGNORE_HINT_JS, CropBox, PageClock, launch_browser, page_clock
+from lipstream.measure.chromium import (
+    IGNORE_HINT_JS,
+    ChromiumMissing,
+    CropBox,
+    PageClock,
+    launch_browser,
+    page_clock,
+)
 from lipstream.measure.latency import LatencyConfig, first_open_after, injected_delay_s, onset_schedule
 from lipstream.measure.mouth import REFERENCE_SIZE, SHIFT_PX, MouthOpenDetector
 from lipstream.measure.server import frame_counts, scrape
@@ -94,8 +101,11 @@ def crop_for(detector: MouthOpenDetector) -> CropBox:
 
 async def measure_browser(url: str, config: BrowserConfig, detector: MouthOpenDetector) -> BrowserRun:
     """One session at `url` watched by both pages; per page and onset, its latencies."""
-    from playwright.async_api import async_playwright
-
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError as missing:
+        raise ChromiumMissing("playwright is not installed: pip install playwright (it drives the "
+                              "system chromium; `playwright install` is not needed)") from missing
     pcm, starts = onset_schedule(config.latency)
     track = SpeechTrack(pcm)
     crop = crop_for(detector)
@@ -147,7 +157,12 @@ async def watch(browser: Any, publisher: Publisher, crop: CropBox, name: str,
 
 async def collect(pages: list[tuple[Any, PageFrames]], track: SpeechTrack, media_s: float) -> None:
     """Take the pages' frames until the sent audio (and `TAIL_S`) has played out."""
-    while not track.handed_at or time.monotonic() < track.handed_at[0] + media_s:
+    give_up = time.monotonic() + VIEWER_TIMEOUT_S + media_s  # the track never started: no sender
+
+    def end() -> float:
+        return track.handed_at[0] + media_s if track.handed_at else give_up
+
+    while time.monotonic() < end():
         await asyncio.sleep(TAKE_EVERY_S)
         for page, frames in pages:
             take(frames, await page.evaluate("window.lipstreamFrames.take()"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from lipstream.engine.avatar import Avatar
 from lipstream.measure.browser_latency import BrowserConfig, BrowserRun, PageRun, measure_browser
+from lipstream.measure.chromium import ChromiumMissing
 from lipstream.measure.counting import skip_video_decoding
 from lipstream.measure.mouth import MouthOpenDetector
 from lipstream.measure.output import write_json
@@ -22,18 +23,23 @@ def run_browser_latency(url: str | None, config: BrowserConfig, out: Path) -> Br
     loopback port if None."""
     loopback_only()
     skip_video_decoding()  # the publisher's own video: only Chromium's is measured
-    detector = MouthOpenDetector(Avatar.default())
-    if url is not None:
-        run = asyncio.run(measure_browser(url, config, detector))
-    else:
-        with spawned_server("--max-sessions", "1") as target:
-            run = asyncio.run(measure_browser(target.url, config, detector))
+    try:
+        run = measure_at(url, config, MouthOpenDetector(Avatar.default()))
+    except ChromiumMissing as missing:
+        raise SystemExit(f"cannot measure through Chromium: {missing}") from None
     summary = summarise(run)
     print_report(run, summary)
     json_path = out.with_suffix(".json")
     write_json(json_path, {"summary": summary, "run": asdict(run)})
     print(f"wrote {json_path}")
     return run
+
+
+def measure_at(url: str | None, config: BrowserConfig, detector: MouthOpenDetector) -> BrowserRun:
+    if url is not None:
+        return asyncio.run(measure_browser(url, config, detector))
+    with spawned_server("--max-sessions", "1") as target:
+        return asyncio.run(measure_browser(target.url, config, detector))
 
 
 def page_summary(page: PageRun) -> dict[str, Any]:
