@@ -84,6 +84,7 @@ def test_chromium_presents_the_open_mouth_and_an_injected_delay_is_recovered(
         assert len(found) >= FOUND_FRACTION * len(page.onsets), page
         assert all(0 < o.to_received_ms <= o.to_presented_ms < LATENCY_BOUND_MS for o in found), page
         assert page.clock_uncertainty_ms < CLOCK_BOUND_MS and not page.muted, page
+        assert page.targets and all(t == (None if PAGES[page.name] else 0) for t in page.targets), page
         recovered = delay_recovered_ms([(o.injected_delay_ms, o.to_presented_ms) for o in page.onsets])
         assert abs(recovered - INJECTED_DELAY_MS) <= FRAME_MS, (recovered, page)
 
@@ -93,7 +94,7 @@ def test_the_summary_takes_percentiles_over_plain_onsets_and_recovers_the_inject
         return PageOnset(2.0 * n, 120.0 * (n % 2), presented_ms - 20, presented_ms)
 
     page = PageRun("hint", [onset(0, 200), onset(1, 320), onset(2, 240), onset(3, math.nan)], frames=100,
-                   missed_frames=1, clock_uncertainty_ms=0.5, muted=False)
+                   missed_frames=1, clock_uncertainty_ms=0.5, muted=False, targets=[0, 0])
     summary = summarise(BrowserRun([page], onsets_sent=5, server_frames={"rendered": 99, "skipped": 1}))
     figures = summary["pages"]["hint"]
     assert (figures["onsets"], figures["found"]) == (4, 3)

@@ -40,6 +40,8 @@ from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES
 PAGES = {"hint": False, "no hint": True}  # page name -> the hint is ignored
 VIEWER_TIMEOUT_S = 30.0  # a page's first presented frame, on a busy machine
 TAKE_EVERY_S = 1.0  # frames are fetched from the pages this often (their memory stays small)
+# The viewer page's own peer connection (viewer.js exposes it for tests): what the hint became.
+TARGETS_JS = "(window.lipstreamViewer.pc?.getReceivers() ?? []).map((r) => r.jitterBufferTarget)"
 TAIL_S = 0.5  # kept watching after the last chunk was sent: its frames are still on the way
 
 
@@ -69,6 +71,7 @@ class PageFrames:
     images: list[str] = field(default_factory=list)  # mouth-box RGBA, base64 (CropBox.frame)
     missed: int = 0  # frames presented without a callback (the first open one may be among them)
     muted: bool = False
+    targets: list[float | None] = field(default_factory=list)  # jitterBufferTarget read back, ms
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ class PageRun:
     frames: int
     missed_frames: int
     clock_uncertainty_ms: float
-    muted: bool  # played without sound (then Chromium does not sync video to audio)
+    muted: bool  # played without sound (autoplay refused)
+    targets: list[float | None]  # each receiver's jitterBufferTarget at the end: 0 hinted, None not
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ async def collect(pages: list[tuple[Any, PageFrames]], track: SpeechTrack, media
             take(frames, await page.evaluate("window.lipstreamFrames.take()"))
     for page, frames in pages:
         take(frames, await page.evaluate("window.lipstreamFrames.take()"))
+        frames.targets = await page.evaluate(TARGETS_JS)
 
 
 def take(into: PageFrames, taken: dict[str, Any]) -> None:
@@ -197,7 +202,7 @@ def page_run(frames: PageFrames, track: SpeechTrack, starts: list[int], config: 
                               _ms(received[i] - onset_t) if i is not None else math.nan,
                               _ms(presented[i] - onset_t) if i is not None else math.nan))
     return PageRun(frames.name, rows, len(opened), frames.missed,
-                   round(frames.clock.uncertainty_s * 1000, 2), frames.muted)
+                   round(frames.clock.uncertainty_s * 1000, 2), frames.muted, frames.targets)
 
 
 def _ms(seconds: float) -> float:

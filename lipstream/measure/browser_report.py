@@ -54,7 +54,8 @@ def page_summary(page: PageRun) -> dict[str, Any]:
                 "received": delay_recovered_ms([(o.injected_delay_ms, o.to_received_ms) for o in onsets]),
                 "presented": delay_recovered_ms([(o.injected_delay_ms, o.to_presented_ms) for o in onsets])},
             "frames": page.frames, "missed_frames": page.missed_frames,
-            "clock_uncertainty_ms": page.clock_uncertainty_ms, "muted": page.muted}
+            "clock_uncertainty_ms": page.clock_uncertainty_ms, "muted": page.muted,
+            "jitter_buffer_targets_ms": page.targets}
 
 
 def summarise(run: BrowserRun) -> dict[str, Any]:
