@@ -30,7 +30,13 @@ from lipstream.measure.chromium import (
     launch_browser,
     page_clock,
 )
-from lipstream.measure.latency import LatencyConfig, first_open_after, injected_delay_s, onset_schedule
+from lipstream.measure.latency import (
+    LatencyConfig,
+    first_open_after,
+    injected_delay_s,
+    not_in_time_fraction,
+    onset_schedule,
+)
 from lipstream.measure.mouth import REFERENCE_SIZE, SHIFT_PX, MouthOpenDetector
 from lipstream.measure.server import frame_counts, scrape
 from lipstream.measure.speech import SpeechTrack
@@ -93,9 +99,7 @@ class BrowserRun:
 
     @property
     def skipped_fraction(self) -> float:
-        made = self.server_frames.get("rendered", 0) + self.server_frames.get("skipped", 0)
-        behind = self.server_frames.get("skipped", 0) + self.server_frames.get("late", 0)
-        return behind / made if made else math.nan
+        return not_in_time_fraction(self.server_frames)
 
 
 def crop_for(detector: MouthOpenDetector) -> CropBox:
