@@ -24,11 +24,11 @@ import numpy as np
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.measure.chromium import (
     IGNORE_HINT_JS,
-    ChromiumMissing,
     CropBox,
     PageClock,
     launch_browser,
     page_clock,
+    playwright_driver,
 )
 from lipstream.measure.latency import (
     LatencyConfig,
@@ -109,15 +109,10 @@ def crop_for(detector: MouthOpenDetector) -> CropBox:
 
 async def measure_browser(url: str, config: BrowserConfig, detector: MouthOpenDetector) -> BrowserRun:
     """One session at `url` watched by both pages; per page and onset, its latencies."""
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError as missing:
-        raise ChromiumMissing("playwright is not installed: pip install playwright (it drives the "
-                              "system chromium; `playwright install` is not needed)") from missing
     pcm, starts = onset_schedule(config.latency)
     track = SpeechTrack(pcm)
     crop = crop_for(detector)
-    async with aiohttp.ClientSession() as http, async_playwright() as playwright:
+    async with aiohttp.ClientSession() as http, playwright_driver() as playwright:
         browser = await launch_browser(playwright)
         try:
             async with publishing(url, http, pcm, track) as publisher:

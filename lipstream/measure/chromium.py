@@ -117,6 +117,16 @@ def chromium_path() -> str | None:
     return next((path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None)
 
 
+def playwright_driver() -> Any:
+    """playwright's async context manager (ChromiumMissing if playwright is not installed)."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError as missing:
+        raise ChromiumMissing("playwright is not installed: pip install playwright (it drives the "
+                              "system chromium; `playwright install` is not needed)") from missing
+    return async_playwright()
+
+
 async def launch_browser(playwright: Any) -> Any:
     """Headless system Chromium, ready for loopback WebRTC (ChromiumMissing if there is none)."""
     path = chromium_path()
