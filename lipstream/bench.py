@@ -8,7 +8,7 @@ work down per stage.
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from lipstream.engine.device import add_device_argument, choose_device
 
 SPAWN = "spawn"  # `--latency` without a URL
 DEFAULT_LATENCY_OUT = Path("lipstream-latency.json")  # and .png beside it
+DEFAULT_BROWSER_LATENCY_OUT = Path("lipstream-latency-chromium.json")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument("--spawn", action="store_true",
                          help="measure latency against a lipstream serve started on a free loopback port")
     latency.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
+    latency.add_argument("--browser", action="store_true",
+                         help="measure what headless Chromium presents (the viewer page with and without "
+                              "its playout-delay hint) instead of an aiortc client; writes JSON only")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -106,6 +110,19 @@ def run_latency_bench(args: argparse.Namespace) -> int:
     from lipstream.measure.report import run_latency
 
     url = None if args.spawn or args.latency == SPAWN else args.latency
+    if args.browser:
+        return run_browser_latency_bench(args, url)
     config = LatencyConfig() if args.onsets is None else LatencyConfig(onsets=args.onsets)
     run_latency(url, config, args.json or DEFAULT_LATENCY_OUT)
+    return 0
+
+
+def run_browser_latency_bench(args: argparse.Namespace, url: str | None) -> int:
+    from lipstream.measure.browser_latency import BrowserConfig  # playwright: only for this mode
+    from lipstream.measure.browser_report import run_browser_latency
+
+    config = BrowserConfig()
+    if args.onsets is not None:
+        config = BrowserConfig(replace(config.latency, onsets=args.onsets))
+    run_browser_latency(url, config, args.json or DEFAULT_BROWSER_LATENCY_OUT)
     return 0

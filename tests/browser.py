@@ -1,7 +1,6 @@
 """Headless Debian Chromium as a real WebRTC peer, driven by pip playwright (never `playwright
 install`: that downloads a browser). Flags from NOTES.md; the fake microphone plays a WAV."""
 
-import shutil
 import wave
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,23 @@ import numpy as np
 import pytest
 
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.measure.chromium import CHROMIUM_FLAGS, chromium_path
 
 FAKE_MIC_RATE = 48_000  # 16-bit mono 48 kHz: the safest fake-microphone format (NOTES.md)
 
 
 def chromium_executable() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if path := shutil.which(name):
-            return path
+    if path := chromium_path():
+        return path
     pytest.skip("chromium is not installed (apt-get install chromium)")
 
 
 def chromium_flags(fake_mic_wav: Path) -> list[str]:
-    # playwright adds --headless and --no-sandbox, and passes the profile folder itself
     return [
-        "--disable-gpu",
-        "--allow-loopback-in-peer-connection",  # ICE over 127.0.0.1, where the test server lives
+        *CHROMIUM_FLAGS,
         "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={fake_mic_wav}",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-quic",
     ]
 
 

@@ -69,10 +69,14 @@ class LatencyRun:
 
     @property
     def skipped_fraction(self) -> float:
-        """Frames the server did not render in time (skipped or late), of all it sent."""
-        made = self.server_frames.get("rendered", 0) + self.server_frames.get("skipped", 0)
-        behind = self.server_frames.get("skipped", 0) + self.server_frames.get("late", 0)
-        return behind / made if made else math.nan
+        return not_in_time_fraction(self.server_frames)
+
+
+def not_in_time_fraction(server_frames: dict[str, float]) -> float:
+    """Frames the server did not render in time (skipped or late), of all it sent."""
+    made = server_frames.get("rendered", 0) + server_frames.get("skipped", 0)
+    behind = server_frames.get("skipped", 0) + server_frames.get("late", 0)
+    return behind / made if made else math.nan
 
 
 def voiced_burst(seconds: float) -> np.ndarray:

@@ -2,6 +2,7 @@
 table, write JSON and a PNG (per-onset latency and a stacked decomposition of the median)."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,14 @@ def decomposition(run: LatencyRun, to_rtp_p50_ms: float) -> dict[str, float]:
 
 def injected_delay_recovered_ms(onsets: list[OnsetLatency]) -> float:
     """Median onset -> RTP of the delayed bursts minus that of the others (nan if none delayed)."""
+    return delay_recovered_ms([(o.injected_delay_ms, o.to_rtp_ms) for o in onsets])
+
+
+def delay_recovered_ms(measured: Sequence[tuple[float, float]]) -> float:
+    """From (injected ms, measured ms) per onset: the median measured with a delay injected
+    minus the median without (nan if either has no figure)."""
     def median(delayed: bool) -> float:
-        found = [o.to_rtp_ms for o in onsets if (o.injected_delay_ms > 0) == delayed]
+        found = [ms for injected, ms in measured if (injected > 0) == delayed]
         return float(np.nanmedian(found)) if found and not np.isnan(found).all() else math.nan
 
     return round(median(True) - median(False), 1)
