@@ -113,7 +113,10 @@ def test_the_server_hears_the_replayed_speech(speech: np.ndarray, avatar: Avatar
     audio, rate = received_audio(publisher.received)
     back = envelope(audio[:: rate // SAMPLE_RATE], ENVELOPE_HOP)  # 48 -> 16 kHz is enough for RMS
     sent = envelope(speech, ENVELOPE_HOP)
-    assert best_correlation(sent, back, max_lag=25) > 0.8  # within 0.5 s of pipeline delay
+    # Within 0.5 s of pipeline delay. 0.98 on a quiet machine; a loaded one makes frames late,
+    # and a late frame's audio goes out as silence (0.71 seen beside a full test run). Speech the
+    # server did not hear, or heard at the wrong rate, correlates near 0.
+    assert best_correlation(sent, back, max_lag=25) > 0.6
 
 
 def _frames_handed_to_decoders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
