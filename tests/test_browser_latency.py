@@ -6,7 +6,6 @@ import asyncio
 import base64
 import math
 
-import aiortc.rtcrtpreceiver
 import numpy as np
 import pytest
 
@@ -22,7 +21,7 @@ from lipstream.measure.browser_latency import (
     measure_browser,
 )
 from lipstream.measure.browser_report import summarise
-from lipstream.measure.counting import skip_video_decoding
+from lipstream.measure.counting import decode_everything, skip_video_decoding
 from lipstream.measure.latency import LatencyConfig
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
 from lipstream.measure.report import BUSY_FRACTION, delay_recovered_ms
@@ -60,7 +59,8 @@ def test_the_mouth_box_the_page_sends_scores_as_the_whole_frame(detector: MouthO
 
 @pytest.mark.slow
 def test_chromium_presents_the_open_mouth_and_an_injected_delay_is_recovered(
-        monkeypatch: pytest.MonkeyPatch, detector: MouthOpenDetector) -> None:
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+        detector: MouthOpenDetector) -> None:
     """Every other burst starts 120 ms after its stamped onset: in both pages those onsets are
     presented 120 ms later, within a frame; every latency is positive and below a bound.
 
@@ -69,8 +69,8 @@ def test_chromium_presents_the_open_mouth_and_an_injected_delay_is_recovered(
     chromium_executable()
     pytest.importorskip("playwright")
     loopback_only(monkeypatch)
-    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", aiortc.rtcrtpreceiver.get_decoder)
-    skip_video_decoding()  # undone with the line above when the test ends
+    request.addfinalizer(decode_everything)  # later tests in this process decode what they receive
+    skip_video_decoding()
     config = BrowserConfig(LatencyConfig(onsets=8, lead_s=5.0, inject_delay_s=INJECTED_DELAY_MS / 1000))
     with spawned_server("--max-sessions", "1") as server:
         run = asyncio.run(measure_browser(server.url, config, detector))

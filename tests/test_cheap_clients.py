@@ -12,7 +12,6 @@ import aiortc.rtcrtpreceiver
 import av
 import numpy as np
 import pytest
-from aiortc import RTCRtpReceiver
 from aiortc.codecs.opus import OpusEncoder as AiortcOpus
 
 from lipstream.engine.audio import load_audio
@@ -141,11 +140,9 @@ def _frames_handed_to_decoders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 def test_counted_audio_is_not_decoded_but_every_packet_is_seen(speech: np.ndarray, avatar: Avatar,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    # set to themselves, so that the test's end undoes what skip_audio_decoding changes
-    monkeypatch.setattr(RTCRtpReceiver, "__init__", RTCRtpReceiver.__init__)
-    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", aiortc.rtcrtpreceiver.get_decoder)
-    monkeypatch.setattr(counting, "_SKIPPED_KINDS", set(), raising=False)
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               request: pytest.FixtureRequest) -> None:
+    request.addfinalizer(counting.decode_everything)  # later tests decode what they receive
     handed = _frames_handed_to_decoders(monkeypatch)
     skip_audio_decoding()
     seconds = 3.0

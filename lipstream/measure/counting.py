@@ -16,6 +16,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 _SKIPPED_KINDS: set[str] = set()  # "audio", "video": receivers of these kinds made from now on
+_RECEIVER_INIT = RTCRtpReceiver.__init__  # aiortc's own, put back by decode_everything()
 
 
 class _StopOnlyQueue(queue.Queue[Any]):
@@ -36,6 +37,13 @@ def skip_audio_decoding() -> None:
     """From now on, no aiortc receiver in this process decodes audio (tests that read the received
     sound must not call this)."""
     _skip_decoding("audio")
+
+
+def decode_everything() -> None:
+    """Undo the skip_*_decoding calls: receivers made from now on decode every kind again (for a
+    test that skips decoding in a process whose later tests read what they receive)."""
+    _SKIPPED_KINDS.clear()
+    RTCRtpReceiver.__init__ = _RECEIVER_INIT  # type: ignore[method-assign]
 
 
 def _skip_decoding(kind: str) -> None:
