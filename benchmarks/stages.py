@@ -11,7 +11,7 @@ stage by stage on one thread (engine on speech-like audio, RGB -> I420, wrapping
 aiortc, VP8 encode + packetise, Opus encode of the frame's two 20 ms chunks).
 
     python benchmarks/stages.py [--frames 500] [--cv-threads 1] [--model-calls 300] [--only-model]
-                                [--session] [--out benchmarks/results/stages.json]
+                                [--session] [--models NAME=PATH ...] [--out benchmarks/results/stages.json]
 
 --cv-threads sets OpenCV's thread count (1: what a server of many sessions wants; the CPU time of
 OpenCV's helper threads is then counted nowhere here, so compare thread counts by p50 wall time
@@ -49,6 +49,7 @@ from lipstream.streaming.clock import CHUNKS_PER_FRAME  # noqa: E402
 MODEL_BATCHES = (1, 8, 32)  # windows per runner call: one session, a tick of a small and a busy server
 RENDER_STAGES = ("head", "rig", "field", "warp", "composite", "blink")
 BURN_IN = 50
+COMPARE_ROUNDS = 6  # --models: each model timed in this many turns, interleaved with the others
 SESSION_STAGES = ("engine", "RGB -> I420", "wrap for aiortc", "VP8 encode + packetise", "Opus encode")
 
 
@@ -117,13 +118,14 @@ def time_audio_side(motion: str | None, frames: int) -> list[tuple[float, float]
     return out
 
 
-def time_model_batches(calls: int) -> dict[str, dict[str, float]]:
-    """The shipped model alone, one runner call per batch of B windows (EngineGroup's shape)."""
-    model = load_motion_model(None)
+def time_model_batches(calls: int, spec: str | None = None,
+                       batches: tuple[int, ...] = MODEL_BATCHES) -> dict[str, dict[str, float]]:
+    """A model alone (default: the shipped one), one runner call per batch of B windows (EngineGroup's)."""
+    model = load_motion_model(spec)
     shape = (model.context_frames + model.lookahead_frames, N_MELS)
     rng = np.random.default_rng(0)
     results = {}
-    for batch in MODEL_BATCHES:
+    for batch in batches:
         windows = rng.normal(-3.0, 1.0, (batch, *shape)).astype(np.float32)  # log10 mel power
         samples = []
         for i in range(BURN_IN + calls):
@@ -147,6 +149,24 @@ def print_model_batches(rows: dict[str, dict[str, float]]) -> None:
     for batch, r in rows.items():
         print(f"{batch:>6}{r['p50_ms']:>9.3f}{r['cpu_p50_ms']:>9.3f}{r['cpu_p50_ms_per_window']:>15.4f}"
               f"{r['windows_per_cpu_s']:>15.0f}{single / r['cpu_p50_ms_per_window']:>10.1f}x")
+
+
+def compare_models(specs: dict[str, str | None], calls: int) -> dict[str, float]:
+    """CPU ms per window at batch 1, the models taking turns COMPARE_ROUNDS times, so that load from
+    other processes falls on all alike; the median round of each."""
+    rounds: dict[str, list[float]] = {name: [] for name in specs}
+    for _ in range(COMPARE_ROUNDS):
+        for name, spec in specs.items():
+            row = time_model_batches(max(calls // COMPARE_ROUNDS, 1), spec, (1,))["1"]
+            rounds[name].append(row["cpu_p50_ms"])
+    return {name: float(np.median(values)) for name, values in rounds.items()}
+
+
+def print_comparison(cpu_ms: dict[str, float]) -> None:
+    print("\nmodels alone, onnxruntime CPU, one thread, batch 1, taking turns")
+    print(f"{'model':<24}{'cpu ms/frame':>14}{'x shipped':>11}")
+    for name, ms in cpu_ms.items():
+        print(f"{name:<24}{ms:>14.3f}{ms / cpu_ms['shipped']:>11.2f}")
 
 
 def time_session(frames: int) -> dict[str, float]:
@@ -208,8 +228,18 @@ def main() -> None:
     parser.add_argument("--model-calls", type=int, default=300, help="calls per batch size, model alone")
     parser.add_argument("--only-model", action="store_true", help="only the model at batch 1/8/32")
     parser.add_argument("--session", action="store_true", help="only the per-session-frame stages")
+    parser.add_argument("--models", nargs="*", default=[], metavar="NAME=PATH",
+                        help="only these .onnx files and the shipped model alone, at batch 1, taking turns")
     args = parser.parse_args()
     cv2.setNumThreads(args.cv_threads)
+    if args.models:
+        if not all("=" in m for m in args.models):
+            raise SystemExit(f"--models takes name=path.onnx, got {args.models}")
+        specs: dict[str, str | None] = {"shipped": None, **dict(m.split("=", 1) for m in args.models)}
+        cpu_ms = compare_models(specs, args.model_calls)
+        print_comparison(cpu_ms)
+        args.out.write_text(json.dumps({"threads": 1, "cpu_ms_per_frame": cpu_ms}, indent=2))
+        return
     if args.session:
         session = time_session(args.frames)
         print_session(session)

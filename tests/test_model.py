@@ -186,3 +186,43 @@ def test_fine_tuning_starts_from_the_exported_weights(short_run: Path) -> None:
     np.testing.assert_allclose(theirs.controls, ours.controls, atol=1e-4)
     with pytest.raises(ModelError, match="--channels"):
         load_exported(MotionNet(ModelConfig(channels=64)), short_run / "motion.onnx")
+
+
+class _Killed(Exception):
+    """Stands for the run's process being killed part-way."""
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after its first validation, `lipstream train --resume` ends with the weights and loss
+    curve of a run never stopped: no optimiser, schedule or random state is lost on the way."""
+    from lipstream.cli import main
+    from lipstream.training.features import CropSampler
+
+    def run(out: Path, *extra: str) -> int:
+        return main(["train", "--out", str(out), "--steps", "6", "--val-every", "3", "--batch-size", "4",
+                     "--pool-utterances", "4", "--val-utterances", "1", "--threads", "1", "--seed", "5",
+                     *extra])
+
+    assert run(tmp_path / "whole") == 0
+    batches = CropSampler.batch
+    calls = iter(range(100))
+
+    def killed_in_step_five(sampler: CropSampler, size: int) -> object:
+        if next(calls) == 4:  # after the state of step 3's validation was saved
+            raise _Killed
+        return batches(sampler, size)
+
+    monkeypatch.setattr(CropSampler, "batch", killed_in_step_five)
+    with pytest.raises(_Killed):
+        run(tmp_path / "cut")
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match="other options"):
+        run(tmp_path / "cut", "--resume", "--lr", "0.001")
+    assert run(tmp_path / "cut", "--resume") == 0
+    whole, cut = (torch.load(tmp_path / run_dir / "checkpoint.pt", weights_only=True)["state_dict"]
+                  for run_dir in ("whole", "cut"))
+    for name, tensor in whole.items():
+        torch.testing.assert_close(cut[name], tensor, msg=name)
+    rows = [json.loads((tmp_path / run_dir / "loss.json").read_text()) for run_dir in ("whole", "cut")]
+    curves = [[(row["step"], row["train_loss"]) for row in run_rows] for run_rows in rows]
+    assert curves[1] == curves[0]

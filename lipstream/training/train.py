@@ -2,7 +2,8 @@
 
 Reproducible from the seed: the pool, the crops and the initial weights all derive from it.
 Everything a run makes lands in its run directory (checkpoint, loss curves, metrics, ONNX);
-`--install` copies the ONNX and its sidecar into the package as the shipped model.
+`--install` copies the ONNX and its sidecar into the package as the shipped model; `--resume`
+continues a stopped run from its last validation (see resume.py).
 """
 
 import argparse
@@ -76,14 +77,18 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
 
 
-def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_source) -> dict[str, Any]:
-    """Run training; returns the run summary (also written to out_dir/summary.json)."""
+def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_source,
+          resume: bool = False) -> dict[str, Any]:
+    """Run training (resume: from out_dir's last validation); returns the run summary (also written
+    to out_dir/summary.json)."""
     import torch
 
     from lipstream.training.features import build_pool, mel_statistics
     from lipstream.training.model import MotionNet
+    from lipstream.training.resume import read_state
     from lipstream.training.validation import build_validation
 
+    state = read_state(out_dir, cfg.command()) if resume else None
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +107,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
         mean, std = mel_statistics(pool)
         net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
     sampler = CropSampler(pool, cfg.crop_frames, cfg.seed, noise=noise_bank(cfg.seed))
-    history = _fit(net, cfg, sampler, val.clean, out_dir)
+    history = _fit(net, cfg, sampler, val.clean, out_dir, state)
     train_s = time.monotonic() - t0 - data_s
 
     metrics = _final_metrics(net, val)
@@ -119,11 +124,12 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
 
 
 def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
-         out_dir: Path) -> list[dict[str, float]]:
+         out_dir: Path, state: dict[str, Any] | None) -> list[dict[str, float]]:
     import torch
     import torch.nn.functional as F
 
     from lipstream.training.losses import control_losses
+    from lipstream.training.resume import restore, save_state
     from lipstream.training.validation import score
     from lipstream.training.warmstart import freeze_norms
 
@@ -131,10 +137,11 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     weights = torch.tensor(cfg.control_weights[:N_CONTROLS])
     first = net.config.context_frames - 1  # crop frame of output 0's target
-    history: list[dict[str, float]] = []
+    parts = {"net": net, "optimizer": opt, "scheduler": sched, "sampler": sampler}
+    done, history = restore(state, parts) if state is not None else (0, [])
     running: list[tuple[float, float]] = []
     start = time.monotonic()
-    for step in range(cfg.steps):
+    for step in range(done, cfg.steps):
         net.train()
         if cfg.init_from:
             freeze_norms(net)
@@ -163,6 +170,7 @@ def _fit(net: Any, cfg: TrainConfig, sampler: CropSampler, val: list[Any],
             running = []
             log.info("step %d: %s", step + 1, {k: round(v, 4) for k, v in row.items()})
             _write_history(history, out_dir)
+            save_state(out_dir, step + 1, cfg.command(), parts, history)
     return history
 
 
@@ -261,6 +269,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one kernel-3 conv per dilation (receptive field 1 + 2 * sum)")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--export", type=Path, default=None, help="ONNX path (default: RUN_DIR/motion.onnx)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last validation (same options)")
     parser.add_argument("--install", action="store_true",
                         help="also copy the ONNX and its metadata into the package as the shipped model")
 
@@ -284,7 +294,7 @@ def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source)
     from lipstream.training.model import ModelConfig, MotionNet
 
     cfg = config_from_args(args)
-    summary = train(cfg, args.out, source=source)
+    summary = train(cfg, args.out, source=source, resume=args.resume)
     checkpoint = torch.load(args.out / "checkpoint.pt", weights_only=True)
     net = MotionNet(ModelConfig.from_dict(checkpoint["model_config"]))
     net.load_state_dict(checkpoint["state_dict"])
