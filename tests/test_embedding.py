@@ -300,13 +300,18 @@ class ParkingClock(ManualClock):
         finally:
             self.waiting -= 1
 
+    async def step(self) -> None:
+        """Release the earliest sleeper and let it run on: until then it still counts as waiting."""
+        self.release_next()
+        await asyncio.sleep(0)
+
 
 async def run_parked(clock: ParkingClock, *tasks: asyncio.Task[None]) -> None:
     """Release `clock`'s sleepers one by one, each once every unfinished task waits on it."""
     while not all(task.done() for task in tasks):
         await asyncio.sleep(0.001)
         if clock.sleepers and clock.waiting == sum(not task.done() for task in tasks):
-            clock.release_next()
+            await clock.step()
     await asyncio.gather(*tasks)
 
 
