@@ -24,13 +24,13 @@ from lipstream import (
     EngineConfig,
     Frame,
     MotionStream,
+    PacingConfig,
 )
 from lipstream.engine.audio import load_audio
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.errors import AudioError
 from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import ManualClock
-from lipstream.streaming.pacing import PacingConfig
 from tests.conftest import REPO, espeak_wav
 from tests.producing import LateClock
 
@@ -227,13 +227,12 @@ class SlowRenders(Engine):
 
 async def test_paced_async_engine_starts_slow_renders_early_on_a_late_waking_loop(
         avatar: Avatar, speech_16k: np.ndarray) -> None:
-    """16 ms renders, a loop that wakes every sleeper 8 ms late: with `pacing`, the server's learnt
-    lead starts each frame early enough that, once learnt, every frame is drawn and handed out at
-    its due time plus only the loop's own lateness. AsyncEngine used to start a frame at its due
-    time (it still does without `pacing`): each one was handed out the lateness and the render
-    late (24 ms)."""
+    """16 ms renders, a loop that wakes every sleeper 8 ms late: the learnt lead (the server's pacer)
+    starts each frame early enough that, once learnt, every frame is drawn and handed out at its due
+    time plus only the loop's own lateness. AsyncEngine used to start a frame at its due time: each
+    one was handed out the lateness and the render late (24 ms)."""
     clock = LateClock(late_s=0.008)
-    engine = AsyncEngine(SlowRenders(avatar, clock, cost_s=0.016), clock=clock, pacing=PacingConfig())
+    engine = AsyncEngine(SlowRenders(avatar, clock, cost_s=0.016), clock=clock)
     await engine.push_audio(speech_16k[: 2 * 16_000], 16_000)
     origin, n_frames = clock.now(), 40  # frame 0 is due at the first request
     handed: list[tuple[Frame, float]] = []
@@ -261,7 +260,7 @@ async def test_a_paced_frame_waiting_for_its_due_time_outlives_a_cancelled_call(
     wait (a consumer's timeout) must leave the frame to the next call, or it is lost and every
     later frame is handed out a frame early."""
     clock = ManualClock()
-    engine = AsyncEngine(Engine(avatar), clock=clock, pacing=PacingConfig())
+    engine = AsyncEngine(Engine(avatar), clock=clock)
     origin = clock.now()
     assert (await anext(engine)).index == 0  # due at once
     waiting = asyncio.create_task(anext(engine))

@@ -25,10 +25,9 @@ from pipecat.pipeline.runner import PipelineRunner  # noqa: E402
 from pipecat.pipeline.task import PipelineParams, PipelineTask  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
-from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig  # noqa: E402
+from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig, PacingConfig  # noqa: E402
 from lipstream.integrations.pipecat import FRAME_NS, LipstreamVideoService  # noqa: E402
 from lipstream.streaming.clock import FRAME_S, Clock, MonotonicClock  # noqa: E402
-from lipstream.streaming.pacing import PacingConfig  # noqa: E402
 from lipstream.training.evaluate import MouthMeter  # noqa: E402
 from tests.conftest import espeak_wav  # noqa: E402
 from tests.test_embedding import ParkingClock  # noqa: E402
