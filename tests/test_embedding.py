@@ -32,7 +32,7 @@ from lipstream.errors import AudioError
 from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import ManualClock
 from tests.conftest import REPO, espeak_wav
-from tests.producing import LateClock
+from tests.producing import LateClock, ParkingClock, run_parked
 
 
 @pytest.fixture(scope="module")
@@ -280,38 +280,6 @@ async def test_a_paced_frame_waiting_for_its_due_time_outlives_a_cancelled_call(
                 clock.release_next()
         assert (await handing).index == index
         assert clock.now() == pytest.approx(origin + index / VIDEO_FPS)
-
-
-class ParkingClock(ManualClock):
-    """A manual clock that counts the tasks waiting on it for a moment still to come (a wait it
-    wakes, or one given up, no longer counts): a test releases it only when every task waits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting = 0
-
-    async def sleep_until(self, deadline: float) -> None:
-        if deadline <= self.now():
-            return await super().sleep_until(deadline)
-        self.waiting += 1
-        try:
-            await super().sleep_until(deadline)
-        finally:
-            self.waiting -= 1
-
-    async def step(self) -> None:
-        """Release the earliest sleeper and let it run on: until then it still counts as waiting."""
-        self.release_next()
-        await asyncio.sleep(0)
-
-
-async def run_parked(clock: ParkingClock, *tasks: asyncio.Task[None]) -> None:
-    """Release `clock`'s sleepers one by one, each once every unfinished task waits on it."""
-    while not all(task.done() for task in tasks):
-        await asyncio.sleep(0.001)
-        if clock.sleepers and clock.waiting == sum(not task.done() for task in tasks):
-            await clock.step()
-    await asyncio.gather(*tasks)
 
 
 JUST_IN_TIME_S = 0.005  # how long before its frame is due the TTS delivers the audio that completes it

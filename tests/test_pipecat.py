@@ -30,7 +30,7 @@ from lipstream.integrations.pipecat import FRAME_NS, LipstreamVideoService  # no
 from lipstream.streaming.clock import FRAME_S, Clock, MonotonicClock  # noqa: E402
 from lipstream.training.evaluate import MouthMeter  # noqa: E402
 from tests.conftest import espeak_wav  # noqa: E402
-from tests.test_embedding import ParkingClock  # noqa: E402
+from tests.producing import ParkingClock  # noqa: E402
 from tests.test_readme import _blocks  # noqa: E402
 
 TTS_CHUNK_MS = 20  # what a streaming TTS hands out at a time

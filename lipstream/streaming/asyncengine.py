@@ -91,6 +91,7 @@ class AsyncEngine:
     async def clear(self) -> None:
         """Barge-in: drop the speech not yet turned into frames; the mouth eases to rest."""
         await self._call(lambda: self._end_turn(self.engine.clear))
+        self._arrived.set()  # a frame waiting for the dropped speech goes on at once, idle
 
     async def close(self) -> None:
         """No more input. Unpaced iteration ends after the frames of what was pushed."""
