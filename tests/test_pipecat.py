@@ -110,7 +110,7 @@ class Run:
         for _ in range(n):
             await self._delivered()
             self.at_frame += 1
-            while self.clock.now() < self.origin + self.at_frame * FRAME_S:
+            while self.clock.now() < self.origin + self.at_frame * FRAME_S or self.clock.overdue():
                 await poll(lambda: self.clock.waiting > 0, "the service waiting for its next frame")
                 await self.clock.step()
         await self._delivered()
@@ -194,13 +194,19 @@ async def test_a_tts_turn_becomes_25_fps_frames_with_its_audio_bit_exact(
     assert (talking > idle.max() + REST_TOLERANCE).mean() > 0.3
 
 
-@pytest.mark.parametrize("pacing", [PacingConfig(), PacingConfig(min_lead_ms=PacingConfig().lead_ms)],
-                         ids=["learnt-lead", "longest-lead"])
+LONGEST_LEAD = PacingConfig(min_lead_ms=PacingConfig().lead_ms)  # a slow machine, a late-waking loop
+STALL_AT_CHUNK = 21  # mid-utterance
+
+
+@pytest.mark.parametrize(("pacing", "stall_frames"),
+                         [(PacingConfig(), 0), (LONGEST_LEAD, 0), (LONGEST_LEAD, 2)],
+                         ids=["learnt-lead", "longest-lead", "longest-lead-after-a-stall"])
 async def test_a_tts_streaming_in_real_time_lets_no_silence_into_its_words(
-        avatar: Avatar, speech: Speech, pacing: PacingConfig) -> None:
-    """20 ms of speech per 20 ms of clock, as a live TTS streams it. With the longest lead (a slow
-    machine, a late-waking loop) each frame starts as soon as the last one is out, before the TTS's
-    next chunks: the service's spare frame of audio must still carry every frame to its due time."""
+        avatar: Avatar, speech: Speech, pacing: PacingConfig, stall_frames: int) -> None:
+    """20 ms of speech per 20 ms of clock, as a live TTS streams it. With the longest lead each
+    frame starts as soon as the last one is out, before the TTS's next chunks; after the TTS stalls
+    for two frames, the audio of each frame comes only after that start (as the clock reaches the
+    last frame's due time): the frame must wait for it, not end the turn there."""
     run = Run(avatar, pacing)
     await run.frames(VIDEO_FPS // 2)
     await run.task.queue_frame(TTSStartedFrame())
@@ -209,6 +215,8 @@ async def test_a_tts_streaming_in_real_time_lets_no_silence_into_its_words(
         await run.until_seen(TextFrame, n + 1)  # the service has taken the chunk
         if n % 2:
             await run.frames(1)
+        if n == STALL_AT_CHUNK:
+            await run.frames(stall_frames)
     await run.task.queue_frame(TTSStoppedFrame())
     await run.until_seen(TTSStoppedFrame)
     await run.frames(2 * VIDEO_FPS)
