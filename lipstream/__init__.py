@@ -16,6 +16,7 @@ _PUBLIC = {
     "EngineConfig": "lipstream.engine.config",
     "Frame": "lipstream.engine.engine",
     "AsyncEngine": "lipstream.streaming.asyncengine",
+    "PacingConfig": "lipstream.streaming.pacing",
     "RenderConfig": "lipstream.engine.render",
     "MotionStream": "lipstream.engine.stream",
     "MotionFrame": "lipstream.engine.stream",
@@ -35,7 +36,8 @@ _PUBLIC = {
 __all__ = [  # written out, not list(_PUBLIC): linters and type checkers read it literally
     "ARKIT_BLENDSHAPES", "CONTROL_NAMES", "SAMPLES_PER_VIDEO_FRAME", "SAMPLE_RATE", "VIDEO_FPS", "VISEMES",
     "AsyncEngine", "AudioError", "Avatar", "AvatarConfig", "DeviceError", "Engine", "EngineConfig", "Frame",
-    "GpuError", "LipstreamError", "ModelError", "MotionFrame", "MotionStream", "PhotoError", "RenderConfig",
+    "GpuError", "LipstreamError", "ModelError", "MotionFrame", "MotionStream", "PacingConfig", "PhotoError",
+    "RenderConfig",
 ]
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from lipstream.engine.stream import MotionFrame, MotionStream
     from lipstream.errors import AudioError, DeviceError, GpuError, LipstreamError, ModelError, PhotoError
     from lipstream.streaming.asyncengine import AsyncEngine
+    from lipstream.streaming.pacing import PacingConfig
 else:
     def __getattr__(name: str) -> Any:
         if name in _PUBLIC:

@@ -1,4 +1,5 @@
-"""Helpers for tests of pacing: a manual clock that wakes its sleepers late, a stand-in engine whose
+"""Helpers for tests of pacing: a manual clock that wakes its sleepers late, one that counts who
+waits on it (and a loop that releases it only when every task waits), a stand-in engine whose
 renders take time on its own timer, and one loop that runs a session's FrameProducer on a manual
 clock."""
 
@@ -31,6 +32,43 @@ class LateClock(ManualClock):
     def spend(self, seconds: float) -> None:
         """Time passes while nobody sleeps (a render in a worker thread, on a slow machine)."""
         self._now += seconds
+
+
+class ParkingClock(ManualClock):
+    """A manual clock that counts the tasks waiting on it for a moment still to come (a wait it
+    wakes, or one given up, no longer counts): a test releases it only when every task waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self.now():
+            return await super().sleep_until(deadline)
+        self.waiting += 1
+        try:
+            await super().sleep_until(deadline)
+        finally:
+            self.waiting -= 1
+
+    def overdue(self) -> bool:
+        """Whether a sleeper's moment has already come (perhaps a wait given up: releasing it is
+        harmless), so that a test stopping at a moment must release it still."""
+        return bool(self._sleepers) and self._sleepers[0][0] <= self.now()
+
+    async def step(self) -> None:
+        """Release the earliest sleeper and let it run on: until then it still counts as waiting."""
+        self.release_next()
+        await asyncio.sleep(0)
+
+
+async def run_parked(clock: ParkingClock, *tasks: asyncio.Task[None]) -> None:
+    """Release `clock`'s sleepers one by one, each once every unfinished task waits on it."""
+    while not all(task.done() for task in tasks):
+        await asyncio.sleep(0.001)
+        if clock.sleepers and clock.waiting == sum(not task.done() for task in tasks):
+            await clock.step()
+    await asyncio.gather(*tasks)
 
 
 class SlowEngine(StampingEngine):

@@ -15,6 +15,7 @@ from scipy.signal import resample_poly
 
 from lipstream import (
     CONTROL_NAMES,
+    SAMPLES_PER_VIDEO_FRAME,
     VIDEO_FPS,
     AsyncEngine,
     Avatar,
@@ -23,15 +24,15 @@ from lipstream import (
     EngineConfig,
     Frame,
     MotionStream,
+    PacingConfig,
 )
 from lipstream.engine.audio import load_audio
 from lipstream.engine.controls import JAW_OPEN
 from lipstream.errors import AudioError
 from lipstream.streaming.asyncengine import EngineCalls
 from lipstream.streaming.clock import ManualClock
-from lipstream.streaming.pacing import PacingConfig
 from tests.conftest import REPO, espeak_wav
-from tests.producing import LateClock
+from tests.producing import LateClock, ParkingClock, run_parked
 
 
 @pytest.fixture(scope="module")
@@ -226,13 +227,12 @@ class SlowRenders(Engine):
 
 async def test_paced_async_engine_starts_slow_renders_early_on_a_late_waking_loop(
         avatar: Avatar, speech_16k: np.ndarray) -> None:
-    """16 ms renders, a loop that wakes every sleeper 8 ms late: with `pacing`, the server's learnt
-    lead starts each frame early enough that, once learnt, every frame is drawn and handed out at
-    its due time plus only the loop's own lateness. AsyncEngine used to start a frame at its due
-    time (it still does without `pacing`): each one was handed out the lateness and the render
-    late (24 ms)."""
+    """16 ms renders, a loop that wakes every sleeper 8 ms late: the learnt lead (the server's pacer)
+    starts each frame early enough that, once learnt, every frame is drawn and handed out at its due
+    time plus only the loop's own lateness. AsyncEngine used to start a frame at its due time: each
+    one was handed out the lateness and the render late (24 ms)."""
     clock = LateClock(late_s=0.008)
-    engine = AsyncEngine(SlowRenders(avatar, clock, cost_s=0.016), clock=clock, pacing=PacingConfig())
+    engine = AsyncEngine(SlowRenders(avatar, clock, cost_s=0.016), clock=clock)
     await engine.push_audio(speech_16k[: 2 * 16_000], 16_000)
     origin, n_frames = clock.now(), 40  # frame 0 is due at the first request
     handed: list[tuple[Frame, float]] = []
@@ -260,7 +260,7 @@ async def test_a_paced_frame_waiting_for_its_due_time_outlives_a_cancelled_call(
     wait (a consumer's timeout) must leave the frame to the next call, or it is lost and every
     later frame is handed out a frame early."""
     clock = ManualClock()
-    engine = AsyncEngine(Engine(avatar), clock=clock, pacing=PacingConfig())
+    engine = AsyncEngine(Engine(avatar), clock=clock)
     origin = clock.now()
     assert (await anext(engine)).index == 0  # due at once
     waiting = asyncio.create_task(anext(engine))
@@ -280,6 +280,51 @@ async def test_a_paced_frame_waiting_for_its_due_time_outlives_a_cancelled_call(
                 clock.release_next()
         assert (await handing).index == index
         assert clock.now() == pytest.approx(origin + index / VIDEO_FPS)
+
+
+JUST_IN_TIME_S = 0.005  # how long before its frame is due the TTS delivers the audio that completes it
+
+
+@pytest.mark.parametrize("pacing", [PacingConfig(), PacingConfig(min_lead_ms=PacingConfig().lead_ms)],
+                         ids=["learnt-lead", "longest-lead"])
+async def test_a_turn_streamed_just_in_time_is_not_cut_by_an_early_start(
+        avatar: Avatar, speech_16k: np.ndarray, pacing: PacingConfig) -> None:
+    """A TTS delivers each frame's audio just before that frame is due, after the pacer has started
+    it early. The frame must wait for its audio: ending the turn there (what a frame short of audio
+    does at its due time) would put silence into the words and push the rest of them a turn later."""
+    clock, core = ParkingClock(), Engine(avatar)
+    engine = AsyncEngine(core, clock=clock, pacing=pacing)
+    origin, first = clock.now(), VIDEO_FPS // 5  # frame 0 is due at the first request; idle before `first`
+    speech = speech_16k[: VIDEO_FPS * SAMPLES_PER_VIDEO_FRAME]  # one second
+    # The turn opens with a 20 ms chunk before frame `first` starts; then the audio that completes
+    # frame first + k (its samples and lookahead) comes JUST_IN_TIME_S before it is due.
+    ends = [320] + [core.latency_samples + k * SAMPLES_PER_VIDEO_FRAME for k in range(VIDEO_FPS)]
+    times = [origin + (first - 1) / VIDEO_FPS - JUST_IN_TIME_S] + [
+        origin + (first + k) / VIDEO_FPS - JUST_IN_TIME_S for k in range(VIDEO_FPS)]
+    n_frames = first + 2 * VIDEO_FPS
+    handed: list[tuple[Frame, float]] = []
+
+    async def tts() -> None:
+        for at, start, end in zip(times, [0, *ends], ends, strict=False):
+            await clock.sleep_until(at)
+            await engine.push_audio(speech[start:end], 16_000)
+        await engine.end_segment()
+
+    async def consume() -> None:
+        async for frame in engine:
+            handed.append((frame, clock.now()))
+            if len(handed) == n_frames:
+                return
+
+    await run_parked(clock, asyncio.create_task(consume()), asyncio.create_task(tts()))
+    assert [f.index for f, _ in handed] == list(range(n_frames))
+    assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)  # 25 fps kept
+    tape = np.concatenate([f.input_audio for f, _ in handed])
+    start = first * SAMPLES_PER_VIDEO_FRAME  # the turn's first frame is `first`, with no silence let in
+    np.testing.assert_array_equal(tape[start : start + speech.size], speech)
+    assert not tape[:start].any()
+    talking = [f for f, _ in handed[first : first + VIDEO_FPS]]
+    assert all(f.rendered for f in talking)  # waiting for its audio froze no picture
 
 
 async def test_a_cancelled_engine_call_holds_the_engine_until_its_thread_is_out() -> None:

@@ -25,11 +25,12 @@ from pipecat.pipeline.runner import PipelineRunner  # noqa: E402
 from pipecat.pipeline.task import PipelineParams, PipelineTask  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
-from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig  # noqa: E402
+from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig, PacingConfig  # noqa: E402
 from lipstream.integrations.pipecat import FRAME_NS, LipstreamVideoService  # noqa: E402
-from lipstream.streaming.clock import Clock, ManualClock, MonotonicClock  # noqa: E402
+from lipstream.streaming.clock import FRAME_S, Clock, MonotonicClock  # noqa: E402
 from lipstream.training.evaluate import MouthMeter  # noqa: E402
 from tests.conftest import espeak_wav  # noqa: E402
+from tests.producing import ParkingClock  # noqa: E402
 from tests.test_readme import _blocks  # noqa: E402
 
 TTS_CHUNK_MS = 20  # what a streaming TTS hands out at a time
@@ -89,31 +90,36 @@ class Sink(FrameProcessor):
 class Run:
     """One pipeline [service, sink] on Pipecat's runner, its pacing clock driven by the test."""
 
-    def __init__(self, avatar: Avatar) -> None:
-        self.clock = ManualClock()
+    def __init__(self, avatar: Avatar, pacing: PacingConfig | None = None) -> None:
+        self.clock = ParkingClock()
+        self.origin = self.clock.now()  # frame 0 is due at the service's first request: at once
         self.sink = Sink(self.clock)
-        service = LipstreamVideoService(Engine(avatar, EngineConfig(seed=1)), clock=self.clock)
+        service = LipstreamVideoService(Engine(avatar, EngineConfig(seed=1)), pacing=pacing,
+                                        clock=self.clock)
         self.task = PipelineTask(Pipeline([service, self.sink]), PipelineParams(allow_interruptions=True))
         self.running = asyncio.create_task(PipelineRunner(handle_sigint=False).run(self.task))
-        self.released = 0  # frame n is due once the clock has been released n times
+        self.at_frame = 0  # the clock stands at this frame's due time
 
     async def until_seen(self, kind: type, count: int = 1) -> None:
         await poll(lambda: self.sink.seen.count(kind) >= count, f"{kind.__name__} #{count} at the sink")
 
     async def frames(self, n: int) -> None:
-        """Move the clock on by `n` frames, each only once the last one's image has reached the sink."""
+        """Move the clock on by `n` frames, each only once the last one's image has reached the sink.
+        A frame may wait more than once on the clock (for its start, its audio, its due time): the
+        clock goes from deadline to deadline, each released only once the service waits on it."""
         for _ in range(n):
             await self._delivered()
-            await poll(lambda: self.clock.sleepers > 0, "the service waiting for its next frame")
-            self.clock.release_next()
-            self.released += 1
+            self.at_frame += 1
+            while self.clock.now() < self.origin + self.at_frame * FRAME_S or self.clock.overdue():
+                await poll(lambda: self.clock.waiting > 0, "the service waiting for its next frame")
+                await self.clock.step()
         await self._delivered()
 
     async def _delivered(self) -> None:
         """Wait for the image of the frame due now (not for ever: Pipecat drops what a processor
         had queued when an interruption comes)."""
         for _ in range(IMAGE_WAIT_POLLS):
-            if self.sink.images and self.sink.images[-1][0].pts // FRAME_NS >= self.released:
+            if self.sink.images and self.sink.images[-1][0].pts // FRAME_NS >= self.at_frame:
                 return
             await asyncio.sleep(0.001)
 
@@ -188,9 +194,20 @@ async def test_a_tts_turn_becomes_25_fps_frames_with_its_audio_bit_exact(
     assert (talking > idle.max() + REST_TOLERANCE).mean() > 0.3
 
 
+LONGEST_LEAD = PacingConfig(min_lead_ms=PacingConfig().lead_ms)  # a slow machine, a late-waking loop
+STALL_AT_CHUNK = 21  # mid-utterance
+
+
+@pytest.mark.parametrize(("pacing", "stall_frames"),
+                         [(PacingConfig(), 0), (LONGEST_LEAD, 0), (LONGEST_LEAD, 2)],
+                         ids=["learnt-lead", "longest-lead", "longest-lead-after-a-stall"])
 async def test_a_tts_streaming_in_real_time_lets_no_silence_into_its_words(
-        avatar: Avatar, speech: Speech) -> None:
-    run = Run(avatar)
+        avatar: Avatar, speech: Speech, pacing: PacingConfig, stall_frames: int) -> None:
+    """20 ms of speech per 20 ms of clock, as a live TTS streams it. With the longest lead each
+    frame starts as soon as the last one is out, before the TTS's next chunks; after the TTS stalls
+    for two frames, the audio of each frame comes only after that start (as the clock reaches the
+    last frame's due time): the frame must wait for it, not end the turn there."""
+    run = Run(avatar, pacing)
     await run.frames(VIDEO_FPS // 2)
     await run.task.queue_frame(TTSStartedFrame())
     for n, chunk in enumerate(speech.tts_frames()):  # 20 ms of speech per 20 ms, as a live TTS streams
@@ -198,6 +215,8 @@ async def test_a_tts_streaming_in_real_time_lets_no_silence_into_its_words(
         await run.until_seen(TextFrame, n + 1)  # the service has taken the chunk
         if n % 2:
             await run.frames(1)
+        if n == STALL_AT_CHUNK:
+            await run.frames(stall_frames)
     await run.task.queue_frame(TTSStoppedFrame())
     await run.until_seen(TTSStoppedFrame)
     await run.frames(2 * VIDEO_FPS)

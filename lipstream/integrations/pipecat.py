@@ -49,6 +49,7 @@ from lipstream.engine.engine import Frame as FaceFrame
 from lipstream.errors import LipstreamError
 from lipstream.streaming.asyncengine import AsyncEngine
 from lipstream.streaming.clock import Clock
+from lipstream.streaming.pacing import PacingConfig
 
 NS_PER_S = 1_000_000_000
 FRAME_NS = exact_div(NS_PER_S, VIDEO_FPS)  # 40 ms in Pipecat's pts unit
@@ -63,13 +64,14 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
     """Turns the TTS audio of a Pipecat pipeline into a talking face, with that audio, in sync.
 
     `paced=False` hands frames out as fast as the audio allows and makes no idle frames (tests,
-    offline rendering); `clock` replaces the monotonic clock of the pacing (tests).
+    offline rendering); `pacing` tunes the paced frames' just-in-time start (`AsyncEngine`'s);
+    `clock` replaces the monotonic clock of the pacing (tests).
     """
 
-    def __init__(self, engine: Engine, *, paced: bool = True, clock: Clock | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, engine: Engine, *, paced: bool = True, pacing: PacingConfig | None = None,
+                 clock: Clock | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._faces = AsyncEngine(engine, paced=paced, clock=clock)
+        self._faces = AsyncEngine(engine, paced=paced, clock=clock, pacing=pacing)
         self._render_task: asyncio.Task[None] | None = None
         # A turn's first frame needs its lookahead: pushed chunk by chunk, the paced face would find
         # too little, flush the turn and show silence in the middle of its first word. So a turn's

@@ -8,17 +8,18 @@
 
 Paced (the default), frame n is handed out at origin + n / 25 s on the clock, origin being the
 first request: when no speech is waiting the engine makes idle frames (the mouth rests, the eyes
-blink), so a video track never stalls; a consumer that falls behind gets frames with the render
-skipped until it catches up. Unpaced, frames come as fast as their audio allows and iteration ends
-after `close()` once every pushed sample has its frame.
+blink), so a video track never stalls. Frames follow a server session's own rule (a `FramePacer`,
+tuned by `pacing`): a render starts just in time, early by what renders have been taking and how
+late the loop wakes, and the finished frame waits for its due time; a render projected to finish
+after it (a slow machine, a consumer that came late) is skipped, the picture repeating while the
+controls and audio go on.
 
-Given `pacing=PacingConfig()`, paced frames follow a server session's own rule (a `FramePacer`):
-a render starts just in time, early by what renders have been taking and how late the loop wakes,
-and the finished frame waits for its due time; a render projected to finish after it (a slow
-machine, a consumer that came late) is skipped, the picture repeating while the controls and audio
-go on. Its audio must then be in by its start, `lead` before its due time: a frame whose audio is
-not all in by then ends the turn there (`end_segment`), as it does at the due time without
-`pacing`, when a frame is made at its due time and skipped only when more than a frame late.
+Starting early must not cut a turn: while a turn is open (speech pushed, its `end_segment` not yet
+called) a frame whose audio is not all in waits for it, until its due time at most, and is then
+rendered unless more than a frame late (a TTS streaming just in time paces the picture, it does not
+freeze it). Only a turn whose audio is still missing at the due time is ended there, so time goes on.
+Unpaced, frames come as fast as their audio allows and iteration ends after `close()` once every
+pushed sample has its frame.
 
 The engine's calls run one at a time in an executor thread (the Engine takes one producer and one
 consumer, not concurrently): the event loop never renders. `EngineCalls` is that rule, and the
@@ -28,6 +29,7 @@ server's `FrameProducer` runs its engine through it too.
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -65,33 +67,45 @@ class AsyncEngine:
         self.engine, self.paced = engine, paced
         self.clock = clock or MonotonicClock()
         self._call = EngineCalls(executor)
-        self._arrived = asyncio.Event()  # set when input arrives or ends (unpaced waits on it)
+        self._arrived = asyncio.Event()  # set when input arrives or ends (waiting frames wake on it)
         self._closed = False
+        # Speech pushed and its turn not ended: a frame short of audio waits for it. Changed only
+        # inside engine calls, so it always agrees with the engine's state.
+        self._turn_open = False
         self._timeline = MediaClock(self.clock)  # frame 0 is due at the first request
-        self._pacer = None if pacing is None else FramePacer(self._timeline, pacing)
+        self._pacer = FramePacer(self._timeline, pacing)
         self._picture: Picture | None = None  # the last frame's, to tell a new drawing from a repeat
         self._made: Frame | None = None  # a paced frame made but not handed out yet
         self._next = 0  # frames handed out
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Add input audio: int or float PCM, mono or (samples, channels), any rate."""
-        await self._call(lambda: self.engine.push_audio(pcm, sample_rate))
+        await self._call(lambda: self._push(pcm, sample_rate))
         self._arrived.set()
 
     async def end_segment(self) -> None:
         """The turn is over: its last frames can be made now."""
-        await self._call(self.engine.end_segment)
+        await self._call(lambda: self._end_turn(self.engine.end_segment))
         self._arrived.set()
 
     async def clear(self) -> None:
         """Barge-in: drop the speech not yet turned into frames; the mouth eases to rest."""
-        await self._call(self.engine.clear)
+        await self._call(lambda: self._end_turn(self.engine.clear))
+        self._arrived.set()  # a frame waiting for the dropped speech goes on at once, idle
 
     async def close(self) -> None:
         """No more input. Unpaced iteration ends after the frames of what was pushed."""
-        await self._call(self.engine.finish)
+        await self._call(lambda: self._end_turn(self.engine.finish))
         self._closed = True
         self._arrived.set()
+
+    def _push(self, pcm: np.ndarray, sample_rate: int) -> None:
+        self.engine.push_audio(pcm, sample_rate)
+        self._turn_open = True  # after the push: audio it refused opens nothing
+
+    def _end_turn(self, end: Callable[[], None]) -> None:
+        end()
+        self._turn_open = False
 
     def __aiter__(self) -> "AsyncEngine":
         return self
@@ -104,35 +118,49 @@ class AsyncEngine:
     async def _next_paced(self) -> Frame:
         self._timeline.start()
         if self._made is None:
-            self._made = await (self._make_at_due(self._next) if self._pacer is None
-                                else self._make_early(self._pacer, self._next))
+            self._made = await self._make(self._next)
         # Made early by the lead, handed out when due; a call cancelled while it waits leaves the
         # frame to the next call, so no frame is lost and later ones keep their due times.
         await self.clock.sleep_until(self._timeline.frame_time(self._next))
         frame, self._made = self._made, None
         return frame
 
-    async def _make_at_due(self, index: int) -> Frame:
-        """Frame `index` made at its due time, skipped only when more than a frame late."""
-        due = self._timeline.frame_time(index)
-        await self.clock.sleep_until(due)
-        late = self.clock.now() - due > FRAME_S  # a slow consumer: keep time, skip the picture
-        return await self._call(lambda: self._pop_or_idle(render=not late))
-
-    async def _make_early(self, pacer: FramePacer, index: int) -> Frame:
-        """Frame `index`, started just in time and rendered or skipped by the pacer's rule."""
-        await pacer.wait_to_start(index)
-        render = pacer.should_render(index)
-        started = self.clock.now()
-        frame = await self._call(lambda: self._pop_or_idle(render))
-        pacer.made(render, self.clock.now() - started, drawn=frame.picture is not self._picture)
-        self._picture = frame.picture
+    async def _make(self, index: int) -> Frame:
+        """Frame `index`, started just in time, or as soon as its audio is in (by its due time)."""
+        await self._pacer.wait_to_start(index)
+        held = False  # whether it waited for its audio
+        while (frame := await self._try_make(index, held)) is None:
+            held = True
+            await self._timeline.wait_event(self._arrived, self._timeline.frame_time(index))
         return frame
 
-    def _pop_or_idle(self, render: bool) -> Frame:
-        """The next frame; idle input (silence) when no speech is waiting, so time goes on."""
+    async def _try_make(self, index: int, held: bool) -> Frame | None:
+        """Frame `index` now, rendered or skipped; None while its audio is coming and it can wait."""
+        self._arrived.clear()  # before looking: audio that comes while we look wakes us
+        render, may_wait = self._should_render(index, held), not self._is_due(index)
+        started = self.clock.now()
+        frame = await self._call(partial(self._pop, render, may_wait))
+        if frame is not None:
+            self._pacer.made(render, self.clock.now() - started, drawn=frame.picture is not self._picture)
+            self._picture = frame.picture
+        return frame
+
+    def _is_due(self, index: int) -> bool:
+        return self.clock.now() >= self._timeline.frame_time(index)
+
+    def _should_render(self, index: int, held: bool) -> bool:
+        """The pacer's rule; a frame that waited for its audio is rendered unless more than a frame
+        late: its audio, not the CPU, made it late, and skipping would freeze a talking mouth."""
+        late_s = self.clock.now() - self._timeline.frame_time(index)
+        return self._pacer.should_render(index) or (held and late_s <= FRAME_S)
+
+    def _pop(self, render: bool, may_wait: bool) -> Frame | None:
+        """The next frame; None when its turn's audio is still coming and it `may_wait` for it, else
+        idle input (silence) when no speech is waiting, so time goes on."""
+        if self.engine.ready() == 0 and self._turn_open and may_wait:
+            return None
         while self.engine.ready() == 0:
-            self.engine.end_segment()  # flushes a stalled turn, else adds a frame of silence
+            self._end_turn(self.engine.end_segment)  # ends a stalled turn, else adds a frame of silence
         frame = self.engine.pop_frame(render=render)
         assert frame is not None
         return frame
