@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
-from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder, h264_depayload
-from vp8 import BITRATES, NO_CEILING_BITS_PER_PIXEL, Codec, parse, run_tables, uncapped, vp8
+from vp8 import BITRATES, NO_CEILING_BITS_PER_PIXEL, Codec, parse, run_tables, tuned_codec, uncapped, vp8
 
 from lipstream.streaming.codecs import H264_TUNING, H264Tuning, TunedH264Encoder
 
@@ -25,16 +24,8 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster")
 
 
 def h264(tuning: H264Tuning | None = H264_TUNING, bitrate: int | None = None) -> Codec:
-    """aiortc's own H.264 (tuning None) or lipstream's, started at `bitrate` (as REMB sets it)."""
-    def make() -> Encoder:
-        encoder = H264Encoder() if tuning is None else TunedH264Encoder()
-        if tuning is not None:
-            encoder.tuning = tuning
-        if bitrate is not None:
-            encoder.target_bitrate = bitrate
-        return encoder
-
-    return Codec(make, "h264", h264_depayload)
+    """aiortc's own H.264 (tuning None) or lipstream's, started at `bitrate`."""
+    return tuned_codec(H264Encoder, TunedH264Encoder, "h264", h264_depayload, tuning, bitrate)
 
 
 def h264_uncapped(rate: int) -> Codec:

@@ -68,17 +68,24 @@ class Vp8Trial(Vp8Tuning):
         return super().assign(name, value, context)
 
 
-def vp8(tuning: Vp8Tuning | None = TUNING, bitrate: int | None = None) -> Codec:
-    """aiortc's own encoder (tuning None) or lipstream's, started at `bitrate` (as REMB sets it)."""
+def tuned_codec(own: Callable[[], Encoder], tuned: Callable[[], Encoder], name: str,
+                depayload: Callable[[bytes], bytes], tuning: Any, bitrate: int | None) -> Codec:
+    """aiortc's own encoder (`tuning` None) or lipstream's with `tuning`, started at `bitrate` (as
+    REMB sets it)."""
     def make() -> Encoder:
-        encoder = Vp8Encoder() if tuning is None else TunedVp8Encoder()
+        encoder = own() if tuning is None else tuned()
         if tuning is not None:
-            encoder.tuning = tuning
+            encoder.tuning = tuning  # type: ignore[attr-defined]
         if bitrate is not None:
-            encoder.target_bitrate = bitrate
+            encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
         return encoder
 
-    return Codec(make, "vp8", vp8_depayload)
+    return Codec(make, name, depayload)
+
+
+def vp8(tuning: Vp8Tuning | None = TUNING, bitrate: int | None = None) -> Codec:
+    """aiortc's own VP8 (tuning None) or lipstream's, started at `bitrate`."""
+    return tuned_codec(Vp8Encoder, TunedVp8Encoder, "vp8", vp8_depayload, tuning, bitrate)
 
 
 def uncapped(tuning: Vp8Tuning = TUNING) -> Vp8Tuning:

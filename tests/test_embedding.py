@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 from textwrap import dedent
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -198,17 +199,24 @@ async def test_paced_async_engine_keeps_25_fps_and_idles_between_turns(
             if len(handed) == n_frames:
                 return
 
-    task = asyncio.create_task(consume())
-    while not task.done():
-        await asyncio.sleep(0.001)
-        if clock.sleepers:
-            clock.release_next()
-    await task
+    await released(clock, asyncio.create_task(consume()))
     origin = handed[0][1]
     assert [f.index for f, _ in handed] == list(range(n_frames))
     assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)
     jaw = np.array([f.controls[JAW_OPEN] for f, _ in handed])
     assert jaw[: VIDEO_FPS // 2].max() < 0.05 and jaw.max() > 0.3  # idle, then speech
+
+
+T = TypeVar("T")
+
+
+async def released(clock: ManualClock, task: "asyncio.Task[T]") -> T:
+    """`task`'s result, the test's clock releasing its sleepers one at a time until it is done."""
+    while not task.done():
+        await asyncio.sleep(0.001)
+        if clock.sleepers:
+            clock.release_next()
+    return await task
 
 
 class SlowRenders(Engine):
@@ -243,12 +251,7 @@ async def test_paced_async_engine_starts_slow_renders_early_on_a_late_waking_loo
             if len(handed) == n_frames:
                 return
 
-    task = asyncio.create_task(consume())
-    while not task.done():
-        await asyncio.sleep(0.001)
-        if clock.sleepers:
-            clock.release_next()
-    await task
+    await released(clock, asyncio.create_task(consume()))
     learnt = handed[n_frames // 2 :]
     assert all(frame.rendered for frame, _ in learnt)
     assert max(late_s for _, late_s in learnt) <= clock.late_s + 1e-6
@@ -273,12 +276,7 @@ async def test_a_paced_frame_waiting_for_its_due_time_outlives_a_cancelled_call(
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     for index in (1, 2):
-        handing = asyncio.create_task(anext(engine))
-        while not handing.done():
-            await asyncio.sleep(0.001)
-            if clock.sleepers:
-                clock.release_next()
-        assert (await handing).index == index
+        assert (await released(clock, asyncio.create_task(anext(engine)))).index == index
         assert clock.now() == pytest.approx(origin + index / VIDEO_FPS)
 
 
