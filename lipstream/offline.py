@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from lipstream.engine.audio import AudioFile
 from lipstream.engine.avatar import Avatar, AvatarConfig
-from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.engine.constants import MAX_SIZE_PX, MIN_SIZE_PX, SAMPLE_RATE, VIDEO_FPS, size_problem
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.errors import LipstreamError
@@ -21,8 +21,6 @@ from lipstream.streaming.files import Mp4Writer, check_writable
 
 _DEFAULT_AVATAR = AvatarConfig()
 _DEFAULT_ENGINE = EngineConfig()
-MIN_SIZE_PX = 64  # smaller, and the mouth is a handful of pixels
-MAX_SIZE_PX = 2048  # a 12 MB RGB frame, already beyond the detail of most face photos
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +61,9 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def check_size(size_px: int) -> None:
-    """I420 and H.264 halve both sides for chroma: an odd side cannot be encoded."""
-    if size_px % 2 or not MIN_SIZE_PX <= size_px <= MAX_SIZE_PX:
-        raise LipstreamError(f"--size {size_px}: use an even number of pixels from {MIN_SIZE_PX} to "
-                             f"{MAX_SIZE_PX}, e.g. {_DEFAULT_AVATAR.size}")
+    problem = size_problem(size_px)
+    if problem is not None:
+        raise LipstreamError(f"{problem}, e.g. {_DEFAULT_AVATAR.size}")
 
 
 def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine,

@@ -173,6 +173,8 @@ def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     (["--list-devices"], "pyaudio", "pip install 'lipstream[mic]'"),
     (["--vcam"], "pyvirtualcam", "pip install 'lipstream[vcam]'"),
     ([], "", "--vcam"),
+    (["--mic", PCM_NAME, "--out", "x.mp4", "--size", "301"], "", "--size 301: use an even number"),
+    (["--mic", PCM_NAME, "--out", "x.mp4", "--size", "8"], "", "--size 8: use an even number"),
 ])
 def test_missing_devices_give_one_line_naming_the_fix(mic: VirtualMicrophone, tmp_path: Path, args: list[str],
                                                       block: str, expected: str) -> None:

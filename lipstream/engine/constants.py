@@ -19,3 +19,14 @@ MEL_FRAMES_PER_SECOND = exact_div(SAMPLE_RATE, HOP_SAMPLES)  # 100
 
 VIDEO_CLOCK_RATE = 90_000  # Hz, RTP video clock
 VIDEO_PTS_PER_FRAME = exact_div(VIDEO_CLOCK_RATE, VIDEO_FPS)  # 3600
+
+# A frame's side: I420 and H.264 halve both sides for chroma, so it is even
+MIN_SIZE_PX = 64  # smaller, and the mouth is a handful of pixels
+MAX_SIZE_PX = 2048  # a 12 MB RGB frame, already beyond the detail of most face photos
+
+
+def size_problem(size_px: int) -> str | None:
+    """Why `size_px` cannot be a frame's side (None: it can), said as a `--size` message."""
+    if size_px % 2 or not MIN_SIZE_PX <= size_px <= MAX_SIZE_PX:
+        return f"--size {size_px}: use an even number of pixels from {MIN_SIZE_PX} to {MAX_SIZE_PX}"
+    return None

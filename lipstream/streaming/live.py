@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
+from lipstream.engine.constants import (
+    MAX_SIZE_PX,
+    MIN_SIZE_PX,
+    SAMPLE_RATE,
+    SAMPLES_PER_VIDEO_FRAME,
+    VIDEO_FPS,
+    size_problem,
+)
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.native_log import native_stderr_silenced
 from lipstream.errors import DeviceError, LipstreamError
@@ -166,7 +173,8 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     add("--vcam-backend", metavar="NAME", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
     add("--out", type=Path, metavar="FILE.mp4", help="also write the video and the audio to this file")
     add("--seconds", type=float, metavar="N", help="stop after N seconds of video (default: Ctrl-C)")
-    add("--size", type=int, metavar="PX", help="output side in pixels (default: the avatar's)")
+    add("--size", type=int, metavar="PX", help="output side in pixels, even "
+        f"({MIN_SIZE_PX} to {MAX_SIZE_PX}; default: the avatar's)")
     add_device_argument(parser)
     add_file_codec_argument(parser)  # --video-codec: who encodes --out's H.264
 
@@ -179,6 +187,8 @@ def run_live(args: argparse.Namespace) -> int:
                              "and/or --out FILE.mp4")
     if args.face is not None and not args.face.is_file():
         raise LipstreamError(f"photo not found: {args.face}")
+    if args.size is not None and (problem := size_problem(args.size)) is not None:
+        raise LipstreamError(problem)
     device = choose_device(args.device).device  # --device cuda, no GPU: fails before the microphone opens
     with contextlib.ExitStack() as stack:
         mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))  # cheap checks first
