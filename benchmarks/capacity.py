@@ -19,7 +19,6 @@ main), interleaved with this tree's at every N: an A/B in one run, both seeing t
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -40,22 +39,13 @@ from lipstream.measure.server import (
     free_port,
     machine_busy_s,
     server_cpu_s,
-    server_pids,
+    server_rss_mb,
     wait_healthy,
 )
 from lipstream.streaming.client import Publisher, fps_and_max_gap
 
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 CONNECT_TIMEOUT_S = 30.0
 MAX_SESSIONS = 64  # the server's limit: never the thing measured here
-
-
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):  # a worker that exited between listing and reading
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
-    return total
 
 
 async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
@@ -64,7 +54,7 @@ async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
 
 
 async def run_sessions(url: str, pid: int, sessions: int, seconds: float, warmup_s: float,
-                       idle_rss: int) -> dict:
+                       idle_rss_mb: float) -> dict:
     async with aiohttp.ClientSession() as http:
         publishers = [speech_client(url, seconds + warmup_s + 10, seed=i) for i in range(sessions)]
         try:
@@ -72,13 +62,13 @@ async def run_sessions(url: str, pid: int, sessions: int, seconds: float, warmup
             await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), CONNECT_TIMEOUT_S)
                                    for p in publishers))
             await asyncio.sleep(warmup_s)
-            return await measure(http, url, pid, publishers, seconds, idle_rss)
+            return await measure(http, url, pid, publishers, seconds, idle_rss_mb)
         finally:
             await asyncio.gather(*(p.stop(http) for p in publishers), return_exceptions=True)
 
 
 async def measure(http: aiohttp.ClientSession, url: str, pid: int, publishers: list[Publisher],
-                  seconds: float, idle_rss: int) -> dict:
+                  seconds: float, idle_rss_mb: float) -> dict:
     before = frame_counts(await metrics_text(http, url))
     since, server_before, machine_before = time.monotonic(), server_cpu_s(pid), machine_busy_s()
     client_before = time.process_time()
@@ -96,7 +86,7 @@ async def measure(http: aiohttp.ClientSession, url: str, pid: int, publishers: l
             "skipped_percent": frames["skipped"] / due * 100, "late_percent": frames["late"] / due * 100,
             "frames": frames, "server_cpu_cores": server, "client_cpu_cores": client,
             "other_programs_cpu_cores": max(others, 0.0),
-            "rss_mb_per_session": (rss_bytes(server_pids(pid)) - idle_rss) / n / 2**20,
+            "rss_mb_per_session": (server_rss_mb(pid) - idle_rss_mb) / n,
             "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
 
 
@@ -115,7 +105,7 @@ class Server:
     label: str  # which source tree: "this" or "base"
     url: str
     process: subprocess.Popen[bytes]
-    idle_rss: int = 0
+    idle_rss_mb: float = 0.0
     rows: list[dict] = field(default_factory=list)
 
 
@@ -137,13 +127,13 @@ async def side_by_side(servers: list[Server], args: argparse.Namespace) -> None:
         await wait_healthy(server.url, server.process)
     await asyncio.sleep(2)  # let the workers' start-up work settle
     for server in servers:
-        server.idle_rss = rss_bytes(server_pids(server.process.pid))
+        server.idle_rss_mb = server_rss_mb(server.process.pid)
     print(HEADER, flush=True)
     rising = list(servers)
     for sessions in range(args.start, args.max + 1, args.step):
         for server in list(rising):
             row = await run_sessions(server.url, server.process.pid, sessions, args.seconds, args.warmup,
-                                     server.idle_rss)
+                                     server.idle_rss_mb)
             print_row(server, row, args.limit_percent)
             server.rows.append(row)
             if not (holds(row, args.limit_percent) or args.keep_going):

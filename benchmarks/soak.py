@@ -25,7 +25,14 @@ import numpy as np
 from lipstream.bench import speechlike
 from lipstream.measure.counting import skip_video_decoding
 from lipstream.measure.output import write_json
-from lipstream.measure.server import Target, frame_counts, loopback_only, rss_mb, scrape, spawned_server
+from lipstream.measure.server import (
+    Target,
+    frame_counts,
+    loopback_only,
+    scrape,
+    server_rss_mb,
+    spawned_server,
+)
 from lipstream.measure.speech import SpeechTrack
 from lipstream.streaming.client import Publisher, transport_offsets_timed
 
@@ -37,7 +44,7 @@ FRAME_RESULTS = ("rendered", "skipped", "late")
 @dataclass(frozen=True)
 class Sample:
     t_s: float  # since the session connected
-    rss_mb: float  # server resident memory; nan when the server's pid is unknown
+    rss_mb: float  # the server's and its workers' resident memory; nan when its pid is unknown
     av_offset_ms: float  # median over the window: video arrival minus its audio's; nan if none
     fps: float  # video frames received per second over the window
     rendered: float  # server counters since the session connected
@@ -72,7 +79,7 @@ async def take_sample(http: aiohttp.ClientSession, target: Target, publisher: Pu
     counts = frame_counts(await scrape(http, target.url))
     offset_ms, fps = window_stats(publisher, *window)
     since_start = [counts.get(k, 0) - base.get(k, 0) for k in FRAME_RESULTS]
-    return Sample(round(window[1] - start, 1), rss_mb(target.pid) if target.pid else math.nan,
+    return Sample(round(window[1] - start, 1), server_rss_mb(target.pid) if target.pid else math.nan,
                   offset_ms, fps, *since_start)
 
 

@@ -104,9 +104,18 @@ async def wait_healthy(url: str, server: "subprocess.Popen[bytes] | None" = None
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB, from /proc/PID/status (VmRSS is in kB)."""
-    found = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    """Resident memory of a process in MB, from /proc/PID/status (VmRSS is in kB); nan once gone."""
+    try:
+        found = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    except OSError:  # a worker that exited between listing and reading
+        return float("nan")
     return int(found.group(1)) * 1024 / BYTES_PER_MB if found else float("nan")
+
+
+def server_rss_mb(pid: int) -> float:
+    """Resident memory of the server and its worker processes: with `--workers N` the sessions'
+    memory is in the workers."""
+    return sum(mb for p in server_pids(pid) if (mb := rss_mb(p)) == mb)  # nan != nan: gone
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> str:
