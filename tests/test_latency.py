@@ -1,12 +1,20 @@
 """The latency instruments: the mouth-open detector agrees with FaceMesh, and a measurement
 against a real server recovers a delay injected on purpose."""
 
+import math
+
 import numpy as np
 import pytest
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
-from lipstream.measure.latency import LatencyConfig, first_open_after, measure, onset_schedule
+from lipstream.measure.latency import (
+    LatencyConfig,
+    first_open_after,
+    measure,
+    not_in_time_fraction,
+    onset_schedule,
+)
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
 from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, FRAME_S
@@ -70,3 +78,10 @@ def test_an_onset_counts_only_if_the_mouth_was_at_rest_when_it_was_sent() -> Non
     assert first_open_after(0.1, 1.0, times, closed_then_open) == 5
     assert first_open_after(0.1, 0.1, times, closed_then_open) is None  # beyond the window
     assert first_open_after(0.25, 1.0, times, closed_then_open) is None  # already open at the onset
+
+
+def test_frames_not_in_time_never_exceed_the_frames_made() -> None:
+    """Skipped frames can also be late: on a loaded run the sum read over 100%."""
+    assert not_in_time_fraction({"rendered": 10, "skipped": 90, "late": 80}) == 1.0
+    assert not_in_time_fraction({"rendered": 95, "skipped": 5, "late": 5}) == 0.1
+    assert math.isnan(not_in_time_fraction({}))

@@ -73,10 +73,15 @@ class LatencyRun:
 
 
 def not_in_time_fraction(server_frames: dict[str, float]) -> float:
-    """Frames the server did not render in time (skipped or late), of all it sent."""
+    """Frames the server did not render in time (skipped or late), of all it made.
+
+    A skipped frame can also be late (its no-render step queued behind other sessions' renders),
+    and the counters cannot tell how many were both: their sum counts those twice, so it is
+    capped at the frames made (a run where every frame was behind reads 100%, not more).
+    """
     made = server_frames.get("rendered", 0) + server_frames.get("skipped", 0)
     behind = server_frames.get("skipped", 0) + server_frames.get("late", 0)
-    return behind / made if made else math.nan
+    return min(behind, made) / made if made else math.nan
 
 
 def voiced_burst(seconds: float) -> np.ndarray:
