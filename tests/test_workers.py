@@ -326,3 +326,20 @@ async def test_without_a_token_the_front_checks_host_and_origin_and_workers_serv
                                      headers=headers | {"Content-Type": "image/png"}) as response:
                     assert response.status == status and "error" in await response.json()
             await publisher.stop(http)
+
+
+async def test_a_verbose_front_makes_verbose_workers() -> None:
+    """`lipstream -v serve`: the per-sender rate lines are logged in the workers, where the
+    senders are; they logged at INFO whatever the front was asked."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lipstream", "-v", "serve", "--workers", "2",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await health(http, Served(process, f"http://127.0.0.1:{port}"))
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    logged = stderr.decode()
+    for index in (0, 1):
+        assert re.search(rf"worker-{index} \S+ DEBUG ", logged), logged[-3000:]

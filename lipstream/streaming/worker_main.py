@@ -1,6 +1,6 @@
 """The entry point of one worker process of `lipstream serve --workers N` (see workers.py).
 
-The front writes `(index, ServeConfig, socket path)` pickled to the worker's stdin and keeps the
+The front writes `(index, ServeConfig, socket path, log level)` pickled to the worker's stdin and keeps the
 pipe open. The worker serves the whole API on that unix socket, and shuts down as on SIGTERM
 (closing its sessions) as soon as the pipe reaches end of file: the front has gone. Like the
 front's own SIGTERM -> SIGKILL, that shutdown gets STOP_GRACE_S before the process ends anyway.
@@ -62,11 +62,10 @@ def _on_stdin() -> None:
 
 
 def main() -> int:
-    index, config, socket_path = pickle.load(sys.stdin.buffer)
+    index, config, socket_path, level = pickle.load(sys.stdin.buffer)
     assert isinstance(config, ServeConfig)
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s worker-{index} %(name)s %(levelname)s %(message)s")
-    quiet_ice_logs()
+    logging.basicConfig(level=level, format=f"%(asctime)s worker-{index} %(name)s %(levelname)s %(message)s")
+    quiet_ice_logs(verbose=level <= logging.DEBUG)
     limit_arenas()  # a worker is a long-running server too (memory.py)
     app = create_app(config)
     _exit_with_front(app)

@@ -118,7 +118,9 @@ class WorkerProcess:
             sys.executable, "-m", WORKER_MODULE, stdin=asyncio.subprocess.PIPE,
             start_new_session=True)  # Ctrl-C reaches the front only, which then stops the workers
         assert self._process.stdin is not None
-        self._process.stdin.write(pickle.dumps((self.index, self.config, str(self.socket_path))))
+        # the front's log level: `lipstream -v serve` makes the workers verbose too
+        level = logging.getLogger().getEffectiveLevel()
+        self._process.stdin.write(pickle.dumps((self.index, self.config, str(self.socket_path), level)))
         await self._process.stdin.drain()  # the pipe stays open: its end is the worker's end
 
     async def _until_healthy(self, http: aiohttp.ClientSession) -> None:
