@@ -2,8 +2,9 @@
 render, and ICE kept on loopback."""
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -56,3 +57,34 @@ def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.serving import loopback_only
 
     loopback_only(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Speech with silence around it: Chromium loops the file."""
+    import numpy as np
+
+    from lipstream.engine.audio import load_audio
+    from lipstream.engine.constants import SAMPLE_RATE
+    from tests.browser import write_fake_mic_wav
+
+    folder = tmp_path_factory.mktemp("mic")
+    speech = load_audio(espeak_wav(folder / "speech.wav", "Papa bought a big map. Mama, look at the moon!"))
+    speech = speech / max(float(np.abs(speech).max()), 1e-6) * 0.7
+    pad = np.zeros(SAMPLE_RATE // 2, np.float32)
+    return write_fake_mic_wav(folder / "mic48k.wav", np.concatenate([pad, speech, pad]))
+
+
+@pytest.fixture(params=[()], ids=["default-autoplay"])
+async def browser(request: pytest.FixtureRequest, fake_mic: Path, tmp_path: Path) -> AsyncIterator[Any]:
+    from tests.browser import chromium_executable, launch
+
+    chromium_executable()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        context = await launch(playwright, tmp_path / "profile", fake_mic, *request.param)
+        try:
+            yield context
+        finally:
+            await context.close()

@@ -11,8 +11,8 @@ import pytest
 
 from lipstream.streaming.encoders import H264
 from lipstream.streaming.server import ServeConfig
+from tests.pages import Window, start_session, steady_window
 from tests.serving import MachineLoad, running_server
-from tests.test_page import Window, browser, fake_mic, start_session, steady_window  # noqa: F401 (fixtures)
 
 PC = "window.lipstream.pc"
 
@@ -81,7 +81,7 @@ def check_sync(offset_ms: float, load: MachineLoad) -> None:
     warnings.warn(f"sync not judged: {said}", stacklevel=1)
 
 
-async def test_chromium_receives_h264_at_25_fps_with_its_sound_in_sync(browser: Any,  # noqa: F811
+async def test_chromium_receives_h264_at_25_fps_with_its_sound_in_sync(browser: Any,
                                                                        tmp_path: Path) -> None:
     config = ServeConfig(max_sessions=1, loopback_ice=False, video_codec=H264)
     async with running_server(config) as server:

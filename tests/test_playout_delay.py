@@ -18,8 +18,8 @@ import pytest
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.server import ServeConfig
 from tests.browser import chromium_executable, launch, write_fake_mic_wav
+from tests.pages import start_session, stop_session, viewer_connected
 from tests.serving import RunningServer, loopback_only, running_server
-from tests.test_page import start_session, stop_session, viewer_connected
 
 SETTLE_S = 3.0  # the jitter buffers find their level
 WINDOW_S = 3.0  # mean delay over this window
