@@ -6,6 +6,7 @@ resident memory is read from /proc and its counters from the Prometheus text it 
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import socket
@@ -115,7 +116,7 @@ def rss_mb(pid: int) -> float:
 def server_rss_mb(pid: int) -> float:
     """Resident memory of the server and its worker processes: with `--workers N` the sessions'
     memory is in the workers."""
-    return sum(mb for p in server_pids(pid) if (mb := rss_mb(p)) == mb)  # nan != nan: gone
+    return sum(mb for mb in map(rss_mb, server_pids(pid)) if not math.isnan(mb))  # nan: exited meanwhile
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> str:
