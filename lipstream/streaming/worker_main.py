@@ -7,7 +7,6 @@ front's own SIGTERM -> SIGKILL, that shutdown gets STOP_GRACE_S before the proce
 """
 
 import asyncio
-import gc
 import logging
 import os
 import pickle
@@ -19,7 +18,7 @@ from aiohttp import web
 from lipstream.errors import LipstreamError
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.memory import limit_arenas
-from lipstream.streaming.server import create_app, quiet_ice_logs
+from lipstream.streaming.server import quiet_ice_logs, serving_app
 from lipstream.streaming.workers import STOP_GRACE_S
 
 STDIN_FD = 0
@@ -38,21 +37,6 @@ def _exit_with_front(app: web.Application) -> None:
     app.on_cleanup.append(unwatch)
 
 
-def _freeze_startup_objects(app: web.Application) -> None:
-    """Once started, move everything alive to the collector's permanent generation.
-
-    A worker holds ~150k objects after start-up (modules, the avatar, the model); a full collection
-    walks them all with the GIL held, 140-240 ms measured here, stalling every session of the
-    process for several frames. They live as long as the process, so later collections skip them.
-    """
-
-    async def freeze(_: web.Application) -> None:
-        gc.collect()
-        gc.freeze()
-
-    app.on_startup.append(freeze)  # after create_app's own start-up work: the avatar and model
-
-
 def _on_stdin() -> None:
     if not os.read(STDIN_FD, 4096):  # b"": the front's end of the pipe is closed
         asyncio.get_running_loop().remove_reader(STDIN_FD)
@@ -67,9 +51,8 @@ def main() -> int:
     logging.basicConfig(level=level, format=f"%(asctime)s worker-{index} %(name)s %(levelname)s %(message)s")
     quiet_ice_logs(verbose=level <= logging.DEBUG)
     limit_arenas()  # a worker is a long-running server too (memory.py)
-    app = create_app(config)
+    app = serving_app(config)
     _exit_with_front(app)
-    _freeze_startup_objects(app)
     try:
         web.run_app(app, path=socket_path, print=None, access_log=None, handle_signals=True)
     except LipstreamError as exc:  # e.g. --face has no usable face: one line, as the CLI says it
