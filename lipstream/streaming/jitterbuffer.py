@@ -9,6 +9,8 @@ that one is here, else PLC) and everything held behind it plays at once, so a lo
 the stream deeper than before. Late and duplicate packets are dropped. A gap longer than
 `max_conceal_packets` (an outage) is skipped, not concealed: silence, not seconds of PLC.
 A jump in timestamp with no gap in sequence is DTX (the sender was silent): not a loss.
+A new SSRC is a new stream (the sender restarted it): its numbers start anywhere, so what is held
+of the old one plays out at once and the new one starts afresh.
 """
 
 from dataclasses import dataclass
@@ -67,11 +69,13 @@ class JitterBuffer:
         self._last_timestamp: int | None = None
         self._ticks = 0  # RTP ticks per packet, from the last two in sequence
         self._wait_s = self.config.reorder_ms / 1000  # for a missing packet, set as a gap opens
+        self._ssrc: int | None = None
 
     def push(self, seq: int, timestamp: int, payload: bytes, now_s: float,
-             reserve_ms: float | None = None) -> list[Playout]:
+             reserve_ms: float | None = None, ssrc: int | None = None) -> list[Playout]:
         """Add a packet as it arrives; returns what can play now, in order. `reserve_ms`: how
         long what was played out lasts (None: as long as any reordering here needs)."""
+        out = self._new_stream(ssrc)
         if self._next is None:
             self._next = seq
         if not self._held:  # if this one opens a gap, its wait is what the listener can spare
@@ -84,7 +88,7 @@ class JitterBuffer:
             self.stats.late += 1
         else:
             self._held[ext] = _Held(timestamp, payload, now_s)
-        return self.release(now_s)
+        return out + self.release(now_s)
 
     def deadline(self) -> float | None:
         """When the missing packet is given up, if one is missing (the caller wakes then)."""
@@ -111,6 +115,19 @@ class JitterBuffer:
                 break
             self._next += 1
         return out
+
+    def _new_stream(self, ssrc: int | None) -> list[Playout]:
+        """On a new SSRC: the old stream's held packets play out, and the new one starts afresh
+        (its numbers compared with the old ones' would read as late, or duplicates, for minutes)."""
+        if ssrc == self._ssrc:
+            return []
+        known, self._ssrc = self._ssrc is not None, ssrc
+        if not known:
+            return []
+        out = self.release(float("inf"))  # no wait for the old stream's missing packets
+        self._played.clear()
+        self._next = self._last_timestamp = None
+        return out + [Playout(Play.RESUME)]
 
     def _extend(self, seq: int) -> int:
         """A 16-bit sequence number -> the extended number nearest the one expected (wraps)."""

@@ -56,7 +56,7 @@ class OpusReceiver:
         now = self.clock.now()
         self._statistics.setdefault(packet.ssrc, StreamStatistics(OPUS_CLOCK_RATE)).add(packet)
         self._play(self.buffer.push(packet.sequence_number, packet.timestamp, packet.payload, now,
-                                    self.inbox.reserve_ms))
+                                    self.inbox.reserve_ms, packet.ssrc))
         self._arrived.set()
         self._arrived = asyncio.Event()
 
