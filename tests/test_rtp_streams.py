@@ -84,3 +84,23 @@ async def test_a_new_ssrc_is_a_new_stream_heard_at_once_whatever_its_sequence_nu
         before, after = beep_lags_ms(heard, 1.0, 10.0), beep_lags_ms(heard, 10.0, 20.0)
         assert (len(before), len(after)) == (9, 10), (back, receiver.buffer.stats)  # the first one too
         assert abs(float(np.median(after)) - float(np.median(before))) <= FRAME_S * 1000, (before, after)
+
+
+def stalled(sent: list[Sent], at_s: float, length_s: float) -> list[Sent]:
+    """The packets sent during the stall arrive together when it ends (a jittery network)."""
+    return [Sent(at_s + length_s, s.packet) if at_s <= s.at_s < at_s + length_s else s for s in sent]
+
+
+async def test_a_sender_that_lengthens_its_packets_is_still_heard_after_a_stall() -> None:
+    """Opus may change its packet length at any packet (RFC 7587; a browser's network adaptor goes
+    20 -> 40 -> 60 ms). Each longer step of timestamp is not DTX: read as one, every packet paused
+    the inbox, and after a stall had emptied it the stale-audio rule dropped each packet as it came
+    (40 ms never filled a 60 ms cushion): silence for the rest of the session."""
+    encoder = OpusEncoder()
+    short = stream(10.0, 0.0, seq=100, timestamp=5_000, encoder=encoder)
+    longer = stream(10.0, 10.0, seq=100 + len(short), timestamp=5_000 + len(short) * 960,
+                    packet_ms=40, encoder=encoder)
+    receiver, heard = await listen(stalled(short + longer, 12.0, 0.3), 20.0)
+    before, after = beep_lags_ms(heard, 1.0, 10.0), beep_lags_ms(heard, 13.0, 20.0)
+    assert (len(before), len(after)) == (9, 7), (receiver.buffer.stats, receiver.inbox.stats)
+    assert float(np.median(after)) - float(np.median(before)) <= FRAME_S * 1000, (before, after)

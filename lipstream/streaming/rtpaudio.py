@@ -21,7 +21,12 @@ from lipstream.streaming.clock import MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.jitterbuffer import JitterBuffer, JitterConfig, JitterStats, Play, Playout
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.opus import OPUS_CLOCK_RATE, RTP_TICKS_PER_SAMPLE, OpusDecoder
+from lipstream.streaming.opus import OPUS_CLOCK_RATE, RTP_TICKS_PER_SAMPLE, OpusDecoder, packet_samples
+
+
+def packet_ticks(payload: bytes) -> int:
+    """How long one Opus packet lasts, in RTP ticks (0: not valid Opus)."""
+    return packet_samples(payload) * RTP_TICKS_PER_SAMPLE
 
 
 class OpusReceiver:
@@ -30,7 +35,7 @@ class OpusReceiver:
     def __init__(self, inbox: AudioInbox, clock: MediaClock, metrics: ServerMetrics,
                  config: JitterConfig | None = None) -> None:
         self.inbox, self.clock, self.metrics = inbox, clock, metrics
-        self.buffer = JitterBuffer(config)
+        self.buffer = JitterBuffer(config, packet_ticks)
         self.decoder = OpusDecoder()
         self._arrived = asyncio.Event()  # set and replaced on every packet
         self._exported = JitterStats()
