@@ -1,20 +1,28 @@
-"""A publisher's stream changes under the server's receive path (OpusReceiver: the real jitter
-buffer, libopus and inbox): the sender restarts its stream with a new SSRC, changes its packet
-length mid-stream. Real Opus packets arrive at their scheduled times on a ManualClock while frames
-are taken at exactly 25 per second; checked: the beeps sent afterwards are heard, on time."""
+"""What a publisher may send the server's receive path (OpusReceiver: the real jitter buffer,
+libopus and inbox): only Opus, whatever codec its offer puts first; a stream restarted with a new
+SSRC; packets that change length mid-stream. Real Opus packets arrive at their scheduled times on a
+ManualClock while frames are taken at exactly 25 per second; checked: the beeps sent afterwards are
+heard, on time."""
 
 import heapq
+import re
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
+from aiortc import RTCRtpSender
 from aiortc.rtp import RtpPacket
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
+from lipstream.streaming.client import PcmTrack
 from lipstream.streaming.clock import ManualClock, MediaClock
+from lipstream.streaming.encoders import VP8
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.opus import OPUS_CLOCK_RATE, OpusEncoder
 from lipstream.streaming.rtpaudio import OpusReceiver
+from lipstream.streaming.session import answer_offer, new_peer_connection
+from tests.serving import SILENCE
 from tests.test_lossy_network import BEEP_PERIOD_S, beeps
 
 FRAME_S = SAMPLES_PER_VIDEO_FRAME / SAMPLE_RATE
@@ -104,3 +112,40 @@ async def test_a_sender_that_lengthens_its_packets_is_still_heard_after_a_stall(
     before, after = beep_lags_ms(heard, 1.0, 10.0), beep_lags_ms(heard, 13.0, 20.0)
     assert (len(before), len(after)) == (9, 7), (receiver.buffer.stats, receiver.inbox.stats)
     assert float(np.median(after)) - float(np.median(before)) <= FRAME_S * 1000, (before, after)
+
+
+def audio_codecs(sdp: str) -> list[str]:
+    """The codecs of the audio m-line, in its order (the first is what the other side sends)."""
+    formats = re.search(r"^m=audio \S+ \S+ ([\d ]+)\r?$", sdp, re.M)
+    assert formats is not None, sdp
+    names = dict(re.findall(r"^a=rtpmap:(\d+) ([\w-]+)/", sdp, re.M))
+    return [names[pt].lower() for pt in formats.group(1).split()]
+
+
+async def gateway_offer(audio: str) -> str:
+    """An aiortc client's offer with PCMU first, as telephony gateways write theirs."""
+    pc = new_peer_connection()
+    transceiver = pc.addTransceiver(PcmTrack(SILENCE) if audio == "sendrecv" else "audio", direction=audio)
+    capabilities = RTCRtpSender.getCapabilities("audio")
+    assert capabilities is not None
+    transceiver.setCodecPreferences(sorted(capabilities.codecs, key=lambda c: c.mimeType != "audio/PCMU"))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    await pc.close()
+    return str(pc.localDescription.sdp)
+
+
+@pytest.mark.usefixtures("loopback")
+@pytest.mark.parametrize("audio", ["sendrecv", "recvonly"])  # a session's offer, a viewer's
+async def test_the_answer_lets_a_peer_send_and_receive_only_opus(audio: str) -> None:
+    """A telephony gateway offers PCMU first; answered as offered, it sent PCMU, which the receive
+    path decoded as Opus (the server heard nothing), and the server's Opus packets went out
+    labelled PCMU."""
+    offer = await gateway_offer(audio)
+    assert audio_codecs(offer)[0] == "pcmu"
+    pc = new_peer_connection()
+    try:
+        answer = await answer_offer(pc, offer, [], VP8)
+    finally:
+        await pc.close()
+    assert audio_codecs(answer) == ["opus"]
