@@ -149,3 +149,14 @@ async def test_the_answer_lets_a_peer_send_and_receive_only_opus(audio: str) -> 
     finally:
         await pc.close()
     assert audio_codecs(answer) == ["opus"]
+
+
+async def test_receiver_reports_cover_the_stream_received_not_every_ssrc_seen() -> None:
+    """aiortc sends one report block per SSRC in these statistics, its count in 5 bits: from the
+    32nd stream restart on, its receiver reports were malformed (the count spilt into the padding
+    and version bits), from the 256th building one raised, and the table only grew."""
+    receiver = OpusReceiver(AudioInbox(), MediaClock(ManualClock()), ServerMetrics())
+    for ssrc in range(1, 41):
+        for sent in stream(0.1, 0.0, seq=ssrc * 1000, timestamp=ssrc * 10_000, ssrc=ssrc):
+            await receiver._handle(sent.packet, 0)
+    assert list(receiver._statistics) == [40]

@@ -59,11 +59,20 @@ class OpusReceiver:
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         now = self.clock.now()
-        self._statistics.setdefault(packet.ssrc, StreamStatistics(OPUS_CLOCK_RATE)).add(packet)
+        self._count(packet)
         self._play(self.buffer.push(packet.sequence_number, packet.timestamp, packet.payload, now,
                                     self.inbox.reserve_ms, packet.ssrc))
         self._arrived.set()
         self._arrived = asyncio.Event()
+
+    def _count(self, packet: RtpPacket) -> None:
+        """Feed the statistics of the stream received; a new SSRC's replace the old one's (aiortc
+        reports on every SSRC in them, in a 5-bit count: from the 32nd its reports were malformed)."""
+        statistics = self._statistics.get(packet.ssrc)
+        if statistics is None:
+            self._statistics.clear()
+            statistics = self._statistics[packet.ssrc] = StreamStatistics(OPUS_CLOCK_RATE)
+        statistics.add(packet)
 
     def _play(self, items: list[Playout]) -> None:
         start = time.perf_counter()
