@@ -19,7 +19,7 @@ from lipstream.streaming.clock import ManualClock, MediaClock
 from lipstream.streaming.encoders import VP8
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.opus import OPUS_CLOCK_RATE, OpusEncoder
+from lipstream.streaming.opus import MAX_PACKET_MS, OPUS_CLOCK_RATE, OpusEncoder
 from lipstream.streaming.rtpaudio import OpusReceiver
 from lipstream.streaming.session import answer_offer, new_peer_connection
 from tests.serving import SILENCE
@@ -160,3 +160,17 @@ async def test_receiver_reports_cover_the_stream_received_not_every_ssrc_seen() 
         for sent in stream(0.1, 0.0, seq=ssrc * 1000, timestamp=ssrc * 10_000, ssrc=ssrc):
             await receiver._handle(sent.packet, 0)
     assert list(receiver._statistics) == [40]
+
+
+async def test_a_lost_packet_is_rebuilt_as_at_most_the_longest_opus_packet() -> None:
+    """The lost packet's length comes from the timestamps, which the peer writes: with steps of
+    tens of seconds and a corrupt packet after the loss, the failed FEC decode handed out that
+    much silence (2**31 ticks: 2.9 GB of float32, for the inbox to copy and drop)."""
+    receiver = OpusReceiver(AudioInbox(), MediaClock(ManualClock()), ServerMetrics())
+    corrupt, step = b"\xff\xff\xff", 30_000_000  # ticks: 625 s
+    for seq in (0, 1, 3, 4):  # 2 is lost, 3 (its FEC) corrupt
+        await receiver._handle(RtpPacket(payload_type=OPUS_PT, sequence_number=seq, timestamp=seq * step,
+                                         ssrc=1, payload=corrupt), 0)
+    receiver._play(receiver.buffer.release(float("inf")))
+    handed_ms = receiver.inbox.depth_ms + receiver.inbox.stats.dropped_samples * 1000 / SAMPLE_RATE
+    assert receiver.buffer.stats.fec == 1 and handed_ms <= 4 * MAX_PACKET_MS, handed_ms
