@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
@@ -109,3 +110,26 @@ def test_the_depth_stays_bounded_whatever_arrives() -> None:
     seen = stream(inbox, 20.0, lambda n: rng.choice((0.0, 0.0, 0.0, rng.uniform(0.0, 0.5))))
     assert max(depth for depth, _ in seen) <= config.max_ms + PACKET_S * 1000
     assert inbox.depth_ms <= config.max_ms
+
+
+def drifting(rate: float) -> Delay:
+    """A sender whose clock runs `rate` times the server's (a microphone is 50-500 ppm off)."""
+    return lambda n: n * PACKET_S * (1 / rate - 1)
+
+
+@pytest.mark.parametrize("rate", [0.9995, 1.0005])  # 500 ppm slow, and fast
+def test_a_sender_whose_clock_drifts_keeps_the_least_delay_and_cuts_no_words(rate: float) -> None:
+    """Four minutes of words and pauses from a sender 500 ppm off. A slow one ate the cushion
+    until a word was cut (an underrun every minute or so, each a 40-80 ms hole, for as long as it
+    talks); the pauses give it back, as a fast one's excess goes in them."""
+    seconds = 240.0
+    for phase_s in (0.001, 0.027):
+        inbox = AudioInbox()
+        played: list[np.ndarray] = []
+        depths = [depth for depth, _ in stream(inbox, seconds, drifting(rate), phase_s, played)]
+        words, sent = np.concatenate(played), speech(seconds)
+        words, sent = words[words != 0], sent[sent != 0]
+        intact = np.array_equal(words, sent[: words.size])
+        assert inbox.stats.underruns == 0 and intact, (phase_s, inbox.stats)
+        last_minute = depths[-round(60 / FRAME_S) : -round(2 / FRAME_S)]  # the stream's end runs dry
+        assert max(last_minute) <= FRAME_MS + LEAST_WAIT_MS + PACKET_S * 1000, (phase_s, max(last_minute))

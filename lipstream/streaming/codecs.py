@@ -263,3 +263,15 @@ def video_preferences(codec: str) -> list[RTCRtpCodecCapability]:
     first = MIME_TYPES[codec].lower()
     return sorted(capabilities.codecs, key=lambda c: c.mimeType.lower() != first)
 
+
+
+OPUS_MIME_TYPE = "audio/opus"  # lower case: aiortc writes "audio/opus"
+
+
+def audio_preferences() -> list[RTCRtpCodecCapability]:
+    """Opus alone, for `setCodecPreferences`: the receive path decodes only Opus (rtpaudio.py) and
+    the tracks send only Opus packets; an answer that also listed PCMU or G.722 let a peer whose
+    offer puts one first (a telephony gateway) send it, and labelled our Opus with it."""
+    capabilities = RTCRtpSender.getCapabilities("audio")
+    assert capabilities is not None  # aiortc has capabilities for "audio"
+    return [c for c in capabilities.codecs if c.mimeType.lower() == OPUS_MIME_TYPE]

@@ -6,7 +6,10 @@ keeps a small cushion (`cushion_ms`) so a late packet does not cut a word, hands
 the peer sends nothing (idle frames keep coming), and drains what it holds beyond the cushion:
 what stayed above it for `quiet_drain_ms` (its least over that time, so jitter's peaks are kept)
 is dropped at once if that audio is quiet, or after `drain_force_ms` if speech goes on, because
-latency that is kept never drains itself. `max_ms` is the hard cap for a burst.
+latency that is kept never drains itself. `max_ms` is the hard cap for a burst. Symmetrically, a
+depth that stayed short of the cushion for `quiet_drain_ms` (its most over that time, so jitter's
+dips are not counted) is padded back with silence at a quiet moment: a sender whose clock runs slow
+(a microphone's 50-500 ppm) would otherwise eat the cushion until a word is cut, again and again.
 
 The cushion adapts, as a receiver's jitter buffer does: each underrun (speech that came late)
 adds `grow_ms`, up to `max_target_ms`, and it shrinks by what it did not use: the least depth
@@ -47,6 +50,7 @@ class InboxConfig:
 class InboxStats:
     underruns: int = 0  # speech ran dry mid-stream (not a pause of the sender's)
     dropped_samples: int = 0  # audio dropped to cap latency
+    padded_samples: int = 0  # silence added in quiet moments to restore the cushion
 
 
 class AudioInbox:
@@ -61,6 +65,8 @@ class AudioInbox:
         self._dry = False  # ran dry while flowing: an underrun unless the sender paused
         self._least: int | None = None  # least excess beyond the cushion since it appeared
         self._held_ms = 0  # how long depth has stayed beyond the cushion (and its slack)
+        self._least_short: int | None = None  # least shortfall of the cushion since it appeared
+        self._short_ms = 0  # how long depth has stayed short of the cushion (and its slack)
         self.cushion_ms = self.config.target_ms  # adapts between target_ms and max_target_ms
         # depth beyond a frame at each take of the last settle_ms since an underrun or a shrink
         self._spare: deque[int] = deque(maxlen=self.config.settle_ms // FRAME_MS)
@@ -100,6 +106,7 @@ class AudioInbox:
         if self._flowing and self._depth >= need:
             self._settle(self._depth - need)
             self._drain()
+            self._pad()
             return self._pop(need)
         if self._flowing:  # ran dry mid-speech: wait for a full cushion again
             self._flowing, self._dry = False, True
@@ -144,6 +151,21 @@ class AudioInbox:
         else:
             return
         self._least, self._held_ms = None, 0
+
+    def _pad(self) -> None:
+        """Put back, as silence before a quiet frame, the least the cushion was short by while it
+        stayed short a while (a slow sender's clock; jitter's dips come and go)."""
+        short = self._keep - self._depth
+        if short <= self.config.samples(self.config.slack_ms):
+            self._least_short, self._short_ms = None, 0
+            return
+        self._least_short = short if self._least_short is None else min(self._least_short, short)
+        self._short_ms += FRAME_MS
+        if self._short_ms >= self.config.quiet_drain_ms and self._quiet(SAMPLES_PER_VIDEO_FRAME):
+            self._chunks.insert(0, np.zeros(self._least_short, np.float32))
+            self._depth += self._least_short
+            self.stats.padded_samples += self._least_short
+            self._least_short, self._short_ms = None, 0
 
     def _quiet(self, n: int) -> bool:
         return rms(np.concatenate(self._chunks)[:n]) < QUIET_RMS

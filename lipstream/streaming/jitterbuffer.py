@@ -8,9 +8,14 @@ packet that is most likely lost); then it is given up (concealed: FEC from the n
 that one is here, else PLC) and everything held behind it plays at once, so a loss never leaves
 the stream deeper than before. Late and duplicate packets are dropped. A gap longer than
 `max_conceal_packets` (an outage) is skipped, not concealed: silence, not seconds of PLC.
-A jump in timestamp with no gap in sequence is DTX (the sender was silent): not a loss.
+A jump in timestamp with no gap in sequence is DTX (the sender was silent): not a loss. A jump
+is measured against the last packet's own length, when `ticks_of` reads it from the payload: a
+sender may lengthen its packets at any one (Opus may), and its longer steps are not DTX.
+A new SSRC is a new stream (the sender restarted it): its numbers start anywhere, so what is held
+of the old one plays out at once and the new one starts afresh.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -58,20 +63,24 @@ class JitterStats:
 
 
 class JitterBuffer:
-    def __init__(self, config: JitterConfig | None = None) -> None:
+    def __init__(self, config: JitterConfig | None = None,
+                 ticks_of: Callable[[bytes], int] | None = None) -> None:
         self.config = config or JitterConfig()
+        self._ticks_of = ticks_of or (lambda payload: 0)  # a packet's length in RTP ticks (0: unknown)
         self.stats = JitterStats()
         self._held: dict[int, _Held] = {}  # extended sequence number -> packet
         self._played: set[int] = set()  # the last PLAYED_MEMORY played, extended
         self._next: int | None = None  # extended sequence number to play next
         self._last_timestamp: int | None = None
-        self._ticks = 0  # RTP ticks per packet, from the last two in sequence
+        self._ticks = 0  # RTP ticks per packet: the last one's own, else the step from the one before
         self._wait_s = self.config.reorder_ms / 1000  # for a missing packet, set as a gap opens
+        self._ssrc: int | None = None
 
     def push(self, seq: int, timestamp: int, payload: bytes, now_s: float,
-             reserve_ms: float | None = None) -> list[Playout]:
+             reserve_ms: float | None = None, ssrc: int | None = None) -> list[Playout]:
         """Add a packet as it arrives; returns what can play now, in order. `reserve_ms`: how
         long what was played out lasts (None: as long as any reordering here needs)."""
+        out = self._new_stream(ssrc)
         if self._next is None:
             self._next = seq
         if not self._held:  # if this one opens a gap, its wait is what the listener can spare
@@ -84,7 +93,7 @@ class JitterBuffer:
             self.stats.late += 1
         else:
             self._held[ext] = _Held(timestamp, payload, now_s)
-        return self.release(now_s)
+        return out + self.release(now_s)
 
     def deadline(self) -> float | None:
         """When the missing packet is given up, if one is missing (the caller wakes then)."""
@@ -112,6 +121,19 @@ class JitterBuffer:
             self._next += 1
         return out
 
+    def _new_stream(self, ssrc: int | None) -> list[Playout]:
+        """On a new SSRC: the old stream's held packets play out, and the new one starts afresh
+        (its numbers compared with the old ones' would read as late, or duplicates, for minutes)."""
+        if ssrc == self._ssrc:
+            return []
+        known, self._ssrc = self._ssrc is not None, ssrc
+        if not known:
+            return []
+        out = self.release(float("inf"))  # no wait for the old stream's missing packets
+        self._played.clear()
+        self._next = self._last_timestamp = None
+        return out + [Playout(Play.RESUME)]
+
     def _extend(self, seq: int) -> int:
         """A 16-bit sequence number -> the extended number nearest the one expected (wraps)."""
         assert self._next is not None
@@ -126,6 +148,7 @@ class JitterBuffer:
             elif step:
                 self._ticks = step
         self._last_timestamp = held.timestamp
+        self._ticks = self._ticks_of(held.payload) or self._ticks
         self.stats.played += 1
         return out + [Playout(Play.PACKET, held.payload)]
 

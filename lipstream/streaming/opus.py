@@ -111,8 +111,9 @@ class OpusDecoder:
 
     def _run(self, payload: bytes | None, samples: int, fec: bool) -> np.ndarray:
         size = len(payload) if payload is not None else 0
-        n = _lib().opus_decode_float(self._state, payload, size, self._pcm,
-                                     min(samples, MAX_PACKET_SAMPLES), int(fec))
+        # A lost packet's length comes from the peer's timestamps: no packet is longer than this.
+        samples = min(samples, MAX_PACKET_SAMPLES)
+        n = _lib().opus_decode_float(self._state, payload, size, self._pcm, samples, int(fec))
         if n < 0:
             return np.zeros(samples, np.float32)
         self._last = n

@@ -21,7 +21,12 @@ from lipstream.streaming.clock import MediaClock
 from lipstream.streaming.inbox import AudioInbox
 from lipstream.streaming.jitterbuffer import JitterBuffer, JitterConfig, JitterStats, Play, Playout
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.opus import OPUS_CLOCK_RATE, RTP_TICKS_PER_SAMPLE, OpusDecoder
+from lipstream.streaming.opus import OPUS_CLOCK_RATE, RTP_TICKS_PER_SAMPLE, OpusDecoder, packet_samples
+
+
+def packet_ticks(payload: bytes) -> int:
+    """How long one Opus packet lasts, in RTP ticks (0: not valid Opus)."""
+    return packet_samples(payload) * RTP_TICKS_PER_SAMPLE
 
 
 class OpusReceiver:
@@ -30,7 +35,7 @@ class OpusReceiver:
     def __init__(self, inbox: AudioInbox, clock: MediaClock, metrics: ServerMetrics,
                  config: JitterConfig | None = None) -> None:
         self.inbox, self.clock, self.metrics = inbox, clock, metrics
-        self.buffer = JitterBuffer(config)
+        self.buffer = JitterBuffer(config, packet_ticks)
         self.decoder = OpusDecoder()
         self._arrived = asyncio.Event()  # set and replaced on every packet
         self._exported = JitterStats()
@@ -54,11 +59,20 @@ class OpusReceiver:
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         now = self.clock.now()
-        self._statistics.setdefault(packet.ssrc, StreamStatistics(OPUS_CLOCK_RATE)).add(packet)
+        self._count(packet)
         self._play(self.buffer.push(packet.sequence_number, packet.timestamp, packet.payload, now,
-                                    self.inbox.reserve_ms))
+                                    self.inbox.reserve_ms, packet.ssrc))
         self._arrived.set()
         self._arrived = asyncio.Event()
+
+    def _count(self, packet: RtpPacket) -> None:
+        """Feed the statistics of the stream received; a new SSRC's replace the old one's (aiortc
+        reports on every SSRC in them, in a 5-bit count: from the 32nd its reports were malformed)."""
+        statistics = self._statistics.get(packet.ssrc)
+        if statistics is None:
+            self._statistics.clear()
+            statistics = self._statistics[packet.ssrc] = StreamStatistics(OPUS_CLOCK_RATE)
+        statistics.add(packet)
 
     def _play(self, items: list[Playout]) -> None:
         start = time.perf_counter()

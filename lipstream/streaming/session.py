@@ -22,14 +22,14 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import Clock, MediaClock
-from lipstream.streaming.codecs import video_preferences
+from lipstream.streaming.codecs import audio_preferences, video_preferences
 from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.encoders import VP8
 from lipstream.streaming.inbox import AudioInbox, InboxConfig
 from lipstream.streaming.jitterbuffer import JitterConfig
 from lipstream.streaming.liveness import on_every_datagram
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.offer import with_opus_dtx_and_fec
+from lipstream.streaming.offer import parse_offer, with_opus_dtx_and_fec
 from lipstream.streaming.rtpaudio import OpusReceiver
 from lipstream.streaming.tracks import SessionAudioTrack, SessionVideoTrack, SyncProbe
 from lipstream.streaming.worker import FrameEngine, FrameProducer, FrameRing, ProducerConfig, RenderPool
@@ -71,8 +71,12 @@ async def answer_offer(pc: RTCPeerConnection, offer_sdp: str, tracks: list[Media
     into a queue nobody reads (~18 MB/s at 640x640). It is sent in `video_codec` when the offer
     has it, else in the other codec: aiortc negotiates codecs inside setRemoteDescription, so the
     preference goes on a video transceiver made before it, which the offer's video m-line takes.
+    Audio is answered in Opus alone, the same way, when offered (a transceiver that no m-line takes
+    would break the answer).
     """
     pc.addTransceiver("video", direction="sendonly").setCodecPreferences(video_preferences(video_codec))
+    if parse_offer(offer_sdp).of_kind("audio"):
+        pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(audio_preferences())
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     offered = {t.kind for t in pc.getTransceivers() if t.mid is not None}
     for track in tracks:
