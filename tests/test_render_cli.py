@@ -12,7 +12,7 @@ import pytest
 from lipstream.engine.audio import load_audio
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.training.evaluate import MouthMeter, read_video_frames
-from tests.conftest import espeak_wav
+from tests.conftest import espeak_wav, float_wav
 
 SILENCE_S = 1.0
 
@@ -82,6 +82,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
     junk = tmp_path / "junk.mp3"
     junk.write_bytes(b"\x00\x01 not audio" * 50)
     empty = _write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32))
+    damaged = float_wav(tmp_path / "damaged.wav", np.full(SAMPLE_RATE, np.nan))
     not_photo = tmp_path / "photo.jpg"
     not_photo.write_text("not an image")
     blank = tmp_path / "blank.png"
@@ -93,6 +94,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         "audio file not found": ["--audio", str(tmp_path / "missing.wav"), "--out", out],
         "cannot": ["--audio", str(junk), "--out", out],
         "empty": ["--audio", str(empty), "--out", out],
+        "nan or infinite samples": ["--audio", str(damaged), "--out", out],
         "photo": ["--audio", str(vowel_wav), "--face", str(not_photo), "--out", out],
         "no face": ["--audio", str(vowel_wav), "--face", str(blank), "--out", out],
         "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
@@ -106,6 +108,16 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
         assert expected in lines[0].lower(), (expected, lines[0])
     assert not Path(out).exists()  # nothing half-written is left behind
+
+
+def test_audio_damaged_midway_ends_with_its_error_and_no_file(tmp_path: Path) -> None:
+    second = np.zeros(SAMPLE_RATE, np.float32)
+    damaged = float_wav(tmp_path / "damaged.wav", np.r_[second, np.nan, second])
+    out = tmp_path / "out.mp4"
+    result = lipstream("render", "--no-progress", "--audio", str(damaged), "--out", str(out), "--size", "128")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "nan or infinite samples" in result.stderr.strip().splitlines()[-1].lower()
+    assert not out.exists()
 
 
 def test_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:

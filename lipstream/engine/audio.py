@@ -1,5 +1,7 @@
 """AudioIn: any decodable file or pushed PCM chunks -> 16 kHz mono float32."""
 
+import itertools
+import operator
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,23 +11,53 @@ import numpy as np
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.errors import AudioError
 
+MIN_RATE_HZ = 8_000  # telephone speech: below it the sounds that shape the mouth are gone
+MAX_RATE_HZ = 768_000  # the highest rate audio interfaces offer
+MAX_CHANNELS = 32  # more is a (channels, samples) array, as PyAV's to_ndarray gives, not transposed
+
+
+def check_rate(sample_rate: int) -> int:
+    """`sample_rate` as an int of Hz, or AudioError: a rate the engine cannot resample from."""
+    try:
+        rate = operator.index(sample_rate)
+    except TypeError:
+        raise AudioError(f"sample rate must be a whole number of Hz, got {sample_rate!r}") from None
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise AudioError(f"sample rate {sample_rate!r} Hz is out of range: give {MIN_RATE_HZ} to "
+                         f"{MAX_RATE_HZ} Hz, the rate the audio was recorded at")
+    return rate
+
 
 def to_float_mono(pcm: np.ndarray) -> np.ndarray:
-    """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1]."""
+    """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1].
+
+    Float samples past full scale are clipped; NaN or infinite ones are refused (AudioError).
+    """
     pcm = np.asarray(pcm)
-    if pcm.ndim not in (1, 2):
-        raise AudioError(f"audio must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    _check_shape(pcm)
     if pcm.dtype.kind == "i":
         scaled = pcm.astype(np.float64) / -float(np.iinfo(pcm.dtype).min)
     elif pcm.dtype.kind == "u":  # unsigned PCM is centred on half its range
         half = 2.0 ** (pcm.dtype.itemsize * 8 - 1)
         scaled = (pcm.astype(np.float64) - half) / half
     elif pcm.dtype.kind == "f":
-        scaled = pcm
+        if not np.isfinite(pcm).all():
+            raise AudioError("audio has NaN or infinite samples (damaged, or not audio): "
+                             "replace them with silence")
+        scaled = np.clip(pcm, -1.0, 1.0)
     else:
         raise AudioError(f"audio samples must be integers or floats, got {pcm.dtype}")
     mono = scaled.mean(axis=1) if scaled.ndim == 2 else scaled
     return np.asarray(mono, dtype=np.float32)
+
+
+def _check_shape(pcm: np.ndarray) -> None:
+    if pcm.ndim not in (1, 2):
+        raise AudioError(f"audio must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    if pcm.ndim == 2 and not 1 <= pcm.shape[1] <= MAX_CHANNELS:
+        raise AudioError(f"audio of shape {pcm.shape} has {pcm.shape[1]} channels: give (samples, "
+                         f"channels) with 1 to {MAX_CHANNELS} channels (a (channels, samples) array: "
+                         "pass its .T)")
 
 
 def rms(audio: np.ndarray) -> float:
@@ -46,8 +78,7 @@ class AudioIn:
         self._pts = 0
 
     def push(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-        if sample_rate <= 0:
-            raise AudioError(f"sample rate must be positive, got {sample_rate}")
+        sample_rate = check_rate(sample_rate)
         mono = to_float_mono(pcm)
         if sample_rate == SAMPLE_RATE:
             return mono
@@ -106,26 +137,26 @@ class AudioFile:
 
     def chunks(self) -> Iterator[np.ndarray]:
         """The decoded audio, one resampled packet at a time; raises AudioError if it is empty."""
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         total = 0
         with self._container:
-            try:
-                for frame in self._container.decode(audio=0):
-                    for chunk in _to_chunks(resampler.resample(frame)):
-                        total += chunk.size
-                        yield chunk
-            except av.FFmpegError as exc:
-                raise AudioError(f"cannot decode audio in {self.path}: {exc}") from None
-            for chunk in _to_chunks(resampler.resample(None)):
+            for chunk in self._decoded():
                 total += chunk.size
                 yield chunk
         if total == 0:
             raise AudioError(f"audio file is empty: {self.path}")
 
-
-def _to_chunks(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
-    for frame in frames:
-        yield frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+    def _decoded(self) -> Iterator[np.ndarray]:
+        """Resampled packets, checked and clipped as pushed PCM is (a float file can hold NaN)."""
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        frames = itertools.chain(self._container.decode(audio=0), [None])  # None: the resampler's tail
+        try:
+            for frame in frames:
+                for resampled in resampler.resample(frame):
+                    yield to_float_mono(resampled.to_ndarray().reshape(-1))
+        except av.FFmpegError as exc:
+            raise AudioError(f"cannot decode audio in {self.path}: {exc}") from None
+        except AudioError as exc:
+            raise AudioError(f"cannot use the audio in {self.path}: {exc}") from None
 
 
 def load_audio(path: str | Path) -> np.ndarray:

@@ -1,0 +1,62 @@
+"""Audio a careless caller pushes: refused with an AudioError that names the fix, and the stream
+it was pushed to goes on unharmed; or, where the intent is plain (samples past full scale), used."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipstream import SAMPLE_RATE, VIDEO_FPS, MotionStream
+from lipstream.engine.audio import load_audio
+from lipstream.errors import AudioError
+from tests.conftest import float_wav
+
+SECOND = np.zeros(SAMPLE_RATE, np.float32)
+
+
+@pytest.fixture
+def stream() -> MotionStream:
+    return MotionStream()
+
+
+def _one_good_second(stream: MotionStream) -> None:
+    """The stream still makes a second of sane frames."""
+    stream.push_audio(SECOND, SAMPLE_RATE)
+    stream.end_segment()
+    frames = stream.frames()
+    assert len(frames) >= VIDEO_FPS
+    assert all(np.isfinite(f.controls).all() and np.isfinite(f.audio).all() for f in frames)
+
+
+@pytest.mark.parametrize(("pcm", "rate", "expected"), [
+    (np.full(SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, "NaN or infinite"),
+    (np.r_[SECOND, np.inf].astype(np.float32), SAMPLE_RATE, "NaN or infinite"),
+    (np.full(48_000, -np.inf), 48_000, "NaN or infinite"),
+    (np.zeros((2, SAMPLE_RATE), np.float32), SAMPLE_RATE, r"\(channels, samples\)"),  # planar, as PyAV gives
+    (np.zeros((SAMPLE_RATE, 0), np.float32), SAMPLE_RATE, "channels"),
+    (SECOND, 7, "sample rate"),
+    (SECOND, True, "sample rate"),
+    (SECOND, 10**12, "sample rate"),
+    (SECOND, 44_100.0, "whole number"),
+    (SECOND, "16000", "whole number"),
+    (SECOND, None, "whole number"),
+])
+def test_unusable_pushes_are_refused_and_the_stream_goes_on(
+        stream: MotionStream, pcm: np.ndarray, rate: int, expected: str) -> None:
+    with pytest.raises(AudioError, match=expected):
+        stream.push_audio(pcm, rate)
+    _one_good_second(stream)
+
+
+def test_samples_past_full_scale_are_clipped_not_turned_to_nan(stream: MotionStream) -> None:
+    stream.push_audio(np.full(SAMPLE_RATE, 1e30, np.float32), SAMPLE_RATE)
+    stream.end_segment()
+    frames = stream.frames()
+    assert all(np.isfinite(f.controls).all() for f in frames)
+    assert max(float(np.abs(f.audio).max()) for f in frames) == 1.0
+
+
+def test_a_float_wav_with_nan_samples_is_refused_by_name(tmp_path: Path) -> None:
+    path = float_wav(tmp_path / "damaged.wav", np.r_[SECOND, np.nan, SECOND])
+    with pytest.raises(AudioError, match="damaged.wav: audio has NaN or infinite"):
+        load_audio(path)
