@@ -100,6 +100,8 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
         "even number of pixels": ["--audio", str(vowel_wav), "--out", out, "--size", "97"],
         "--size 0: use": ["--audio", str(vowel_wav), "--out", out, "--size", "0"],
+        "name it .mp4": ["--audio", str(vowel_wav), "--out", str(tmp_path / "out.txt")],
+        "does not support": ["--audio", str(vowel_wav), "--out", str(tmp_path / "out.webm")],
     }
     for expected, args in cases.items():
         result = lipstream("render", "--no-progress", *args)
@@ -108,6 +110,27 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
         assert expected in lines[0].lower(), (expected, lines[0])
     assert not Path(out).exists()  # nothing half-written is left behind
+
+
+def test_an_output_that_is_the_audio_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    """A talk recorded as .mp4 and given as both --audio and --out: opening the output truncated
+    the input while it was read (and a failure then deleted it)."""
+    talk = tmp_path / "talk.mp4"
+    with av.open(str(talk), "w") as container:
+        stream = container.add_stream("aac", rate=SAMPLE_RATE)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.full((1, SAMPLE_RATE), 0.1, np.float32), format="flt",
+                                           layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    before = talk.read_bytes()
+    result = lipstream("render", "--no-progress", "--audio", str(talk), "--out", str(talk), "--size", "128")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"lipstream render: error: --out {talk} is the --audio file: writing would destroy it; "
+        "give the output a new name"]
+    assert talk.read_bytes() == before
 
 
 def test_audio_damaged_midway_ends_with_its_error_and_no_file(tmp_path: Path) -> None:
