@@ -43,6 +43,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
 def run_render(args: argparse.Namespace) -> int:
     device = choose_device(args.device).device  # fail before the slow parts: --device cuda, no GPU
     check_size(args.size)
+    check_seed(args.seed)
     check_video_out(args.out)
     check_not_an_input(args.out, {"--audio": args.audio, "--face": args.face})
     audio = AudioFile(args.audio)
@@ -75,6 +76,11 @@ def check_not_an_input(out: Path, inputs: dict[str, Path | None]) -> None:
         if path is not None and out.exists() and path.exists() and os.path.samefile(out, path):
             raise OutputError(f"--out {out} is the {option} file: writing would destroy it; "
                               "give the output a new name")
+
+
+def check_seed(seed: int) -> None:
+    if seed < 0:  # numpy's generators take none
+        raise LipstreamError(f"--seed {seed}: use a whole number from 0, e.g. {_DEFAULT_ENGINE.seed}")
 
 
 def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine,

@@ -100,6 +100,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
         "even number of pixels": ["--audio", str(vowel_wav), "--out", out, "--size", "97"],
         "--size 0: use": ["--audio", str(vowel_wav), "--out", out, "--size", "0"],
+        "--seed -5: use": ["--audio", str(vowel_wav), "--out", out, "--seed", "-5"],
         "name it .mp4": ["--audio", str(vowel_wav), "--out", str(tmp_path / "out.txt")],
         "does not support": ["--audio", str(vowel_wav), "--out", str(tmp_path / "out.webm")],
     }
