@@ -202,6 +202,22 @@ def _decoded_frame_count(path: Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--sizes", "97"], "--size 97: use an even number"),
+    (["--sizes", "0"], "--size 0: use an even number"),
+    (["--seconds", "1"], "--seconds 1.0: measure at least"),  # all of it was burn-in: an IndexError
+    (["--seconds", "-1"], "--seconds -1.0: measure at least"),
+    (["--seconds", "nan"], "--seconds nan: measure at least"),
+    (["--seconds", "inf"], "--seconds inf: measure at least"),
+    (["--json", "nowhere/bench.json"], "output folder does not exist: nowhere"),  # after measuring
+])
+def test_bench_options_it_cannot_measure_give_one_line(args: list[str], expected: str) -> None:
+    result = lipstream("bench", "--sizes", "128", "--motion", "baseline", "--seconds", "2", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lipstream bench: error: {expected}"), result.stderr
+
+
 def test_streamed_render_matches_the_whole_file_render(vowel_wav: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A 44.1 kHz stereo file, so the decoder's chunks also pass through the resampler."""
