@@ -1,13 +1,14 @@
 """Audio a careless caller pushes: refused with an AudioError that names the fix, and the stream
 it was pushed to goes on unharmed; or, where the intent is plain (samples past full scale), used."""
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lipstream import SAMPLE_RATE, VIDEO_FPS, MotionStream
-from lipstream.engine.audio import load_audio
+from lipstream.engine.audio import AudioFile, load_audio
 from lipstream.errors import AudioError
 from tests.conftest import float_wav
 
@@ -60,3 +61,26 @@ def test_a_float_wav_with_nan_samples_is_refused_by_name(tmp_path: Path) -> None
     path = float_wav(tmp_path / "damaged.wav", np.r_[SECOND, np.nan, SECOND])
     with pytest.raises(AudioError, match="damaged.wav: audio has NaN or infinite"):
         load_audio(path)
+
+
+def _wav_claiming(path: Path, rate_hz: int) -> Path:
+    """One second of int16 samples under a header that says they were sampled at `rate_hz`."""
+    samples = (np.sin(np.arange(SAMPLE_RATE) / 5) * 10_000).astype(np.int16).tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate_hz, rate_hz * 2, 2, 16)  # PCM, mono, 16-bit
+    data = b"data" + struct.pack("<I", len(samples)) + samples
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_a_file_rate_no_recording_has_is_refused_before_hours_of_render(tmp_path: Path) -> None:
+    """A header saying 1 Hz made 16,000 samples 4.4 hours long: rendered frame by frame."""
+    with pytest.raises(AudioError, match="r1.wav says it was sampled at 1 Hz"):
+        AudioFile(_wav_claiming(tmp_path / "r1.wav", 1))
+    assert AudioFile(_wav_claiming(tmp_path / "r8k.wav", 8_000)).duration_s == 2.0
+
+
+def test_a_0_byte_file_is_called_empty(tmp_path: Path) -> None:
+    (tmp_path / "zero.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match="^audio file is empty: .*zero.wav$"):
+        AudioFile(tmp_path / "zero.wav")

@@ -118,6 +118,8 @@ class AudioFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise AudioError(f"audio file not found: {self.path}")
+        if self.path.stat().st_size == 0:  # FFmpeg would say "Invalid data", as of a damaged file
+            raise AudioError(f"audio file is empty: {self.path}")
         try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
@@ -125,7 +127,20 @@ class AudioFile:
         if not self._container.streams.audio:
             self._container.close()
             raise AudioError(f"no audio stream in {self.path}: give a wav, mp3, m4a, ogg or flac file")
+        self._check_rate()
         self.duration_s = self._duration_s()
+
+    def _check_rate(self) -> None:
+        """The range pushed audio must keep: a header claiming 1 Hz would stretch a second to hours."""
+        rate = self._container.streams.audio[0].rate
+        if not rate:  # the header does not say; the decoder will
+            return
+        try:
+            check_rate(rate)
+        except AudioError:
+            self._container.close()
+            raise AudioError(f"{self.path} says it was sampled at {rate} Hz, outside the {MIN_RATE_HZ} to "
+                             f"{MAX_RATE_HZ} Hz of real recordings: its header is damaged") from None
 
     def _duration_s(self) -> float | None:
         """From the container's header, when it says (a raw stream may not)."""
