@@ -1,7 +1,9 @@
 """`lipstream render` end to end, as a user runs it: files in, an mp4 out, or one clear error line."""
 
+import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -132,6 +134,23 @@ def test_an_output_that_is_the_audio_input_is_refused_and_the_input_kept(tmp_pat
         f"lipstream render: error: --out {talk} is the --audio file: writing would destroy it; "
         "give the output a new name"]
     assert talk.read_bytes() == before
+
+
+def test_a_render_stopped_by_sigterm_leaves_no_file(tmp_path: Path) -> None:
+    """`kill`, `timeout` or a cancelled CI job: Python's default SIGTERM ends at once, and the
+    half-written mp4 (no index: unplayable) stayed where the output was asked for."""
+    speech = _write_wav(tmp_path / "long.wav", np.full(SAMPLE_RATE * 300, 0.1, np.float32))  # 5 minutes
+    out = tmp_path / "out.mp4"
+    render = subprocess.Popen([sys.executable, "-m", "lipstream", "render", "--no-progress", "--audio",
+                               str(speech), "--out", str(out), "--size", "64"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it is writing
+    render.send_signal(signal.SIGTERM)
+    _, stderr = render.communicate(timeout=60)
+    assert render.returncode == 128 + signal.SIGTERM, stderr
+    assert b"Traceback" not in stderr
+    assert not out.exists()
 
 
 def test_audio_damaged_midway_ends_with_its_error_and_no_file(tmp_path: Path) -> None:
