@@ -1,5 +1,6 @@
 """Audio a careless caller pushes: refused with an AudioError that names the fix, and the stream
-it was pushed to goes on unharmed; or, where the intent is plain (samples past full scale), used."""
+it was pushed to goes on unharmed; or, where the intent is plain (samples past full scale), used.
+And audio pushed from a buffer the caller then reuses, as capture callbacks do."""
 
 import struct
 from pathlib import Path
@@ -55,6 +56,17 @@ def test_samples_past_full_scale_are_clipped_not_turned_to_nan(stream: MotionStr
     frames = stream.frames()
     assert all(np.isfinite(f.controls).all() for f in frames)
     assert max(float(np.abs(f.audio).max()) for f in frames) == 1.0
+
+
+def test_input_audio_is_what_was_pushed_after_the_caller_reuses_its_buffer(stream: MotionStream) -> None:
+    """Frames hand back the input as pushed, bit for bit (a voice agent plays it with the face):
+    they held a view of the caller's array, so a refilled capture buffer changed them."""
+    buffer = np.full(48_000, 1000, np.int16)  # one second at 48 kHz
+    stream.push_audio(buffer, 48_000)
+    buffer[:] = 0  # the caller's next chunk goes into the same buffer
+    stream.end_segment()
+    frames = stream.frames()
+    assert np.array_equal(np.concatenate([f.input_audio for f in frames])[:48_000], np.full(48_000, 1000))
 
 
 def test_a_float_wav_with_nan_samples_is_refused_by_name(tmp_path: Path) -> None:
