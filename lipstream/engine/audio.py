@@ -1,6 +1,7 @@
 """AudioIn: any decodable file or pushed PCM chunks -> 16 kHz mono float32."""
 
 import itertools
+import logging
 import operator
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.errors import AudioError
 
+log = logging.getLogger(__name__)
 MIN_RATE_HZ = 8_000  # telephone speech: below it the sounds that shape the mouth are gone
 MAX_RATE_HZ = 768_000  # the highest rate audio interfaces offer
 MAX_CHANNELS = 32  # more is a (channels, samples) array, as PyAV's to_ndarray gives, not transposed
@@ -129,6 +131,7 @@ class AudioFile:
             raise AudioError(f"no audio stream in {self.path}: give a wav, mp3, m4a, ogg or flac file")
         self._check_rate()
         self.duration_s = self._duration_s()
+        self.skipped_packets = 0  # refused by the decoder, and passed over
 
     def _check_rate(self) -> None:
         """The range pushed audio must keep: a header claiming 1 Hz would stretch a second to hours."""
@@ -157,21 +160,43 @@ class AudioFile:
             for chunk in self._decoded():
                 total += chunk.size
                 yield chunk
+        if total == 0 and self.skipped_packets:
+            raise AudioError(f"cannot decode audio in {self.path}: the decoder refused all "
+                             f"{self.skipped_packets} packets (a damaged file?)")
         if total == 0:
             raise AudioError(f"audio file is empty: {self.path}")
+        if self.skipped_packets:
+            log.warning("%s: passed over %d packets the decoder refused", self.path, self.skipped_packets)
 
     def _decoded(self) -> Iterator[np.ndarray]:
         """Resampled packets, checked and clipped as pushed PCM is (a float file can hold NaN)."""
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        frames = itertools.chain(self._container.decode(audio=0), [None])  # None: the resampler's tail
         try:
-            for frame in frames:
-                for resampled in resampler.resample(frame):
-                    yield to_float_mono(resampled.to_ndarray().reshape(-1))
+            # A resampler takes one format: files joined byte by byte (MP3s, ADTS AAC) change midway
+            for _, run in itertools.groupby(self._frames(), key=_setup):
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                for frame in itertools.chain(run, [None]):  # None: the resampler's tail
+                    for resampled in resampler.resample(frame):
+                        yield to_float_mono(resampled.to_ndarray().reshape(-1))
         except av.FFmpegError as exc:
             raise AudioError(f"cannot decode audio in {self.path}: {exc}") from None
         except AudioError as exc:
             raise AudioError(f"cannot use the audio in {self.path}: {exc}") from None
+
+    def _frames(self) -> Iterator[av.AudioFrame]:
+        """The decoded frames. A packet the decoder refuses is passed over, as ffmpeg does: MP3s
+        joined byte by byte carry one at the seam, and a file damaged in one place still plays."""
+        for packet in self._container.demux(self._container.streams.audio[0]):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                self.skipped_packets += 1
+                continue
+            yield from frames
+
+
+def _setup(frame: av.AudioFrame) -> tuple[str, str, int]:
+    """What a resampler is built for."""
+    return frame.format.name, frame.layout.name, frame.sample_rate
 
 
 def load_audio(path: str | Path) -> np.ndarray:
