@@ -7,6 +7,10 @@ import sys
 
 import pytest
 
+from lipstream.cli import build_parser
+from lipstream.errors import LipstreamError
+from lipstream.streaming.server import _serve_config
+
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lipstream", "serve", "--device", "cpu", *args],
@@ -37,3 +41,11 @@ def test_a_port_in_use_is_one_line_before_start_up() -> None:
     assert result.stderr.strip().splitlines() == [
         f"lipstream serve: error: cannot listen on 127.0.0.1 port {port}: Address already in use: "
         "another program listens there: choose another --port"]
+
+
+@pytest.mark.parametrize("seconds", ["0", "-5", "nan"])
+def test_a_session_length_that_is_no_length_is_refused(seconds: str) -> None:
+    """NaN passed the '<= 0' check and quietly meant 'no limit'."""
+    args = build_parser("serve").parse_args(["serve", "--max-session-s", seconds, "--device", "cpu"])
+    with pytest.raises(LipstreamError, match="--max-session-s must be more than 0"):
+        _serve_config(args)

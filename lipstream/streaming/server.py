@@ -301,7 +301,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     for flag, value in (("--max-sessions", args.max_sessions), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise LipstreamError(f"{flag} must be at least 1")
-    if args.max_session_s is not None and args.max_session_s <= 0:
+    if args.max_session_s is not None and not args.max_session_s > 0:  # NaN too
         raise LipstreamError("--max-session-s must be more than 0")
     if args.batch_window_ms is not None and not 0 <= args.batch_window_ms <= MAX_BATCH_WINDOW_MS:
         raise LipstreamError(f"--batch-window-ms must be 0 (off) to {MAX_BATCH_WINDOW_MS:g}")
