@@ -39,7 +39,7 @@ def _one_good_second(stream: MotionStream) -> None:
     (SECOND, 7, "sample rate"),
     (SECOND, True, "sample rate"),
     (SECOND, 10**12, "sample rate"),
-    (SECOND, 44_100.0, "whole number"),
+    (SECOND, 22_050.5, "whole number"),
     (SECOND, "16000", "whole number"),
     (SECOND, None, "whole number"),
 ])
@@ -48,6 +48,14 @@ def test_unusable_pushes_are_refused_and_the_stream_goes_on(
     with pytest.raises(AudioError, match=expected):
         stream.push_audio(pcm, rate)
     _one_good_second(stream)
+
+
+def test_a_whole_float_rate_is_taken_as_sounddevice_reports_it(stream: MotionStream) -> None:
+    stream.push_audio(np.zeros(48_000, np.float32), 48_000.0)
+    stream.end_segment()
+    frames = stream.frames()
+    assert len(frames) >= VIDEO_FPS
+    assert all(type(f.input_rate) is int and f.input_rate == 48_000 for f in frames)
 
 
 def test_samples_past_full_scale_are_clipped_not_turned_to_nan(stream: MotionStream) -> None:

@@ -19,9 +19,12 @@ MAX_CHANNELS = 32  # more is a (channels, samples) array, as PyAV's to_ndarray g
 
 
 def check_rate(sample_rate: int) -> int:
-    """`sample_rate` as an int of Hz, or AudioError: a rate the engine cannot resample from."""
+    """`sample_rate` as an int of Hz, or AudioError: a rate the engine cannot resample from.
+
+    A float that is whole passes (sounddevice reports its rates as 48000.0)."""
+    whole = isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer()
     try:
-        rate = operator.index(sample_rate)
+        rate = int(sample_rate) if whole else operator.index(sample_rate)
     except TypeError:
         raise AudioError(f"sample rate must be a whole number of Hz, got {sample_rate!r}") from None
     if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
