@@ -30,7 +30,13 @@ def _one_good_second(stream: MotionStream) -> None:
     assert all(np.isfinite(f.controls).all() and np.isfinite(f.audio).all() for f in frames)
 
 
+INT16_BYTES = (np.sin(np.arange(SAMPLE_RATE) / 5) * 8000).astype(np.int16).tobytes()  # as a socket hands them
+
+
 @pytest.mark.parametrize(("pcm", "rate", "expected"), [
+    (INT16_BYTES, SAMPLE_RATE, r"raw bytes.*np\.frombuffer"),
+    (bytearray(INT16_BYTES), SAMPLE_RATE, r"raw bytes.*np\.frombuffer"),  # was read as 8-bit PCM: noise
+    (memoryview(INT16_BYTES), SAMPLE_RATE, r"raw bytes.*np\.frombuffer"),
     (np.full(SAMPLE_RATE, np.nan, np.float32), SAMPLE_RATE, "NaN or infinite"),
     (np.r_[SECOND, np.inf].astype(np.float32), SAMPLE_RATE, "NaN or infinite"),
     (np.full(48_000, -np.inf), 48_000, "NaN or infinite"),

@@ -33,12 +33,20 @@ def check_rate(sample_rate: int) -> int:
     return rate
 
 
+def as_samples(pcm: np.ndarray) -> np.ndarray:
+    """The array of samples a push holds; raw bytes are refused: numpy would read them as 8-bit."""
+    if isinstance(pcm, (bytes, bytearray, memoryview)):
+        raise AudioError("audio is raw bytes: hand over samples, e.g. np.frombuffer(data, np.int16) "
+                         "for 16-bit PCM")
+    return np.asarray(pcm)
+
+
 def to_float_mono(pcm: np.ndarray) -> np.ndarray:
     """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1].
 
     Float samples past full scale are clipped; NaN or infinite ones are refused (AudioError).
     """
-    pcm = np.asarray(pcm)
+    pcm = as_samples(pcm)
     _check_shape(pcm)
     if pcm.dtype.kind == "i":
         scaled = pcm.astype(np.float64) / -float(np.iinfo(pcm.dtype).min)
