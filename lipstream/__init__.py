@@ -28,6 +28,7 @@ _PUBLIC = {
     "SAMPLES_PER_VIDEO_FRAME": "lipstream.engine.constants",
     "LipstreamError": "lipstream.errors",
     "AudioError": "lipstream.errors",
+    "ConfigError": "lipstream.errors",
     "PhotoError": "lipstream.errors",
     "ModelError": "lipstream.errors",
     "DeviceError": "lipstream.errors",
@@ -35,9 +36,9 @@ _PUBLIC = {
 }
 __all__ = [  # written out, not list(_PUBLIC): linters and type checkers read it literally
     "ARKIT_BLENDSHAPES", "CONTROL_NAMES", "SAMPLES_PER_VIDEO_FRAME", "SAMPLE_RATE", "VIDEO_FPS", "VISEMES",
-    "AsyncEngine", "AudioError", "Avatar", "AvatarConfig", "DeviceError", "Engine", "EngineConfig", "Frame",
-    "GpuError", "LipstreamError", "ModelError", "MotionFrame", "MotionStream", "PacingConfig", "PhotoError",
-    "RenderConfig",
+    "AsyncEngine", "AudioError", "Avatar", "AvatarConfig", "ConfigError", "DeviceError", "Engine",
+    "EngineConfig", "Frame", "GpuError", "LipstreamError", "ModelError", "MotionFrame", "MotionStream",
+    "PacingConfig", "PhotoError", "RenderConfig",
 ]
 
 if TYPE_CHECKING:
@@ -48,7 +49,15 @@ if TYPE_CHECKING:
     from lipstream.engine.engine import Engine, Frame
     from lipstream.engine.render import RenderConfig
     from lipstream.engine.stream import MotionFrame, MotionStream
-    from lipstream.errors import AudioError, DeviceError, GpuError, LipstreamError, ModelError, PhotoError
+    from lipstream.errors import (
+        AudioError,
+        ConfigError,
+        DeviceError,
+        GpuError,
+        LipstreamError,
+        ModelError,
+        PhotoError,
+    )
     from lipstream.streaming.asyncengine import AsyncEngine
     from lipstream.streaming.pacing import PacingConfig
 else:

@@ -14,12 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from lipstream.engine.config import EngineConfig
-from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS
+from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS, size_problem
 from lipstream.engine.device import add_device_argument, choose_device
+from lipstream.errors import LipstreamError
+from lipstream.streaming.files import check_writable
 
 SPAWN = "spawn"  # `--latency` without a URL
 DEFAULT_LATENCY_OUT = Path("lipstream-latency.json")  # and .png beside it
 DEFAULT_BROWSER_LATENCY_OUT = Path("lipstream-latency-chromium.json")
+BURN_IN_FRAMES = 25  # the first second: caches and the allocator warm up, not measured
+MIN_MEASURED_FRAMES = 25
+MIN_SECONDS = (BURN_IN_FRAMES + MIN_MEASURED_FRAMES) / VIDEO_FPS  # 2 s: ~24 measured, the lookahead held back
+MAX_SECONDS = 600.0  # the engine holds the audio it was pushed: 38 MB at 16 kHz
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.3 * voice * envelope / 3).astype(np.float32)
 
 
-def time_engine(size: int, motion: str | None, seconds: float = 12.0, burn_in: int = 25,
+def time_engine(size: int, motion: str | None, seconds: float = 12.0, burn_in: int = BURN_IN_FRAMES,
                 device: str = EngineConfig.device) -> EngineTiming:
     import cv2
 
@@ -68,7 +74,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--motion", nargs="+", default=["baseline", "shipped"],
                         help="'baseline', 'shipped' (the packaged model) or .onnx paths")
-    parser.add_argument("--seconds", type=float, default=12.0, help="audio per measurement")
+    parser.add_argument("--seconds", type=float, default=12.0,
+                        help=f"audio per measurement, {MIN_SECONDS:g} to {MAX_SECONDS:g} s (default 12)")
     parser.add_argument("--json", type=Path, help="also write the results here (--latency: a .png beside)")
     add_device_argument(parser)
     add_latency_arguments(parser)
@@ -93,6 +100,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from lipstream.engine.motion import shipped_model_path
 
     choose_device(args.device)  # --device cuda without a GPU fails here, before any measuring
+    check_measurable(args.sizes, args.seconds)
+    if args.json:
+        check_writable(args.json)  # not after minutes of measuring
     specs = [m for m in args.motion if m != "shipped" or shipped_model_path() is not None]
     rows = [time_engine(size, None if m == "shipped" else m, args.seconds, device=args.device)
             for size in args.sizes for m in specs]
@@ -103,6 +113,15 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return 0
+
+
+def check_measurable(sizes: list[int], seconds: float) -> None:
+    for size in sizes:
+        if (problem := size_problem(size)) is not None:
+            raise LipstreamError(problem)
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:  # NaN too
+        raise LipstreamError(f"--seconds {seconds}: measure at least {MIN_SECONDS:g} s (the first "
+                             f"{BURN_IN_FRAMES} frames are a warm-up) and at most {MAX_SECONDS:g} s")
 
 
 def run_latency_bench(args: argparse.Namespace) -> int:

@@ -5,6 +5,10 @@ class LipstreamError(Exception):
     """Base of every error lipstream reports to a user."""
 
 
+class ConfigError(LipstreamError, ValueError):
+    """A setting out of its range (a frame size, a crop scale); the message gives the range."""
+
+
 class AudioError(LipstreamError):
     """Audio that cannot be read, decoded or used (missing, unreadable, empty)."""
 

@@ -3,6 +3,7 @@
 import argparse
 import itertools
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.engine import Engine, EngineConfig
 from lipstream.errors import LipstreamError
 from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
-from lipstream.streaming.files import Mp4Writer, check_writable
+from lipstream.streaming.files import Mp4Writer, OutputError, check_video_out
 
 _DEFAULT_AVATAR = AvatarConfig()
 _DEFAULT_ENGINE = EngineConfig()
@@ -42,7 +43,9 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
 def run_render(args: argparse.Namespace) -> int:
     device = choose_device(args.device).device  # fail before the slow parts: --device cuda, no GPU
     check_size(args.size)
-    check_writable(args.out)
+    check_seed(args.seed)
+    check_video_out(args.out)
+    check_not_an_input(args.out, {"--audio": args.audio, "--face": args.face})
     audio = AudioFile(args.audio)
     chunks = audio.chunks()
     first = next(chunks)  # an empty or undecodable file fails here, before the slow parts
@@ -64,6 +67,20 @@ def check_size(size_px: int) -> None:
     problem = size_problem(size_px)
     if problem is not None:
         raise LipstreamError(f"{problem}, e.g. {_DEFAULT_AVATAR.size}")
+
+
+def check_not_an_input(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Writing the output truncates it: it must not be a file the render reads (a .mp4 with the
+    speech in it, given as both --audio and --out, would be destroyed)."""
+    for option, path in inputs.items():
+        if path is not None and out.exists() and path.exists() and os.path.samefile(out, path):
+            raise OutputError(f"--out {out} is the {option} file: writing would destroy it; "
+                              "give the output a new name")
+
+
+def check_seed(seed: int) -> None:
+    if seed < 0:  # numpy's generators take none
+        raise LipstreamError(f"--seed {seed}: use a whole number from 0, e.g. {_DEFAULT_ENGINE.seed}")
 
 
 def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine,

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from lipstream.engine.avatar import Avatar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +33,21 @@ def espeak_wav(path: Path, text: str, *args: str) -> Path:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     subprocess.run(["espeak-ng", *args, "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def float_wav(path: Path, samples: "np.ndarray", rate: int = 16_000) -> Path:
+    """A 32-bit float mono WAV, which can hold what int16 cannot: NaN, infinities, samples past 1."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="wav") as container:
+        out = container.add_stream("pcm_f32le", rate=rate)
+        out.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        container.mux(out.encode(frame))
+        container.mux(out.encode(None))
     return path
 
 

@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from lipstream.engine.audio import AudioIn, load_audio, to_float_mono
+from lipstream.engine.audio import AudioIn, load_audio, rms, to_float_mono
 from lipstream.engine.constants import HOP_SAMPLES, N_MELS, SAMPLE_RATE
 from lipstream.engine.mel import SILENCE_LOG_MEL, MelStream, log_mel
 from lipstream.errors import AudioError
@@ -64,6 +64,20 @@ def test_load_audio_any_format(tmp_path: Path, name: str, codec: str, rate: int,
     lags = range(-1200, 1200, 8)
     best = max(np.dot(ref[2000 : n - 2000], np.roll(audio[:n], -lag)[2000 : n - 2000]) for lag in lags)
     assert best / np.dot(ref[2000 : n - 2000], ref[2000 : n - 2000]) > 0.8  # same signal came out
+
+
+@pytest.mark.parametrize("second", [(48_000, "mono"), (44_100, "stereo")])
+def test_files_joined_from_different_formats_decode_whole(tmp_path: Path, second: tuple[int, str]) -> None:
+    """MP3s joined byte by byte (how people join them) change rate or layout midway: a resampler
+    is built for one, and the second part raised 'Frame does not match AudioResampler setup'; and
+    the decoder refuses the packet at the seam (ffmpeg passes over it)."""
+    parts = [_encode(tmp_path / f"{k}.mp3", "libmp3lame", rate, layout, "flt",
+                     _chirp(1.0, rate)) for k, (rate, layout) in enumerate([(44_100, "mono"), second])]
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    audio = load_audio(joined)
+    assert abs(audio.size / SAMPLE_RATE - 2.0) < 0.12  # each part's MP3 priming and padding aside
+    assert rms(audio[-SAMPLE_RATE // 2 :]) > 0.1  # the second part is there, and not silence
 
 
 def test_bad_audio_files(tmp_path: Path) -> None:

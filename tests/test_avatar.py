@@ -12,7 +12,7 @@ from skimage import data
 
 from lipstream.engine.avatar import Avatar, AvatarConfig
 from lipstream.engine.faceframe import CHIN, FOREHEAD
-from lipstream.errors import PhotoError
+from lipstream.errors import ConfigError, PhotoError
 
 
 def _eye_line_angle(avatar: Avatar) -> float:
@@ -35,6 +35,14 @@ def test_output_size_is_a_setting() -> None:
     avatar = Avatar.from_image(data.astronaut(), AvatarConfig(size=256))
     assert avatar.image.shape == (256, 256, 3)
     assert avatar.landmarks[:, 0].max() < 256
+
+
+@pytest.mark.parametrize("settings", [{"size": 97}, {"size": 0}, {"size": -2}, {"size": 10_000},
+                                      {"crop_scale": 0.0}, {"crop_scale": float("nan")}])
+def test_settings_no_frame_can_have_are_refused_at_once(settings: dict[str, float]) -> None:
+    """An odd size made an avatar whose first frame died in OpenCV's I420 conversion; 0 divided by zero."""
+    with pytest.raises(ConfigError, match=f"^AvatarConfig {next(iter(settings))} "):
+        AvatarConfig(**settings)  # type: ignore[arg-type]
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

@@ -175,12 +175,15 @@ def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     ([], "", "--vcam"),
     (["--mic", PCM_NAME, "--out", "x.mp4", "--size", "301"], "", "--size 301: use an even number"),
     (["--mic", PCM_NAME, "--out", "x.mp4", "--size", "8"], "", "--size 8: use an even number"),
+    (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "nan"], "", "--seconds nan: use a number of"),
+    (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "-1"], "", "--seconds -1.0: use a number of"),
+    (["--mic", PCM_NAME, "--out", "x.txt"], "", "name it .mp4"),
 ])
 def test_missing_devices_give_one_line_naming_the_fix(mic: VirtualMicrophone, tmp_path: Path, args: list[str],
                                                       block: str, expected: str) -> None:
     if expected.startswith("modprobe") and glob.glob("/dev/video*"):
         pytest.skip("this machine has video devices: a virtual camera may well open")
-    args = [str(tmp_path / a) if a.endswith(".mp4") else a for a in args]
+    args = [str(tmp_path / a) if a.endswith((".mp4", ".txt")) else a for a in args]
     result = lipstream_live(mic, *args, block=block)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -85,6 +85,19 @@ def test_arrays_of_grey_float_and_rgba_become_rgb_uint8() -> None:
     assert decode_photo(nan, "a", LIMIT_MP).dtype == np.uint8
 
 
+def test_16_bit_photos_keep_their_picture() -> None:
+    """16-bit grey PNGs (scanners, raw converters) and uint16 arrays use their whole range: clipped
+    at 255, the picture went white and its face was 'not found'."""
+    grey = data.camera()  # (512, 512) uint8
+    wide = grey.astype(np.uint16) * 257  # the same picture in 16 bits
+    out = io.BytesIO()
+    Image.fromarray(wide).save(out, format="PNG")
+    expected = np.repeat(grey[..., None], 3, axis=2)
+    assert np.array_equal(decode_photo(out.getvalue(), "g16.png", LIMIT_MP), expected)
+    rgb = data.astronaut()
+    assert np.array_equal(decode_photo(rgb.astype(np.uint16) * 257, "a", LIMIT_MP), rgb)
+
+
 def test_a_missing_file_is_named() -> None:
     with pytest.raises(PhotoError, match="^photo not found: .*nowhere.jpg"):
         decode_photo(Path("/nonexistent/nowhere.jpg"), "nowhere.jpg", LIMIT_MP)

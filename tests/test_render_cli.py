@@ -1,7 +1,9 @@
 """`lipstream render` end to end, as a user runs it: files in, an mp4 out, or one clear error line."""
 
+import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from lipstream.engine.audio import load_audio
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.training.evaluate import MouthMeter, read_video_frames
-from tests.conftest import espeak_wav
+from tests.conftest import espeak_wav, float_wav
 
 SILENCE_S = 1.0
 
@@ -82,6 +84,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
     junk = tmp_path / "junk.mp3"
     junk.write_bytes(b"\x00\x01 not audio" * 50)
     empty = _write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32))
+    damaged = float_wav(tmp_path / "damaged.wav", np.full(SAMPLE_RATE, np.nan))
     not_photo = tmp_path / "photo.jpg"
     not_photo.write_text("not an image")
     blank = tmp_path / "blank.png"
@@ -93,11 +96,15 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         "audio file not found": ["--audio", str(tmp_path / "missing.wav"), "--out", out],
         "cannot": ["--audio", str(junk), "--out", out],
         "empty": ["--audio", str(empty), "--out", out],
+        "nan or infinite samples": ["--audio", str(damaged), "--out", out],
         "photo": ["--audio", str(vowel_wav), "--face", str(not_photo), "--out", out],
         "no face": ["--audio", str(vowel_wav), "--face", str(blank), "--out", out],
         "folder does not exist": ["--audio", str(vowel_wav), "--out", str(tmp_path / "no" / "o.mp4")],
         "even number of pixels": ["--audio", str(vowel_wav), "--out", out, "--size", "97"],
         "--size 0: use": ["--audio", str(vowel_wav), "--out", out, "--size", "0"],
+        "--seed -5: use": ["--audio", str(vowel_wav), "--out", out, "--seed", "-5"],
+        "name it .mp4": ["--audio", str(vowel_wav), "--out", str(tmp_path / "out.txt")],
+        "does not support": ["--audio", str(vowel_wav), "--out", str(tmp_path / "out.webm")],
     }
     for expected, args in cases.items():
         result = lipstream("render", "--no-progress", *args)
@@ -106,6 +113,54 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, vowel_wav: Path) ->
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
         assert expected in lines[0].lower(), (expected, lines[0])
     assert not Path(out).exists()  # nothing half-written is left behind
+
+
+def test_an_output_that_is_the_audio_input_is_refused_and_the_input_kept(tmp_path: Path) -> None:
+    """A talk recorded as .mp4 and given as both --audio and --out: opening the output truncated
+    the input while it was read (and a failure then deleted it)."""
+    talk = tmp_path / "talk.mp4"
+    with av.open(str(talk), "w") as container:
+        stream = container.add_stream("aac", rate=SAMPLE_RATE)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.full((1, SAMPLE_RATE), 0.1, np.float32), format="flt",
+                                           layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    before = talk.read_bytes()
+    result = lipstream("render", "--no-progress", "--audio", str(talk), "--out", str(talk), "--size", "128")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"lipstream render: error: --out {talk} is the --audio file: writing would destroy it; "
+        "give the output a new name"]
+    assert talk.read_bytes() == before
+
+
+def test_a_render_stopped_by_sigterm_leaves_no_file(tmp_path: Path) -> None:
+    """`kill`, `timeout` or a cancelled CI job: Python's default SIGTERM ends at once, and the
+    half-written mp4 (no index: unplayable) stayed where the output was asked for."""
+    speech = _write_wav(tmp_path / "long.wav", np.full(SAMPLE_RATE * 300, 0.1, np.float32))  # 5 minutes
+    out = tmp_path / "out.mp4"
+    render = subprocess.Popen([sys.executable, "-m", "lipstream", "render", "--no-progress", "--audio",
+                               str(speech), "--out", str(out), "--size", "64"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it is writing
+    render.send_signal(signal.SIGTERM)
+    _, stderr = render.communicate(timeout=60)
+    assert render.returncode == 128 + signal.SIGTERM, stderr
+    assert b"Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_audio_damaged_midway_ends_with_its_error_and_no_file(tmp_path: Path) -> None:
+    second = np.zeros(SAMPLE_RATE, np.float32)
+    damaged = float_wav(tmp_path / "damaged.wav", np.r_[second, np.nan, second])
+    out = tmp_path / "out.mp4"
+    result = lipstream("render", "--no-progress", "--audio", str(damaged), "--out", str(out), "--size", "128")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "nan or infinite samples" in result.stderr.strip().splitlines()[-1].lower()
+    assert not out.exists()
 
 
 def test_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
@@ -164,6 +219,22 @@ def _reference_render(audio_path: Path, out: Path, size: int) -> None:
 def _decoded_frame_count(path: Path) -> int:
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--sizes", "97"], "--size 97: use an even number"),
+    (["--sizes", "0"], "--size 0: use an even number"),
+    (["--seconds", "1"], "--seconds 1.0: measure at least"),  # all of it was burn-in: an IndexError
+    (["--seconds", "-1"], "--seconds -1.0: measure at least"),
+    (["--seconds", "nan"], "--seconds nan: measure at least"),
+    (["--seconds", "inf"], "--seconds inf: measure at least"),
+    (["--json", "nowhere/bench.json"], "output folder does not exist: nowhere"),  # after measuring
+])
+def test_bench_options_it_cannot_measure_give_one_line(args: list[str], expected: str) -> None:
+    result = lipstream("bench", "--sizes", "128", "--motion", "baseline", "--seconds", "2", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lipstream bench: error: {expected}"), result.stderr
 
 
 def test_streamed_render_matches_the_whole_file_render(vowel_wav: Path, tmp_path: Path,

@@ -1,5 +1,8 @@
 """AudioIn: any decodable file or pushed PCM chunks -> 16 kHz mono float32."""
 
+import itertools
+import logging
+import operator
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,23 +12,65 @@ import numpy as np
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.errors import AudioError
 
+log = logging.getLogger(__name__)
+MIN_RATE_HZ = 8_000  # telephone speech: below it the sounds that shape the mouth are gone
+MAX_RATE_HZ = 768_000  # the highest rate audio interfaces offer
+MAX_CHANNELS = 32  # more is a (channels, samples) array, as PyAV's to_ndarray gives, not transposed
+
+
+def check_rate(sample_rate: int) -> int:
+    """`sample_rate` as an int of Hz, or AudioError: a rate the engine cannot resample from.
+
+    A float that is whole passes (sounddevice reports its rates as 48000.0)."""
+    whole = isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer()
+    try:
+        rate = int(sample_rate) if whole else operator.index(sample_rate)
+    except TypeError:
+        raise AudioError(f"sample rate must be a whole number of Hz, got {sample_rate!r}") from None
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise AudioError(f"sample rate {sample_rate!r} Hz is out of range: give {MIN_RATE_HZ} to "
+                         f"{MAX_RATE_HZ} Hz, the rate the audio was recorded at")
+    return rate
+
+
+def as_samples(pcm: np.ndarray) -> np.ndarray:
+    """The array of samples a push holds; raw bytes are refused: numpy would read them as 8-bit."""
+    if isinstance(pcm, (bytes, bytearray, memoryview)):
+        raise AudioError("audio is raw bytes: hand over samples, e.g. np.frombuffer(data, np.int16) "
+                         "for 16-bit PCM")
+    return np.asarray(pcm)
+
 
 def to_float_mono(pcm: np.ndarray) -> np.ndarray:
-    """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1]."""
-    pcm = np.asarray(pcm)
-    if pcm.ndim not in (1, 2):
-        raise AudioError(f"audio must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    """int or float PCM, shape (n,) or (n, channels) -> (n,) float32 in [-1, 1].
+
+    Float samples past full scale are clipped; NaN or infinite ones are refused (AudioError).
+    """
+    pcm = as_samples(pcm)
+    _check_shape(pcm)
     if pcm.dtype.kind == "i":
         scaled = pcm.astype(np.float64) / -float(np.iinfo(pcm.dtype).min)
     elif pcm.dtype.kind == "u":  # unsigned PCM is centred on half its range
         half = 2.0 ** (pcm.dtype.itemsize * 8 - 1)
         scaled = (pcm.astype(np.float64) - half) / half
     elif pcm.dtype.kind == "f":
-        scaled = pcm
+        if not np.isfinite(pcm).all():
+            raise AudioError("audio has NaN or infinite samples (damaged, or not audio): "
+                             "replace them with silence")
+        scaled = np.clip(pcm, -1.0, 1.0)
     else:
         raise AudioError(f"audio samples must be integers or floats, got {pcm.dtype}")
     mono = scaled.mean(axis=1) if scaled.ndim == 2 else scaled
     return np.asarray(mono, dtype=np.float32)
+
+
+def _check_shape(pcm: np.ndarray) -> None:
+    if pcm.ndim not in (1, 2):
+        raise AudioError(f"audio must be (samples,) or (samples, channels), got shape {pcm.shape}")
+    if pcm.ndim == 2 and not 1 <= pcm.shape[1] <= MAX_CHANNELS:
+        raise AudioError(f"audio of shape {pcm.shape} has {pcm.shape[1]} channels: give (samples, "
+                         f"channels) with 1 to {MAX_CHANNELS} channels (a (channels, samples) array: "
+                         "pass its .T)")
 
 
 def rms(audio: np.ndarray) -> float:
@@ -46,8 +91,7 @@ class AudioIn:
         self._pts = 0
 
     def push(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-        if sample_rate <= 0:
-            raise AudioError(f"sample rate must be positive, got {sample_rate}")
+        sample_rate = check_rate(sample_rate)
         mono = to_float_mono(pcm)
         if sample_rate == SAMPLE_RATE:
             return mono
@@ -87,6 +131,8 @@ class AudioFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise AudioError(f"audio file not found: {self.path}")
+        if self.path.stat().st_size == 0:  # FFmpeg would say "Invalid data", as of a damaged file
+            raise AudioError(f"audio file is empty: {self.path}")
         try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
@@ -94,7 +140,21 @@ class AudioFile:
         if not self._container.streams.audio:
             self._container.close()
             raise AudioError(f"no audio stream in {self.path}: give a wav, mp3, m4a, ogg or flac file")
+        self._check_rate()
         self.duration_s = self._duration_s()
+        self.skipped_packets = 0  # refused by the decoder, and passed over
+
+    def _check_rate(self) -> None:
+        """The range pushed audio must keep: a header claiming 1 Hz would stretch a second to hours."""
+        rate = self._container.streams.audio[0].rate
+        if not rate:  # the header does not say; the decoder will
+            return
+        try:
+            check_rate(rate)
+        except AudioError:
+            self._container.close()
+            raise AudioError(f"{self.path} says it was sampled at {rate} Hz, outside the {MIN_RATE_HZ} to "
+                             f"{MAX_RATE_HZ} Hz of real recordings: its header is damaged") from None
 
     def _duration_s(self) -> float | None:
         """From the container's header, when it says (a raw stream may not)."""
@@ -106,26 +166,48 @@ class AudioFile:
 
     def chunks(self) -> Iterator[np.ndarray]:
         """The decoded audio, one resampled packet at a time; raises AudioError if it is empty."""
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         total = 0
         with self._container:
-            try:
-                for frame in self._container.decode(audio=0):
-                    for chunk in _to_chunks(resampler.resample(frame)):
-                        total += chunk.size
-                        yield chunk
-            except av.FFmpegError as exc:
-                raise AudioError(f"cannot decode audio in {self.path}: {exc}") from None
-            for chunk in _to_chunks(resampler.resample(None)):
+            for chunk in self._decoded():
                 total += chunk.size
                 yield chunk
+        if total == 0 and self.skipped_packets:
+            raise AudioError(f"cannot decode audio in {self.path}: the decoder refused all "
+                             f"{self.skipped_packets} packets (a damaged file?)")
         if total == 0:
             raise AudioError(f"audio file is empty: {self.path}")
+        if self.skipped_packets:
+            log.warning("%s: passed over %d packets the decoder refused", self.path, self.skipped_packets)
+
+    def _decoded(self) -> Iterator[np.ndarray]:
+        """Resampled packets, checked and clipped as pushed PCM is (a float file can hold NaN)."""
+        try:
+            # A resampler takes one format: files joined byte by byte (MP3s, ADTS AAC) change midway
+            for _, run in itertools.groupby(self._frames(), key=_setup):
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                for frame in itertools.chain(run, [None]):  # None: the resampler's tail
+                    for resampled in resampler.resample(frame):
+                        yield to_float_mono(resampled.to_ndarray().reshape(-1))
+        except av.FFmpegError as exc:
+            raise AudioError(f"cannot decode audio in {self.path}: {exc}") from None
+        except AudioError as exc:
+            raise AudioError(f"cannot use the audio in {self.path}: {exc}") from None
+
+    def _frames(self) -> Iterator[av.AudioFrame]:
+        """The decoded frames. A packet the decoder refuses is passed over, as ffmpeg does: MP3s
+        joined byte by byte carry one at the seam, and a file damaged in one place still plays."""
+        for packet in self._container.demux(self._container.streams.audio[0]):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                self.skipped_packets += 1
+                continue
+            yield from frames
 
 
-def _to_chunks(frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
-    for frame in frames:
-        yield frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+def _setup(frame: av.AudioFrame) -> tuple[str, str, int]:
+    """What a resampler is built for."""
+    return frame.format.name, frame.layout.name, frame.sample_rate
 
 
 def load_audio(path: str | Path) -> np.ndarray:

@@ -13,13 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lipstream.engine.constants import size_problem
 from lipstream.engine.faceframe import CHIN, LOWER_OUTER, UPPER_OUTER, FaceFrame
 from lipstream.engine.facemesh import FaceFound, find_faces, landmarks_of_largest
 from lipstream.engine.idle import EyeAssets, analyse_eyes
 from lipstream.engine.mouth import MouthAssets, analyse_mouth
 from lipstream.engine.photo import Photo, decode_photo
 from lipstream.engine.rig import RigBasis, build_rig
-from lipstream.errors import PhotoError
+from lipstream.errors import ConfigError, PhotoError
 
 log = logging.getLogger(__name__)
 DEFAULT_NAME = "the default avatar (scikit-image astronaut)"
@@ -33,6 +34,14 @@ class AvatarConfig:
     crop_shift: float = 0.12  # crop centre below the face centre, in face heights (room for the neck)
     min_face_px: int = 64  # smallest face (forehead to chin, px in the photo) accepted
     max_megapixels: float = 50.0  # larger photos are refused before decoding
+
+    def __post_init__(self) -> None:
+        """Refused here, not as an OpenCV assertion at the first frame after seconds of analysis."""
+        if (problem := size_problem(self.size, "AvatarConfig size")) is not None:
+            raise ConfigError(problem)  # I420 and H.264 halve both sides
+        if not 0 < self.crop_scale < math.inf:
+            raise ConfigError(f"AvatarConfig crop_scale {self.crop_scale}: use a positive number "
+                              f"(crop side / face height, e.g. {AvatarConfig.crop_scale})")
 
 
 @dataclass(frozen=True, eq=False)

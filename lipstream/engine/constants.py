@@ -25,8 +25,8 @@ MIN_SIZE_PX = 64  # smaller, and the mouth is a handful of pixels
 MAX_SIZE_PX = 2048  # a 12 MB RGB frame, already beyond the detail of most face photos
 
 
-def size_problem(size_px: int) -> str | None:
-    """Why `size_px` cannot be a frame's side (None: it can), said as a `--size` message."""
+def size_problem(size_px: int, name: str = "--size") -> str | None:
+    """Why `size_px` cannot be a frame's side (None: it can), said of the option or field `name`."""
     if size_px % 2 or not MIN_SIZE_PX <= size_px <= MAX_SIZE_PX:
-        return f"--size {size_px}: use an even number of pixels from {MIN_SIZE_PX} to {MAX_SIZE_PX}"
+        return f"{name} {size_px}: use an even number of pixels from {MIN_SIZE_PX} to {MAX_SIZE_PX}"
     return None

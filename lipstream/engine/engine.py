@@ -113,7 +113,7 @@ class Engine:
         return self.motion.latency_samples
 
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
-        """Add input audio: int or float PCM, mono or (samples, channels), any rate."""
+        """Add input audio: int or float PCM, mono or (samples, channels), at 8 to 768 kHz."""
         self.motion.push_audio(pcm, sample_rate)
 
     def end_segment(self) -> None:

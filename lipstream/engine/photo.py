@@ -23,6 +23,7 @@ PILLOW_LIMIT_MEGAPIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 0) / PIXELS_PER_MEGAPIX
 # What Pillow's plugins raise on damaged or hostile input, besides OSError
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error)
 HINT = "use a JPEG or PNG photo"
+BITS_DROPPED_FROM_16 = 16 - 8  # a 16-bit sample to the 8 bits of our RGB
 
 
 def decode_photo(photo: Photo, name: str, max_megapixels: float, min_side_px: int = 0) -> np.ndarray:
@@ -60,6 +61,8 @@ def _decode(image: Image.Image, name: str, max_megapixels: float, min_side_px: i
         image.draft("RGB", (min_side_px, min_side_px))  # a no-op for formats other than JPEG
     # Each step copies only when it has something to do: a copy of a 49 MP photo costs ~0.1 s.
     ImageOps.exif_transpose(image, in_place=True)
+    if image.mode.startswith("I;16"):  # 16-bit grey: Pillow's convert clips it at 255, to white
+        return as_rgb(np.asarray(image))
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     return np.asarray(rgb)
 
@@ -75,7 +78,10 @@ def _reason(err: Exception) -> str:
 
 
 def as_rgb(array: np.ndarray) -> np.ndarray:
-    """Grey, RGB or RGBA of any numeric dtype (floats in [0, 1] or [0, 255]) -> (H, W, 3) uint8."""
+    """Grey, RGB or RGBA of any numeric dtype (floats in [0, 1] or [0, 255], uint16 over its whole
+    range) -> (H, W, 3) uint8."""
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # a 16-bit photo: keep the top 8 bits
+        array = (array >> BITS_DROPPED_FROM_16).astype(np.uint8)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4) or array.size == 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lipstream.engine.audio import AudioIn
+from lipstream.engine.audio import AudioIn, as_samples, check_rate
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import HOP_SAMPLES, SAMPLES_PER_VIDEO_FRAME, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import MotionOutput, close_for_bilabials
@@ -80,8 +80,8 @@ class MotionStream:
         return SAMPLES_PER_VIDEO_FRAME + self.lookahead_samples
 
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
-        """Add input audio: int or float PCM, mono or (samples, channels), any rate."""
-        pcm = np.asarray(pcm)
+        """Add input audio: int or float PCM, mono or (samples, channels), at 8 to 768 kHz."""
+        pcm, sample_rate = as_samples(pcm), check_rate(sample_rate)  # a plain int on every frame
         self._tape.check(pcm, sample_rate)
         converted = self._audio_in.push(pcm, sample_rate)  # validates before anything is kept
         self._tape.push(pcm, sample_rate)

@@ -46,7 +46,7 @@ class InputTape:
         if rate != self.rate:
             self.rate, self._run_frames = rate, 0
         if pcm.shape[0]:
-            self._partial.append(pcm)
+            self._partial.append(pcm.copy())  # a copy: capture callbacks refill the buffer they pushed
             self._partial_size += pcm.shape[0]
             self._cut()
 

@@ -79,7 +79,7 @@ class AsyncEngine:
         self._next = 0  # frames handed out
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
-        """Add input audio: int or float PCM, mono or (samples, channels), any rate."""
+        """Add input audio: int or float PCM, mono or (samples, channels), at 8 to 768 kHz."""
         await self._call(lambda: self._push(pcm, sample_rate))
         self._arrived.set()
 

@@ -4,6 +4,7 @@ H.264 by libx264, or by NVENC on a GPU whose FFmpeg opens it (encoders.py choose
 constant-quality mode takes `cq` where x264 takes `crf`; both scales run 0-51, lower is better.
 """
 
+import io
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +18,25 @@ from lipstream.streaming.encoders import LIBX264, NVENC
 
 class OutputError(LipstreamError):
     """An output file that cannot be written."""
+
+
+def check_video_out(path: Path) -> None:
+    """Fail before any work is done if `path` cannot be created or its kind of file (by its name)
+    cannot hold H.264 and AAC: a .txt, a .webm, a name without a suffix."""
+    trial = _NamedBuffer(path.name)
+    try:  # in memory: FFmpeg picks the container from the name, as it will for the file
+        with av.open(trial, "w") as container:
+            container.add_stream("h264", rate=VIDEO_FPS)
+            container.add_stream("aac", rate=SAMPLE_RATE)
+    except (ValueError, av.FFmpegError) as exc:
+        raise OutputError(f"cannot write a video to {path} ({exc}): name it .mp4") from None
+    check_writable(path)
+
+
+class _NamedBuffer(io.BytesIO):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name  # what PyAV hands FFmpeg to guess the container from
 
 
 def check_writable(path: Path) -> None:
@@ -46,7 +66,7 @@ class Mp4Writer:
     """Writes frame n at pts n (1/25 s) and the audio it was made from at pts 640 n (1/16000 s)."""
 
     def __init__(self, path: Path, size: int, crf: int = 20, encoder: str = LIBX264) -> None:
-        check_writable(path)
+        check_video_out(path)
         try:
             self._container = av.open(str(path), "w")
         except (av.FFmpegError, OSError) as exc:

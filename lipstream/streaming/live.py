@@ -14,6 +14,7 @@ live instead of queueing seconds of video.
 
 import argparse
 import contextlib
+import math
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.engine.native_log import native_stderr_silenced
 from lipstream.errors import DeviceError, LipstreamError
 from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
+from lipstream.streaming.files import check_video_out
 from lipstream.streaming.microphone import (
     AudioChunk,
     Microphone,
@@ -179,9 +181,8 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_codec_argument(parser)  # --video-codec: who encodes --out's H.264
 
 
-def run_live(args: argparse.Namespace) -> int:
-    if args.list_devices:
-        return _list_devices()
+def _check_options(args: argparse.Namespace) -> None:
+    """The cheap checks, before the microphone opens and the avatar is analysed."""
     if not args.vcam and args.out is None:
         raise LipstreamError("nothing to send the video to: add --vcam (virtual camera) "
                              "and/or --out FILE.mp4")
@@ -189,6 +190,17 @@ def run_live(args: argparse.Namespace) -> int:
         raise LipstreamError(f"photo not found: {args.face}")
     if args.size is not None and (problem := size_problem(args.size)) is not None:
         raise LipstreamError(problem)
+    if args.seconds is not None and not 0 < args.seconds < math.inf:  # NaN too
+        raise LipstreamError(f"--seconds {args.seconds}: use a number of seconds above 0, or leave it "
+                             "out to run until Ctrl-C")
+    if args.out is not None:
+        check_video_out(args.out)
+
+
+def run_live(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        return _list_devices()
+    _check_options(args)
     device = choose_device(args.device).device  # --device cuda, no GPU: fails before the microphone opens
     with contextlib.ExitStack() as stack:
         mic = stack.enter_context(Microphone(MicrophoneConfig(device=args.mic)))  # cheap checks first

@@ -34,6 +34,7 @@ from lipstream.streaming.clock import Clock, MonotonicClock
 from lipstream.streaming.codecs import tune_encoders
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.encoders import add_video_codec_argument, resolve_video_codec
+from lipstream.streaming.listen import check_listen
 from lipstream.streaming.memory import limit_arenas, trim_periodically
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.parse_errors import json_parse_errors
@@ -272,6 +273,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     limit_arenas()  # before any thread allocates (memory.py)
     config = _serve_config(args)
+    check_listen(config.host, config.port)  # before the seconds of start-up
     quiet_ice_logs(getattr(args, "verbose", False))
     processes = config.worker_processes or os.cpu_count() or 1
     if config.max_sessions is not None:
@@ -299,7 +301,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     for flag, value in (("--max-sessions", args.max_sessions), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise LipstreamError(f"{flag} must be at least 1")
-    if args.max_session_s is not None and args.max_session_s <= 0:
+    if args.max_session_s is not None and not args.max_session_s > 0:  # NaN too
         raise LipstreamError("--max-session-s must be more than 0")
     if args.batch_window_ms is not None and not 0 <= args.batch_window_ms <= MAX_BATCH_WINDOW_MS:
         raise LipstreamError(f"--batch-window-ms must be 0 (off) to {MAX_BATCH_WINDOW_MS:g}")
