@@ -20,6 +20,9 @@ CODECS = {"audio": ("opus",), "video": ("vp8", "h264")}  # what aiortc decodes /
 DIGEST_BYTES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
 LINE = re.compile(r"[a-z]=")
 ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
+# ASCII digits only: str.isdigit() also takes '²' and '١', which int() refuses or reads as a number
+PORT = re.compile(r"[0-9]{1,5}")
+PAYLOAD_TYPE = re.compile(r"[0-9]{1,3}")
 ICE_UFRAG_CHARS = (4, 256)  # RFC 8839 section 5.4
 ICE_PWD_CHARS = (22, 256)
 # In our answer, ask for Opus DTX (a caller who is quiet sends a packet every 400 ms, not 50 a
@@ -133,7 +136,7 @@ def _attributes(lines: list[str]) -> dict[str, list[str]]:
 
 def _section(lines: list[str]) -> Section:
     fields = lines[0][2:].split()
-    if len(fields) < 4 or not fields[1].isdigit():
+    if len(fields) < 4 or not PORT.fullmatch(fields[1]):
         raise OfferError(f"malformed SDP: {lines[0][:60]!r} is not 'm=<media> <port> <proto> <formats>'")
     kind, protocol, formats = fields[0], fields[2], tuple(fields[3:])
     if kind not in ("audio", "video", "application"):
@@ -161,7 +164,7 @@ def _check_codecs(section: Section) -> None:
         pt, _, encoding = value.partition(" ")
         names[pt] = encoding.split("/")[0].lower()
     for pt in section.formats:
-        if not pt.isdigit() or int(pt) > 127:
+        if not PAYLOAD_TYPE.fullmatch(pt) or int(pt) > 127:
             raise OfferError(f"the offer's {section.kind} has payload type {pt[:10]!r}: use 0-127")
         if int(pt) >= 96 and pt not in names:
             raise OfferError(f"the offer's {section.kind} payload type {pt} has no a=rtpmap line")
