@@ -215,7 +215,8 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
 async def test_the_front_answers_json_for_ids_no_worker_owns(two_workers: Served) -> None:
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
-        for session_id in ("nope", "7.abc", "0.", "x.y"):
+        # int() refuses "²" (which str.isdigit() takes) and 5000 digits: each was once a 500
+        for session_id in ("nope", "7.abc", "0.", "x.y", "\u00b2.abc", "9" * 5000 + ".abc"):
             async with http.delete(f"{two_workers.url}/v1/sessions/{session_id}", headers=AUTH) as response:
                 assert response.status == 404 and "no session" in (await response.json())["error"]
         async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:

@@ -11,6 +11,7 @@ Media never passes through here: each worker's SDP answer points the peer at tha
 
 import asyncio
 import json
+import re
 from collections import OrderedDict
 from urllib.parse import urlencode
 
@@ -29,6 +30,8 @@ from lipstream.streaming.workers import WorkerProcess, Workers, WorkerStartError
 SESSIONS_PATH = "/v1/sessions"
 AVATARS_PATH = "/v1/avatars"
 ID_SEPARATOR = "."  # never in a worker's ids (token_urlsafe: letters, digits, - and _)
+# ASCII digits, few: str.isdigit() takes '²', which int() refuses, and int() refuses 5000 digits
+WORKER_INDEX = re.compile(r"[0-9]{1,6}")
 WORKER_URL = "http://worker"  # the host part is unused: the client is bound to the worker's socket
 FORWARDED_HEADERS = ("Authorization", "Host", "Origin", "Content-Type", "Accept")
 # Hop-by-hop or recomputed by aiohttp when the front answers
@@ -143,7 +146,8 @@ class Front:
 
     def _owner(self, session_id: str) -> tuple[WorkerProcess, str]:
         index, separator, inner_id = session_id.partition(ID_SEPARATOR)
-        if not (separator and inner_id and index.isdigit() and int(index) < len(self.workers.all)):
+        if not (separator and inner_id and WORKER_INDEX.fullmatch(index)
+                and int(index) < len(self.workers.all)):
             raise self._gone(session_id)
         worker = self.workers.all[int(index)]
         if not worker.running:  # its sessions ended with it
