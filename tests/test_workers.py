@@ -221,6 +221,9 @@ async def test_the_front_answers_json_for_ids_no_worker_owns(two_workers: Served
                 assert response.status == 404 and "no session" in (await response.json())["error"]
         async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:
             assert response.status == 400 and "malformed SDP" in (await response.json())["error"]
+        gzip = SDP | {"Content-Encoding": "gzip"}  # and bytes that are not gzip: the front reads them
+        async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=gzip) as response:
+            assert response.status == 400 and "Content-Encoding" in (await response.json())["error"]
         async with http.post(f"{two_workers.url}/v1/sessions", data="v=0") as response:
             assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
             assert "token" in (await response.json())["error"]  # the worker's answer, passed through

@@ -21,6 +21,8 @@ CONFIG = web.AppKey("config", ServeConfig)
 VIEWER_TOKENS = web.AppKey("viewer_tokens", ViewerTokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READ_CHUNK_BYTES = 64 * 1024
+BODY_UNREADABLE = ("the request body could not be decoded: its Content-Encoding does not match its bytes; "
+                   "send the body as it is, without a Content-Encoding header")
 
 
 class ApiError(Exception):
@@ -45,6 +47,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_response(exc.status, exc.message, exc.headers)
         if not request.content.is_eof():  # a refused or dribbled body is not worth reading on
             response.force_close()
+        return response
+    except web.RequestPayloadError:  # aiohttp could not decode the body (a Content-Encoding it lies about)
+        response = error_response(400, BODY_UNREADABLE)
+        response.force_close()  # the rest of the body cannot be framed
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
