@@ -231,6 +231,58 @@ async def test_the_front_answers_json_for_ids_no_worker_owns(two_workers: Served
             assert response.status == 200 and "<html" in await response.text()
 
 
+async def first_line_of_answer(url: str, path: str, content_length: int) -> str:
+    """POST only the head of a request without a token, announcing a body it never sends."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/png\r\n"
+                 f"Content-Length: {content_length}\r\n\r\n".encode())
+    try:
+        return (await asyncio.wait_for(reader.readline(), 20)).decode().strip()
+    finally:
+        writer.close()
+
+
+async def test_the_front_reads_no_photo_sized_body_for_a_client_without_the_token(
+        two_workers: Served) -> None:
+    """The front reads a body before a worker checks the token: it must not hold a photo's worth
+    (20 MB) of memory for anyone who connects. Once it waited for each such body (then 408)."""
+    served, photo_bytes = two_workers, 19 * 1024 * 1024
+    async with aiohttp.ClientSession() as http:
+        await health(http, served)
+    for path, status in (("/v1/avatars", 401), ("/v1/sessions/0.abc/viewers", 413), ("/nothing", 413)):
+        assert (await first_line_of_answer(served.url, path, photo_bytes)).split()[1] == str(status), path
+
+
+async def test_the_front_asks_for_the_token_before_saying_it_is_full(two_workers: Served) -> None:
+    """As one server does: token, then offer, then capacity. Once a 503 told anyone the capacity."""
+    offer = await client_offer()
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        held = []  # sessions that never connect hold their slots until DELETE
+        for _ in range(2):
+            async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
+                assert response.status == 201, await response.text()
+                held.append(response.headers["Location"])
+        no_token = {"Content-Type": "application/sdp"}
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=no_token) as response:
+            assert response.status == 401, await response.text()
+        for location in held:
+            async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+                assert response.status == 204
+
+
+async def client_offer() -> str:
+    """A real aiortc offer: audio sendrecv, video recvonly."""
+    pc = new_peer_connection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
+
+
 async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_serving(
         two_workers: Served) -> None:
     served = two_workers

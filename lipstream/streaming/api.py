@@ -89,10 +89,15 @@ async def body_pace(request: web.Request, what: str) -> AsyncIterator[BodyPace]:
 def authorize(request: web.Request) -> ServerState:
     """Anything: the server token (when the server has one)."""
     state = request.app[STATE]
-    if not bearer_ok(request, state.token):
+    require_token(request, state.token)
+    return state
+
+
+def require_token(request: web.Request, token: str | None) -> None:
+    """401 unless the request carries `token` (None: no token is needed)."""
+    if not bearer_ok(request, token):
         raise _unauthorized("missing or wrong token: send 'Authorization: Bearer <token>' "
                             "(printed by lipstream serve at start-up)")
-    return state
 
 
 def authorize_viewer(request: web.Request) -> ServerState:

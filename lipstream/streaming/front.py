@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from lipstream.streaming.api import CONFIG, ApiError, Handler, json_errors, read_body
+from lipstream.streaming.api import CONFIG, ApiError, Handler, json_errors, read_body, require_token
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.front_metrics import FrontMetrics, sum_exposition
 from lipstream.streaming.guards import check_same_site
@@ -72,7 +72,10 @@ class Front:
         self.counters = FrontMetrics()
         self.workers = Workers(config, count, self.counters)
         self.avatars = UploadedAvatars(config.uploads.max_avatars)
-        self.body_limit = config.uploads.max_bytes + MULTIPART_OVERHEAD_BYTES
+        self.body_limit = config.uploads.max_bytes + MULTIPART_OVERHEAD_BYTES  # a photo's
+        # Any other request carries at most an SDP offer: the front reads a body before a worker
+        # checks its token, so it must not buffer a photo's worth for anyone who asks.
+        self.offer_limit = config.max_sdp_bytes
 
     def _retry(self, message: str) -> ApiError:
         retry = str(self.config.retry_after_s)
@@ -106,7 +109,8 @@ class Front:
         return sorted(open_, key=lambda w: (w.health.sessions + w.pending) / w.health.max_sessions)
 
     async def post_session(self, request: web.Request) -> web.Response:
-        body = await self._body(request, self.config.max_sdp_bytes, "the SDP offer")
+        require_token(request, self.config.token)  # as a worker would, before saying it is full
+        body = await self._body(request, self.offer_limit, "the SDP offer")
         for worker in await self._by_room(request.query.get("avatar")):
             worker.pending += 1
             try:
@@ -137,7 +141,7 @@ class Front:
         tail = request.match_info.get("tail", "")
         path = f"{SESSIONS_PATH}/{inner_id}" + (f"/{tail}" if tail else "")
         query = request.rel_url.query_string
-        body = await self._body(request, self.body_limit, "the request body")
+        body = await self._body(request, self.offer_limit, "the request body")
         try:
             response = await self._forward(worker, request, path + (f"?{query}" if query else ""), body)
         except WorkerGone:
@@ -159,6 +163,7 @@ class Front:
 
     async def post_avatar(self, request: web.Request) -> web.Response:
         """Every worker analyses the photo; the front answers one id that names it in all."""
+        require_token(request, self.config.token)  # before reading a photo's worth of body
         body = await self._body(request, self.body_limit, "the photo")
         running = self.workers.running()
         if not running:
@@ -207,7 +212,7 @@ class Front:
 
     async def anything_else(self, request: web.Request) -> web.Response:
         """The pages, /static and unknown routes: any worker serves them the same."""
-        body = await self._body(request, self.body_limit, "the request body")
+        body = await self._body(request, self.offer_limit, "the request body")
         for worker in sorted(self.workers.running(), key=lambda w: w.health.sessions):
             try:
                 return await self._forward(worker, request, str(request.rel_url), body)
