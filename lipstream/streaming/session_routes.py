@@ -60,7 +60,7 @@ async def post_session(request: web.Request) -> web.Response:
     try:
         async with state.slot():
             session = await _new_session(state, request.query.get("avatar"))
-            answer = await _answer(session, offer)
+            answer = await _answer(session, offer, state.config.retry_after_s)
     except AtCapacity:
         state.metrics.sessions_rejected.inc()
         retry = str(state.config.retry_after_s)
@@ -82,12 +82,15 @@ async def _new_session(state: ServerState, avatar_id: str | None) -> Session:
     return session
 
 
-async def _answer(session: Session, offer: str) -> str:
+async def _answer(session: Session, offer: str, retry_after_s: int) -> str:
     """The session's answer; a session that cannot answer is closed (its slot freed) first."""
     try:
         return await session.answer(offer)
-    except Exception:  # offer.py passed it, aiortc refused it: its message is internals
-        await session.close("bad_offer")
+    except Exception:
+        if session.ending:  # closed under the answer (the server is shutting down): not the offer's fault
+            raise ApiError(503, f"the server closed the session while answering (it is shutting down): "
+                                f"retry in {retry_after_s} s", {"Retry-After": str(retry_after_s)}) from None
+        await session.close("bad_offer")  # offer.py passed it, aiortc refused it: its message is internals
         raise ApiError(400, OFFER_REFUSED) from None
     except BaseException:  # cancelled mid-answer (server shutting down): leave nothing behind
         session.end("cancelled")
