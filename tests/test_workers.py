@@ -254,8 +254,9 @@ async def test_the_front_reads_no_photo_sized_body_for_a_client_without_the_toke
         assert (await first_line_of_answer(served.url, path, photo_bytes)).split()[1] == str(status), path
 
 
-async def test_the_front_asks_for_the_token_before_saying_it_is_full(two_workers: Served) -> None:
-    """As one server does: token, then offer, then capacity. Once a 503 told anyone the capacity."""
+async def test_the_front_checks_token_and_offer_before_saying_it_is_full(two_workers: Served) -> None:
+    """As one server does: token, then offer, then capacity. Once a 503 told anyone the capacity,
+    and told a broken offer to retry."""
     offer = await client_offer()
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
@@ -267,6 +268,10 @@ async def test_the_front_asks_for_the_token_before_saying_it_is_full(two_workers
         no_token = {"Content-Type": "application/sdp"}
         async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=no_token) as response:
             assert response.status == 401, await response.text()
+        async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:
+            assert response.status == 400 and "malformed SDP" in (await response.json())["error"]
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=AUTH) as response:
+            assert response.status == 415, await response.text()
         for location in held:
             async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
                 assert response.status == 204

@@ -24,7 +24,9 @@ from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.front_metrics import FrontMetrics, sum_exposition
 from lipstream.streaming.guards import check_same_site
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
+from lipstream.streaming.offer import check_session_offer
 from lipstream.streaming.parse_errors import json_parse_errors
+from lipstream.streaming.session_routes import read_offer
 from lipstream.streaming.workers import WorkerProcess, Workers, WorkerStartError
 
 SESSIONS_PATH = "/v1/sessions"
@@ -109,8 +111,9 @@ class Front:
         return sorted(open_, key=lambda w: (w.health.sessions + w.pending) / w.health.max_sessions)
 
     async def post_session(self, request: web.Request) -> web.Response:
-        require_token(request, self.config.token)  # as a worker would, before saying it is full
-        body = await self._body(request, self.offer_limit, "the SDP offer")
+        # As a worker would: token, then the offer, then capacity (a bad offer is not told to retry)
+        require_token(request, self.config.token)
+        body = (await read_offer(request, self.offer_limit, check_session_offer)).encode()
         for worker in await self._by_room(request.query.get("avatar")):
             worker.pending += 1
             try:
