@@ -49,6 +49,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             response.force_close()
         return response
     except web.RequestPayloadError:  # aiohttp could not decode the body (a Content-Encoding it lies about)
+        # aiohttp's parser is done with this body but leaves it open: its read of the rest after the
+        # answer would raise this again, logged as an unhandled exception with a traceback
+        request.content.feed_eof()
         response = error_response(400, BODY_UNREADABLE)
         response.force_close()  # the rest of the body cannot be framed
         return response
