@@ -277,6 +277,24 @@ async def test_the_front_checks_token_and_offer_before_saying_it_is_full(two_wor
                 assert response.status == 204
 
 
+async def test_a_sessions_status_names_it_by_the_id_the_front_gave(two_workers: Served) -> None:
+    """Not by its worker's own id, which the front does not route (once {"id": "Xy3..."} for 1.Xy3...)."""
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        offer = await client_offer()
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
+            location = response.headers["Location"]
+        public_id = location.rsplit("/", 1)[1]
+        async with http.get(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert (await response.json())["id"] == public_id
+        async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert response.status == 204
+        async with http.get(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert f"session {public_id} has ended" in (await response.json())["error"]
+        async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert f"no session {public_id}:" in (await response.json())["error"]
+
+
 async def client_offer() -> str:
     """A real aiortc offer: audio sendrecv, video recvonly."""
     pc = new_peer_connection()

@@ -149,7 +149,7 @@ class Front:
             response = await self._forward(worker, request, path + (f"?{query}" if query else ""), body)
         except WorkerGone:
             raise self._gone(request.match_info["id"]) from None
-        return _prefix_location(response, worker)
+        return _public_id(_prefix_location(response, worker), inner_id, request.match_info["id"])
 
     def _owner(self, session_id: str) -> tuple[WorkerProcess, str]:
         index, separator, inner_id = session_id.partition(ID_SEPARATOR)
@@ -230,6 +230,19 @@ def _prefix_location(response: web.Response, worker: WorkerProcess) -> web.Respo
     if location.startswith(SESSIONS_PATH + "/"):
         inner = location[len(SESSIONS_PATH) + 1:]
         response.headers["Location"] = f"{SESSIONS_PATH}/{worker.index}{ID_SEPARATOR}{inner}"
+    return response
+
+
+def _public_id(response: web.Response, inner_id: str, public_id: str) -> web.Response:
+    """The worker's JSON names the session by the worker's id: name it by the one the client used."""
+    if response.content_type != "application/json" or not isinstance(response.body, bytes):
+        return response
+    answer = json.loads(response.body)
+    if answer.get("id") == inner_id:
+        answer["id"] = public_id
+    if isinstance(answer.get("error"), str):  # "no session X: ...", "session X has ended: ..."
+        answer["error"] = answer["error"].replace(f"session {inner_id}", f"session {public_id}")
+    response.body = json.dumps(answer).encode()
     return response
 
 
