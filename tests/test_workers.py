@@ -306,6 +306,29 @@ async def client_offer() -> str:
     return sdp
 
 
+async def test_a_hung_worker_does_not_hold_up_the_fronts_health_or_admissions(two_workers: Served) -> None:
+    """A worker that stops answering (here SIGSTOP) without exiting: the front's /healthz answers a
+    health checker that waits 10 s, and a new session goes to the other worker. Once both waited
+    the 30 s an offer may take."""
+    checker = aiohttp.ClientTimeout(total=10.0)
+    async with aiohttp.ClientSession(timeout=checker) as http:
+        await health(http, two_workers)
+        hung = two_workers.workers()[0]
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            async with http.get(f"{two_workers.url}/healthz") as response:
+                assert (await response.json())["max_sessions"] == 1  # the hung worker's share is not offered
+            async with http.post(f"{two_workers.url}/v1/sessions", data=await client_offer(),
+                                 headers=SDP) as response:
+                assert response.status == 201, await response.text()
+                location = response.headers["Location"]
+            async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+                assert response.status == 204
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        await health(http, two_workers)
+
+
 async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_serving(
         two_workers: Served) -> None:
     served = two_workers
