@@ -96,6 +96,7 @@ FILE_PART = b'Content-Disposition: form-data; name="photo"; filename="me.jpg"\r\
     (FORM, b"--zz\r\n" + FILE_PART + b"\r\nxx\r\n--zz--\r\n"),  # no boundary in the type
     (f"{FORM}; boundary=zz", b"not a form\r\n"),  # never opens with its boundary
     (f"{FORM}; boundary={'b' * 80}", b"xx"),  # a boundary over 70 characters
+    (f"{FORM}; boundary=zz", b"--zz\r\n" + b"X-Header: v\r\n" * 200),  # more part headers than aiohttp takes
 ])
 async def test_a_form_that_cannot_be_split_into_parts_is_a_400_saying_so(
         avatar: Avatar, content_type: str, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
