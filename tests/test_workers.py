@@ -329,6 +329,21 @@ async def test_a_hung_worker_does_not_hold_up_the_fronts_health_or_admissions(tw
         await health(http, two_workers)
 
 
+async def test_an_id_with_url_syntax_in_it_means_the_same_at_the_worker(two_workers: Served) -> None:
+    """The front decodes the id: "0.Xy3%3Fa" once reached the worker as /v1/sessions/Xy3?a and
+    answered for session 0.Xy3; one server answers 404 for it, as for any id it never gave."""
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        offer = await client_offer()
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
+            location = response.headers["Location"]
+        for suffix in ("%3Fa", "%23a", "%2Fviewers%2Fa"):
+            async with http.get(f"{two_workers.url}{location}{suffix}", headers=AUTH) as response:
+                assert response.status == 404, (suffix, await response.text())
+        async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert response.status == 204
+
+
 async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_serving(
         two_workers: Served) -> None:
     served = two_workers

@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 from collections import OrderedDict
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -142,7 +142,8 @@ class Front:
         """Anything under /v1/sessions/{id}: to the worker that owns the session."""
         worker, inner_id = self._owner(request.match_info["id"])
         tail = request.match_info.get("tail", "")
-        path = f"{SESSIONS_PATH}/{inner_id}" + (f"/{tail}" if tail else "")
+        # match_info is decoded: quoted again, an id's '?', '#' or '/' stays part of it at the worker
+        path = f"{SESSIONS_PATH}/{quote(inner_id, safe='')}" + (f"/{quote(tail)}" if tail else "")
         query = request.rel_url.query_string
         body = await self._body(request, self.offer_limit, "the request body")
         try:
@@ -206,7 +207,7 @@ class Front:
         """The analysed face of an avatar, from a worker that holds it (under its own id there)."""
         avatar_id = request.match_info["id"]
         for worker in self.avatars.holders(avatar_id, self.workers.running()):
-            path = f"{AVATARS_PATH}/{self.avatars.local_id(avatar_id, worker)}/preview"
+            path = f"{AVATARS_PATH}/{quote(self.avatars.local_id(avatar_id, worker), safe='')}/preview"
             try:
                 return await self._forward(worker, request, path, None)
             except WorkerGone:
