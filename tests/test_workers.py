@@ -287,6 +287,10 @@ async def test_a_sessions_status_names_it_by_the_id_the_front_gave(two_workers: 
         public_id = location.rsplit("/", 1)[1]
         async with http.get(f"{two_workers.url}{location}", headers=AUTH) as response:
             assert (await response.json())["id"] == public_id
+        async with http.head(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert response.status == 200  # headers only: nothing to rename (once a 500)
+        async with http.put(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert f"PUT {location}" in (await response.json())["error"]
         async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
             assert response.status == 204
         async with http.get(f"{two_workers.url}{location}", headers=AUTH) as response:

@@ -3,9 +3,11 @@
 The front admits a new session to the worker with the most room (from each worker's /healthz)
 and prefixes the worker's session id with the worker's index (`1.Xy3...`), so later requests for
 that session (DELETE, viewers, anything under /v1/sessions/{id}) reach the process that owns it.
-Everything else is passed through unchanged: the workers check tokens, offers and photos, and
-their JSON errors reach the client as they wrote them. The front answers itself only for what it
-refuses (every worker full, an id no worker owns) and for what it sums (/healthz, /metrics).
+Everything else is passed through: the workers check tokens, offers and photos, and their JSON
+errors reach the client as they wrote them (naming a session by the id the client used). The front
+answers itself for what it refuses (every worker full, an id no worker owns; before a body, the
+server token on posts of sessions and photos; before capacity, the offer, as a worker would) and
+for what it sums (/healthz, /metrics).
 Media never passes through here: each worker's SDP answer points the peer at that worker.
 """
 
@@ -236,13 +238,16 @@ def _prefix_location(response: web.Response, worker: WorkerProcess) -> web.Respo
 
 def _public_id(response: web.Response, inner_id: str, public_id: str) -> web.Response:
     """The worker's JSON names the session by the worker's id: name it by the one the client used."""
-    if response.content_type != "application/json" or not isinstance(response.body, bytes):
+    if response.content_type != "application/json" or not response.body:  # e.g. HEAD: headers only
         return response
+    assert isinstance(response.body, bytes)
     answer = json.loads(response.body)
     if answer.get("id") == inner_id:
         answer["id"] = public_id
-    if isinstance(answer.get("error"), str):  # "no session X: ...", "session X has ended: ..."
-        answer["error"] = answer["error"].replace(f"session {inner_id}", f"session {public_id}")
+    if isinstance(answer.get("error"), str):  # "no session X: ...", "...: GET /v1/sessions/X"
+        for worker_words, client_words in ((f"session {inner_id}", f"session {public_id}"),
+                                           (f"{SESSIONS_PATH}/{inner_id}", f"{SESSIONS_PATH}/{public_id}")):
+            answer["error"] = answer["error"].replace(worker_words, client_words)
     response.body = json.dumps(answer).encode()
     return response
 
