@@ -101,17 +101,6 @@ def test_bytes_and_files_decode_alike_and_upright(tmp_path: Path) -> None:
     assert np.array_equal(decode_photo(path.read_bytes(), "s.png", LIMIT_MP), from_file)
 
 
-def test_a_16_bit_grey_png_decodes_to_its_grey_levels() -> None:
-    """Pillow's convert("RGB") of a 16-bit grey image clips it to white: once "no face found"."""
-    grey = np.asarray(Image.fromarray(data.astronaut()).convert("L"))
-    out = io.BytesIO()
-    Image.fromarray(grey.astype(np.uint16) * 257).save(out, format="PNG")  # 16 bits per level
-    decoded = decode_photo(out.getvalue(), "grey16.png", LIMIT_MP)
-    assert decoded.shape == (*grey.shape, 3) and decoded.dtype == np.uint8
-    assert np.array_equal(decoded[..., 1], grey)
-    Avatar.from_image(out.getvalue(), name="grey16.png")  # a face is found in it
-
-
 def test_a_big_jpeg_decodes_small_but_never_below_the_side_asked() -> None:
     big = jpeg(cv2.resize(data.astronaut(), (2500, 2000), interpolation=cv2.INTER_CUBIC))
     assert decode_photo(big, "big.jpg", LIMIT_MP, 1000).shape == (1000, 1250, 3)  # half scale

@@ -23,10 +23,6 @@ PILLOW_LIMIT_MEGAPIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 0) / PIXELS_PER_MEGAPIX
 # What Pillow's plugins raise on damaged or hostile input, besides OSError
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error)
 HINT = "use a JPEG or PNG photo"
-# 16-bit grey PNGs (scanners, raw converters) open in one of these modes, whose convert("RGB")
-# clips every level above 255: the photo turns white
-SIXTEEN_BIT_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
-LEVELS_16_TO_8 = 257  # 65535 / 255
 
 
 def decode_photo(photo: Photo, name: str, max_megapixels: float, min_side_px: int = 0) -> np.ndarray:
@@ -64,15 +60,8 @@ def _decode(image: Image.Image, name: str, max_megapixels: float, min_side_px: i
         image.draft("RGB", (min_side_px, min_side_px))  # a no-op for formats other than JPEG
     # Each step copies only when it has something to do: a copy of a 49 MP photo costs ~0.1 s.
     ImageOps.exif_transpose(image, in_place=True)
-    if image.mode in SIXTEEN_BIT_GREY_MODES:
-        return as_rgb(_eight_bit(np.asarray(image)))
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     return np.asarray(rgb)
-
-
-def _eight_bit(levels: np.ndarray) -> np.ndarray:
-    """16-bit levels (any integer dtype Pillow gives them in) -> uint8, 65535 to 255."""
-    return (np.clip(levels, 0, 65535) // LEVELS_16_TO_8).astype(np.uint8)
 
 
 def _too_large(name: str, dims: str, limit: float) -> str:
