@@ -24,6 +24,7 @@ ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
 PORT = re.compile(r"[0-9]{1,5}")
 PAYLOAD_TYPE = re.compile(r"[0-9]{1,3}")
 ICE_UFRAG_CHARS = (4, 256)  # RFC 8839 section 5.4
+MID_MAX_BYTES = 255  # what every RTP packet's MID header extension can carry (RFC 8285 two-byte form)
 ICE_PWD_CHARS = (22, 256)
 # In our answer, ask for Opus DTX (a caller who is quiet sends a packet every 400 ms, not 50 a
 # second: the inbox hears silence, the transport keeps the session alive) and in-band FEC.
@@ -196,6 +197,9 @@ def _check_bundle(offer: Offer) -> None:
         raise OfferError("an m-line of the offer has no a=mid: give every m-line a mid")
     if len(set(mids)) != len(mids):
         raise OfferError("two m-lines of the offer share a mid: give each its own")
+    if any(len(str(mid).encode()) > MID_MAX_BYTES for mid in mids):  # aiortc's senders would crash
+        raise OfferError(f"an a=mid of the offer is longer than {MID_MAX_BYTES} bytes, which an RTP "
+                         "header extension cannot carry: use short mids ('0', '1')")
     groups = [g.split() for g in offer.session.get("group", []) if g.split()[:1] == ["BUNDLE"]]
     if len(groups) != 1 or set(groups[0][1:]) != set(mids) or len(groups[0]) != len(mids) + 1:
         raise OfferError("the offer must bundle its m-lines: one 'a=group:BUNDLE' line listing every "
