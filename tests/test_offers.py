@@ -59,6 +59,8 @@ async def test_real_offers_pass_and_broken_ones_get_a_reason_to_act_on() -> None
         (check_session_offer, edit(session, "UDP/TLS/RTP/SAVPF 96", "RTP/AVP 96"), "RTP/AVP"),
         (check_session_offer, "hello", "starts with the line 'v=0'"),
         # once 201, then a session whose senders crashed on every packet (aiortc asserts < 256 bytes)
+        (check_session_offer, edit(session, "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+                                   "a=extmap:300 urn:ietf:params:rtp-hdrext:sdes:mid"), "a=extmap id '300'"),
         (check_session_offer, session.replace("a=mid:0", "a=mid:" + "m" * 256).replace(
             "a=group:BUNDLE 0 1", "a=group:BUNDLE " + "m" * 256 + " 1"), "longer than 255 bytes"),
         # digits that str.isdigit() takes and int() refuses ('²') or reads ('١'): once a 500
