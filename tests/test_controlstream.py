@@ -6,25 +6,28 @@ import asyncio
 import base64
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 
 from lipstream.engine.audio import load_audio
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import CONTROL_NAMES, VISEMES
 from lipstream.measure.mouth import MouthOpenDetector
-from lipstream.streaming.client import Publisher
+from lipstream.streaming.client import PcmTrack, Publisher
 from lipstream.streaming.config import ServeConfig
-from lipstream.streaming.controlstream import control_message
-from lipstream.streaming.session import SessionConfig
+from lipstream.streaming.controlstream import CONTROL_CHANNEL_LABEL, control_message
+from lipstream.streaming.session import SessionConfig, new_peer_connection
 from lipstream.streaming.worker import ProducerConfig
 from tests.browser import chromium_executable, launch, write_fake_mic_wav
 from tests.conftest import espeak_wav
-from tests.serving import running_server, seams, serving
+from tests.serving import SDP, running_server, seams, serving
 
 KEEP = 128  # received frames are kept at this side (cheaper to score)
 MAX_LAG = 3  # frames either side searched for the best alignment
@@ -161,6 +164,44 @@ def agreement(opened: np.ndarray, controls: np.ndarray, lag: int) -> float:
     elif lag > 0:
         opened, controls = opened[lag:], controls[:-lag]
     return float(np.corrcoef(opened, controls)[0, 1])
+
+
+async def test_a_peer_whose_data_channel_takes_tiny_messages_still_gets_video(avatar: Avatar) -> None:
+    """An offer with a=max-message-size:1 and the control channel open: the messages cannot be
+    sent, and the video must not stop over it (once the video sender crashed on the first)."""
+    async with serving(replace(CONFIG, max_sessions=2), avatar) as (server, http):
+        pc = new_peer_connection()
+        pc.addTransceiver(PcmTrack(np.zeros(SAMPLE_RATE, np.float32)), direction="sendrecv")
+        pc.addTransceiver("video", direction="recvonly")
+        pc.createDataChannel(CONTROL_CHANNEL_LABEL)
+        frames: list[int] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def drain(track: MediaStreamTrack) -> None:
+            while True:
+                frames.append((await track.recv()).pts or 0)
+
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                tasks.append(asyncio.create_task(drain(track)))
+
+        pc.on("track", on_track)
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = re.sub(r"a=max-message-size:\d+", "a=max-message-size:1", pc.localDescription.sdp)
+        async with http.post(f"{server.url}/v1/sessions", data=offer, headers=SDP) as response:
+            assert response.status == 201, await response.text()
+            answer = await response.text()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        try:
+            for _ in range(100):  # up to 10 s on a busy machine; a stalled video never gets there
+                if len(frames) >= 25:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(frames) >= 25, f"{len(frames)} video frames"
+        finally:
+            for task in tasks:
+                task.cancel()
+            await pc.close()
 
 
 def test_a_skipped_render_says_its_picture_does_not_show_its_controls(avatar: Avatar) -> None:

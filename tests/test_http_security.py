@@ -3,6 +3,7 @@ viewer-scoped tokens, body timeouts, session status, and shutdown with a request
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import subprocess
@@ -268,3 +269,21 @@ async def test_requests_aiohttp_cannot_parse_get_a_json_400(avatar: Avatar, requ
         head, _, body = reply.partition("\r\n\r\n")
         assert head.split()[1].startswith("4"), reply
         assert "application/json" in head and '"error": "malformed HTTP request' in body, reply
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    ("/v1/sessions", "application/sdp"), ("/v1/avatars", "image/jpeg"), ("/v1/avatars", MULTIPART)])
+async def test_a_body_its_content_encoding_does_not_decode_gets_a_json_400(
+        avatar: Avatar, path: str, content_type: str, caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp decodes a gzip body as it reads it; bytes that are not gzip were once a 500, then a
+    400 with a traceback logged for each."""
+    caplog.set_level(logging.ERROR)
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    async with serving(OPEN, avatar) as (server, http):
+        async with http.post(server.url + path, data=b"v=0 and not gzip", headers=headers) as response:
+            status, body = await answer(response)
+        assert status == 400 and "Content-Encoding" in body["error"], body
+        assert server.state.slots_in_use == 0
+        async with http.get(server.url + "/healthz") as response:
+            assert response.status == 200  # and it serves on
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

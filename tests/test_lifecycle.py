@@ -108,6 +108,27 @@ async def test_a_session_closed_while_it_answers_leaves_no_task_running(avatar: 
         pool.shutdown()
 
 
+async def test_an_offer_being_answered_when_the_server_closes_its_sessions_is_told_to_retry(
+        avatar: Avatar) -> None:
+    """Shutdown closes every session, including one still answering its offer: the offer was
+    fine, so the answer is 503 with Retry-After (once 400, "the WebRTC stack could not use this
+    SDP offer"), and the slot is free."""
+    async with serving(CONFIG, avatar) as (server, http):
+        async def post() -> tuple[int, str, dict[str, str]]:
+            offer = await client_offer("sendrecv", "recvonly")
+            async with http.post(f"{server.url}/v1/sessions", data=offer, headers=SDP) as response:
+                return response.status, await response.text(), dict(response.headers)
+
+        posting = asyncio.ensure_future(post())
+        while not server.state.sessions:  # registered: it is answering now
+            await asyncio.sleep(0)
+        await asyncio.gather(*(s.close("server_shutdown") for s in list(server.state.sessions.values())))
+        status, body, headers = await posting
+        assert status == 503 and "shutting down" in body, body
+        assert headers["Retry-After"] == str(CONFIG.retry_after_s)
+        assert server.state.slots_in_use == 0
+
+
 class EndingTrack(PcmTrack):
     """A microphone that ends (unplugged, permission revoked) after `after_s`."""
 

@@ -35,6 +35,10 @@ def line_starting(sdp: str, prefix: str) -> str:
     return next(line for line in sdp.split(CRLF) if line.startswith(prefix))
 
 
+def m_line(sdp: str, kind: str) -> str:
+    return line_starting(sdp, f"m={kind} ")
+
+
 async def test_real_offers_pass_and_broken_ones_get_a_reason_to_act_on() -> None:
     session, viewer = await client_offer("sendrecv", "recvonly"), await client_offer("recvonly", "recvonly")
     check_session_offer(session)
@@ -54,6 +58,16 @@ async def test_real_offers_pass_and_broken_ones_get_a_reason_to_act_on() -> None
         (check_session_offer, edit(session, "opus/48000/2", "speex/48000"), "OPUS"),
         (check_session_offer, edit(session, "UDP/TLS/RTP/SAVPF 96", "RTP/AVP 96"), "RTP/AVP"),
         (check_session_offer, "hello", "starts with the line 'v=0'"),
+        # once 201, then a session whose senders crashed on every packet (aiortc asserts < 256 bytes)
+        (check_session_offer, edit(session, "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+                                   "a=extmap:300 urn:ietf:params:rtp-hdrext:sdes:mid"), "a=extmap id '300'"),
+        (check_session_offer, session.replace("a=mid:0", "a=mid:" + "m" * 256).replace(
+            "a=group:BUNDLE 0 1", "a=group:BUNDLE " + "m" * 256 + " 1"), "longer than 255 bytes"),
+        # digits that str.isdigit() takes and int() refuses ('²') or reads ('١'): once a 500
+        (check_session_offer, edit(session, " 96 9 0 8", " 96 \u00b2 9 0 8"), "payload type '\u00b2'"),
+        (check_session_offer, edit(session, " 96 9 0 8", " 96 \u0661 9 0 8"), "payload type '\u0661'"),
+        (check_session_offer, edit(session, m_line(session, "audio"), "m=audio \u00b2 UDP/TLS/RTP/SAVPF 96"),
+         "is not 'm=<media> <port>"),
         (check_viewer_offer, session, "the viewer's audio is sendrecv"),
         (check_viewer_offer, await client_offer(None, "sendrecv"), "viewer's video is sendrecv"),
     ]

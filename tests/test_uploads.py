@@ -4,6 +4,7 @@ uploads run in their own bounded pool, never on the render threads live sessions
 import asyncio
 import contextlib
 import io
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -85,6 +86,28 @@ async def test_a_multipart_form_with_a_file_is_taken_and_one_without_is_400(avat
         fields.append("no file here").set_content_disposition("form-data", name="note")
         async with http.post(server.url + URL, data=fields) as response:
             await expect(response, 400, "file field")
+
+
+FORM = "multipart/form-data"
+FILE_PART = b'Content-Disposition: form-data; name="photo"; filename="me.jpg"\r\n'
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    (FORM, b"--zz\r\n" + FILE_PART + b"\r\nxx\r\n--zz--\r\n"),  # no boundary in the type
+    (f"{FORM}; boundary=zz", b"not a form\r\n"),  # never opens with its boundary
+    (f"{FORM}; boundary={'b' * 80}", b"xx"),  # a boundary over 70 characters
+    (f"{FORM}; boundary=zz", b"--zz\r\n" + b"X-Header: v\r\n" * 200),  # more part headers than aiohttp takes
+])
+async def test_a_form_that_cannot_be_split_into_parts_is_a_400_saying_so(
+        avatar: Avatar, content_type: str, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp's multipart reader raises ValueError on these: each was once a 500."""
+    caplog.set_level(logging.ERROR)
+    async with serving(CONFIG, avatar) as (server, http):
+        async with http.post(server.url + URL, data=body, headers={"Content-Type": content_type}) as response:
+            await expect(response, 400, "malformed multipart/form-data")
+        async with http.get(server.url + "/healthz") as response:
+            assert response.status == 200  # and it serves on
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 @pytest.fixture

@@ -215,16 +215,137 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
 async def test_the_front_answers_json_for_ids_no_worker_owns(two_workers: Served) -> None:
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
-        for session_id in ("nope", "7.abc", "0.", "x.y"):
+        # int() refuses "²" (which str.isdigit() takes) and 5000 digits: each was once a 500
+        for session_id in ("nope", "7.abc", "0.", "x.y", "\u00b2.abc", "9" * 5000 + ".abc"):
             async with http.delete(f"{two_workers.url}/v1/sessions/{session_id}", headers=AUTH) as response:
                 assert response.status == 404 and "no session" in (await response.json())["error"]
         async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:
             assert response.status == 400 and "malformed SDP" in (await response.json())["error"]
+        gzip = SDP | {"Content-Encoding": "gzip"}  # and bytes that are not gzip: the front reads them
+        async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=gzip) as response:
+            assert response.status == 400 and "Content-Encoding" in (await response.json())["error"]
         async with http.post(f"{two_workers.url}/v1/sessions", data="v=0") as response:
             assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
             assert "token" in (await response.json())["error"]  # the worker's answer, passed through
         async with http.get(f"{two_workers.url}/") as response:
             assert response.status == 200 and "<html" in await response.text()
+
+
+async def first_line_of_answer(url: str, path: str, content_length: int) -> str:
+    """POST only the head of a request without a token, announcing a body it never sends."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/png\r\n"
+                 f"Content-Length: {content_length}\r\n\r\n".encode())
+    try:
+        return (await asyncio.wait_for(reader.readline(), 20)).decode().strip()
+    finally:
+        writer.close()
+
+
+async def test_the_front_reads_no_photo_sized_body_for_a_client_without_the_token(
+        two_workers: Served) -> None:
+    """The front reads a body before a worker checks the token: it must not hold a photo's worth
+    (20 MB) of memory for anyone who connects. Once it waited for each such body (then 408)."""
+    served, photo_bytes = two_workers, 19 * 1024 * 1024
+    async with aiohttp.ClientSession() as http:
+        await health(http, served)
+    for path, status in (("/v1/avatars", 401), ("/v1/sessions/0.abc/viewers", 413), ("/nothing", 413)):
+        assert (await first_line_of_answer(served.url, path, photo_bytes)).split()[1] == str(status), path
+
+
+async def test_the_front_checks_token_and_offer_before_saying_it_is_full(two_workers: Served) -> None:
+    """As one server does: token, then offer, then capacity. Once a 503 told anyone the capacity,
+    and told a broken offer to retry."""
+    offer = await client_offer()
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        held = []  # sessions that never connect hold their slots until DELETE
+        for _ in range(2):
+            async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
+                assert response.status == 201, await response.text()
+                held.append(response.headers["Location"])
+        no_token = {"Content-Type": "application/sdp"}
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=no_token) as response:
+            assert response.status == 401, await response.text()
+        async with http.post(f"{two_workers.url}/v1/sessions", data="hello", headers=SDP) as response:
+            assert response.status == 400 and "malformed SDP" in (await response.json())["error"]
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=AUTH) as response:
+            assert response.status == 415, await response.text()
+        for location in held:
+            async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+                assert response.status == 204
+
+
+async def test_a_sessions_status_names_it_by_the_id_the_front_gave(two_workers: Served) -> None:
+    """Not by its worker's own id, which the front does not route (once {"id": "Xy3..."} for 1.Xy3...)."""
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        offer = await client_offer()
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
+            location = response.headers["Location"]
+        public_id = location.rsplit("/", 1)[1]
+        async with http.get(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert (await response.json())["id"] == public_id
+        async with http.head(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert response.status == 200  # headers only: nothing to rename (once a 500)
+        async with http.put(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert f"PUT {location}" in (await response.json())["error"]
+        async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert response.status == 204
+        async with http.get(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert f"session {public_id} has ended" in (await response.json())["error"]
+        async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert f"no session {public_id}:" in (await response.json())["error"]
+
+
+async def client_offer() -> str:
+    """A real aiortc offer: audio sendrecv, video recvonly."""
+    pc = new_peer_connection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
+
+
+async def test_a_hung_worker_does_not_hold_up_the_fronts_health_or_admissions(two_workers: Served) -> None:
+    """A worker that stops answering (here SIGSTOP) without exiting: the front's /healthz answers a
+    health checker that waits 10 s, and a new session goes to the other worker. Once both waited
+    the 30 s an offer may take."""
+    checker = aiohttp.ClientTimeout(total=10.0)
+    async with aiohttp.ClientSession(timeout=checker) as http:
+        await health(http, two_workers)
+        hung = two_workers.workers()[0]
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            async with http.get(f"{two_workers.url}/healthz") as response:
+                assert (await response.json())["max_sessions"] == 1  # the hung worker's share is not offered
+            async with http.post(f"{two_workers.url}/v1/sessions", data=await client_offer(),
+                                 headers=SDP) as response:
+                assert response.status == 201, await response.text()
+                location = response.headers["Location"]
+            async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+                assert response.status == 204
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        await health(http, two_workers)
+
+
+async def test_an_id_with_url_syntax_in_it_means_the_same_at_the_worker(two_workers: Served) -> None:
+    """The front decodes the id: "0.Xy3%3Fa" once reached the worker as /v1/sessions/Xy3?a and
+    answered for session 0.Xy3; one server answers 404 for it, as for any id it never gave."""
+    async with aiohttp.ClientSession() as http:
+        await health(http, two_workers)
+        offer = await client_offer()
+        async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
+            location = response.headers["Location"]
+        for suffix in ("%3Fa", "%23a", "%2Fviewers%2Fa"):
+            async with http.get(f"{two_workers.url}{location}{suffix}", headers=AUTH) as response:
+                assert response.status == 404, (suffix, await response.text())
+        async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
+            assert response.status == 204
 
 
 async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_serving(

@@ -21,6 +21,8 @@ CONFIG = web.AppKey("config", ServeConfig)
 VIEWER_TOKENS = web.AppKey("viewer_tokens", ViewerTokens)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READ_CHUNK_BYTES = 64 * 1024
+BODY_UNREADABLE = ("the request body could not be decoded: its Content-Encoding does not match its bytes; "
+                   "send the body as it is, without a Content-Encoding header")
 
 
 class ApiError(Exception):
@@ -45,6 +47,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_response(exc.status, exc.message, exc.headers)
         if not request.content.is_eof():  # a refused or dribbled body is not worth reading on
             response.force_close()
+        return response
+    except web.RequestPayloadError:  # aiohttp could not decode the body (a Content-Encoding it lies about)
+        # aiohttp's parser is done with this body but leaves it open: its read of the rest after the
+        # answer would raise this again, logged as an unhandled exception with a traceback
+        request.content.feed_eof()
+        response = error_response(400, BODY_UNREADABLE)
+        response.force_close()  # the rest of the body cannot be framed
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -83,10 +92,15 @@ async def body_pace(request: web.Request, what: str) -> AsyncIterator[BodyPace]:
 def authorize(request: web.Request) -> ServerState:
     """Anything: the server token (when the server has one)."""
     state = request.app[STATE]
-    if not bearer_ok(request, state.token):
+    require_token(request, state.token)
+    return state
+
+
+def require_token(request: web.Request, token: str | None) -> None:
+    """401 unless the request carries `token` (None: no token is needed)."""
+    if not bearer_ok(request, token):
         raise _unauthorized("missing or wrong token: send 'Authorization: Bearer <token>' "
                             "(printed by lipstream serve at start-up)")
-    return state
 
 
 def authorize_viewer(request: web.Request) -> ServerState:

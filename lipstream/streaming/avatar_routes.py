@@ -3,6 +3,7 @@
 import asyncio
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from lipstream.errors import PhotoError
 from lipstream.streaming.api import READ_CHUNK_BYTES, ApiError, authorize, body_pace, read_body
@@ -10,6 +11,8 @@ from lipstream.streaming.avatars import PREVIEW_CONTENT_TYPE, UploadsBusy, previ
 from lipstream.streaming.bodies import BodyPace
 
 RAW_BYTES = "application/octet-stream"
+MALFORMED_FORM = ("malformed multipart/form-data body: send the form as a browser or HTTP library writes "
+                  "it (a boundary of at most 70 characters in the Content-Type, parts framed by it)")
 
 
 def add_avatar_routes(app: web.Application) -> None:
@@ -65,6 +68,13 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
 
 
 async def _read_file_part(request: web.Request, limit: int, pace: BodyPace) -> bytes:
+    try:
+        return await _file_part(request, limit, pace)
+    except (ValueError, BadHttpMessage):  # aiohttp's multipart reader on a form it cannot split
+        raise ApiError(400, MALFORMED_FORM) from None
+
+
+async def _file_part(request: web.Request, limit: int, pace: BodyPace) -> bytes:
     reader = await request.multipart()
     part = await pace.read(reader.next())
     while part is not None and not (isinstance(part, BodyPartReader) and part.filename):

@@ -17,12 +17,15 @@ Oculus visemes (empty for a model without a viseme head).
 """
 
 import json
+import logging
 
 import numpy as np
 from aiortc import RTCDataChannel
 
 from lipstream.engine.constants import VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import CONTROL_NAMES, VISEMES
+
+log = logging.getLogger(__name__)
 
 CONTROL_CHANNEL_LABEL = "lipstream.controls"
 TOP_VISEMES = 3
@@ -58,5 +61,11 @@ class ControlStream:
 
     def send(self, index: int, controls: np.ndarray, visemes: np.ndarray | None,
              shown: bool = True) -> None:
-        if self.channel is not None and self.channel.readyState == "open":
+        if self.channel is None or self.channel.readyState != "open":
+            return
+        try:
             self.channel.send(control_message(index, controls, visemes, shown))
+        except ValueError:  # over the peer's a=max-message-size: it can take none, and the video
+            # track that calls this must not stop over it
+            log.warning("control stream off: the peer's data channel takes no message this long")
+            self.channel = None

@@ -3,32 +3,39 @@
 The front admits a new session to the worker with the most room (from each worker's /healthz)
 and prefixes the worker's session id with the worker's index (`1.Xy3...`), so later requests for
 that session (DELETE, viewers, anything under /v1/sessions/{id}) reach the process that owns it.
-Everything else is passed through unchanged: the workers check tokens, offers and photos, and
-their JSON errors reach the client as they wrote them. The front answers itself only for what it
-refuses (every worker full, an id no worker owns) and for what it sums (/healthz, /metrics).
+Everything else is passed through: the workers check tokens, offers and photos, and their JSON
+errors reach the client as they wrote them (naming a session by the id the client used). The front
+answers itself for what it refuses (every worker full, an id no worker owns; before a body, the
+server token on posts of sessions and photos; before capacity, the offer, as a worker would) and
+for what it sums (/healthz, /metrics).
 Media never passes through here: each worker's SDP answer points the peer at that worker.
 """
 
 import asyncio
 import json
+import re
 from collections import OrderedDict
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from lipstream.streaming.api import CONFIG, ApiError, Handler, json_errors, read_body
+from lipstream.streaming.api import CONFIG, ApiError, Handler, json_errors, read_body, require_token
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.front_metrics import FrontMetrics, sum_exposition
 from lipstream.streaming.guards import check_same_site
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
+from lipstream.streaming.offer import check_session_offer
 from lipstream.streaming.parse_errors import json_parse_errors
+from lipstream.streaming.session_routes import read_offer
 from lipstream.streaming.workers import WorkerProcess, Workers, WorkerStartError
 
 SESSIONS_PATH = "/v1/sessions"
 AVATARS_PATH = "/v1/avatars"
 ID_SEPARATOR = "."  # never in a worker's ids (token_urlsafe: letters, digits, - and _)
+# ASCII digits, few: str.isdigit() takes '²', which int() refuses, and int() refuses 5000 digits
+WORKER_INDEX = re.compile(r"[0-9]{1,6}")
 WORKER_URL = "http://worker"  # the host part is unused: the client is bound to the worker's socket
 FORWARDED_HEADERS = ("Authorization", "Host", "Origin", "Content-Type", "Accept")
 # Hop-by-hop or recomputed by aiohttp when the front answers
@@ -69,7 +76,10 @@ class Front:
         self.counters = FrontMetrics()
         self.workers = Workers(config, count, self.counters)
         self.avatars = UploadedAvatars(config.uploads.max_avatars)
-        self.body_limit = config.uploads.max_bytes + MULTIPART_OVERHEAD_BYTES
+        self.body_limit = config.uploads.max_bytes + MULTIPART_OVERHEAD_BYTES  # a photo's
+        # Any other request carries at most an SDP offer: the front reads a body before a worker
+        # checks its token, so it must not buffer a photo's worth for anyone who asks.
+        self.offer_limit = config.max_sdp_bytes
 
     def _retry(self, message: str) -> ApiError:
         retry = str(self.config.retry_after_s)
@@ -103,7 +113,9 @@ class Front:
         return sorted(open_, key=lambda w: (w.health.sessions + w.pending) / w.health.max_sessions)
 
     async def post_session(self, request: web.Request) -> web.Response:
-        body = await self._body(request, self.config.max_sdp_bytes, "the SDP offer")
+        # As a worker would: token, then the offer, then capacity (a bad offer is not told to retry)
+        require_token(request, self.config.token)
+        body = (await read_offer(request, self.offer_limit, check_session_offer)).encode()
         for worker in await self._by_room(request.query.get("avatar")):
             worker.pending += 1
             try:
@@ -132,18 +144,20 @@ class Front:
         """Anything under /v1/sessions/{id}: to the worker that owns the session."""
         worker, inner_id = self._owner(request.match_info["id"])
         tail = request.match_info.get("tail", "")
-        path = f"{SESSIONS_PATH}/{inner_id}" + (f"/{tail}" if tail else "")
+        # match_info is decoded: quoted again, an id's '?', '#' or '/' stays part of it at the worker
+        path = f"{SESSIONS_PATH}/{quote(inner_id, safe='')}" + (f"/{quote(tail)}" if tail else "")
         query = request.rel_url.query_string
-        body = await self._body(request, self.body_limit, "the request body")
+        body = await self._body(request, self.offer_limit, "the request body")
         try:
             response = await self._forward(worker, request, path + (f"?{query}" if query else ""), body)
         except WorkerGone:
             raise self._gone(request.match_info["id"]) from None
-        return _prefix_location(response, worker)
+        return _public_id(_prefix_location(response, worker), inner_id, request.match_info["id"])
 
     def _owner(self, session_id: str) -> tuple[WorkerProcess, str]:
         index, separator, inner_id = session_id.partition(ID_SEPARATOR)
-        if not (separator and inner_id and index.isdigit() and int(index) < len(self.workers.all)):
+        if not (separator and inner_id and WORKER_INDEX.fullmatch(index)
+                and int(index) < len(self.workers.all)):
             raise self._gone(session_id)
         worker = self.workers.all[int(index)]
         if not worker.running:  # its sessions ended with it
@@ -155,6 +169,7 @@ class Front:
 
     async def post_avatar(self, request: web.Request) -> web.Response:
         """Every worker analyses the photo; the front answers one id that names it in all."""
+        require_token(request, self.config.token)  # before reading a photo's worth of body
         body = await self._body(request, self.body_limit, "the photo")
         running = self.workers.running()
         if not running:
@@ -194,7 +209,7 @@ class Front:
         """The analysed face of an avatar, from a worker that holds it (under its own id there)."""
         avatar_id = request.match_info["id"]
         for worker in self.avatars.holders(avatar_id, self.workers.running()):
-            path = f"{AVATARS_PATH}/{self.avatars.local_id(avatar_id, worker)}/preview"
+            path = f"{AVATARS_PATH}/{quote(self.avatars.local_id(avatar_id, worker), safe='')}/preview"
             try:
                 return await self._forward(worker, request, path, None)
             except WorkerGone:
@@ -203,7 +218,7 @@ class Front:
 
     async def anything_else(self, request: web.Request) -> web.Response:
         """The pages, /static and unknown routes: any worker serves them the same."""
-        body = await self._body(request, self.body_limit, "the request body")
+        body = await self._body(request, self.offer_limit, "the request body")
         for worker in sorted(self.workers.running(), key=lambda w: w.health.sessions):
             try:
                 return await self._forward(worker, request, str(request.rel_url), body)
@@ -218,6 +233,22 @@ def _prefix_location(response: web.Response, worker: WorkerProcess) -> web.Respo
     if location.startswith(SESSIONS_PATH + "/"):
         inner = location[len(SESSIONS_PATH) + 1:]
         response.headers["Location"] = f"{SESSIONS_PATH}/{worker.index}{ID_SEPARATOR}{inner}"
+    return response
+
+
+def _public_id(response: web.Response, inner_id: str, public_id: str) -> web.Response:
+    """The worker's JSON names the session by the worker's id: name it by the one the client used."""
+    if response.content_type != "application/json" or not response.body:  # e.g. HEAD: headers only
+        return response
+    assert isinstance(response.body, bytes)
+    answer = json.loads(response.body)
+    if answer.get("id") == inner_id:
+        answer["id"] = public_id
+    if isinstance(answer.get("error"), str):  # "no session X: ...", "...: GET /v1/sessions/X"
+        for worker_words, client_words in ((f"session {inner_id}", f"session {public_id}"),
+                                           (f"{SESSIONS_PATH}/{inner_id}", f"{SESSIONS_PATH}/{public_id}")):
+            answer["error"] = answer["error"].replace(worker_words, client_words)
+    response.body = json.dumps(answer).encode()
     return response
 
 

@@ -20,8 +20,14 @@ CODECS = {"audio": ("opus",), "video": ("vp8", "h264")}  # what aiortc decodes /
 DIGEST_BYTES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
 LINE = re.compile(r"[a-z]=")
 ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
+# ASCII digits only: str.isdigit() also takes '²' and '١', which int() refuses or reads as a number
+PORT = re.compile(r"[0-9]{1,5}")
+PAYLOAD_TYPE = re.compile(r"[0-9]{1,3}")
 ICE_UFRAG_CHARS = (4, 256)  # RFC 8839 section 5.4
 ICE_PWD_CHARS = (22, 256)
+# What an RTP header extension can carry (RFC 8285, two-byte form); aiortc's senders crash past it
+EXTMAP_IDS = (1, 255)
+MID_MAX_BYTES = 255
 # In our answer, ask for Opus DTX (a caller who is quiet sends a packet every 400 ms, not 50 a
 # second: the inbox hears silence, the transport keeps the session alive) and in-band FEC.
 OPUS_ANSWER_FMTP = {"usedtx": "1", "useinbandfec": "1"}
@@ -133,7 +139,7 @@ def _attributes(lines: list[str]) -> dict[str, list[str]]:
 
 def _section(lines: list[str]) -> Section:
     fields = lines[0][2:].split()
-    if len(fields) < 4 or not fields[1].isdigit():
+    if len(fields) < 4 or not PORT.fullmatch(fields[1]):
         raise OfferError(f"malformed SDP: {lines[0][:60]!r} is not 'm=<media> <port> <proto> <formats>'")
     kind, protocol, formats = fields[0], fields[2], tuple(fields[3:])
     if kind not in ("audio", "video", "application"):
@@ -142,6 +148,7 @@ def _section(lines: list[str]) -> Section:
     _check_protocol(section)
     if kind != "application":
         _check_codecs(section)
+        _check_extmap_ids(section)
         if "rtcp-mux" not in section.attributes:  # aiortc sends RTCP on the RTP port only
             raise OfferError(f"the offer's {kind} has no a=rtcp-mux: WebRTC multiplexes RTCP, add it")
     return section
@@ -161,7 +168,7 @@ def _check_codecs(section: Section) -> None:
         pt, _, encoding = value.partition(" ")
         names[pt] = encoding.split("/")[0].lower()
     for pt in section.formats:
-        if not pt.isdigit() or int(pt) > 127:
+        if not PAYLOAD_TYPE.fullmatch(pt) or int(pt) > 127:
             raise OfferError(f"the offer's {section.kind} has payload type {pt[:10]!r}: use 0-127")
         if int(pt) >= 96 and pt not in names:
             raise OfferError(f"the offer's {section.kind} payload type {pt} has no a=rtpmap line")
@@ -169,6 +176,16 @@ def _check_codecs(section: Section) -> None:
     if not any(names.get(pt) in wanted for pt in section.formats):
         raise OfferError(f"the offer's {section.kind} has no codec lipstream uses: offer "
                          f"{' or '.join(c.upper() for c in wanted)}")
+
+
+def _check_extmap_ids(section: Section) -> None:
+    """Header extension ids an RTP packet can carry: aiortc answers with larger ones, then crashes."""
+    low, high = EXTMAP_IDS
+    for value in section.values("extmap"):
+        ext_id = value.split(" ", 1)[0].split("/", 1)[0]  # "3/sendrecv urn:..." -> "3"
+        if not (PAYLOAD_TYPE.fullmatch(ext_id) and low <= int(ext_id) <= high):
+            raise OfferError(f"the offer's {section.kind} has a=extmap id {ext_id[:10]!r}: RTP header "
+                             f"extensions are numbered {low}-{high}")
 
 
 def _one(offer: Offer, kind: str, fix: str) -> Section:
@@ -193,6 +210,9 @@ def _check_bundle(offer: Offer) -> None:
         raise OfferError("an m-line of the offer has no a=mid: give every m-line a mid")
     if len(set(mids)) != len(mids):
         raise OfferError("two m-lines of the offer share a mid: give each its own")
+    if any(len(str(mid).encode()) > MID_MAX_BYTES for mid in mids):  # each RTP packet carries it
+        raise OfferError(f"an a=mid of the offer is longer than {MID_MAX_BYTES} bytes, which an RTP "
+                         "header extension cannot carry: use short mids ('0', '1')")
     groups = [g.split() for g in offer.session.get("group", []) if g.split()[:1] == ["BUNDLE"]]
     if len(groups) != 1 or set(groups[0][1:]) != set(mids) or len(groups[0]) != len(mids) + 1:
         raise OfferError("the offer must bundle its m-lines: one 'a=group:BUNDLE' line listing every "

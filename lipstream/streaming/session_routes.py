@@ -28,11 +28,12 @@ def add_session_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/sessions/{id}/viewers/{viewer}", delete_viewer)
 
 
-async def read_offer(request: web.Request, state: ServerState, check: Callable[[str], object]) -> str:
-    """The SDP offer of the body, checked by `check` (offer.py) before any work is spent on it."""
+async def read_offer(request: web.Request, limit: int, check: Callable[[str], object]) -> str:
+    """The SDP offer of the body (at most `limit` bytes), checked by `check` (offer.py) before any
+    work is spent on it. The front of `--workers` reads it so too."""
     if request.content_type != SDP:
         raise ApiError(415, f"send the SDP offer with Content-Type: {SDP} (got {request.content_type})")
-    body = await read_body(request, state.config.max_sdp_bytes, "the SDP offer")
+    body = await read_body(request, limit, "the SDP offer")
     try:
         sdp = body.decode("utf-8")
         check(sdp)
@@ -56,11 +57,11 @@ def _no_session(request: web.Request) -> ApiError:
 
 async def post_session(request: web.Request) -> web.Response:
     state = authorize(request)
-    offer = await read_offer(request, state, check_session_offer)
+    offer = await read_offer(request, state.config.max_sdp_bytes, check_session_offer)
     try:
         async with state.slot():
             session = await _new_session(state, request.query.get("avatar"))
-            answer = await _answer(session, offer)
+            answer = await _answer(session, offer, state.config.retry_after_s)
     except AtCapacity:
         state.metrics.sessions_rejected.inc()
         retry = str(state.config.retry_after_s)
@@ -82,12 +83,15 @@ async def _new_session(state: ServerState, avatar_id: str | None) -> Session:
     return session
 
 
-async def _answer(session: Session, offer: str) -> str:
+async def _answer(session: Session, offer: str, retry_after_s: int) -> str:
     """The session's answer; a session that cannot answer is closed (its slot freed) first."""
     try:
         return await session.answer(offer)
-    except Exception:  # offer.py passed it, aiortc refused it: its message is internals
-        await session.close("bad_offer")
+    except Exception:
+        if session.ending:  # closed under the answer (the server is shutting down): not the offer's fault
+            raise ApiError(503, f"the server closed the session while answering (it is shutting down): "
+                                f"retry in {retry_after_s} s", {"Retry-After": str(retry_after_s)}) from None
+        await session.close("bad_offer")  # offer.py passed it, aiortc refused it: its message is internals
         raise ApiError(400, OFFER_REFUSED) from None
     except BaseException:  # cancelled mid-answer (server shutting down): leave nothing behind
         session.end("cancelled")
@@ -120,7 +124,7 @@ async def delete_session(request: web.Request) -> web.Response:
 async def post_viewer(request: web.Request) -> web.Response:
     state = authorize_viewer(request)
     _session(state, request)  # 404 before reading a body for a session that is not there
-    offer = await read_offer(request, state, check_viewer_offer)
+    offer = await read_offer(request, state.config.max_sdp_bytes, check_viewer_offer)
     session = _session(state, request)  # it may have ended while the body arrived
     if len(session.viewers) >= session.config.max_viewers:
         raise ApiError(503, f"session has its maximum of {session.config.max_viewers} viewers",

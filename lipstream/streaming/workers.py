@@ -36,6 +36,10 @@ READY_POLL_S = 0.2
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL: the front must be gone within ~5 s of its own SIGTERM
 RESTART_DELAYS_S = (0.5, 2.0, 5.0)  # after consecutive failures: do not spin on a broken start
 REQUEST_TIMEOUT_S = 30.0  # an offer's answer waits for ICE gathering
+# A worker's /healthz and /metrics answer at once: one that has not within this is hung (or stopped),
+# and every admission and the front's own /healthz wait on these reads
+STATUS_TIMEOUT_S = 2.0
+STATUS_READ = aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S)
 HEALTH_POLL_S = 1.0  # how stale the sessions and counters of a worker that crashes may be
 
 
@@ -148,13 +152,13 @@ class WorkerProcess:
     async def metrics_text(self) -> str:
         """Its /metrics, or nothing when it does not answer (restarting)."""
         try:
-            async with self.http.get("http://worker/metrics") as response:
+            async with self.http.get("http://worker/metrics", timeout=STATUS_READ) as response:
                 return await response.text()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, WorkerStartError):
             return ""
 
     async def _read_health(self, http: aiohttp.ClientSession) -> bool:
-        async with http.get("http://worker/healthz") as response:
+        async with http.get("http://worker/healthz", timeout=STATUS_READ) as response:
             if response.status != 200:
                 return False
             body = await response.json()
