@@ -97,10 +97,12 @@ FILE_PART = b'Content-Disposition: form-data; name="photo"; filename="me.jpg"\r\
     (f"{FORM}; boundary=zz", b"not a form\r\n"),  # never opens with its boundary
     (f"{FORM}; boundary={'b' * 80}", b"xx"),  # a boundary over 70 characters
     (f"{FORM}; boundary=zz", b"--zz\r\n" + b"X-Header: v\r\n" * 200),  # more part headers than aiohttp takes
+    (f"{FORM}; boundary=zz", b"--zz\r\nX-Note: v\r\n\r\nhello"),  # a part, unended, then none
 ])
 async def test_a_form_that_cannot_be_split_into_parts_is_a_400_saying_so(
         avatar: Avatar, content_type: str, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
-    """aiohttp's multipart reader raises ValueError on these: each was once a 500."""
+    """aiohttp's multipart reader raises ValueError, BadHttpMessage or an AssertionError on these:
+    each was once a 500."""
     caplog.set_level(logging.ERROR)
     async with serving(CONFIG, avatar) as (server, http):
         async with http.post(server.url + URL, data=body, headers={"Content-Type": content_type}) as response:

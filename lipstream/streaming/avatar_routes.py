@@ -70,7 +70,9 @@ async def _read_photo(request: web.Request, limit: int) -> bytes:
 async def _read_file_part(request: web.Request, limit: int, pace: BodyPace) -> bytes:
     try:
         return await _file_part(request, limit, pace)
-    except (ValueError, BadHttpMessage):  # aiohttp's multipart reader on a form it cannot split
+    # aiohttp's multipart reader on a form it cannot split; a part that runs to the end of the body
+    # without its closing boundary trips an assert of its own ("Reading after EOF") instead
+    except (ValueError, BadHttpMessage, AssertionError):
         raise ApiError(400, MALFORMED_FORM) from None
 
 
