@@ -25,7 +25,7 @@ from PIL import Image
 from lipstream.streaming.client import Publisher
 from lipstream.streaming.front_metrics import counters_only, sum_exposition
 from lipstream.streaming.session import new_peer_connection
-from tests.serving import still_streaming
+from tests.serving import client_offer, still_streaming
 
 SILENCE = np.zeros(16_000, np.float32)
 TOKEN = "front-token"
@@ -257,7 +257,7 @@ async def test_the_front_reads_no_photo_sized_body_for_a_client_without_the_toke
 async def test_the_front_checks_token_and_offer_before_saying_it_is_full(two_workers: Served) -> None:
     """As one server does: token, then offer, then capacity. Once a 503 told anyone the capacity,
     and told a broken offer to retry."""
-    offer = await client_offer()
+    offer = await client_offer("sendrecv", "recvonly")
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
         held = []  # sessions that never connect hold their slots until DELETE
@@ -281,7 +281,7 @@ async def test_a_sessions_status_names_it_by_the_id_the_front_gave(two_workers: 
     """Not by its worker's own id, which the front does not route (once {"id": "Xy3..."} for 1.Xy3...)."""
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
-        offer = await client_offer()
+        offer = await client_offer("sendrecv", "recvonly")
         async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
             location = response.headers["Location"]
         public_id = location.rsplit("/", 1)[1]
@@ -299,17 +299,6 @@ async def test_a_sessions_status_names_it_by_the_id_the_front_gave(two_workers: 
             assert f"no session {public_id}:" in (await response.json())["error"]
 
 
-async def client_offer() -> str:
-    """A real aiortc offer: audio sendrecv, video recvonly."""
-    pc = new_peer_connection()
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.addTransceiver("video", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = str(pc.localDescription.sdp)
-    await pc.close()
-    return sdp
-
-
 async def test_a_hung_worker_does_not_hold_up_the_fronts_health_or_admissions(two_workers: Served) -> None:
     """A worker that stops answering (here SIGSTOP) without exiting: the front's /healthz answers a
     health checker that waits 10 s, and a new session goes to the other worker. Once both waited
@@ -322,8 +311,8 @@ async def test_a_hung_worker_does_not_hold_up_the_fronts_health_or_admissions(tw
         try:
             async with http.get(f"{two_workers.url}/healthz") as response:
                 assert (await response.json())["max_sessions"] == 1  # the hung worker's share is not offered
-            async with http.post(f"{two_workers.url}/v1/sessions", data=await client_offer(),
-                                 headers=SDP) as response:
+            offer = await client_offer("sendrecv", "recvonly")
+            async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
                 assert response.status == 201, await response.text()
                 location = response.headers["Location"]
             async with http.delete(f"{two_workers.url}{location}", headers=AUTH) as response:
@@ -338,7 +327,7 @@ async def test_an_id_with_url_syntax_in_it_means_the_same_at_the_worker(two_work
     answered for session 0.Xy3; one server answers 404 for it, as for any id it never gave."""
     async with aiohttp.ClientSession() as http:
         await health(http, two_workers)
-        offer = await client_offer()
+        offer = await client_offer("sendrecv", "recvonly")
         async with http.post(f"{two_workers.url}/v1/sessions", data=offer, headers=SDP) as response:
             location = response.headers["Location"]
         for suffix in ("%3Fa", "%23a", "%2Fviewers%2Fa"):
