@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
-from lipstream.streaming.inbox import AudioInbox, InboxConfig
+from lipstream.streaming.inbox import AudioInbox, InboxConfig, InboxStats
+from lipstream.streaming.metrics import ServerMetrics
 
 PACKET_S = 0.02
 PACKET = round(PACKET_S * SAMPLE_RATE)  # 320 samples
@@ -133,3 +134,15 @@ def test_a_sender_whose_clock_drifts_keeps_the_least_delay_and_cuts_no_words(rat
         assert inbox.stats.underruns == 0 and intact, (phase_s, inbox.stats)
         last_minute = depths[-round(60 / FRAME_S) : -round(2 / FRAME_S)]  # the stream's end runs dry
         assert max(last_minute) <= FRAME_MS + LEAST_WAIT_MS + PACKET_S * 1000, (phase_s, max(last_minute))
+
+
+def test_the_silence_put_back_for_a_slow_sender_is_counted_in_the_metrics() -> None:
+    """An operator sees the padding as the dropping: seconds of inbound audio, in /metrics."""
+    metrics, inbox = ServerMetrics(), AudioInbox()
+    for _ in stream(inbox, 120.0, drifting(0.9995), 0.001, []):
+        pass
+    metrics.count_inbox(inbox.stats, InboxStats())
+    metrics.count_inbox(inbox.stats, inbox.stats)  # nothing new since: nothing more counted
+    padded = metrics.registry.get_sample_value("lipstream_input_padded_seconds_total")
+    assert inbox.stats.padded_samples > 0
+    assert padded == pytest.approx(inbox.stats.padded_samples / SAMPLE_RATE)

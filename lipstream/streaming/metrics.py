@@ -6,6 +6,9 @@ Each app gets its own registry, so two servers in one process (tests) never shar
 from prometheus_client import CONTENT_TYPE_LATEST as PROMETHEUS_CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.streaming.inbox import InboxStats
+
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "ServerMetrics"]
 
 # Stage latencies live between ~0.1 ms (resampling a packet) and ~100 ms (a render on a busy core).
@@ -62,6 +65,11 @@ class ServerMetrics:
         self.input_dropped_seconds = Counter(
             "lipstream_input_dropped_seconds", "Inbound audio dropped to cap latency", registry=r
         )
+        self.input_padded_seconds = Counter(
+            "lipstream_input_padded_seconds",
+            "Silence put back in quiet moments when inbound audio stayed short of its cushion (a "
+            "sender whose clock runs slow)", registry=r
+        )
 
         self.input_depth_seconds = Histogram(
             "lipstream_input_depth_seconds",
@@ -88,6 +96,12 @@ class ServerMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
+
+    def count_inbox(self, now: InboxStats, before: InboxStats) -> None:
+        """A session inbox's counts since `before` (an earlier copy of its stats)."""
+        self.input_underruns.inc(now.underruns - before.underruns)
+        self.input_dropped_seconds.inc((now.dropped_samples - before.dropped_samples) / SAMPLE_RATE)
+        self.input_padded_seconds.inc((now.padded_samples - before.padded_samples) / SAMPLE_RATE)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,17 +15,16 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.streaming.clock import Clock, MediaClock
 from lipstream.streaming.codecs import audio_preferences, video_preferences
 from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.encoders import VP8
-from lipstream.streaming.inbox import AudioInbox, InboxConfig
+from lipstream.streaming.inbox import AudioInbox, InboxConfig, InboxStats
 from lipstream.streaming.jitterbuffer import JitterConfig
 from lipstream.streaming.liveness import on_every_datagram
 from lipstream.streaming.metrics import ServerMetrics
@@ -123,7 +122,7 @@ class Session:
         self.ended = asyncio.Event()
         self._created = self._heard_at = clock.now()
         self._closer: asyncio.Task[None] | None = None
-        self._exported = (0, 0)  # inbox (underruns, dropped samples) already counted
+        self._exported = InboxStats()  # the inbox's counts already in the metrics
         metrics.sessions.inc()
         metrics.sessions_started.inc()
         # From creation, not from a successful answer: a session that never answers still ends.
@@ -282,8 +281,7 @@ class Session:
                 await self.remove_viewer(viewer_id)
 
     def _export_inbox(self) -> None:
-        underruns, dropped = self.inbox.stats.underruns, self.inbox.stats.dropped_samples
-        self.metrics.input_underruns.inc(underruns - self._exported[0])
-        self.metrics.input_dropped_seconds.inc((dropped - self._exported[1]) / SAMPLE_RATE)
-        self._exported = (underruns, dropped)
+        now = replace(self.inbox.stats)  # a copy: the inbox goes on counting in its own
+        self.metrics.count_inbox(now, self._exported)
+        self._exported = now
 
