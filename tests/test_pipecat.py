@@ -12,6 +12,7 @@ pytest.importorskip("pipecat", reason="the pipecat extra is not installed: pip i
 
 from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
+    ErrorFrame,
     Frame,
     OutputImageRawFrame,
     StartInterruptionFrame,
@@ -87,16 +88,32 @@ class Sink(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-class Run:
-    """One pipeline [service, sink] on Pipecat's runner, its pacing clock driven by the test."""
+class Upstream(FrameProcessor):
+    """The start of the pipeline: keeps the errors sent upstream to it."""
 
-    def __init__(self, avatar: Avatar, pacing: PacingConfig | None = None) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, ErrorFrame) and direction == FrameDirection.UPSTREAM:
+            self.errors.append(frame.error)
+        await self.push_frame(frame, direction)
+
+
+class Run:
+    """One pipeline [head, service, sink] on Pipecat's runner, its pacing clock driven by the test."""
+
+    def __init__(self, avatar: Avatar, pacing: PacingConfig | None = None,
+                 head: Upstream | None = None) -> None:
         self.clock = ParkingClock()
         self.origin = self.clock.now()  # frame 0 is due at the service's first request: at once
         self.sink = Sink(self.clock)
         service = LipstreamVideoService(Engine(avatar, EngineConfig(seed=1)), pacing=pacing,
                                         clock=self.clock)
-        self.task = PipelineTask(Pipeline([service, self.sink]), PipelineParams(allow_interruptions=True))
+        processors = [service, self.sink] if head is None else [head, service, self.sink]
+        self.task = PipelineTask(Pipeline(processors), PipelineParams(allow_interruptions=True))
         self.running = asyncio.create_task(PipelineRunner(handle_sigint=False).run(self.task))
         self.at_frame = 0  # the clock stands at this frame's due time
 
@@ -192,6 +209,27 @@ async def test_a_tts_turn_becomes_25_fps_frames_with_its_audio_bit_exact(
     assert idle.max() < idle.min() + REST_TOLERANCE
     assert talking.max() > idle.max() + OPEN
     assert (talking > idle.max() + REST_TOLERANCE).mean() > 0.3
+
+
+async def test_tts_audio_the_face_cannot_use_is_said_upstream_and_the_turn_goes_on(
+        avatar: Avatar, speech: Speech) -> None:
+    """Bytes that are not whole samples, or a rate of 0, from a TTS: each raised inside the service
+    (a ValueError, a ZeroDivisionError), and the turn's end never reached the next processor."""
+    head = Upstream()
+    run = Run(avatar, head=head)
+    await run.frames(2)
+    bad = [TTSAudioRawFrame(audio=bytes(3), sample_rate=speech.rate, num_channels=1),
+           TTSAudioRawFrame(audio=bytes(4), sample_rate=0, num_channels=1),
+           TTSAudioRawFrame(audio=bytes(6), sample_rate=speech.rate, num_channels=4)]
+    await run.task.queue_frames([TTSStartedFrame(), bad[0], *speech.tts_frames(), *bad[1:],
+                                 TTSStoppedFrame()])
+    await run.until_seen(TTSStoppedFrame)
+    await run.frames(len(frames_of(speech)) + VIDEO_FPS)
+    await run.end()
+
+    assert len(head.errors) == len(bad), head.errors
+    assert all("TTS audio" in error or "sample rate" in error for error in head.errors), head.errors
+    assert_audio_is(speech, run.sink.audio)  # every good sample played, as it was sent
 
 
 LONGEST_LEAD = PacingConfig(min_lead_ms=PacingConfig().lead_ms)  # a slow machine, a late-waking loop

@@ -43,10 +43,11 @@ except ImportError as error:  # the extra is optional: say how to get it
     raise ImportError("lipstream.integrations.pipecat needs Pipecat: "
                       "pip install 'lipstream[pipecat]'") from error
 
+from lipstream.engine.audio import MAX_CHANNELS, check_rate
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS, exact_div
 from lipstream.engine.engine import Engine
 from lipstream.engine.engine import Frame as FaceFrame
-from lipstream.errors import LipstreamError
+from lipstream.errors import AudioError, LipstreamError
 from lipstream.streaming.asyncengine import AsyncEngine
 from lipstream.streaming.clock import Clock
 from lipstream.streaming.pacing import PacingConfig
@@ -105,6 +106,11 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         await super().cleanup()
 
     async def _push_speech(self, frame: TTSAudioRawFrame) -> None:
+        try:
+            check_audio_frame(frame)
+        except AudioError as error:  # one bad frame from a TTS: said upstream, the turn goes on
+            await self.push_error(ErrorFrame(str(error)))
+            return
         self._held.append(frame)
         if self._flowing or sum(map(duration_s, self._held)) >= self._cushion_s:
             await self._release()
@@ -138,6 +144,16 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
                     await self.push_frame(audio_frame(face))
         except LipstreamError as error:
             await self.push_error(ErrorFrame(str(error), fatal=True))
+
+
+def check_audio_frame(frame: TTSAudioRawFrame) -> None:
+    """AudioError unless the frame's bytes are whole 16-bit samples of its channels at a usable rate."""
+    check_rate(frame.sample_rate)
+    if not isinstance(frame.num_channels, int) or not 1 <= frame.num_channels <= MAX_CHANNELS:
+        raise AudioError(f"TTS audio with {frame.num_channels!r} channels: give 1 to {MAX_CHANNELS}")
+    if len(frame.audio) % (BYTES_PER_SAMPLE * frame.num_channels):
+        raise AudioError(f"TTS audio of {len(frame.audio)} bytes is not whole 16-bit samples of "
+                         f"{frame.num_channels} channel(s)")
 
 
 def pcm_of(frame: TTSAudioRawFrame) -> npt.NDArray[np.int16]:
