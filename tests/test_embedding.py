@@ -346,3 +346,44 @@ async def test_a_cancelled_engine_call_holds_the_engine_until_its_thread_is_out(
     go.set()
     await asyncio.gather(first, second, return_exceptions=True)
     assert first.cancelled() and order == ["cancelled call left", "next call ran"]
+
+
+class GatedEngine(Engine):
+    """An Engine whose next pop_frame, once `gate()` is called, waits inside its thread for `go`."""
+
+    def __init__(self, avatar: Avatar) -> None:
+        super().__init__(avatar)
+        self.inside, self.go = threading.Event(), threading.Event()
+        self.go.set()
+
+    def gate(self) -> None:
+        self.go.clear()
+
+    def pop_frame(self, render: bool = True) -> Frame | None:
+        self.inside.set()
+        self.go.wait()
+        return super().pop_frame(render)
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "unpaced"])
+async def test_a_consumer_cancelled_while_its_frame_is_made_loses_no_frame(
+        avatar: Avatar, paced: bool) -> None:
+    """A consumer's timeout cancels `anext` while the engine's thread makes the frame; the thread
+    runs on and takes the frame out of the engine. The next `anext` must hand out that frame: it
+    used to be dropped, every later frame a number ahead of the one asked for."""
+    clock, core = ManualClock(), GatedEngine(avatar)
+    engine = AsyncEngine(core, paced=paced, clock=clock)
+    await engine.push_audio(np.zeros(16_000, np.float32), 16_000)
+    await engine.end_segment()
+    core.inside.clear()
+    core.gate()
+    cancelled = asyncio.create_task(anext(engine))
+    while not core.inside.is_set():
+        await asyncio.sleep(0.001)
+        if clock.sleepers:
+            clock.release_next()
+    cancelled.cancel()
+    core.go.set()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    got = [(await released(clock, asyncio.create_task(anext(engine)))).index for _ in range(3)]
+    assert got == [0, 1, 2]

@@ -118,11 +118,22 @@ class AsyncEngine:
     async def _next_paced(self) -> Frame:
         self._timeline.start()
         if self._made is None:
-            self._made = await self._make(self._next)
+            await self._make(self._next)
         # Made early by the lead, handed out when due; a call cancelled while it waits leaves the
         # frame to the next call, so no frame is lost and later ones keep their due times.
         await self.clock.sleep_until(self._timeline.frame_time(self._next))
+        return self._hand_out()
+
+    def _keep(self, frame: Frame | None) -> Frame | None:
+        """Hold a frame the engine just made until it is handed out. Done inside the engine call:
+        a consumer cancelled while the call runs (its thread runs on) finds the frame next time,
+        instead of the engine having moved past a frame nobody got."""
+        self._made = frame
+        return frame
+
+    def _hand_out(self) -> Frame:
         frame, self._made = self._made, None
+        assert frame is not None
         return frame
 
     async def _make(self, index: int) -> Frame:
@@ -163,14 +174,14 @@ class AsyncEngine:
             self._end_turn(self.engine.end_segment)  # ends a stalled turn, else adds a frame of silence
         frame = self.engine.pop_frame(render=render)
         assert frame is not None
-        return frame
+        return self._keep(frame)
 
     async def _next_unpaced(self) -> Frame:
-        while True:
+        while self._made is None:
             self._arrived.clear()  # before looking: input that comes while we look wakes us
-            frame = await self._call(self.engine.pop_frame)
-            if frame is not None:
-                return frame
+            if await self._call(lambda: self._keep(self.engine.pop_frame())) is not None:
+                break
             if self._closed:
                 raise StopAsyncIteration
             await self._arrived.wait()
+        return self._hand_out()
