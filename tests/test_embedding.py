@@ -387,3 +387,24 @@ async def test_a_consumer_cancelled_while_its_frame_is_made_loses_no_frame(
     await asyncio.gather(cancelled, return_exceptions=True)
     got = [(await released(clock, asyncio.create_task(anext(engine)))).index for _ in range(3)]
     assert got == [0, 1, 2]
+
+
+async def test_two_tasks_iterating_one_paced_engine_share_its_frames_in_order(avatar: Avatar) -> None:
+    """An app with a video task and a recorder task on one engine: each frame goes to one of them,
+    none is lost or given twice, each at its due time. The second task used to find the first's
+    frame made and waiting, and both were handed that one slot: one got None (or an error)."""
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar), clock=clock)
+    await engine.push_audio(np.zeros(16_000, np.float32), 16_000)
+    await engine.end_segment()
+    origin, handed = clock.now(), list[tuple[int, float]]()
+
+    async def consume() -> None:
+        for _ in range(5):
+            frame = await anext(engine)
+            handed.append((frame.index, clock.now()))
+
+    tasks = [asyncio.create_task(consume()) for _ in range(2)]
+    await released(clock, asyncio.ensure_future(asyncio.gather(*tasks)))
+    assert sorted(index for index, _ in handed) == list(range(10))
+    assert all(t == pytest.approx(origin + index / VIDEO_FPS) for index, t in handed)

@@ -77,6 +77,7 @@ class AsyncEngine:
         self._picture: Picture | None = None  # the last frame's, to tell a new drawing from a repeat
         self._made: Frame | None = None  # a paced frame made but not handed out yet
         self._next = 0  # frames handed out
+        self._handing = asyncio.Lock()  # consumers (an app's several tasks) take frames in turn
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Add input audio: int or float PCM, mono or (samples, channels), at 8 to 768 kHz."""
@@ -111,9 +112,10 @@ class AsyncEngine:
         return self
 
     async def __anext__(self) -> Frame:
-        frame = await (self._next_paced() if self.paced else self._next_unpaced())
-        self._next += 1
-        return frame
+        async with self._handing:
+            frame = await (self._next_paced() if self.paced else self._next_unpaced())
+            self._next += 1
+            return frame
 
     async def _next_paced(self) -> Frame:
         self._timeline.start()
