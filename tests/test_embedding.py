@@ -408,3 +408,41 @@ async def test_two_tasks_iterating_one_paced_engine_share_its_frames_in_order(av
     await released(clock, asyncio.ensure_future(asyncio.gather(*tasks)))
     assert sorted(index for index, _ in handed) == list(range(10))
     assert all(t == pytest.approx(origin + index / VIDEO_FPS) for index, t in handed)
+
+
+class GatedFinish(Engine):
+    """An Engine whose finish() waits inside its thread for `go`."""
+
+    def __init__(self, avatar: Avatar) -> None:
+        super().__init__(avatar)
+        self.inside, self.go = threading.Event(), threading.Event()
+
+    def finish(self) -> None:
+        self.inside.set()
+        self.go.wait()
+        super().finish()
+
+
+async def test_a_close_cancelled_while_the_engine_finishes_still_ends_unpaced_iteration(
+        avatar: Avatar) -> None:
+    """A shutdown cancels `close()` while its call is in the engine: the thread runs on and the
+    engine finishes. The consumer must still get the last frames and stop; it used to sleep forever,
+    waiting to be told of an input that had already come."""
+    core = GatedFinish(avatar)
+    engine = AsyncEngine(core, paced=False)
+    await engine.push_audio(np.zeros(SAMPLES_PER_VIDEO_FRAME * 5 // 2, np.float32), 16_000)
+    consumer = asyncio.ensure_future(asyncio.wait_for(collect(engine), HANG_S))
+    closing = asyncio.create_task(engine.close())
+    while not core.inside.is_set():
+        await asyncio.sleep(0.001)
+    closing.cancel()
+    core.go.set()
+    await asyncio.gather(closing, return_exceptions=True)
+    assert [frame.index for frame in await consumer] == [0, 1, 2]  # the half frame padded, then the end
+
+
+HANG_S = 10.0  # what a test waits before calling an iteration hung (it ends in milliseconds)
+
+
+async def collect(engine: AsyncEngine) -> list[Frame]:
+    return [frame async for frame in engine]

@@ -81,24 +81,32 @@ class AsyncEngine:
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Add input audio: int or float PCM, mono or (samples, channels), at 8 to 768 kHz."""
-        await self._call(lambda: self._push(pcm, sample_rate))
-        self._arrived.set()
+        await self._input(lambda: self._push(pcm, sample_rate))
 
     async def end_segment(self) -> None:
         """The turn is over: its last frames can be made now."""
-        await self._call(lambda: self._end_turn(self.engine.end_segment))
-        self._arrived.set()
+        await self._input(lambda: self._end_turn(self.engine.end_segment))
 
     async def clear(self) -> None:
         """Barge-in: drop the speech not yet turned into frames; the mouth eases to rest."""
-        await self._call(lambda: self._end_turn(self.engine.clear))
-        self._arrived.set()  # a frame waiting for the dropped speech goes on at once, idle
+        await self._input(lambda: self._end_turn(self.engine.clear))  # a waiting frame goes on, idle
 
     async def close(self) -> None:
         """No more input. Unpaced iteration ends after the frames of what was pushed."""
-        await self._call(lambda: self._end_turn(self.engine.finish))
-        self._closed = True
-        self._arrived.set()
+        await self._input(self._finish)
+
+    async def _input(self, change: Callable[[], None]) -> None:
+        """Change the engine's input, then wake the frames waiting for it. They are woken even when
+        the caller is cancelled meanwhile: the engine's thread runs on and the change is made, and
+        a consumer left asleep would wait for input that already came (or, after a close, forever)."""
+        try:
+            await self._call(change)
+        finally:
+            self._arrived.set()  # waking for nothing is harmless: a waiting frame looks again
+
+    def _finish(self) -> None:
+        self._end_turn(self.engine.finish)
+        self._closed = True  # in the engine call, with the finish: a cancelled close() still closes
 
     def _push(self, pcm: np.ndarray, sample_rate: int) -> None:
         self.engine.push_audio(pcm, sample_rate)
