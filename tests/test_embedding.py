@@ -111,6 +111,26 @@ def test_turns_give_frames_for_all_their_audio_at_the_pushed_rate(
     assert max(f.controls[JAW_OPEN] for f in frames) > 0.3  # and it did speak
 
 
+@pytest.mark.parametrize("idle_ends", [1, 3], ids=["idling", "turns-ended-before-any-speech"])
+def test_a_first_turn_after_idle_frames_leaves_with_its_own_frames(avatar: Avatar, idle_ends: int) -> None:
+    """Frames made before any push (a paced AsyncEngine idles this way; a careless caller ends
+    turns it never began): the first turn's audio must come back with the frames made from it.
+    Its pushed audio came back that many frames early, the voice ahead of the mouth."""
+    engine, frames = Engine(avatar), list[Frame]()
+    for _ in range(VIDEO_FPS // 5):
+        for _ in range(idle_ends):
+            engine.end_segment()
+        frames += engine.frames()
+    turn = np.full(24_000 * 2 // 5, 0.25, np.float32)  # 0.4 s of a 24 kHz TTS: 10 frames
+    engine.push_audio(turn, 24_000)
+    engine.end_segment()
+    frames += engine.frames()
+    assert [f.index for f in frames] == list(range(len(frames)))
+    heard = [f.index for f in frames if f.audio.any()]  # what the model made the mouth from
+    played = [f.index for f in frames if f.input_audio.any()]  # what the caller plays with them
+    assert played == heard and len(played) == 10
+
+
 def test_more_audio_after_finish_makes_more_frames(avatar: Avatar, speech_16k: np.ndarray) -> None:
     engine = Engine(avatar)
     engine.push_audio(speech_16k[:16_000], 16_000)
@@ -318,7 +338,11 @@ async def test_a_turn_streamed_just_in_time_is_not_cut_by_an_early_start(
     assert [f.index for f, _ in handed] == list(range(n_frames))
     assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)  # 25 fps kept
     tape = np.concatenate([f.input_audio for f, _ in handed])
-    start = first * SAMPLES_PER_VIDEO_FRAME  # the turn's first frame is `first`, with no silence let in
+    # The idle frames left their lookahead of silence in the timeline: the turn follows it, on the
+    # tape as in what the model heard, with no silence let in
+    turn_frame = first + -(-core.lookahead_samples // SAMPLES_PER_VIDEO_FRAME)
+    assert next(f.index for f, _ in handed if f.audio.any()) == turn_frame
+    start = turn_frame * SAMPLES_PER_VIDEO_FRAME
     np.testing.assert_array_equal(tape[start : start + speech.size], speech)
     assert not tape[:start].any()
     talking = [f for f, _ in handed[first : first + VIDEO_FPS]]
