@@ -143,6 +143,20 @@ def test_more_audio_after_finish_makes_more_frames(avatar: Avatar, speech_16k: n
     assert len(second) >= VIDEO_FPS and second[0].index == first[-1].index + 1
 
 
+def test_a_turn_ended_after_finish_goes_on_in_silence(avatar: Avatar) -> None:
+    """A paced AsyncEngine after close() makes its idle frames with end_segment(), as after any turn.
+    After finish() that made no frame ready: the idle loop ended turns forever in the engine's
+    thread, silence piling up, the consumer and every later call waiting on it."""
+    engine = Engine(avatar)
+    engine.push_audio(np.full(5 * SAMPLES_PER_VIDEO_FRAME, 0.25, np.float32), 16_000)
+    engine.finish()
+    spoken = engine.frames()
+    engine.end_segment()
+    after = engine.frames()
+    assert len(spoken) == 5 and after and after[0].index == 5
+    assert not any(f.input_audio.any() for f in after)
+
+
 def test_rate_changes_only_between_turns(avatar: Avatar) -> None:
     engine = Engine(avatar)
     engine.push_audio(np.zeros(1000, np.int16), 24_000)  # 1000 is not a whole frame (960)
