@@ -484,3 +484,18 @@ HANG_S = 10.0  # what a test waits before calling an iteration hung (it ends in 
 
 async def collect(engine: AsyncEngine) -> list[Frame]:
     return [frame async for frame in engine]
+
+
+async def test_a_paced_engine_without_lookahead_idles_and_then_speaks(avatar: Avatar) -> None:
+    """A model with no lookahead (`EngineConfig(motion="baseline", lookahead_ms=0)`): ending a turn
+    at a frame boundary pads nothing, and the idle loop that ends turns until a frame is ready spun
+    in the engine's thread forever, before frame 0."""
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar, EngineConfig(motion="baseline", lookahead_ms=0)), clock=clock)
+    idle = [await released(clock, asyncio.create_task(anext(engine))) for _ in range(3)]
+    await engine.push_audio(np.full(24_000 // VIDEO_FPS * 2, 0.25, np.float32), 24_000)  # two frames
+    await engine.end_segment()
+    spoken = [await released(clock, asyncio.create_task(anext(engine))) for _ in range(3)]
+    assert [f.index for f in idle + spoken] == list(range(6))
+    assert [f.input_audio.any() for f in spoken] == [True, True, False]
+    assert spoken[0].input_rate == 24_000

@@ -34,11 +34,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.engine import Engine, Frame, Picture
 from lipstream.streaming.clock import FRAME_S, Clock, MediaClock, MonotonicClock
 from lipstream.streaming.pacing import FramePacer, PacingConfig
 
 T = TypeVar("T")
+
+IDLE_INPUT = np.zeros(SAMPLES_PER_VIDEO_FRAME, np.float32)  # (640,) one frame of silence at 16 kHz
 
 
 class EngineCalls:
@@ -180,11 +183,19 @@ class AsyncEngine:
         idle input (silence) when no speech is waiting, so time goes on."""
         if self.engine.ready() == 0 and self._turn_open and may_wait:
             return None
-        while self.engine.ready() == 0:
-            self._end_turn(self.engine.end_segment)  # ends a stalled turn, else adds a frame of silence
+        if self.engine.ready() == 0:
+            self._idle()
         frame = self.engine.pop_frame(render=render)
         assert frame is not None
         return self._keep(frame)
+
+    def _idle(self) -> None:
+        """Make the next frame ready without speech: end the stalled turn (its padding gives frames),
+        else pad a frame of silence (a model without lookahead pads nothing at a frame boundary)."""
+        self._end_turn(self.engine.end_segment)
+        if self.engine.ready() == 0:
+            self.engine.push_audio(IDLE_INPUT, SAMPLE_RATE)
+            self.engine.end_segment()  # a turn of its own: the next push may come at any rate
 
     async def _next_unpaced(self) -> Frame:
         while self._made is None:
