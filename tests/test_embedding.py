@@ -111,6 +111,26 @@ def test_turns_give_frames_for_all_their_audio_at_the_pushed_rate(
     assert max(f.controls[JAW_OPEN] for f in frames) > 0.3  # and it did speak
 
 
+@pytest.mark.parametrize("idle_ends", [1, 3], ids=["idling", "turns-ended-before-any-speech"])
+def test_a_first_turn_after_idle_frames_leaves_with_its_own_frames(avatar: Avatar, idle_ends: int) -> None:
+    """Frames made before any push (a paced AsyncEngine idles this way; a careless caller ends
+    turns it never began): the first turn's audio must come back with the frames made from it.
+    Its pushed audio came back that many frames early, the voice ahead of the mouth."""
+    engine, frames = Engine(avatar), list[Frame]()
+    for _ in range(VIDEO_FPS // 5):
+        for _ in range(idle_ends):
+            engine.end_segment()
+        frames += engine.frames()
+    turn = np.full(24_000 * 2 // 5, 0.25, np.float32)  # 0.4 s of a 24 kHz TTS: 10 frames
+    engine.push_audio(turn, 24_000)
+    engine.end_segment()
+    frames += engine.frames()
+    assert [f.index for f in frames] == list(range(len(frames)))
+    heard = [f.index for f in frames if f.audio.any()]  # what the model made the mouth from
+    played = [f.index for f in frames if f.input_audio.any()]  # what the caller plays with them
+    assert played == heard and len(played) == 10
+
+
 def test_more_audio_after_finish_makes_more_frames(avatar: Avatar, speech_16k: np.ndarray) -> None:
     engine = Engine(avatar)
     engine.push_audio(speech_16k[:16_000], 16_000)
@@ -121,6 +141,20 @@ def test_more_audio_after_finish_makes_more_frames(avatar: Avatar, speech_16k: n
     engine.finish()
     second = engine.frames()
     assert len(second) >= VIDEO_FPS and second[0].index == first[-1].index + 1
+
+
+def test_a_turn_ended_after_finish_goes_on_in_silence(avatar: Avatar) -> None:
+    """A paced AsyncEngine after close() makes its idle frames with end_segment(), as after any turn.
+    After finish() that made no frame ready: the idle loop ended turns forever in the engine's
+    thread, silence piling up, the consumer and every later call waiting on it."""
+    engine = Engine(avatar)
+    engine.push_audio(np.full(5 * SAMPLES_PER_VIDEO_FRAME, 0.25, np.float32), 16_000)
+    engine.finish()
+    spoken = engine.frames()
+    engine.end_segment()
+    after = engine.frames()
+    assert len(spoken) == 5 and after and after[0].index == 5
+    assert not any(f.input_audio.any() for f in after)
 
 
 def test_rate_changes_only_between_turns(avatar: Avatar) -> None:
@@ -318,7 +352,11 @@ async def test_a_turn_streamed_just_in_time_is_not_cut_by_an_early_start(
     assert [f.index for f, _ in handed] == list(range(n_frames))
     assert all(t == pytest.approx(origin + f.index / VIDEO_FPS) for f, t in handed)  # 25 fps kept
     tape = np.concatenate([f.input_audio for f, _ in handed])
-    start = first * SAMPLES_PER_VIDEO_FRAME  # the turn's first frame is `first`, with no silence let in
+    # The idle frames left their lookahead of silence in the timeline: the turn follows it, on the
+    # tape as in what the model heard, with no silence let in
+    turn_frame = first + -(-core.lookahead_samples // SAMPLES_PER_VIDEO_FRAME)
+    assert next(f.index for f, _ in handed if f.audio.any()) == turn_frame
+    start = turn_frame * SAMPLES_PER_VIDEO_FRAME
     np.testing.assert_array_equal(tape[start : start + speech.size], speech)
     assert not tape[:start].any()
     talking = [f for f, _ in handed[first : first + VIDEO_FPS]]
@@ -346,3 +384,118 @@ async def test_a_cancelled_engine_call_holds_the_engine_until_its_thread_is_out(
     go.set()
     await asyncio.gather(first, second, return_exceptions=True)
     assert first.cancelled() and order == ["cancelled call left", "next call ran"]
+
+
+class GatedEngine(Engine):
+    """An Engine whose next pop_frame, once `gate()` is called, waits inside its thread for `go`."""
+
+    def __init__(self, avatar: Avatar) -> None:
+        super().__init__(avatar)
+        self.inside, self.go = threading.Event(), threading.Event()
+        self.go.set()
+
+    def gate(self) -> None:
+        self.go.clear()
+
+    def pop_frame(self, render: bool = True) -> Frame | None:
+        self.inside.set()
+        self.go.wait()
+        return super().pop_frame(render)
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["paced", "unpaced"])
+async def test_a_consumer_cancelled_while_its_frame_is_made_loses_no_frame(
+        avatar: Avatar, paced: bool) -> None:
+    """A consumer's timeout cancels `anext` while the engine's thread makes the frame; the thread
+    runs on and takes the frame out of the engine. The next `anext` must hand out that frame: it
+    used to be dropped, every later frame a number ahead of the one asked for."""
+    clock, core = ManualClock(), GatedEngine(avatar)
+    engine = AsyncEngine(core, paced=paced, clock=clock)
+    await engine.push_audio(np.zeros(16_000, np.float32), 16_000)
+    await engine.end_segment()
+    core.inside.clear()
+    core.gate()
+    cancelled = asyncio.create_task(anext(engine))
+    while not core.inside.is_set():
+        await asyncio.sleep(0.001)
+        if clock.sleepers:
+            clock.release_next()
+    cancelled.cancel()
+    core.go.set()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    got = [(await released(clock, asyncio.create_task(anext(engine)))).index for _ in range(3)]
+    assert got == [0, 1, 2]
+
+
+async def test_two_tasks_iterating_one_paced_engine_share_its_frames_in_order(avatar: Avatar) -> None:
+    """An app with a video task and a recorder task on one engine: each frame goes to one of them,
+    none is lost or given twice, each at its due time. The second task used to find the first's
+    frame made and waiting, and both were handed that one slot: one got None (or an error)."""
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar), clock=clock)
+    await engine.push_audio(np.zeros(16_000, np.float32), 16_000)
+    await engine.end_segment()
+    origin, handed = clock.now(), list[tuple[int, float]]()
+
+    async def consume() -> None:
+        for _ in range(5):
+            frame = await anext(engine)
+            handed.append((frame.index, clock.now()))
+
+    tasks = [asyncio.create_task(consume()) for _ in range(2)]
+    await released(clock, asyncio.ensure_future(asyncio.gather(*tasks)))
+    assert sorted(index for index, _ in handed) == list(range(10))
+    assert all(t == pytest.approx(origin + index / VIDEO_FPS) for index, t in handed)
+
+
+class GatedFinish(Engine):
+    """An Engine whose finish() waits inside its thread for `go`."""
+
+    def __init__(self, avatar: Avatar) -> None:
+        super().__init__(avatar)
+        self.inside, self.go = threading.Event(), threading.Event()
+
+    def finish(self) -> None:
+        self.inside.set()
+        self.go.wait()
+        super().finish()
+
+
+async def test_a_close_cancelled_while_the_engine_finishes_still_ends_unpaced_iteration(
+        avatar: Avatar) -> None:
+    """A shutdown cancels `close()` while its call is in the engine: the thread runs on and the
+    engine finishes. The consumer must still get the last frames and stop; it used to sleep forever,
+    waiting to be told of an input that had already come."""
+    core = GatedFinish(avatar)
+    engine = AsyncEngine(core, paced=False)
+    await engine.push_audio(np.zeros(SAMPLES_PER_VIDEO_FRAME * 5 // 2, np.float32), 16_000)
+    consumer = asyncio.ensure_future(asyncio.wait_for(collect(engine), HANG_S))
+    closing = asyncio.create_task(engine.close())
+    while not core.inside.is_set():
+        await asyncio.sleep(0.001)
+    closing.cancel()
+    core.go.set()
+    await asyncio.gather(closing, return_exceptions=True)
+    assert [frame.index for frame in await consumer] == [0, 1, 2]  # the half frame padded, then the end
+
+
+HANG_S = 10.0  # what a test waits before calling an iteration hung (it ends in milliseconds)
+
+
+async def collect(engine: AsyncEngine) -> list[Frame]:
+    return [frame async for frame in engine]
+
+
+async def test_a_paced_engine_without_lookahead_idles_and_then_speaks(avatar: Avatar) -> None:
+    """A model with no lookahead (`EngineConfig(motion="baseline", lookahead_ms=0)`): ending a turn
+    at a frame boundary pads nothing, and the idle loop that ends turns until a frame is ready spun
+    in the engine's thread forever, before frame 0."""
+    clock = ManualClock()
+    engine = AsyncEngine(Engine(avatar, EngineConfig(motion="baseline", lookahead_ms=0)), clock=clock)
+    idle = [await released(clock, asyncio.create_task(anext(engine))) for _ in range(3)]
+    await engine.push_audio(np.full(24_000 // VIDEO_FPS * 2, 0.25, np.float32), 24_000)  # two frames
+    await engine.end_segment()
+    spoken = [await released(clock, asyncio.create_task(anext(engine))) for _ in range(3)]
+    assert [f.index for f in idle + spoken] == list(range(6))
+    assert [f.input_audio.any() for f in spoken] == [True, True, False]
+    assert spoken[0].input_rate == 24_000

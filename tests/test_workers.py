@@ -21,6 +21,7 @@ import pytest
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from lipstream.streaming.client import Publisher
 from lipstream.streaming.front_metrics import counters_only, sum_exposition
@@ -162,6 +163,13 @@ def photo() -> bytes:
 def series(metrics: str, name: str) -> float:
     found = re.search(rf"^{re.escape(name)} ([\d.e+-]+)$", metrics, re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def counted(metrics: str) -> dict[str, float]:
+    """Every counter and histogram series of an exposition (it must parse), by name and labels."""
+    return {f"{s.name}{sorted(s.labels.items())}": s.value
+            for family in text_string_to_metric_families(metrics) if family.type in ("counter", "histogram")
+            for s in family.samples if not s.name.endswith("_created")}
 
 
 async def text(http: aiohttp.ClientSession, url: str) -> str:
@@ -346,11 +354,17 @@ async def test_a_killed_worker_is_reported_and_restarted_and_the_front_keeps_ser
         async with published(served, http) as doomed:
             index = int(owner(doomed))
             await asyncio.sleep(1.5)  # the front reads each worker's counters every second
-            started = series(await text(http, f"{served.url}/metrics"), "lipstream_sessions_started_total")
+            shown = await text(http, f"{served.url}/metrics")
+            started = series(shown, "lipstream_sessions_started_total")
             before = served.workers()
             os.kill(before[index], signal.SIGKILL)
             async with http.delete(f"{served.url}{doomed.location}", headers=AUTH) as response:
                 assert response.status == 404  # its sessions ended with it
+            # no summed counter steps down: the front kept what it showed of the dead worker's
+            # counters, not their last once-a-second read (a Prometheus rate() reads a step down
+            # as a reset, a spike of the whole total)
+            after = counted(await text(http, f"{served.url}/metrics"))
+            assert [s for s, value in counted(shown).items() if after.get(s, 0.0) < value] == []
             async with published(served, http) as survivor:  # the other worker still admits
                 assert await still_streaming(survivor, 5)
             assert (await health(http, served, workers=2))["max_sessions"] == 2  # restarted

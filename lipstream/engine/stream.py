@@ -96,6 +96,7 @@ class MotionStream:
         """
         self._ingest(self._audio_in.flush())
         self._audio_in = AudioIn()
+        self._frames_limit = None  # after finish(): its padding becomes frames, time goes on
         lookahead_frames = -(-self.lookahead_samples // SAMPLES_PER_VIDEO_FRAME)
         to_boundary = -self._received % SAMPLES_PER_VIDEO_FRAME
         self._ingest(np.zeros(to_boundary + lookahead_frames * SAMPLES_PER_VIDEO_FRAME, np.float32))

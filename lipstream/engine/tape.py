@@ -51,9 +51,11 @@ class InputTape:
             self._cut()
 
     def pad_to(self, frames: int) -> None:
-        """Fill with silence until `frames` whole frames have been made (none while the rate is unknown)."""
+        """Fill with silence until `frames` whole frames have been made. Before any push, at 16 kHz:
+        the silence of an idle start is in the frames' timeline, and the first turn's audio must
+        come after it on the tape too, or each frame of that turn carries a later frame's audio."""
         if self.rate is None:
-            return
+            self.rate = SAMPLE_RATE
         if self._partial_size and self.frames_cut < frames:
             self._append_silence(self._frame_size() - self._partial_size)
         while self.frames_cut < frames:

@@ -34,11 +34,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.engine import Engine, Frame, Picture
 from lipstream.streaming.clock import FRAME_S, Clock, MediaClock, MonotonicClock
 from lipstream.streaming.pacing import FramePacer, PacingConfig
 
 T = TypeVar("T")
+
+IDLE_INPUT = np.zeros(SAMPLES_PER_VIDEO_FRAME, np.float32)  # (640,) one frame of silence at 16 kHz
 
 
 class EngineCalls:
@@ -77,27 +80,36 @@ class AsyncEngine:
         self._picture: Picture | None = None  # the last frame's, to tell a new drawing from a repeat
         self._made: Frame | None = None  # a paced frame made but not handed out yet
         self._next = 0  # frames handed out
+        self._handing = asyncio.Lock()  # consumers (an app's several tasks) take frames in turn
 
     async def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Add input audio: int or float PCM, mono or (samples, channels), at 8 to 768 kHz."""
-        await self._call(lambda: self._push(pcm, sample_rate))
-        self._arrived.set()
+        await self._input(lambda: self._push(pcm, sample_rate))
 
     async def end_segment(self) -> None:
         """The turn is over: its last frames can be made now."""
-        await self._call(lambda: self._end_turn(self.engine.end_segment))
-        self._arrived.set()
+        await self._input(lambda: self._end_turn(self.engine.end_segment))
 
     async def clear(self) -> None:
         """Barge-in: drop the speech not yet turned into frames; the mouth eases to rest."""
-        await self._call(lambda: self._end_turn(self.engine.clear))
-        self._arrived.set()  # a frame waiting for the dropped speech goes on at once, idle
+        await self._input(lambda: self._end_turn(self.engine.clear))  # a waiting frame goes on, idle
 
     async def close(self) -> None:
         """No more input. Unpaced iteration ends after the frames of what was pushed."""
-        await self._call(lambda: self._end_turn(self.engine.finish))
-        self._closed = True
-        self._arrived.set()
+        await self._input(self._finish)
+
+    async def _input(self, change: Callable[[], None]) -> None:
+        """Change the engine's input, then wake the frames waiting for it. They are woken even when
+        the caller is cancelled meanwhile: the engine's thread runs on and the change is made, and
+        a consumer left asleep would wait for input that already came (or, after a close, forever)."""
+        try:
+            await self._call(change)
+        finally:
+            self._arrived.set()  # waking for nothing is harmless: a waiting frame looks again
+
+    def _finish(self) -> None:
+        self._end_turn(self.engine.finish)
+        self._closed = True  # in the engine call, with the finish: a cancelled close() still closes
 
     def _push(self, pcm: np.ndarray, sample_rate: int) -> None:
         self.engine.push_audio(pcm, sample_rate)
@@ -111,18 +123,30 @@ class AsyncEngine:
         return self
 
     async def __anext__(self) -> Frame:
-        frame = await (self._next_paced() if self.paced else self._next_unpaced())
-        self._next += 1
-        return frame
+        async with self._handing:
+            frame = await (self._next_paced() if self.paced else self._next_unpaced())
+            self._next += 1
+            return frame
 
     async def _next_paced(self) -> Frame:
         self._timeline.start()
         if self._made is None:
-            self._made = await self._make(self._next)
+            await self._make(self._next)
         # Made early by the lead, handed out when due; a call cancelled while it waits leaves the
         # frame to the next call, so no frame is lost and later ones keep their due times.
         await self.clock.sleep_until(self._timeline.frame_time(self._next))
+        return self._hand_out()
+
+    def _keep(self, frame: Frame | None) -> Frame | None:
+        """Hold a frame the engine just made until it is handed out. Done inside the engine call:
+        a consumer cancelled while the call runs (its thread runs on) finds the frame next time,
+        instead of the engine having moved past a frame nobody got."""
+        self._made = frame
+        return frame
+
+    def _hand_out(self) -> Frame:
         frame, self._made = self._made, None
+        assert frame is not None
         return frame
 
     async def _make(self, index: int) -> Frame:
@@ -159,18 +183,26 @@ class AsyncEngine:
         idle input (silence) when no speech is waiting, so time goes on."""
         if self.engine.ready() == 0 and self._turn_open and may_wait:
             return None
-        while self.engine.ready() == 0:
-            self._end_turn(self.engine.end_segment)  # ends a stalled turn, else adds a frame of silence
+        if self.engine.ready() == 0:
+            self._idle()
         frame = self.engine.pop_frame(render=render)
         assert frame is not None
-        return frame
+        return self._keep(frame)
+
+    def _idle(self) -> None:
+        """Make the next frame ready without speech: end the stalled turn (its padding gives frames),
+        else pad a frame of silence (a model without lookahead pads nothing at a frame boundary)."""
+        self._end_turn(self.engine.end_segment)
+        if self.engine.ready() == 0:
+            self.engine.push_audio(IDLE_INPUT, SAMPLE_RATE)
+            self.engine.end_segment()  # a turn of its own: the next push may come at any rate
 
     async def _next_unpaced(self) -> Frame:
-        while True:
+        while self._made is None:
             self._arrived.clear()  # before looking: input that comes while we look wakes us
-            frame = await self._call(self.engine.pop_frame)
-            if frame is not None:
-                return frame
+            if await self._call(lambda: self._keep(self.engine.pop_frame())) is not None:
+                break
             if self._closed:
                 raise StopAsyncIteration
             await self._arrived.wait()
+        return self._hand_out()

@@ -201,7 +201,7 @@ class Front:
         })
 
     async def metrics(self, _: web.Request) -> web.Response:
-        texts = await asyncio.gather(*(w.metrics_text() for w in self.workers.running()))
+        texts = await asyncio.gather(*(w.metrics_text() for w in self.workers.all))
         body = sum_exposition([*texts, self.workers.retired_counters, self.counters.render()])
         return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 

@@ -3,7 +3,8 @@
 Summing keeps the names and labels of a single server, so dashboards and benchmarks read one
 server's worth of series whatever `--workers` is. Histograms sum bucket by bucket; `_created`
 timestamps take the earliest. A restarted worker starts its counters again from zero, so the front
-keeps the counters of a worker that exited (as last read, at most a second old) in its sums.
+keeps the counters of a worker that exited, or does not answer, in its sums as last read (by the
+once-a-second poll or a /metrics it answered): a sum never steps below what it has shown.
 """
 
 from collections.abc import Iterable

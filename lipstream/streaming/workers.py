@@ -150,12 +150,18 @@ class WorkerProcess:
             return False
 
     async def metrics_text(self) -> str:
-        """Its /metrics, or nothing when it does not answer (restarting)."""
+        """Its /metrics; when it does not answer (hung, exited, restarting) its counters as last
+        read. Every read is remembered: the counters a crash leaves in the front's sums are then
+        never fewer than the front has already shown, and a summed counter never steps down."""
         try:
             async with self.http.get("http://worker/metrics", timeout=STATUS_READ) as response:
-                return await response.text()
+                text = await response.text()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, WorkerStartError):
-            return ""
+            return self.last_counters
+        if not self.running:  # it exited while answering: its counters may be retired already
+            return self.last_counters
+        self.last_counters = counters_only(text)
+        return text
 
     async def _read_health(self, http: aiohttp.ClientSession) -> bool:
         async with http.get("http://worker/healthz", timeout=STATUS_READ) as response:
@@ -242,7 +248,7 @@ class Workers:
         try:
             while not (await asyncio.wait({exited}, timeout=HEALTH_POLL_S))[0]:
                 await worker.refresh()
-                worker.last_counters = counters_only(await worker.metrics_text()) or worker.last_counters
+                await worker.metrics_text()  # remembers its counters
             return exited.result()
         finally:
             exited.cancel()
