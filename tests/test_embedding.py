@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from textwrap import dedent
 from typing import TypeVar
@@ -242,14 +243,20 @@ async def test_paced_async_engine_keeps_25_fps_and_idles_between_turns(
 
 
 T = TypeVar("T")
+STUCK_S = 60.0  # real time a clock-driven wait may take before the test calls it stuck (it takes < 1 s)
 
 
 async def released(clock: ManualClock, task: "asyncio.Task[T]") -> T:
-    """`task`'s result, the test's clock releasing its sleepers one at a time until it is done."""
+    """`task`'s result, the test's clock releasing its sleepers one at a time until it is done;
+    a task still not done after STUCK_S of real time fails the test instead of hanging the run."""
+    stuck_at = time.monotonic() + STUCK_S
     while not task.done():
         await asyncio.sleep(0.001)
         if clock.sleepers:
             clock.release_next()
+        if time.monotonic() > stuck_at:
+            task.cancel()
+            pytest.fail(f"stuck: not done after {STUCK_S:g} s")
     return await task
 
 
