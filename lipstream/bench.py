@@ -89,6 +89,7 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument("--spawn", action="store_true",
                          help="measure latency against a lipstream serve started on a free loopback port")
     latency.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
+    latency.add_argument("--token", help="the token the server at URL asks for (printed by lipstream serve)")
     latency.add_argument("--browser", action="store_true",
                          help="measure what headless Chromium presents (the viewer page with and without "
                               "its playout-delay hint) instead of an aiortc client; writes JSON only")
@@ -132,7 +133,7 @@ def run_latency_bench(args: argparse.Namespace) -> int:
     if args.browser:
         return run_browser_latency_bench(args, url)
     config = LatencyConfig() if args.onsets is None else LatencyConfig(onsets=args.onsets)
-    run_latency(url, config, args.json or DEFAULT_LATENCY_OUT)
+    run_latency(url, config, args.json or DEFAULT_LATENCY_OUT, args.token)
     return 0
 
 
