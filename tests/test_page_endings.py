@@ -5,11 +5,13 @@ to the server, a viewer link whose token is refused. Headless Chromium against a
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 
+from lipstream.streaming.client import Publisher
 from lipstream.streaming.server import ServeConfig
-from tests.pages import CONNECTED, server_seams
-from tests.serving import running_server
+from tests.pages import CONNECTED, TOKEN, server_seams
+from tests.serving import SILENCE, running_server
 
 pytestmark = pytest.mark.usefixtures("loopback")
 
@@ -44,3 +46,21 @@ async def test_stop_while_connecting_ends_the_session_quietly_and_start_works_ag
         await page.wait_for_function(CONNECTED, timeout=20_000)
         await page.click("#stop")
 
+
+async def test_a_viewer_link_with_a_refused_token_says_so_and_stops_retrying(browser: Any) -> None:
+    """A wrong token (or one from before the server restarted) never becomes valid: the viewer
+    says the link is not accepted, instead of "Retrying…" with a new connection every few seconds."""
+    async with running_server(ServeConfig(max_sessions=1, token=TOKEN, loopback_ice=False),
+                              **server_seams()) as server, aiohttp.ClientSession() as http:
+        publisher = Publisher(server.url, SILENCE, token=TOKEN)
+        await publisher.start(http)
+        session_id = publisher.location.split("/")[-1] if publisher.location else ""
+        viewer = await browser.new_page()
+        await viewer.goto(f"{server.url}/view/{session_id}?token=not-{TOKEN}")
+        await viewer.wait_for_function("window.lipstreamViewer.refused", timeout=10_000)
+        said = await viewer.locator("#message").inner_text()
+        assert "not accepted" in said and "token" in said and "Retrying" not in said, said
+        await asyncio.sleep(4.0)  # longer than the viewer's retry period
+        assert await viewer.evaluate("window.lipstreamViewer.pc === null")
+        assert not server.state.sessions[session_id].viewers
+        await publisher.stop(http)
