@@ -3,6 +3,10 @@ against a real server recovers a delay injected on purpose."""
 
 import asyncio
 import math
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -125,3 +129,26 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("lipstream bench: error: ") and "\n" not in err, err
     return err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_bench_spawn_quietly_with_its_server(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the bench and the server it spawned (one process group) while
+    a session runs: exit 130, no error about the server having gone, no server left behind."""
+    bench = subprocess.Popen([sys.executable, "-m", "lipstream", "bench", "--spawn", "--onsets", "4",
+                              "--json", str(tmp_path / "latency.json")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    assert bench.stdout is not None
+    said = []
+    for line in bench.stdout:  # both ends log ICE at INFO: the session is connecting or live
+        said.append(line)
+        if "ICE completed" in line:
+            break
+    servers = subprocess.run(["pgrep", "-P", str(bench.pid)], capture_output=True, text=True).stdout.split()
+    os.killpg(bench.pid, signal.SIGINT)
+    said.append(bench.communicate(timeout=60)[0])
+    output = "".join(said)
+    assert bench.returncode == 130, output
+    assert "lipstream bench: error" not in output and "Traceback" not in output, output
+    assert servers and not any(Path(f"/proc/{pid}").exists() for pid in servers)

@@ -127,10 +127,15 @@ class Publisher:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     async def stop(self, http: aiohttp.ClientSession | None = None) -> None:
-        """DELETE the session (if given a client) and close the peer connection."""
+        """DELETE the session (if given a client) and close the peer connection.
+
+        A server that cannot be reached any more took the session with it: nothing to end there
+        (Ctrl-C in a terminal stops a spawned server with its client).
+        """
         if http is not None and self.location is not None:
-            async with http.delete(self.base_url + self.location, headers=self._headers()):
-                pass
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with http.delete(self.base_url + self.location, headers=self._headers()):
+                    pass
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
