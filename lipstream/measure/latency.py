@@ -9,9 +9,10 @@ the server's own stage means from /metrics, which `report.decomposition` lines u
 """
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -122,7 +123,7 @@ async def run_session(url: str, config: LatencyConfig,
     pcm, starts = onset_schedule(config)
     track = SpeechTrack(pcm)
     publisher = Publisher(url, pcm, token=token, track=track, keep_size=config.frame_size, keep_audio=False)
-    try:
+    with reaching(url):
         async with aiohttp.ClientSession() as http:
             await publisher.start(http)
             try:
@@ -135,17 +136,24 @@ async def run_session(url: str, config: LatencyConfig,
             finally:
                 await publisher.stop(http)
             after = await scrape(http, url)
-    except aiohttp.ClientError as exc:
-        raise ServerError(f"cannot reach {url}: {exc}") from exc
     return publisher, track, starts, before, after
 
 
-async def connected(publisher: Publisher, url: str) -> None:
+@contextlib.contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """aiohttp's errors on the way to the server at `url` as one line a user can act on."""
     try:
-        await asyncio.wait_for(publisher.connected.wait(), CONNECT_TIMEOUT_S)
+        yield
+    except aiohttp.ClientError as exc:
+        raise ServerError(f"cannot reach {url}: {exc}") from exc
+
+
+async def connected(publisher: Publisher, url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    try:
+        await asyncio.wait_for(publisher.connected.wait(), timeout_s)
     except TimeoutError:
         raise ServerError(f"{url} answered, but no media connection came up within "
-                          f"{CONNECT_TIMEOUT_S:.0f} s (UDP blocked between here and the server?)") from None
+                          f"{timeout_s:.0f} s (UDP blocked between here and the server?)") from None
 
 
 async def received_until(publisher: Publisher, media_s: float) -> None:
