@@ -82,7 +82,8 @@ function lowestPlayoutDelay(receiver) {
 // or null when the server could not be asked.
 async function sessionStatus(url) {
   try {
-    const response = await fetch(url, { headers: authHeaders(), cache: "no-store" });
+    const response = await fetch(url, { headers: authHeaders(), cache: "no-store",
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const body = await response.json();
     if (response.status === 404) return { ended: body.reason || "the server no longer knows it" };
     return response.ok ? body : null;
@@ -189,7 +190,8 @@ async function stop() {
   }
   setStatus("Stopping…");
   try {
-    const response = await authorizedFetch(sessionUrl, { method: "DELETE", headers: {} });
+    const response = await authorizedFetch(sessionUrl, {
+      method: "DELETE", headers: {}, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const gone = response.status === 204 || response.status === 404;
     setStatus(gone ? `Stopped: session ${state.sessionId} has ended on the server. Press Start to talk again.`
       : `Stopped here; the server said: ${await errorOf(response)}. It ends the session when the media stops.`);

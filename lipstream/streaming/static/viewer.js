@@ -5,6 +5,7 @@
 const RETRY_MS = 3000;
 const GATHER_TIMEOUT_MS = 3000;
 const STATUS_EVERY_MS = 2000; // how soon a viewer notices the session ended
+const REQUEST_TIMEOUT_MS = 5000; // unanswered by then: a frozen server, taken as unreachable
 const REFUSED = [401, 403]; // a token retrying will not make valid (a restarted server drew a new secret)
 
 const video = document.getElementById("video");
@@ -64,7 +65,8 @@ async function errorOf(response) {
 // this link's token is not accepted, else whatever it says (null when the server cannot be asked).
 async function sessionStatus() {
   try {
-    const response = await fetch(sessionUrl, { headers: headers({}), cache: "no-store" });
+    const response = await fetch(sessionUrl, { headers: headers({}), cache: "no-store",
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const body = await response.json();
     if (response.status === 404) return { ended: body.reason || "the server no longer knows it" };
     if (REFUSED.includes(response.status)) return { refused: body.error || `${response.status}` };
