@@ -128,8 +128,9 @@ def check_measurable(sizes: list[int], seconds: float) -> None:
 def run_latency_bench(args: argparse.Namespace) -> int:
     from lipstream.measure.latency import LatencyConfig  # aiortc and aiohttp: only for this mode
     from lipstream.measure.report import run_latency
+    from lipstream.measure.server import base_url
 
-    url = None if args.spawn or args.latency == SPAWN else args.latency
+    url = None if args.spawn or args.latency == SPAWN else base_url(args.latency)
     if args.browser:
         return run_browser_latency_bench(args, url)
     config = LatencyConfig() if args.onsets is None else LatencyConfig(onsets=args.onsets)
