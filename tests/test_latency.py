@@ -155,3 +155,14 @@ def test_ctrl_c_in_a_terminal_stops_bench_spawn_quietly_with_its_server(tmp_path
     assert bench.returncode == 130, output
     assert "lipstream bench: error" not in output and "Traceback" not in output, output
     assert servers and not any(Path(f"/proc/{pid}").exists() for pid in servers)
+
+
+@pytest.mark.parametrize("onsets", ["0", "-3", "100000"])
+def test_bench_latency_refuses_a_number_of_onsets_it_cannot_send(
+        onsets: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No bursts (an IndexError before) or more than fit in memory (it allocated for hours of
+    audio): one line and exit 2, before any server is contacted."""
+    argv = ["bench", "--latency", f"http://127.0.0.1:{free_port()}", "--onsets", onsets,
+            "--json", str(tmp_path / "out.json")]
+    assert main(argv) == 2
+    assert f"--onsets {onsets}: send at least 1" in one_error_line(capsys)

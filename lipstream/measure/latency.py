@@ -20,7 +20,7 @@ import numpy as np
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE
-from lipstream.errors import ServerError
+from lipstream.errors import ConfigError, ServerError
 from lipstream.measure.mouth import MouthOpenDetector
 from lipstream.measure.server import frame_counts, scrape, stage_means_ms
 from lipstream.measure.speech import SpeechTrack
@@ -35,6 +35,7 @@ BURST_RAMP_S = 0.01  # fade in/out: no click, but the onset stays within one 20 
 BURST_PEAK = 0.25  # full scale = 1
 SETTLED_FRACTION = 0.75  # of the lead-in silence, after which the server's counters are read
 LATE_LIMIT_S = 10.0  # how long past the end of the sent audio the last frames are waited for
+MAX_RUN_S = 600.0  # of sent audio, held in memory with every frame received: ~15,000 frames
 CONNECT_TIMEOUT_S = 30.0  # POST answered -> ICE and DTLS connected
 
 
@@ -50,6 +51,13 @@ class LatencyConfig:
     # latency of those onsets must exceed the others' by as much (`injected_delay_recovered_ms`);
     # use whole frames (40 ms): the open frame can only move by whole frames.
     inject_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        period_s = self.burst_s + self.gap_s
+        most = int((MAX_RUN_S - self.lead_s - self.tail_s) // period_s)
+        if not 1 <= self.onsets <= most:
+            raise ConfigError(f"--onsets {self.onsets}: send at least 1 speech burst and at most {most} "
+                              f"({period_s:g} s each; the run's audio is held in memory)")
 
 
 @dataclass(frozen=True)
