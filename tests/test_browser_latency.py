@@ -106,6 +106,13 @@ def test_the_summary_takes_percentiles_over_plain_onsets_and_recovers_the_inject
     assert summary["server_not_in_time_fraction"] == 0.01
 
 
+def test_bench_latency_browser_refuses_a_token_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """Given a token, --browser would still be refused by the server (its pages go without it):
+    say so before launching anything."""
+    assert main(["bench", "--latency", f"http://127.0.0.1:{free_port()}", "--browser", "--token", "t"]) == 2
+    assert "--token: --browser measures only a server without a token" in capsys.readouterr().err
+
+
 def test_bench_latency_browser_says_in_one_line_that_nothing_answers_at_the_url(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     chromium_executable()
