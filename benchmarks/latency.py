@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lipstream.measure.latency import LatencyConfig
+from lipstream.measure.server import base_url
 
 RESULTS = Path("benchmarks/results")
 
@@ -34,7 +35,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="writes OUT.json (and OUT.png without --browser); default "
                                                  "benchmarks/results/latency or latency-chromium")
     args = parser.parse_args()
-    url = None if args.spawn else args.url
+    url = None if args.spawn else base_url(args.url)
     return run_browser(args, url) if args.browser else run_aiortc(args, url)
 
 

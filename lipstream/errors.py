@@ -31,3 +31,7 @@ class SpeechEngineError(LipstreamError):
 
 class GpuError(LipstreamError):
     """The CUDA kernels cannot run: no NVIDIA driver or device, no cuda-python, or a CUDA call failed."""
+
+
+class ServerError(LipstreamError):
+    """A lipstream server to measure that cannot be reached, refuses the session or sends no video."""

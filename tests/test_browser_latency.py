@@ -5,10 +5,12 @@ the aiortc measurement decides on the pixels the page sends back."""
 import asyncio
 import base64
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lipstream.cli import main
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
 from lipstream.measure.browser_latency import (
@@ -25,7 +27,7 @@ from lipstream.measure.counting import decode_everything, skip_video_decoding
 from lipstream.measure.latency import LatencyConfig
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
 from lipstream.measure.report import BUSY_FRACTION, delay_recovered_ms
-from lipstream.measure.server import spawned_server
+from lipstream.measure.server import free_port, spawned_server
 from lipstream.streaming.clock import FRAME_S
 from tests.browser import chromium_executable
 from tests.serving import loopback_only
@@ -102,3 +104,23 @@ def test_the_summary_takes_percentiles_over_plain_onsets_and_recovers_the_inject
     assert figures["to_received_ms"]["p50"] == 200.0
     assert figures["injected_delay_recovered_ms"] == {"received": 100.0, "presented": 100.0}
     assert summary["server_not_in_time_fraction"] == 0.01
+
+
+def test_bench_latency_browser_refuses_a_token_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """Given a token, --browser would still be refused by the server (its pages go without it):
+    say so before launching anything."""
+    assert main(["bench", "--latency", f"http://127.0.0.1:{free_port()}", "--browser", "--token", "t"]) == 2
+    assert "--token: --browser measures only a server without a token" in capsys.readouterr().err
+
+
+def test_bench_latency_browser_says_in_one_line_that_nothing_answers_at_the_url(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    chromium_executable()
+    url = f"http://127.0.0.1:{free_port()}"
+    argv = ["bench", "--latency", url, "--browser", "--onsets", "1", "--json", str(tmp_path / "out.json")]
+    try:
+        assert main(argv) == 2
+    finally:
+        decode_everything()  # the command stops this process decoding video, for its publisher
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lipstream bench: error: cannot reach {url}") and "\n" not in err, err

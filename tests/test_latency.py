@@ -1,11 +1,20 @@
 """The latency instruments: the mouth-open detector agrees with FaceMesh, and a measurement
 against a real server recovers a delay injected on purpose."""
 
+import asyncio
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
+from lipstream.cli import main
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
 from lipstream.measure.latency import (
@@ -17,14 +26,17 @@ from lipstream.measure.latency import (
 )
 from lipstream.measure.mouth import MouthOpenDetector, jaw_controls
 from lipstream.measure.report import BUSY_FRACTION, injected_delay_recovered_ms
+from lipstream.measure.server import free_port
+from lipstream.streaming.client import Publisher
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, FRAME_S
 from lipstream.streaming.server import ServeConfig
-from tests.serving import loopback_only, running_server
+from tests.serving import SILENCE, loopback_only, running_server
 
 # A whole number of frames, so the first open frame moves by exactly that many: 100 ms (2.5
 # frames) measures as 80 or 120 ms, depending on where the onsets fall within their frames.
 INJECTED_DELAY_MS = 3 * FRAME_S * 1000
 TOLERANCE_MS = 30.0  # medians of several onsets on a shared 2-core machine
+TOKEN = "latency-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +97,72 @@ def test_frames_not_in_time_never_exceed_the_frames_made() -> None:
     assert not_in_time_fraction({"rendered": 10, "skipped": 90, "late": 80}) == 1.0
     assert not_in_time_fraction({"rendered": 95, "skipped": 5, "late": 5}) == 0.1
     assert math.isnan(not_in_time_fraction({}))
+
+
+async def bench_latency(url: str, out: Path, *extra: str) -> int:
+    """`lipstream bench --latency URL`, as a user runs it (in a thread: it runs its own event loop)."""
+    argv = ["bench", "--latency", url, "--onsets", "1", "--json", str(out), *extra]
+    return await asyncio.to_thread(main, argv)
+
+
+async def test_bench_latency_says_in_one_line_why_a_server_cannot_be_measured(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Nothing listening, a token not given, a full server: exit 2 and one line saying which, not
+    a traceback; with --token the same server is measured."""
+    loopback_only(monkeypatch)
+    out = tmp_path / "latency.json"
+    assert await bench_latency(f"http://127.0.0.1:{free_port()}", out) == 2
+    assert "cannot reach" in one_error_line(capsys)
+    async with running_server(ServeConfig(max_sessions=1, token=TOKEN, loopback_ice=False)) as server:
+        assert await bench_latency(server.url, out) == 2
+        assert "refused the session: 401" in one_error_line(capsys)
+        occupant = Publisher(server.url, SILENCE, token=TOKEN)
+        async with aiohttp.ClientSession() as http:
+            await occupant.start(http)
+            assert await bench_latency(server.url, out, "--token", TOKEN) == 2
+            assert "refused the session: 503" in one_error_line(capsys)
+            await occupant.stop(http)
+        # the URL as `lipstream serve` prints it, with a trailing slash
+        assert await bench_latency(f"{server.url}/", out, "--token", TOKEN) == 0
+    assert not capsys.readouterr().err.strip()
+    assert json.loads(out.read_text())["run"]["server_frames"]["rendered"] > 0  # its /metrics was read
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lipstream bench: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_bench_spawn_quietly_with_its_server(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the bench and the server it spawned (one process group) while
+    a session runs: exit 130, no error about the server having gone, no server left behind."""
+    bench = subprocess.Popen([sys.executable, "-m", "lipstream", "bench", "--spawn", "--onsets", "4",
+                              "--json", str(tmp_path / "latency.json")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    assert bench.stdout is not None
+    said = []
+    for line in bench.stdout:  # both ends log ICE at INFO: the session is connecting or live
+        said.append(line)
+        if "ICE completed" in line:
+            break
+    servers = subprocess.run(["pgrep", "-P", str(bench.pid)], capture_output=True, text=True).stdout.split()
+    os.killpg(bench.pid, signal.SIGINT)
+    said.append(bench.communicate(timeout=60)[0])
+    output = "".join(said)
+    assert bench.returncode == 130, output
+    assert "lipstream bench: error" not in output and "Traceback" not in output, output
+    assert servers and not any(Path(f"/proc/{pid}").exists() for pid in servers)
+
+
+@pytest.mark.parametrize("onsets", ["0", "-3", "100000"])
+def test_bench_latency_refuses_a_number_of_onsets_it_cannot_send(
+        onsets: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No bursts (an IndexError before) or more than fit in memory (it allocated for hours of
+    audio): one line and exit 2, before any server is contacted."""
+    argv = ["bench", "--latency", f"http://127.0.0.1:{free_port()}", "--onsets", onsets,
+            "--json", str(tmp_path / "out.json")]
+    assert main(argv) == 2
+    assert f"--onsets {onsets}: send at least 1" in one_error_line(capsys)

@@ -32,10 +32,12 @@ from lipstream.measure.chromium import (
 )
 from lipstream.measure.latency import (
     LatencyConfig,
+    connected,
     first_open_after,
     injected_delay_s,
     not_in_time_fraction,
     onset_schedule,
+    reaching,
 )
 from lipstream.measure.mouth import REFERENCE_SIZE, SHIFT_PX, MouthOpenDetector
 from lipstream.measure.server import frame_counts, scrape
@@ -112,20 +114,28 @@ async def measure_browser(url: str, config: BrowserConfig, detector: MouthOpenDe
     pcm, starts = onset_schedule(config.latency)
     track = SpeechTrack(pcm)
     crop = crop_for(detector)
-    async with aiohttp.ClientSession() as http, playwright_driver() as playwright:
-        browser = await launch_browser(playwright)
-        try:
-            async with publishing(url, http, pcm, track) as publisher:
-                before = await scrape(http, url)
-                pages = await asyncio.gather(*(watch(browser, publisher, crop, name, ignore)
-                                               for name, ignore in PAGES.items()))
-                await collect(pages, track, pcm.size / SAMPLE_RATE + TAIL_S)
-                after = await scrape(http, url)
-        finally:
-            await browser.close()
+    with reaching(url):
+        async with aiohttp.ClientSession() as http, playwright_driver() as playwright:
+            pages, before, after = await watched_session(url, http, playwright, pcm, track, crop)
     frames = {k: v - frame_counts(before).get(k, 0) for k, v in frame_counts(after).items()}
     runs = [page_run(frames_of, track, starts, config.latency, detector) for _, frames_of in pages]
     return BrowserRun(runs, len(starts), frames)
+
+
+async def watched_session(url: str, http: aiohttp.ClientSession, playwright: Any, pcm: np.ndarray,
+                          track: SpeechTrack, crop: CropBox) -> tuple[list[tuple[Any, PageFrames]], str, str]:
+    """Publish `pcm` through `track` and watch it with both pages; their frames, /metrics before and after."""
+    browser = await launch_browser(playwright)
+    try:
+        async with publishing(url, http, pcm, track) as publisher:
+            before = await scrape(http, url)
+            pages = await asyncio.gather(*(watch(browser, publisher, crop, name, ignore)
+                                           for name, ignore in PAGES.items()))
+            await collect(pages, track, pcm.size / SAMPLE_RATE + TAIL_S)
+            after = await scrape(http, url)
+    finally:
+        await browser.close()
+    return pages, before, after
 
 
 @asynccontextmanager
@@ -134,7 +144,7 @@ async def publishing(url: str, http: aiohttp.ClientSession, pcm: np.ndarray,
     publisher = Publisher(url, pcm, track=track, keep_audio=False)
     await publisher.start(http)
     try:
-        await asyncio.wait_for(publisher.connected.wait(), VIEWER_TIMEOUT_S)
+        await connected(publisher, url, VIEWER_TIMEOUT_S)
         yield publisher
     finally:
         await publisher.stop(http)

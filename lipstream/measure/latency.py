@@ -9,9 +9,10 @@ the server's own stage means from /metrics, which `report.decomposition` lines u
 """
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,6 +20,7 @@ import numpy as np
 
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.errors import ConfigError, ServerError
 from lipstream.measure.mouth import MouthOpenDetector
 from lipstream.measure.server import frame_counts, scrape, stage_means_ms
 from lipstream.measure.speech import SpeechTrack
@@ -33,6 +35,8 @@ BURST_RAMP_S = 0.01  # fade in/out: no click, but the onset stays within one 20 
 BURST_PEAK = 0.25  # full scale = 1
 SETTLED_FRACTION = 0.75  # of the lead-in silence, after which the server's counters are read
 LATE_LIMIT_S = 10.0  # how long past the end of the sent audio the last frames are waited for
+MAX_RUN_S = 600.0  # of sent audio, held in memory with every frame received: ~15,000 frames
+CONNECT_TIMEOUT_S = 30.0  # POST answered -> ICE and DTLS connected
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,13 @@ class LatencyConfig:
     # latency of those onsets must exceed the others' by as much (`injected_delay_recovered_ms`);
     # use whole frames (40 ms): the open frame can only move by whole frames.
     inject_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        period_s = self.burst_s + self.gap_s
+        most = int((MAX_RUN_S - self.lead_s - self.tail_s) // period_s)
+        if not 1 <= self.onsets <= most:
+            raise ConfigError(f"--onsets {self.onsets}: send at least 1 speech burst and at most {most} "
+                              f"({period_s:g} s each; the run's audio is held in memory)")
 
 
 @dataclass(frozen=True)
@@ -111,22 +122,46 @@ def injected_delay_s(config: LatencyConfig, onset: int) -> float:
     return config.inject_delay_s if onset % 2 else 0.0
 
 
-async def run_session(url: str, config: LatencyConfig) -> tuple[Publisher, SpeechTrack, list[int], str, str]:
-    """Publish the bursts in real time; returns what was received and /metrics before and after."""
+async def run_session(url: str, config: LatencyConfig,
+                      token: str | None = None) -> tuple[Publisher, SpeechTrack, list[int], str, str]:
+    """Publish the bursts in real time; returns what was received and /metrics before and after.
+
+    A server that cannot be reached, refuses the session or sends no video is a `ServerError`.
+    """
     pcm, starts = onset_schedule(config)
     track = SpeechTrack(pcm)
-    publisher = Publisher(url, pcm, track=track, keep_size=config.frame_size, keep_audio=False)
-    async with aiohttp.ClientSession() as http:
-        await publisher.start(http)
-        try:
-            await asyncio.wait_for(publisher.connected.wait(), 30)
-            await asyncio.sleep(config.lead_s * SETTLED_FRACTION)
-            before = await scrape(http, url)  # start-up (first frames, encoder warm-up) left out
-            await received_until(publisher, pcm.size / SAMPLE_RATE)
-        finally:
-            await publisher.stop(http)
-        after = await scrape(http, url)
+    publisher = Publisher(url, pcm, token=token, track=track, keep_size=config.frame_size, keep_audio=False)
+    with reaching(url):
+        async with aiohttp.ClientSession() as http:
+            await publisher.start(http)
+            try:
+                await connected(publisher, url)
+                await asyncio.sleep(config.lead_s * SETTLED_FRACTION)
+                before = await scrape(http, url)  # start-up (first frames, encoder warm-up) left out
+                await received_until(publisher, pcm.size / SAMPLE_RATE)
+                if not publisher.received.video_pts:
+                    raise ServerError(f"{url} sent no video in {pcm.size / SAMPLE_RATE + LATE_LIMIT_S:.0f} s")
+            finally:
+                await publisher.stop(http)
+            after = await scrape(http, url)
     return publisher, track, starts, before, after
+
+
+@contextlib.contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """aiohttp's errors on the way to the server at `url` as one line a user can act on."""
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        raise ServerError(f"cannot reach {url}: {exc}") from exc
+
+
+async def connected(publisher: Publisher, url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    try:
+        await asyncio.wait_for(publisher.connected.wait(), timeout_s)
+    except TimeoutError:
+        raise ServerError(f"{url} answered, but no media connection came up within "
+                          f"{timeout_s:.0f} s (UDP blocked between here and the server?)") from None
 
 
 async def received_until(publisher: Publisher, media_s: float) -> None:
@@ -192,15 +227,17 @@ def _ms(seconds: float) -> float:
     return round(float(seconds) * 1000, 1)
 
 
-def measure_latency(url: str, config: LatencyConfig | None = None,
-                    avatar: Avatar | None = None) -> LatencyRun:
+def measure_latency(url: str, config: LatencyConfig | None = None, avatar: Avatar | None = None,
+                    token: str | None = None) -> LatencyRun:
     """One measuring session against the server at `url` (its default avatar unless given)."""
     config = config or LatencyConfig()
-    return asyncio.run(measure(url, config, MouthOpenDetector(avatar or Avatar.default(), config.frame_size)))
+    detector = MouthOpenDetector(avatar or Avatar.default(), config.frame_size)
+    return asyncio.run(measure(url, config, detector, token))
 
 
-async def measure(url: str, config: LatencyConfig, detector: MouthOpenDetector) -> LatencyRun:
-    publisher, track, starts, before, after = await run_session(url, config)
+async def measure(url: str, config: LatencyConfig, detector: MouthOpenDetector,
+                  token: str | None = None) -> LatencyRun:
+    publisher, track, starts, before, after = await run_session(url, config, token)
     onsets, agreement = measure_onsets(publisher, track, starts, config, detector)
     frames = {k: v - frame_counts(before).get(k, 0) for k, v in frame_counts(after).items()}
     return LatencyRun(onsets, first_frame_ms(publisher), round_values(stage_means_ms(before, after)),

@@ -25,11 +25,12 @@ BUSY_FRACTION = 0.1  # a server that skipped more frames than this was not keepi
 BUSY_WARNING = " -- the server was not keeping real time (busy machine?): these latencies are not its own"
 
 
-def run_latency(url: str | None, config: LatencyConfig, out: Path) -> LatencyRun:
-    """Measure against `url`, or a `lipstream serve` spawned on a free loopback port if None."""
+def run_latency(url: str | None, config: LatencyConfig, out: Path, token: str | None = None) -> LatencyRun:
+    """Measure against `url` (with its `token`, if it needs one), or a `lipstream serve` spawned on
+    a free loopback port if None."""
     loopback_only()
     if url is not None:
-        run = measure_latency(url, config)
+        run = measure_latency(url, config, token=token)
     else:
         with spawned_server("--max-sessions", "1") as target:
             run = measure_latency(target.url, config)

@@ -20,6 +20,8 @@ from pathlib import Path
 import aiohttp
 import aioice.ice
 
+from lipstream.errors import ServerError
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HEALTHY_TIMEOUT_S = 90.0  # start-up times an engine and an encoder for capacity: slow on a busy box
 BYTES_PER_MB = 1024 * 1024
@@ -119,8 +121,17 @@ def server_rss_mb(pid: int) -> float:
     return sum(mb for mb in map(rss_mb, server_pids(pid)) if not math.isnan(mb))  # nan: exited meanwhile
 
 
+def base_url(url: str) -> str:
+    """A server's URL as paths are added to it: `lipstream serve` prints its own with a trailing
+    slash, and `URL//metrics` is a 404."""
+    return url.rstrip("/")
+
+
 async def scrape(http: aiohttp.ClientSession, url: str) -> str:
     async with http.get(f"{url}/metrics") as response:
+        if response.status != 200:  # a 404 page read as metrics would be a report of zeros
+            raise ServerError(f"{url}/metrics answered {response.status} {response.reason}: "
+                              "is this the URL of a lipstream serve?")
         return await response.text()
 
 

@@ -7,6 +7,7 @@ arrival times are what a receiver synchronising by RTP/RTCP timestamps would wor
 """
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.errors import ServerError
 from lipstream.streaming.clock import AUDIO_CHUNK_MS, AUDIO_CHUNK_SAMPLES
 from lipstream.streaming.controlstream import CONTROL_CHANNEL_LABEL
 from lipstream.streaming.session import new_peer_connection
@@ -119,16 +121,21 @@ class Publisher:
         async with http.post(f"{self.base_url}/v1/sessions{query}", data=self.pc.localDescription.sdp,
                              headers=self._headers("application/sdp")) as response:
             if response.status != 201:
-                raise RuntimeError(f"POST /v1/sessions: {response.status} {await response.text()}")
+                raise ServerError(f"{self.base_url} refused the session: {await refusal(response)}")
             self.location = response.headers["Location"]
             answer = await response.text()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     async def stop(self, http: aiohttp.ClientSession | None = None) -> None:
-        """DELETE the session (if given a client) and close the peer connection."""
+        """DELETE the session (if given a client) and close the peer connection.
+
+        A server that cannot be reached any more took the session with it: nothing to end there
+        (Ctrl-C in a terminal stops a spawned server with its client).
+        """
         if http is not None and self.location is not None:
-            async with http.delete(self.base_url + self.location, headers=self._headers()):
-                pass
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with http.delete(self.base_url + self.location, headers=self._headers()):
+                    pass
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -169,6 +176,15 @@ class Publisher:
             pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels)).mean(axis=1)
             self.received.audio_pts.append(frame.pts)
             self.received.audio.append((pcm / 32768.0).astype(np.float32))
+
+
+async def refusal(response: aiohttp.ClientResponse) -> str:
+    """What a server that refused says: its JSON error, else the status line."""
+    with contextlib.suppress(aiohttp.ContentTypeError, ValueError):
+        body = await response.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return f"{response.status} {body['error']}"
+    return f"{response.status} {response.reason}"
 
 
 def cpu_wait_s() -> float:

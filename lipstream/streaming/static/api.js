@@ -3,6 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// A server that has not answered by then is taken as unreachable: a frozen process or host keeps
+// its connections open and never answers, and the page must still say so and let the user go on.
+const REQUEST_TIMEOUT_MS = 5000;
 
 // Exposed for tests and curious users (the console): the live peer connection and session,
 // the chosen avatar, and the last numbers of the status line.

@@ -82,7 +82,8 @@ function lowestPlayoutDelay(receiver) {
 // or null when the server could not be asked.
 async function sessionStatus(url) {
   try {
-    const response = await fetch(url, { headers: authHeaders(), cache: "no-store" });
+    const response = await fetch(url, { headers: authHeaders(), cache: "no-store",
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const body = await response.json();
     if (response.status === 404) return { ended: body.reason || "the server no longer knows it" };
     return response.ok ? body : null;
@@ -109,41 +110,60 @@ async function checkSession() {
   }
 }
 
+// Stop is live from the moment the peer connection exists: every step after an await checks
+// that `pc` is still the page's, and a start the user stopped ends quietly.
 async function start() {
   showError("");
   ui.start.disabled = true;
+  let pc = null;
   try {
     setStatus("Opening the microphone…");
     state.mic = await openMicrophone();
     setMuted(false);
-    state.pc = newPeerConnection(state.mic);
+    pc = state.pc = newPeerConnection(state.mic);
     refreshButtons();
-    await state.pc.setLocalDescription(await state.pc.createOffer());
-    await iceGatheringComplete(state.pc);
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc);
+    if (pc !== state.pc) return;
     setStatus("Connecting…");
-    await postOffer();
+    if (!await postOffer(pc)) return;
     if (!state.previewShown) showPreview(state.avatarId); // the token is known now
     ui.video.play().catch(() => { /* it plays once media arrives; Start was the user's gesture */ });
   } catch (err) {
+    if (pc !== state.pc) return; // stopped meanwhile: the error belongs to an abandoned start
     showError(err.message || String(err));
     await stop();
   }
 }
 
-async function postOffer() {
+// POST the offer; false if the user stopped meanwhile (the session the server made is ended).
+async function postOffer(pc) {
   const avatar = state.avatarId ? `?avatar=${encodeURIComponent(state.avatarId)}` : "";
   const response = await authorizedFetch(`/v1/sessions${avatar}`, {
-    method: "POST", headers: { "Content-Type": "application/sdp" }, body: state.pc.localDescription.sdp,
+    method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
   });
+  const answer = response.ok ? await response.text() : "";
+  if (pc !== state.pc) {
+    endAbandoned(response);
+    return false;
+  }
   if (!response.ok) throw new Error(await errorOf(response));
-  state.location = response.headers.get("Location");
+  state.location = response.headers.get("Location"); // from here on, Stop's teardown ends it
   state.viewerToken = response.headers.get(VIEWER_TOKEN_HEADER);
-  await state.pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  if (pc !== state.pc) return false;
   state.sessionId = state.location.split("/").pop();
   ui.sessionId.textContent = state.sessionId;
   startStatusLine();
   showObsPanel(state.sessionId, state.viewerToken);
   state.statusTimer = setInterval(checkSession, STATUS_EVERY_MS);
+  return true;
+}
+
+// A session made for a start the user stopped before its answer came: end it on the server.
+function endAbandoned(response) {
+  const made = response.ok && response.headers.get("Location");
+  if (made) authorizedFetch(made, { method: "DELETE", headers: {} }).catch(() => { /* ends when media stops */ });
 }
 
 // Close everything on this side; returns the session's URL if the server may still run it.
@@ -170,7 +190,8 @@ async function stop() {
   }
   setStatus("Stopping…");
   try {
-    const response = await authorizedFetch(sessionUrl, { method: "DELETE", headers: {} });
+    const response = await authorizedFetch(sessionUrl, {
+      method: "DELETE", headers: {}, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const gone = response.status === 204 || response.status === 404;
     setStatus(gone ? `Stopped: session ${state.sessionId} has ended on the server. Press Start to talk again.`
       : `Stopped here; the server said: ${await errorOf(response)}. It ends the session when the media stops.`);

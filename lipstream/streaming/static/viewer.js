@@ -5,6 +5,8 @@
 const RETRY_MS = 3000;
 const GATHER_TIMEOUT_MS = 3000;
 const STATUS_EVERY_MS = 2000; // how soon a viewer notices the session ended
+const REQUEST_TIMEOUT_MS = 5000; // unanswered by then: a frozen server, taken as unreachable
+const REFUSED = [401, 403]; // a token retrying will not make valid (a restarted server drew a new secret)
 
 const video = document.getElementById("video");
 const overlay = document.getElementById("overlay");
@@ -13,7 +15,7 @@ const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean
 const token = new URLSearchParams(location.search).get("token");
 
 // Exposed for tests: the current peer connection.
-const viewer = window.lipstreamViewer = { pc: null, location: null, wantsClick: false, ended: null };
+const viewer = window.lipstreamViewer = { pc: null, location: null, wantsClick: false, ended: null, refused: null };
 const sessionUrl = `/v1/sessions/${encodeURIComponent(sessionId)}`;
 
 function say(text, clickable) {
@@ -59,39 +61,55 @@ async function errorOf(response) {
   }
 }
 
-// The session's status from the server: {ended: reason} once it has ended, else whatever it says
-// (null when the server cannot be asked).
+// The session's status from the server: {ended: reason} once it has ended, {refused: reason} when
+// this link's token is not accepted, else whatever it says (null when the server cannot be asked).
 async function sessionStatus() {
   try {
-    const response = await fetch(sessionUrl, { headers: headers({}), cache: "no-store" });
+    const response = await fetch(sessionUrl, { headers: headers({}), cache: "no-store",
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     const body = await response.json();
     if (response.status === 404) return { ended: body.reason || "the server no longer knows it" };
+    if (REFUSED.includes(response.status)) return { refused: body.error || `${response.status}` };
     return response.ok ? body : { error: body.error };
   } catch (_) {
     return null;
   }
 }
 
-// A session does not come back once ended (a new one has a new address): say so and stop.
-function ended(reason) {
-  viewer.ended = reason;
+// A session does not come back once ended (a new one has a new address), nor does a refused token
+// become valid: say so and stop.
+function stopWatching(text) {
   viewer.location = null;
   if (viewer.pc) viewer.pc.close();
   viewer.pc = null;
   video.srcObject = null;
-  say(`The session has ended: ${reason}.`, false);
+  say(text, false);
+}
+
+function finished() {
+  return viewer.ended !== null || viewer.refused !== null;
+}
+
+// Acts on a status that ends the watching; true if it did.
+function settled(status) {
+  if (status && status.ended) {
+    viewer.ended = status.ended;
+    stopWatching(`The session has ended: ${status.ended}.`);
+  } else if (status && status.refused) {
+    viewer.refused = status.refused;
+    stopWatching(`This viewer link is not accepted: ${status.refused}. Copy a new link from the session's page.`);
+  }
+  return finished();
 }
 
 async function watchStatus() {
-  if (viewer.ended) return;
-  const status = await sessionStatus();
-  if (status && status.ended) ended(status.ended);
-  else setTimeout(watchStatus, STATUS_EVERY_MS);
+  if (finished()) return;
+  if (!settled(await sessionStatus())) setTimeout(watchStatus, STATUS_EVERY_MS);
 }
 
 async function retryLater(reason) {
   const status = await sessionStatus();
-  if (status && status.ended) return ended(status.ended);
+  if (settled(status)) return;
   const why = status ? reason : "The server is not reachable";
   say(`${why}. Retrying…`, false);
   setTimeout(connect, RETRY_MS);
@@ -105,7 +123,7 @@ function lowestPlayoutDelay(receiver) {
 }
 
 async function connect() {
-  if (viewer.ended) return;
+  if (finished()) return;
   const pc = new RTCPeerConnection({ iceServers: [] });
   viewer.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
