@@ -22,6 +22,9 @@ def load_exported(net: MotionNet, path: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
+    from lipstream.engine.runners import read_metadata
+
+    read_metadata(path)  # a missing, non-ONNX or foreign file is refused with the reason
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     named = {k[len(NAMED_PREFIX):]: v for k, v in weights.items() if k.startswith(NAMED_PREFIX)}
     folded = [v for k, v in weights.items() if not k.startswith(NAMED_PREFIX)]  # (weight, bias) per block
