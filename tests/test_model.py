@@ -84,6 +84,25 @@ def test_unusable_model_files_are_refused_with_a_reason(short_run: Path, tmp_pat
         OnnxMotionModel(tmp_path / "foreign.onnx")
 
 
+def test_metadata_that_disagrees_with_the_graph_is_refused(tmp_path: Path) -> None:
+    """An edited or copied metadata entry is refused when the file is opened, not with an
+    onnxruntime traceback on the first frame of a render or a session."""
+    path = shipped_model_path()
+    assert path is not None, "no lipstream/models/motion.onnx: run lipstream train --install"
+    proto = onnx.load(str(path))
+    meta = json.loads(proto.metadata_props[0].value)
+    for name, value, reason in (
+            ("window", {**meta, "context_frames": meta["context_frames"] - 4}, "graph takes mel input"),
+            ("huge", {**meta, "lookahead_frames": 100_000}, "graph takes mel input"),
+            ("empty", {**meta, "context_frames": 0, "lookahead_frames": 0}, "context_frames"),
+            ("bool", {**meta, "context_frames": True}, "context_frames"),
+            ("list", [1, 2], "not a JSON object")):
+        proto.metadata_props[0].value = json.dumps(value)
+        onnx.save(proto, str(tmp_path / f"{name}.onnx"))
+        with pytest.raises(ModelError, match=reason):
+            load_motion_model(str(tmp_path / f"{name}.onnx"))
+
+
 # --- the shipped model ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
