@@ -160,6 +160,30 @@ def test_live_writes_its_file_with_the_h264_encoder_asked_for(mic: VirtualMicrop
     assert refused.returncode == 2 and "invalid choice: 'vp8'" in refused.stderr  # files are H.264
 
 
+def test_a_microphone_that_goes_away_ends_the_run_with_one_line_and_a_playable_file(tmp_path: Path) -> None:
+    """The sound server dies mid-run (or the device is unplugged): live says so and exits 2, its mp4
+    closed and playable, instead of recording idle frames from a dead device until --seconds."""
+    import av
+
+    out, seconds = tmp_path / "live.mp4", 30
+    with virtual_microphone() as gone:  # its own: this test kills its daemon
+        code = "from lipstream.cli import main; import sys; raise SystemExit(main(['live', *sys.argv[1:]]))"
+        live = subprocess.Popen([sys.executable, "-c", code, "--mic", PCM_NAME, "--out", str(out), "--size",
+                                 "128", "--seconds", str(seconds)], stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **gone.environment()})
+        assert live.stderr is not None
+        said = next((line for line in live.stderr if "Ctrl-C stops" in line or "error" in line), "")
+        assert "Ctrl-C stops" in said, said  # the microphone is running
+        time.sleep(0.5)
+        gone.stop()  # the daemon ends: the device is gone
+        rest = live.communicate(timeout=seconds)[1]
+    assert live.returncode == 2, rest
+    assert f"lipstream live: error: microphone '{PCM_NAME}' stopped delivering audio" in rest
+    with av.open(str(out)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert 0 < frames < seconds * VIDEO_FPS
+
+
 def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     result = lipstream_live(mic, "--list-devices")
     assert result.returncode == 0, result.stderr

@@ -119,6 +119,7 @@ class Microphone:
         self._continue = load_pyaudio().paContinue
         self._pa: Any = open_portaudio()
         self._stream: Any = None
+        self._started = False
         try:
             self.device = choose_device(list_input_devices(self._pa), self.config.device)
             self.sample_rate = choose_rate(self._pa, self.device)
@@ -141,14 +142,24 @@ class Microphone:
 
     def start(self) -> None:
         self._stream.start_stream()
+        self._started = True
 
     def read(self, timeout_s: float) -> AudioChunk | None:
-        """The next chunk, or None if none arrived within `timeout_s` (0: do not wait)."""
+        """The next chunk, or None if none arrived within `timeout_s` (0: do not wait). Raises
+        DeviceError once the device is gone and its last audio has been read."""
         try:
             data = self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait()
         except queue.Empty:
+            self._check_alive()
             return None
         return AudioChunk(np.frombuffer(data, dtype=np.int16), self.sample_rate)
+
+    def _check_alive(self) -> None:
+        # PortAudio ends a started stream whose device went away (unplugged, the sound server
+        # ended); it never calls back again, and a silent run would go on recording nothing
+        if self._started and self._stream is not None and not self._stream.is_active():
+            raise DeviceError(f"microphone '{self.device.name}' stopped delivering audio (unplugged, or "
+                              f"its sound server ended); {LIST_HINT}")
 
     def close(self) -> None:
         """Stop and release the device; safe to call twice."""
