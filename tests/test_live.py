@@ -184,6 +184,22 @@ def test_a_microphone_that_goes_away_ends_the_run_with_one_line_and_a_playable_f
     assert 0 < frames < seconds * VIDEO_FPS
 
 
+def test_a_full_disk_ends_the_run_with_one_line_and_no_unplayable_file(mic: VirtualMicrophone,
+                                                                      tmp_path: Path) -> None:
+    """--out on a disk that fills up (here /dev/full): one line and exit 2; it was a segfault,
+    FFmpeg crashing as the file was closed after its failed write."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full to stand for a full disk")
+    out = tmp_path / "full.mp4"
+    out.symlink_to("/dev/full")
+    result = lipstream_live(mic, "--mic", PCM_NAME, "--out", str(out), "--seconds", "4", "--size", "128")
+    assert result.returncode == 2, result.stderr
+    said = f"lipstream live: error: cannot write {out}: No space left on device; the unfinished file was "
+    said += "removed"
+    assert result.stderr.strip().splitlines()[-1] == said
+    assert not out.is_symlink()
+
+
 def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     result = lipstream_live(mic, "--list-devices")
     assert result.returncode == 0, result.stderr
