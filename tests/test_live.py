@@ -217,6 +217,7 @@ def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     (["--mic", PCM_NAME, "--out", "x.mp4", "--size", "8"], "", "--size 8: use an even number"),
     (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "nan"], "", "--seconds nan: use a number of"),
     (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "-1"], "", "--seconds -1.0: use a number of"),
+    (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "0.01"], "", "--seconds 0.01: use a number of"),
     (["--mic", PCM_NAME, "--out", "x.txt"], "", "name it .mp4"),
 ])
 def test_missing_devices_give_one_line_naming_the_fix(mic: VirtualMicrophone, tmp_path: Path, args: list[str],
