@@ -37,7 +37,7 @@ def _refused(capsys: pytest.CaptureFixture[str], out: Path, *options: str) -> st
 
 
 @pytest.mark.parametrize(("options", "named"), [
-    (["--steps", "0"], "--steps 0"), (["--steps", "-3"], "--steps -3"),
+    (["--steps", "0"], "--steps 0"), (["--steps", "-3"], "--steps -3"), (["--seed", "-1"], "--seed -1"),
     (["--batch-size", "0"], "--batch-size"), (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"),
     (["--channels", "0"], "--channels"), (["--dilations", "1", "0"], "--dilations 1 0"),
     (["--context-ms", "0"], "--context-ms"), (["--context-ms", "25"], "multiple of 10"),

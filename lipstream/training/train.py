@@ -295,6 +295,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Each option a run cannot use, as the option and the range it needs."""
     for option, value, ok, need in (
             ("--steps", cfg.steps, cfg.steps >= 1, "at least 1"),
+            ("--seed", cfg.seed, cfg.seed >= 0, "a whole number from 0"),  # numpy's generators take none
             ("--batch-size", cfg.batch_size, cfg.batch_size >= 1, "at least 1"),
             ("--threads", cfg.threads, cfg.threads >= 1, "at least 1"),
             ("--pool-utterances", cfg.pool_utterances, cfg.pool_utterances >= 1, "at least 1"),
