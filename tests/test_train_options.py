@@ -80,3 +80,10 @@ def test_resume_from_a_corrupt_state_is_refused(tmp_path: Path, capsys: pytest.C
     assert "unreadable" in _refused(capsys, run, "--resume")
     torch.save({"weights": [1, 2, 3]}, run / "resume.pt")
     assert "not a lipstream training state" in _refused(capsys, run, "--resume")
+    from lipstream.cli import build_parser
+    from lipstream.training.train import config_from_args
+
+    command = config_from_args(build_parser("train").parse_args(["train", *SMALL])).command()
+    partial = {"step": 1, "command": command, "history": [], "torch_rng": 0, "sampler_rng": 0}
+    torch.save(partial, run / "resume.pt")  # no weights: it would fail only after the synthesis
+    assert "not a lipstream training state" in _refused(capsys, run, "--resume")

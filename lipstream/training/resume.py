@@ -13,7 +13,8 @@ from typing import Any
 from lipstream.errors import ConfigError
 
 STATE_FILE = "resume.pt"
-STATE_KEYS = {"step", "command", "history", "torch_rng", "sampler_rng"}  # and each part's state_dict
+# what save_state writes: its own entries and the state_dict of each part train.py hands it
+STATE_KEYS = {"step", "command", "history", "torch_rng", "sampler_rng", "net", "optimizer", "scheduler"}
 
 
 def save_state(out_dir: Path, step: int, command: str, parts: dict[str, Any],
