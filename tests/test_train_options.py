@@ -70,6 +70,10 @@ def test_init_from_a_file_that_is_not_a_fitting_model_is_refused_before_synthesi
     shipped = shipped_model_path()
     assert shipped is not None, "no shipped model: run lipstream train --install"
     assert "--channels" in _refused(capsys, tmp_path / "run", "--init-from", str(shipped), "--channels", "8")
+    # the same weight shapes, another model: the window split otherwise, or the dilations reordered
+    for options in (["--context-ms", "200", "--lookahead-ms", "80"], ["--dilations", "2", "1", "4", "2"]):
+        said = _refused(capsys, tmp_path / "run", "--init-from", str(shipped), *options)
+        assert "--context-ms 240 --lookahead-ms 40 --dilations 1 2 2 4" in said
 
 
 def test_resume_from_a_corrupt_state_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
