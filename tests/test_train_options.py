@@ -91,3 +91,25 @@ def test_resume_from_a_corrupt_state_is_refused(tmp_path: Path, capsys: pytest.C
     partial = {"step": 1, "command": command, "history": [], "torch_rng": 0, "sampler_rng": 0}
     torch.save(partial, run / "resume.pt")  # no weights: it would fail only after the synthesis
     assert "not a lipstream training state" in _refused(capsys, run, "--resume")
+
+
+def test_sigterm_during_synthesis_ends_quietly(tmp_path: Path) -> None:
+    """`kill` or Ctrl-C while the worker processes synthesise: exit 143 and no traceback; every
+    forked worker inherited the CLI's SIGTERM handler and printed one as the pool ended it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = subprocess.Popen([sys.executable, "-m", "lipstream", "train", "--out", str(tmp_path / "run"),
+                              *SMALL[:-2], "--pool-utterances", "50", "--threads", "2"],
+                             stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{train.pid}/task/{train.pid}/children")
+    deadline = time.monotonic() + 60
+    while not children.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the pool's workers run
+    time.sleep(0.5)
+    train.send_signal(signal.SIGTERM)
+    stderr = train.communicate(timeout=60)[1]
+    assert train.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr, stderr
