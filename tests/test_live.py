@@ -184,6 +184,33 @@ def test_a_microphone_that_goes_away_ends_the_run_with_one_line_and_a_playable_f
     assert 0 < frames < seconds * VIDEO_FPS
 
 
+def test_a_microphone_gone_before_capture_starts_is_said_not_waited_for() -> None:
+    """The device goes between its opening and the start of capture (in `live`, while the photo
+    is analysed): PortAudio's start then hung for good, and Ctrl-C could not stop it."""
+    code = ("from lipstream.streaming.microphone import Microphone, MicrophoneConfig\n"
+            "import sys\n"
+            f"microphone = Microphone(MicrophoneConfig(device={PCM_NAME!r}))\n"
+            "print('open', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "microphone.start()\n"
+            "while True:\n"
+            "    microphone.read(1.0)  # until the device's loss is said\n")
+    with virtual_microphone() as gone:
+        reader = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ, **gone.environment()})
+        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout.readline() == "open\n"
+        gone.stop()
+        time.sleep(0.5)
+        try:
+            reader.stdin.write("\n")
+            reader.stdin.flush()
+            stderr = reader.communicate(timeout=20)[1]
+        finally:
+            reader.kill()
+    assert f"DeviceError: microphone '{PCM_NAME}' stopped delivering audio" in stderr
+
+
 def test_a_full_disk_ends_the_run_with_one_line_and_no_unplayable_file(mic: VirtualMicrophone,
                                                                       tmp_path: Path) -> None:
     """--out on a disk that fills up (here /dev/full): one line and exit 2; it was a segfault,

@@ -109,7 +109,8 @@ def choose_rate(pa: Any, device: InputDevice) -> int:
 
 
 class Microphone:
-    """One open input stream. Use as a context manager; `start()` begins capture."""
+    """One open input stream, capturing from the start. Use as a context manager; `read` hands
+    out what came after `start()`."""
 
     def __init__(self, config: MicrophoneConfig | None = None) -> None:
         self.config = config or MicrophoneConfig()
@@ -119,7 +120,6 @@ class Microphone:
         self._continue = load_pyaudio().paContinue
         self._pa: Any = open_portaudio()
         self._stream: Any = None
-        self._started = False
         try:
             self.device = choose_device(list_input_devices(self._pa), self.config.device)
             self.sample_rate = choose_rate(self._pa, self.device)
@@ -136,13 +136,17 @@ class Microphone:
                     rate=self.sample_rate, channels=1, format=pyaudio.paInt16, input=True,
                     input_device_index=self.device.index,
                     frames_per_buffer=self.sample_rate * self.config.chunk_ms // 1000,
-                    stream_callback=self._on_audio, start=False)
+                    stream_callback=self._on_audio, start=True)
         except OSError as exc:  # busy, unplugged, or a format the device refuses
             raise DeviceError(f"cannot open microphone '{self.device.name}': {exc}; {LIST_HINT}") from None
 
     def start(self) -> None:
-        self._stream.start_stream()
-        self._started = True
+        """Hand out audio from now on. The device has captured since it opened: started later,
+        a device gone in between hangs PortAudio's start for good (even Ctrl-C waits on it)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self.dropped_chunks = 0
 
     def read(self, timeout_s: float) -> AudioChunk | None:
         """The next chunk, or None if none arrived within `timeout_s` (0: do not wait). Raises
@@ -157,7 +161,7 @@ class Microphone:
     def _check_alive(self) -> None:
         # PortAudio ends a started stream whose device went away (unplugged, the sound server
         # ended); it never calls back again, and a silent run would go on recording nothing
-        if self._started and self._stream is not None and not self._stream.is_active():
+        if self._stream is not None and not self._stream.is_active():
             raise DeviceError(f"microphone '{self.device.name}' stopped delivering audio (unplugged, or "
                               f"its sound server ended); {LIST_HINT}")
 
