@@ -160,6 +160,73 @@ def test_live_writes_its_file_with_the_h264_encoder_asked_for(mic: VirtualMicrop
     assert refused.returncode == 2 and "invalid choice: 'vp8'" in refused.stderr  # files are H.264
 
 
+def test_a_microphone_that_goes_away_ends_the_run_with_one_line_and_a_playable_file(tmp_path: Path) -> None:
+    """The sound server dies mid-run (or the device is unplugged): live says so and exits 2, its mp4
+    closed and playable, instead of recording idle frames from a dead device until --seconds."""
+    import av
+
+    out, seconds = tmp_path / "live.mp4", 30
+    with virtual_microphone() as gone:  # its own: this test kills its daemon
+        code = "from lipstream.cli import main; import sys; raise SystemExit(main(['live', *sys.argv[1:]]))"
+        live = subprocess.Popen([sys.executable, "-c", code, "--mic", PCM_NAME, "--out", str(out), "--size",
+                                 "128", "--seconds", str(seconds)], stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **gone.environment()})
+        assert live.stderr is not None
+        said = next((line for line in live.stderr if "Ctrl-C stops" in line or "error" in line), "")
+        assert "Ctrl-C stops" in said, said  # the microphone is running
+        time.sleep(0.5)
+        gone.stop()  # the daemon ends: the device is gone
+        rest = live.communicate(timeout=seconds)[1]
+    assert live.returncode == 2, rest
+    assert f"lipstream live: error: microphone '{PCM_NAME}' stopped delivering audio" in rest
+    with av.open(str(out)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert 0 < frames < seconds * VIDEO_FPS
+
+
+def test_a_microphone_gone_before_capture_starts_is_said_not_waited_for() -> None:
+    """The device goes between its opening and the start of capture (in `live`, while the photo
+    is analysed): PortAudio's start then hung for good, and Ctrl-C could not stop it."""
+    code = ("from lipstream.streaming.microphone import Microphone, MicrophoneConfig\n"
+            "import sys\n"
+            f"microphone = Microphone(MicrophoneConfig(device={PCM_NAME!r}))\n"
+            "print('open', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "microphone.start()\n"
+            "while True:\n"
+            "    microphone.read(1.0)  # until the device's loss is said\n")
+    with virtual_microphone() as gone:
+        reader = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ, **gone.environment()})
+        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout.readline() == "open\n"
+        gone.stop()
+        time.sleep(0.5)
+        try:
+            reader.stdin.write("\n")
+            reader.stdin.flush()
+            stderr = reader.communicate(timeout=20)[1]
+        finally:
+            reader.kill()
+    assert f"DeviceError: microphone '{PCM_NAME}' stopped delivering audio" in stderr
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_no_unplayable_file(mic: VirtualMicrophone,
+                                                                      tmp_path: Path) -> None:
+    """--out on a disk that fills up (here /dev/full): one line and exit 2; it was a segfault,
+    FFmpeg crashing as the file was closed after its failed write."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full to stand for a full disk")
+    out = tmp_path / "full.mp4"
+    out.symlink_to("/dev/full")
+    result = lipstream_live(mic, "--mic", PCM_NAME, "--out", str(out), "--seconds", "4", "--size", "128")
+    assert result.returncode == 2, result.stderr
+    said = f"lipstream live: error: cannot write {out}: No space left on device; the unfinished file was "
+    said += "removed"
+    assert result.stderr.strip().splitlines()[-1] == said
+    assert not out.is_symlink()
+
+
 def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     result = lipstream_live(mic, "--list-devices")
     assert result.returncode == 0, result.stderr
@@ -177,6 +244,7 @@ def test_list_devices_names_the_microphone(mic: VirtualMicrophone) -> None:
     (["--mic", PCM_NAME, "--out", "x.mp4", "--size", "8"], "", "--size 8: use an even number"),
     (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "nan"], "", "--seconds nan: use a number of"),
     (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "-1"], "", "--seconds -1.0: use a number of"),
+    (["--mic", PCM_NAME, "--out", "x.mp4", "--seconds", "0.01"], "", "--seconds 0.01: use a number of"),
     (["--mic", PCM_NAME, "--out", "x.txt"], "", "name it .mp4"),
 ])
 def test_missing_devices_give_one_line_naming_the_fix(mic: VirtualMicrophone, tmp_path: Path, args: list[str],

@@ -84,6 +84,25 @@ def test_unusable_model_files_are_refused_with_a_reason(short_run: Path, tmp_pat
         OnnxMotionModel(tmp_path / "foreign.onnx")
 
 
+def test_metadata_that_disagrees_with_the_graph_is_refused(tmp_path: Path) -> None:
+    """An edited or copied metadata entry is refused when the file is opened, not with an
+    onnxruntime traceback on the first frame of a render or a session."""
+    path = shipped_model_path()
+    assert path is not None, "no lipstream/models/motion.onnx: run lipstream train --install"
+    proto = onnx.load(str(path))
+    meta = json.loads(proto.metadata_props[0].value)
+    for name, value, reason in (
+            ("window", {**meta, "context_frames": meta["context_frames"] - 4}, "graph takes mel input"),
+            ("huge", {**meta, "lookahead_frames": 100_000}, "graph takes mel input"),
+            ("empty", {**meta, "context_frames": 0, "lookahead_frames": 0}, "context_frames"),
+            ("bool", {**meta, "context_frames": True}, "context_frames"),
+            ("list", [1, 2], "not a JSON object")):
+        proto.metadata_props[0].value = json.dumps(value)
+        onnx.save(proto, str(tmp_path / f"{name}.onnx"))
+        with pytest.raises(ModelError, match=reason):
+            load_motion_model(str(tmp_path / f"{name}.onnx"))
+
+
 # --- the shipped model ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -216,8 +235,7 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(_Killed):
         run(tmp_path / "cut")
     monkeypatch.undo()
-    with pytest.raises(SystemExit, match="other options"):
-        run(tmp_path / "cut", "--resume", "--lr", "0.001")
+    assert run(tmp_path / "cut", "--resume", "--lr", "0.001") == 2  # other options: refused
     assert run(tmp_path / "cut", "--resume") == 0
     whole, cut = (torch.load(tmp_path / run_dir / "checkpoint.pt", weights_only=True)["state_dict"]
                   for run_dir in ("whole", "cut"))

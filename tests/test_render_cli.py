@@ -163,6 +163,20 @@ def test_audio_damaged_midway_ends_with_its_error_and_no_file(tmp_path: Path) ->
     assert not out.exists()
 
 
+def test_a_full_disk_ends_with_one_line_and_no_file(tmp_path: Path) -> None:
+    """Writes that fail (here into /dev/full, as a full disk fails them) end the render with the
+    reason, not av's traceback, and leave no unplayable file."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full to stand for a full disk")
+    speech = _write_wav(tmp_path / "tone.wav", np.full(SAMPLE_RATE * 4, 0.1, np.float32))
+    out = tmp_path / "full.mp4"
+    out.symlink_to("/dev/full")
+    result = lipstream("render", "--no-progress", "--audio", str(speech), "--out", str(out), "--size", "64")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "No space left on device" in result.stderr.strip().splitlines()[-1]
+    assert not out.is_symlink()
+
+
 def test_bench_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = lipstream("bench", "--sizes", "128", "--motion", "baseline", "--seconds", "2",

@@ -70,6 +70,10 @@ class OnnxRunner:
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
+    def input_shape(self) -> tuple[int | str | None, ...]:
+        """The graph's mel input shape: ints where fixed, a name or None where dynamic."""
+        return tuple(self.session.get_inputs()[0].shape)
+
     def run(self, mel_windows: np.ndarray) -> RunnerOutput:
         feed = {INPUT_NAME: np.ascontiguousarray(mel_windows, dtype=np.float32)}
         controls, visemes = self.session.run(list(OUTPUT_NAMES), feed)
@@ -104,6 +108,8 @@ def parse_metadata(props: dict[str, str], name: str) -> dict[str, Any]:
         meta: dict[str, Any] = json.loads(props[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise ModelError(f"{name}: corrupt metadata ({exc}); re-export the model") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{name}: its '{METADATA_KEY}' metadata is not a JSON object; re-export the model")
     check_metadata(meta, name)
     return meta
 
@@ -119,10 +125,19 @@ def check_metadata(meta: dict[str, Any], name: str) -> None:
     if outputs.get("controls") != N_CONTROLS or outputs.get("visemes") != N_VISEMES:
         raise ModelError(f"{name} predicts {outputs}, the engine expects {N_CONTROLS} controls and "
                          f"{N_VISEMES} visemes")
-    for key in ("context_frames", "lookahead_frames"):
-        if not isinstance(meta.get(key), int) or meta[key] < 0:
+    for key, least in (("context_frames", 1), ("lookahead_frames", 0)):
+        if type(meta.get(key)) is not int or meta[key] < least:  # not a bool, which is an int too
             raise ModelError(f"{name}: metadata lacks a valid '{key}'; re-export the model")
     calibration_of(meta, name)
+
+
+def check_input_shape(shape: tuple[int | str | None, ...], window_frames: int, name: str) -> None:
+    """The graph must take the (batch, window, mel bins) windows its metadata promises; a file whose
+    metadata was edited or copied from another model would fail on the first frame instead."""
+    fixed = [dim if isinstance(dim, int) else None for dim in shape]
+    if len(shape) != 3 or fixed[1] not in (window_frames, None) or fixed[2] not in (N_MELS, None):
+        raise ModelError(f"{name}: its graph takes mel input of shape {list(shape)}, its metadata promises "
+                         f"(batch, {window_frames}, {N_MELS}); re-export the model with 'lipstream train'")
 
 
 def calibration_of(meta: dict[str, Any], name: str) -> Calibration:
@@ -160,6 +175,7 @@ class OnnxMotionModel:
         self.context_frames: int = self.metadata["context_frames"]
         self.lookahead_frames: int = self.metadata["lookahead_frames"]
         self.window_frames = self.context_frames + self.lookahead_frames
+        check_input_shape(onnx_runner.input_shape(), self.window_frames, str(path))
         self.runner: Runner = runner or onnx_runner
         self.calibration = calibration_of(self.metadata, str(path))
 

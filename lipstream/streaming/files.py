@@ -4,6 +4,7 @@ H.264 by libx264, or by NVENC on a GPU whose FFmpeg opens it (encoders.py choose
 constant-quality mode takes `cq` where x264 takes `crf`; both scales run 0-51, lower is better.
 """
 
+import contextlib
 import io
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +68,9 @@ class Mp4Writer:
 
     def __init__(self, path: Path, size: int, crf: int = 20, encoder: str = LIBX264) -> None:
         check_video_out(path)
+        self.path = path
+        self._failed = False  # a write failed (disk full): the file cannot be finished
+        self._closed = False
         try:
             self._container = av.open(str(path), "w")
         except (av.FFmpegError, OSError) as exc:
@@ -90,7 +94,7 @@ class Mp4Writer:
 
     def _encode(self, frame: av.VideoFrame, index: int) -> None:
         frame.pts = index
-        self._container.mux(self._video.encode(frame))
+        self._mux(self._video.encode(frame))
 
     def write_audio(self, samples: np.ndarray, start_sample: int) -> None:
         if samples.size == 0:
@@ -99,12 +103,42 @@ class Mp4Writer:
                                            layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = start_sample
-        self._container.mux(self._audio.encode(frame))
+        self._mux(self._audio.encode(frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        try:
+            self._container.mux(packets)
+        except (OSError, av.FFmpegError) as exc:
+            self._failed = True
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: Exception) -> OutputError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return OutputError(f"cannot write {self.path}: {reason}; the unfinished file was removed")
 
     def close(self) -> None:
-        self._container.mux(self._video.encode(None))
-        self._container.mux(self._audio.encode(None))
-        self._container.close()
+        """Flush the encoders and finish the file; after a failed write, remove it instead (it has
+        no index, so no player opens it). Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if not self._failed:
+                self._mux(self._video.encode(None))
+                self._mux(self._audio.encode(None))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        # never mux again once a write failed: FFmpeg crashes the process (SIGSEGV) on it
+        self._closed = True
+        try:
+            self._container.close()
+        except (OSError, av.FFmpegError) as exc:  # the trailer's write, on a disk now full
+            self._failed = True
+            raise self._write_error(exc) from None
+        finally:
+            if self._failed:
+                self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> "Mp4Writer":
         return self
@@ -113,5 +147,6 @@ class Mp4Writer:
                  tb: TracebackType | None) -> None:
         if exc is None:
             self.close()
-        else:
-            self._container.close()
+        elif not self._closed:
+            with contextlib.suppress(OutputError):  # the error in flight is the one to report
+                self._release()

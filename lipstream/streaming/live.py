@@ -190,11 +190,15 @@ def _check_options(args: argparse.Namespace) -> None:
         raise LipstreamError(f"photo not found: {args.face}")
     if args.size is not None and (problem := size_problem(args.size)) is not None:
         raise LipstreamError(problem)
-    if args.seconds is not None and not 0 < args.seconds < math.inf:  # NaN too
-        raise LipstreamError(f"--seconds {args.seconds}: use a number of seconds above 0, or leave it "
-                             "out to run until Ctrl-C")
+    if args.seconds is not None and not (0 < args.seconds < math.inf and _frames(args.seconds) > 0):  # NaN
+        raise LipstreamError(f"--seconds {args.seconds}: use a number of seconds of at least {FRAME_S:g} "
+                             "(one frame), or leave it out to run until Ctrl-C")
     if args.out is not None:
         check_video_out(args.out)
+
+
+def _frames(seconds: float) -> int:
+    return round(seconds * VIDEO_FPS)
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -214,7 +218,7 @@ def run_live(args: argparse.Namespace) -> int:
              + ", ".join(_describe(s, latency_ms) for s in sinks) + "; Ctrl-C stops")
         mic.start()
         try:
-            stats = loop.run(None if args.seconds is None else round(args.seconds * VIDEO_FPS))
+            stats = loop.run(None if args.seconds is None else _frames(args.seconds))
         except KeyboardInterrupt:
             stats = loop.stats
         dropped = f", {mic.dropped_chunks} audio chunks dropped" if mic.dropped_chunks else ""

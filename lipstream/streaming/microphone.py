@@ -109,7 +109,8 @@ def choose_rate(pa: Any, device: InputDevice) -> int:
 
 
 class Microphone:
-    """One open input stream. Use as a context manager; `start()` begins capture."""
+    """One open input stream, capturing from the start. Use as a context manager; `read` hands
+    out what came after `start()`."""
 
     def __init__(self, config: MicrophoneConfig | None = None) -> None:
         self.config = config or MicrophoneConfig()
@@ -135,20 +136,34 @@ class Microphone:
                     rate=self.sample_rate, channels=1, format=pyaudio.paInt16, input=True,
                     input_device_index=self.device.index,
                     frames_per_buffer=self.sample_rate * self.config.chunk_ms // 1000,
-                    stream_callback=self._on_audio, start=False)
+                    stream_callback=self._on_audio, start=True)
         except OSError as exc:  # busy, unplugged, or a format the device refuses
             raise DeviceError(f"cannot open microphone '{self.device.name}': {exc}; {LIST_HINT}") from None
 
     def start(self) -> None:
-        self._stream.start_stream()
+        """Hand out audio from now on. The device has captured since it opened: started later,
+        a device gone in between hangs PortAudio's start for good (even Ctrl-C waits on it)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self.dropped_chunks = 0
 
     def read(self, timeout_s: float) -> AudioChunk | None:
-        """The next chunk, or None if none arrived within `timeout_s` (0: do not wait)."""
+        """The next chunk, or None if none arrived within `timeout_s` (0: do not wait). Raises
+        DeviceError once the device is gone and its last audio has been read."""
         try:
             data = self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait()
         except queue.Empty:
+            self._check_alive()
             return None
         return AudioChunk(np.frombuffer(data, dtype=np.int16), self.sample_rate)
+
+    def _check_alive(self) -> None:
+        # PortAudio ends a started stream whose device went away (unplugged, the sound server
+        # ended); it never calls back again, and a silent run would go on recording nothing
+        if self._stream is not None and not self._stream.is_active():
+            raise DeviceError(f"microphone '{self.device.name}' stopped delivering audio (unplugged, or "
+                              f"its sound server ended); {LIST_HINT}")
 
     def close(self) -> None:
         """Stop and release the device; safe to call twice."""

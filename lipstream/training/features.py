@@ -9,6 +9,7 @@ inference see the same numbers.
 
 import logging
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,19 @@ def _chunk(task: tuple[UtteranceSource, str, int, int, bool]) -> list[Example]:
     return [featurize(next(stream)) for _ in range(count)]
 
 
+def worker_pool(workers: int) -> Any:
+    """Processes for corpus synthesis. Fork, not spawn: spawn re-imports the main module, and
+    `python -m lipstream` has no guard."""
+    return multiprocessing.get_context("fork").Pool(workers, initializer=_leave_signals_to_parent)
+
+
+def _leave_signals_to_parent() -> None:
+    # Ctrl-C reaches every process of the terminal's group, and the pool ends its workers with
+    # SIGTERM; with the CLI's handlers (fork copies them) each worker printed a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = True,
                source: UtteranceSource = corpus_source) -> list[Example]:
     """`count` utterances; the same for the same seed however many workers run."""
@@ -64,8 +78,7 @@ def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = 
     if workers <= 1:
         chunks = [_chunk(t) for t in tasks]
     else:
-        # fork, not spawn: spawn re-imports the main module, and `python -m lipstream` has no guard
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             chunks = []
             for i, chunk in enumerate(pool.imap(_chunk, tasks)):
                 chunks.append(chunk)

@@ -6,10 +6,15 @@ from the seed and continues as if never stopped: weights, optimiser moments, the
 schedule, the crop sampler's random state, torch's (dropout) and the loss history all come back.
 """
 
+import pickle
 from pathlib import Path
 from typing import Any
 
+from lipstream.errors import ConfigError
+
 STATE_FILE = "resume.pt"
+# what save_state writes: its own entries and the state_dict of each part train.py hands it
+STATE_KEYS = {"step", "command", "history", "torch_rng", "sampler_rng", "net", "optimizer", "scheduler"}
 
 
 def save_state(out_dir: Path, step: int, command: str, parts: dict[str, Any],
@@ -32,11 +37,16 @@ def read_state(out_dir: Path, command: str) -> dict[str, Any]:
 
     path = out_dir / STATE_FILE
     if not path.is_file():
-        raise SystemExit(f"--resume: no saved state in {out_dir} (a run saves one at each validation)")
-    state: dict[str, Any] = torch.load(path, weights_only=False)  # our own file: numpy RNG state is a dict
+        raise ConfigError(f"--resume: no saved state in {out_dir} (a run saves one at each validation)")
+    try:  # our own file: numpy RNG state is a dict
+        state = torch.load(path, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as exc:
+        raise ConfigError(f"--resume: {path} is unreadable ({exc}); run again without --resume") from None
+    if not isinstance(state, dict) or not state.keys() >= STATE_KEYS:
+        raise ConfigError(f"--resume: {path} is not a lipstream training state; run again without --resume")
     if state["command"] != command:
-        raise SystemExit(f"--resume: {out_dir} was trained with other options; run it again with "
-                         f"'{state['command']}' or choose another --out")
+        raise ConfigError(f"--resume: {out_dir} was trained with other options; run it again with "
+                          f"'{state['command']}' or choose another --out")
     return state
 
 

@@ -9,6 +9,7 @@ continues a stopped run from its last validation (see resume.py).
 import argparse
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
+from lipstream.errors import ConfigError
 from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, noise_bank, summarize
 from lipstream.training.model_config import ModelConfig
 
@@ -91,6 +93,11 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     state = read_state(out_dir, cfg.command()) if resume else None
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    net = MotionNet(cfg.model_config())
+    if cfg.init_from:  # before the corpus synthesis, so that a file that does not fit fails at once
+        from lipstream.training.warmstart import load_exported
+
+        load_exported(net, Path(cfg.init_from))  # its mel normalisation too
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     pool = build_pool("train", cfg.seed, cfg.pool_utterances, cfg.threads, source=source)
@@ -98,12 +105,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
     data_s = time.monotonic() - t0
     log.info("pool: %s in %.0f s", summarize(pool), data_s)
 
-    net = MotionNet(cfg.model_config())
-    if cfg.init_from:
-        from lipstream.training.warmstart import load_exported
-
-        load_exported(net, Path(cfg.init_from))  # its mel normalisation too
-    else:
+    if not cfg.init_from:
         mean, std = mel_statistics(pool)
         net.set_normalisation(torch.from_numpy(mean), torch.from_numpy(std))
     sampler = CropSampler(pool, cfg.crop_frames, cfg.seed, noise=noise_bank(cfg.seed))
@@ -276,15 +278,58 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    for name in ("context_ms", "lookahead_ms"):
-        if getattr(args, name) % HOP_MS:
-            raise SystemExit(f"--{name.replace('_', '-')} must be a multiple of {HOP_MS} ms")
-    return replace(DEFAULTS, steps=args.steps, seed=args.seed, context_ms=args.context_ms,
-                   lookahead_ms=args.lookahead_ms, batch_size=args.batch_size, threads=args.threads,
-                   pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
-                   val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
-                   spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations),
-                   lr=args.lr, init_from=args.init_from)
+    """The run's config, refused (one line, before minutes of corpus synthesis) if out of range."""
+    if args.val_every < 1:
+        raise ConfigError(f"--val-every {args.val_every}: use a number of steps of at least 1")
+    cfg = replace(DEFAULTS, steps=args.steps, seed=args.seed, context_ms=args.context_ms,
+              lookahead_ms=args.lookahead_ms, batch_size=args.batch_size, threads=args.threads,
+              pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
+              val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
+              spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations),
+              lr=args.lr, init_from=args.init_from)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Each option a run cannot use, as the option and the range it needs."""
+    for option, value, ok, need in (
+            ("--steps", cfg.steps, cfg.steps >= 1, "at least 1"),
+            ("--seed", cfg.seed, cfg.seed >= 0, "a whole number from 0"),  # numpy's generators take none
+            ("--batch-size", cfg.batch_size, cfg.batch_size >= 1, "at least 1"),
+            ("--threads", cfg.threads, cfg.threads >= 1, "at least 1"),
+            ("--pool-utterances", cfg.pool_utterances, cfg.pool_utterances >= 1, "at least 1"),
+            ("--val-utterances", cfg.val_utterances, cfg.val_utterances >= 1, "at least 1"),
+            ("--lr", cfg.lr, 0 < cfg.lr < math.inf, "a number above 0"),
+            ("--velocity-weight", cfg.velocity_weight, 0 <= cfg.velocity_weight < math.inf, "0 or more"),
+            ("--spread-weight", cfg.spread_weight, 0 <= cfg.spread_weight < math.inf, "0 or more"),
+            ("--channels", cfg.channels, cfg.channels >= 1, "at least 1"),
+            ("--dilations", " ".join(map(str, cfg.dilations)), min(cfg.dilations) >= 1, "each at least 1"),
+            ("--context-ms", cfg.context_ms, cfg.context_ms >= HOP_MS and cfg.context_ms % HOP_MS == 0,
+             f"a multiple of {HOP_MS} ms, at least {HOP_MS}"),
+            ("--lookahead-ms", cfg.lookahead_ms, cfg.lookahead_ms >= 0 and cfg.lookahead_ms % HOP_MS == 0,
+             f"a multiple of {HOP_MS} ms, 0 or more")):
+        if not ok:
+            raise ConfigError(f"{option} {value}: use {need}")
+    _check_window(cfg.model_config(), cfg.crop_frames)
+
+
+def _check_window(model: ModelConfig, crop_frames: int) -> None:
+    """The window (context + lookahead) must cover the conv stack and fit in a training crop."""
+    low_ms, high_ms = model.stack_field * HOP_MS, crop_frames * HOP_MS
+    if not model.stack_field <= model.window_frames <= crop_frames:
+        raise ConfigError(f"--context-ms plus --lookahead-ms is {model.window_frames * HOP_MS} ms: with "
+                          f"these --dilations it must be {low_ms} to {high_ms} ms")
+
+
+def check_outputs(out_dir: Path, export: Path) -> None:
+    """Fail before training if the run directory or the ONNX file could not be written."""
+    if export.is_dir():
+        raise ConfigError(f"--export {export} is a folder: give a file name such as motion.onnx")
+    for folder in (out_dir, export.parent):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"{existing} is a file, not a folder: choose another --out or --export")
 
 
 def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source) -> int:
@@ -294,11 +339,12 @@ def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source)
     from lipstream.training.model import ModelConfig, MotionNet
 
     cfg = config_from_args(args)
+    path = args.export or args.out / "motion.onnx"
+    check_outputs(args.out, path)
     summary = train(cfg, args.out, source=source, resume=args.resume)
     checkpoint = torch.load(args.out / "checkpoint.pt", weights_only=True)
     net = MotionNet(ModelConfig.from_dict(checkpoint["model_config"]))
     net.load_state_dict(checkpoint["state_dict"])
-    path = args.export or args.out / "motion.onnx"
     extra = {"command": summary["command"], "corpus": summary["corpus"], "metrics": summary["metrics"],
              "training": {"steps": cfg.steps, "seed": cfg.seed, "wall_s": summary["wall_s"],
                           "final_train_loss": summary["final_train_loss"]}}

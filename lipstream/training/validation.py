@@ -5,7 +5,6 @@ clean and with noise at 10 dB SNR, against the signal-processing baseline on the
 Also checks that silence and breath-like noise leave the mouth at rest.
 """
 
-import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from lipstream.training.features import (
     UtteranceSource,
     corpus_source,
     featurize,
+    worker_pool,
 )
 
 NOISY_SNR_DB = 10.0
@@ -75,7 +75,7 @@ def build_validation(seed: int, count: int, workers: int = 1,
     if workers <= 1:
         chunks = [_validation_chunk(t) for t in tasks]
     else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             chunks = pool.map(_validation_chunk, tasks)
     items = [it for c in chunks for it in c]
     return ValidationSet([c for c, _ in items], [n for _, n in items])

@@ -6,11 +6,13 @@ keeps those norms out of training (batch statistics would undo the folded scale)
 """
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from lipstream.engine.constants import HOP_MS
 from lipstream.errors import ModelError
 from lipstream.training.model import MotionNet
 
@@ -22,6 +24,9 @@ def load_exported(net: MotionNet, path: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
+    from lipstream.engine.runners import read_metadata
+
+    _check_layout(read_metadata(path), net, path)  # a missing, non-ONNX or foreign file: refused too
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     named = {k[len(NAMED_PREFIX):]: v for k, v in weights.items() if k.startswith(NAMED_PREFIX)}
     folded = [v for k, v in weights.items() if not k.startswith(NAMED_PREFIX)]  # (weight, bias) per block
@@ -40,6 +45,18 @@ def load_exported(net: MotionNet, path: Path) -> None:
                              "--channels, --dilations, --context-ms and --lookahead-ms")
         state[key] = torch.from_numpy(np.array(named[key]))
     net.load_state_dict(state)
+
+
+def _check_layout(meta: dict[str, Any], net: MotionNet, path: Path) -> None:
+    """Same window split and dilations: weights of the same shapes can still mean another model
+    (context 200 + lookahead 80 ms has the shapes of 240 + 40; dilations 2 1 4 2 those of 1 2 2 4)."""
+    model = meta.get("model", {})
+    theirs = (meta["context_frames"], meta["lookahead_frames"], tuple(model.get("dilations", ())))
+    ours = (net.config.context_frames, net.config.lookahead_frames, net.config.dilations)
+    if theirs != ours:
+        raise ModelError(f"{path} was trained with --context-ms {theirs[0] * HOP_MS} --lookahead-ms "
+                         f"{theirs[1] * HOP_MS} --dilations {' '.join(map(str, theirs[2]))}: fine-tune it "
+                         "with the same options")
 
 
 def freeze_norms(net: nn.Module) -> None:

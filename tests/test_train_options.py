@@ -1,0 +1,115 @@
+"""`lipstream train` refuses what it cannot use with one line and exit 2, before the minutes of
+corpus synthesis a run starts with (a tripwire on `build_pool` proves the order)."""
+
+from pathlib import Path
+
+import pytest
+
+from lipstream.cli import main
+from lipstream.engine.motion import shipped_model_path
+
+torch = pytest.importorskip("torch", reason="training needs the 'train' extra (torch)")
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'train' extra (onnx)")
+
+SMALL = ["--steps", "2", "--val-every", "1", "--batch-size", "2", "--pool-utterances", "2",
+         "--val-utterances", "1", "--threads", "1"]
+
+
+class _Synthesised(Exception):
+    """The run got as far as synthesising its corpus."""
+
+
+@pytest.fixture(autouse=True)
+def no_synthesis(monkeypatch: pytest.MonkeyPatch) -> None:
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise _Synthesised
+
+    monkeypatch.setattr("lipstream.training.features.build_pool", tripwire)
+
+
+def _refused(capsys: pytest.CaptureFixture[str], out: Path, *options: str) -> str:
+    """Run `lipstream train` with `options`; return its one-line error."""
+    code = main(["train", "--out", str(out), *SMALL, *options])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("lipstream train: error: ")
+    return err
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (["--steps", "0"], "--steps 0"), (["--steps", "-3"], "--steps -3"), (["--seed", "-1"], "--seed -1"),
+    (["--batch-size", "0"], "--batch-size"), (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"),
+    (["--channels", "0"], "--channels"), (["--dilations", "1", "0"], "--dilations 1 0"),
+    (["--context-ms", "0"], "--context-ms"), (["--context-ms", "25"], "multiple of 10"),
+    (["--lookahead-ms", "-10"], "--lookahead-ms"), (["--context-ms", "3000"], "to 2560 ms"),
+    (["--context-ms", "100", "--lookahead-ms", "0"], "190 to"), (["--val-every", "0"], "--val-every"),
+    (["--pool-utterances", "0"], "--pool-utterances"), (["--val-utterances", "0"], "--val-utterances"),
+    (["--threads", "0"], "--threads"), (["--velocity-weight", "-1"], "--velocity-weight"),
+])
+def test_options_out_of_range_are_refused_with_the_range(
+        options: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert named in _refused(capsys, tmp_path / "run", *options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    assert "is a file" in _refused(capsys, a_file)
+    assert "is a file" in _refused(capsys, tmp_path / "run", "--export", str(a_file / "motion.onnx"))
+    assert "is a folder" in _refused(capsys, tmp_path / "run", "--export", str(tmp_path))
+
+
+def test_init_from_a_file_that_is_not_a_fitting_model_is_refused_before_synthesis(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("not a model")
+    assert "not a valid ONNX" in _refused(capsys, tmp_path / "run", "--init-from", str(not_onnx))
+    assert "exist" in _refused(capsys, tmp_path / "run", "--init-from", str(tmp_path / "absent.onnx"))
+    shipped = shipped_model_path()
+    assert shipped is not None, "no shipped model: run lipstream train --install"
+    assert "--channels" in _refused(capsys, tmp_path / "run", "--init-from", str(shipped), "--channels", "8")
+    # the same weight shapes, another model: the window split otherwise, or the dilations reordered
+    for options in (["--context-ms", "200", "--lookahead-ms", "80"], ["--dilations", "2", "1", "4", "2"]):
+        said = _refused(capsys, tmp_path / "run", "--init-from", str(shipped), *options)
+        assert "--context-ms 240 --lookahead-ms 40 --dilations 1 2 2 4" in said
+
+
+def test_resume_from_a_corrupt_state_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    assert "no saved state" in _refused(capsys, run, "--resume")
+    (run / "resume.pt").write_text("garbage")
+    assert "unreadable" in _refused(capsys, run, "--resume")
+    torch.save({"weights": [1, 2, 3]}, run / "resume.pt")
+    assert "not a lipstream training state" in _refused(capsys, run, "--resume")
+    from lipstream.cli import build_parser
+    from lipstream.training.train import config_from_args
+
+    command = config_from_args(build_parser("train").parse_args(["train", *SMALL])).command()
+    partial = {"step": 1, "command": command, "history": [], "torch_rng": 0, "sampler_rng": 0}
+    torch.save(partial, run / "resume.pt")  # no weights: it would fail only after the synthesis
+    assert "not a lipstream training state" in _refused(capsys, run, "--resume")
+
+
+def test_sigterm_during_synthesis_ends_quietly(tmp_path: Path) -> None:
+    """`kill` or Ctrl-C while the worker processes synthesise: exit 143 and no traceback; every
+    forked worker inherited the CLI's SIGTERM handler and printed one as the pool ended it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = subprocess.Popen([sys.executable, "-m", "lipstream", "train", "--out", str(tmp_path / "run"),
+                              *SMALL[:-2], "--pool-utterances", "50", "--threads", "2"],
+                             stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{train.pid}/task/{train.pid}/children")
+    deadline = time.monotonic() + 60
+    while not children.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the pool's workers run
+    time.sleep(0.5)
+    train.send_signal(signal.SIGTERM)
+    stderr = train.communicate(timeout=60)[1]
+    assert train.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr, stderr
