@@ -118,7 +118,10 @@ class VirtualMicrophone:
                     current = self._next_pending()
                 chunk = current[:CHUNK_SAMPLES] if current.size else silence
                 current = current[chunk.size:] if current.size else current
-                os.write(fd, chunk.tobytes())
+                try:
+                    os.write(fd, chunk.tobytes())
+                except BrokenPipeError:  # the daemon reading the FIFO has gone: a microphone unplugged
+                    return
                 if current.size == 0 and chunk is not silence:
                     self._pending.task_done()
                 next_t += chunk.size / RATE  # absolute deadlines: no drift from summed sleeps
