@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/opus_send.py --rounds 7
 
 Sends the same speech (espeak-ng, else speech-like tones) the way the audio track does, in
-interleaved rounds so that every way sees the same machine: encode a packet, wrap it as aiortc
-does (pack, RTP header), protect it with SRTP and `sendto` it on loopback. "pyav" is the way
-before (int16 PyAV frame -> PyAV's libopus, compression level 10), "ctypes cN" is
-`OpusChunkEncoder` (float straight into libopus) at complexity N; "40 ms" ways send one packet
-per video frame instead of two. Per way: thread CPU per second of audio (median over rounds, and
-as a ratio to "pyav"), and the log-mel distance (mean |dB| over 80 bins x 10 ms hops) of the
-decoded speech from the input. For scale, the same distance at 32 kbit/s, what Chromium spends on
-a microphone. Not counted: the asyncio timer wake-up per packet. Prints a table, writes JSON.
-"""
+interleaved rounds so that every way sees the same machine: encode a packet, wrap it as aiortc does
+(pack, RTP header), protect it with SRTP and `sendto` it on loopback. "pyav" is the first way (int16
+PyAV frame -> PyAV's libopus, compression level 10), "before" the one before the last change, "voip
+cN" and "low-delay cN" are `OpusChunkEncoder` (float straight into libopus) in libopus's VoIP mode
+or its restricted low-delay mode (CELT only) at complexity N; "40 ms" ways send one packet per video
+frame instead of two. Each way's lookahead is how much its packets' sound lags their input. Per way:
+thread CPU per second of audio (median over rounds, and as a ratio to "pyav"), and the log-mel
+distance (mean |dB| over 80 bins x 10 ms hops) of the decoded speech from the input. For scale, the
+same distance at 32 kbit/s, what Chromium spends on a microphone. Not counted: the asyncio timer
+wake-up per packet. Prints a table, writes JSON."""
 
 import argparse
 import json
@@ -38,12 +39,15 @@ from lipstream.engine.audio import load_audio
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.measure.opus_quality import ChunkEncode, encoder_distance_db, whole_chunks
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES
-from lipstream.streaming.tracks import OPUS_BITRATE, OPUS_COMPLEXITY, RawChunks
+from lipstream.streaming.opus import OPUS_APPLICATION_RESTRICTED_LOWDELAY, OPUS_APPLICATION_VOIP
+from lipstream.streaming.tracks import OPUS_APPLICATION, OPUS_BITRATE, OPUS_COMPLEXITY, RawChunks
 from lipstream.streaming.tracks import OpusChunkEncoder as CtypesChunks
 
 BROWSER_BITRATE = 32_000  # bit/s
+BEFORE_BITRATE = 48_000  # bit/s: what the server sent before the low-delay mode
 SRTP_KEY_BYTES = 30  # AES-128 key + 14-byte salt, as DTLS-SRTP derives
 OPUS_PAYLOAD_TYPE = 111
+MODES = {"voip": OPUS_APPLICATION_VOIP, "low-delay": OPUS_APPLICATION_RESTRICTED_LOWDELAY}
 TEXT = ("Papa bought a big map. Bob, look at the moon! The quick brown fox jumps over the lazy dog; "
         "she sells sea shells by the sea shore, and six thick thistle sticks.")
 
@@ -108,22 +112,29 @@ def cpu_ms_per_audio_s(way: Way, pcm: np.ndarray, sender: Sender) -> float:
 
 
 def ways(levels: list[int]) -> dict[str, Way]:
-    made = {"pyav": Way(PyAVChunks)}
+    made = {"pyav": Way(PyAVChunks), "before: voip c5 48k": Way(lambda: CtypesChunks(
+        bitrate=BEFORE_BITRATE, complexity=5, application=OPUS_APPLICATION_VOIP))}
     for level in levels:
-        made[f"ctypes c{level}"] = Way(lambda level=level: CtypesChunks(complexity=level))  # type: ignore[misc]
-    made[f"ctypes c{OPUS_COMPLEXITY} 40 ms"] = Way(CtypesChunks, SAMPLES_PER_VIDEO_FRAME)
+        for mode, application in MODES.items():
+            made[f"{mode} c{level}"] = Way(
+                lambda level=level, application=application: CtypesChunks(  # type: ignore[misc]
+                    complexity=level, application=application))
+    shipped = next(mode for mode, application in MODES.items() if application == OPUS_APPLICATION)
+    made[f"{shipped} c{OPUS_COMPLEXITY} 40 ms"] = Way(CtypesChunks, SAMPLES_PER_VIDEO_FRAME)
     return made
 
 
-def row(cpu_ms: list[float], pyav_ms: float, distance_db: float) -> dict[str, float]:
+def row(cpu_ms: list[float], pyav_ms: float, way: Way, pcm: np.ndarray) -> dict[str, float]:
+    encode = way.make()
     return {"cpu_ms_per_audio_s": median(cpu_ms), "ratio_to_pyav": median(cpu_ms) / pyav_ms,
-            "mel_distance_db": distance_db}
+            "mel_distance_db": encoder_distance_db(encode, pcm, way.packet_samples),
+            "lookahead_ms": getattr(encode, "lookahead_s", 0.0) * 1e3}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--levels", type=int, nargs="+", default=[10, 9, 7, 5, 3, 1, 0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[10, 5, 3, 1, 0])
     parser.add_argument("--out", default="benchmarks/results/opus_send.json")
     args = parser.parse_args()
     pcm, sender, made = speech(), Sender(), ways(args.levels)
@@ -131,15 +142,13 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, way in made.items():  # interleaved: each way, then the next, every round
             cpu[name].append(cpu_ms_per_audio_s(way, pcm, sender))
-    rows = {name: row(times, median(cpu["pyav"]), encoder_distance_db(made[name].make(), pcm,
-                                                                       made[name].packet_samples))
-            for name, times in cpu.items()}
+    rows = {name: row(times, median(cpu["pyav"]), made[name], pcm) for name, times in cpu.items()}
     browser = encoder_distance_db(CtypesChunks(bitrate=BROWSER_BITRATE, complexity=10), pcm)
     print(f"{pcm.size / SAMPLE_RATE:.1f} s of speech, {args.rounds} interleaved rounds")
-    print(f"{'way':<18}{'CPU ms per audio s':>20}{'ratio':>8}{'log-mel dist dB':>17}")
+    print(f"{'way':<22}{'CPU ms per audio s':>20}{'ratio':>8}{'log-mel dist dB':>17}{'lookahead ms':>14}")
     for name, result in rows.items():
-        print(f"{name:<18}{result['cpu_ms_per_audio_s']:>20.2f}{result['ratio_to_pyav']:>8.2f}"
-              f"{result['mel_distance_db']:>17.2f}")
+        print(f"{name:<22}{result['cpu_ms_per_audio_s']:>20.2f}{result['ratio_to_pyav']:>8.2f}"
+              f"{result['mel_distance_db']:>17.2f}{result['lookahead_ms']:>14.1f}")
     print(f"for scale: complexity 10 at {BROWSER_BITRATE // 1000} kbit/s (a browser's microphone): "
           f"{browser:.2f} dB")
     out = Path(args.out)

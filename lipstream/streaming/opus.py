@@ -22,7 +22,8 @@ RTP_TICKS_PER_SAMPLE = OPUS_CLOCK_RATE // SAMPLE_RATE  # 3 at 16 kHz
 MAX_PACKET_MS = 120  # the longest Opus packet
 MAX_PACKET_SAMPLES = SAMPLE_RATE * MAX_PACKET_MS // 1000
 MAX_ENCODED_BYTES = 1500  # one MTU
-OPUS_APPLICATION_VOIP = 2048
+OPUS_APPLICATION_VOIP = 2048  # SILK or hybrid: speech at low rates, in-band FEC
+OPUS_APPLICATION_RESTRICTED_LOWDELAY = 2051  # CELT only: less lookahead, no FEC, cheaper at speech rates
 OPUS_SET_BITRATE_REQUEST = 4002
 OPUS_SET_INBAND_FEC_REQUEST = 4012
 OPUS_SET_PACKET_LOSS_PERC_REQUEST = 4014
@@ -121,17 +122,19 @@ class OpusDecoder:
 
 
 class OpusEncoder:
-    """16 kHz mono float32 in, Opus packets out; FEC on when `loss_percent` > 0.
+    """16 kHz mono float32 in, Opus packets out; FEC on when `loss_percent` > 0 (VoIP mode only).
 
     `complexity` trades encoder CPU for quality (libopus: 0..10); `lookahead_samples` is how much
-    later than its input a decoded packet's sound comes out (6.5 ms in VoIP mode).
+    later than its input a decoded packet's sound comes out (6.5 ms in VoIP mode, 2.5 ms in
+    restricted low-delay mode).
     """
 
     def __init__(self, bitrate: int = 24_000, loss_percent: int = 0,
-                 complexity: int = LIBOPUS_DEFAULT_COMPLEXITY) -> None:
+                 complexity: int = LIBOPUS_DEFAULT_COMPLEXITY,
+                 application: int = OPUS_APPLICATION_VOIP) -> None:
         error = ctypes.c_int(0)
         lib = _lib()
-        self._state = lib.opus_encoder_create(SAMPLE_RATE, 1, OPUS_APPLICATION_VOIP, ctypes.byref(error))
+        self._state = lib.opus_encoder_create(SAMPLE_RATE, 1, application, ctypes.byref(error))
         if not self._state or error.value != 0:
             raise OpusError(f"opus_encoder_create failed ({error.value})")
         lib.opus_encoder_ctl(self._state, OPUS_SET_BITRATE_REQUEST, bitrate)

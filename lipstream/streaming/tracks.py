@@ -19,7 +19,7 @@ from lipstream.engine.constants import SAMPLE_RATE, VIDEO_CLOCK_RATE, VIDEO_PTS_
 from lipstream.streaming.clock import AUDIO_CHUNK_SAMPLES, CHUNKS_PER_FRAME, MediaClock
 from lipstream.streaming.controlstream import ControlStream
 from lipstream.streaming.metrics import ServerMetrics
-from lipstream.streaming.opus import OpusEncoder
+from lipstream.streaming.opus import OPUS_APPLICATION_RESTRICTED_LOWDELAY, OpusEncoder
 from lipstream.streaming.worker import FrameRing, ReadyFrame
 
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
@@ -39,11 +39,16 @@ SEND_LATENCY_WEIGHT = 0.1  # per frame: follows a change of load within about a 
 MAX_SEND_LATENCY_S = 0.1
 BLANK_I420 = np.zeros((96, 64), np.uint8)  # a black 64x64 picture, before any frame was made
 BLANK_I420.flags.writeable = False
-OPUS_BITRATE = 48_000  # bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo
-# libopus 0..10. benchmarks/opus_send.py on espeak speech: 5 costs 0.74x the CPU of 10 and moves
-# the decoded log-mel 1.90 dB from the input (10: 1.71; 3 and below: 2.4), nearer than what a
-# browser's microphone sends (complexity 10 at 32 kbit/s: 2.45 dB).
-OPUS_COMPLEXITY = 5
+# bit/s: speech at 16 kHz mono; aiortc's own encoder spends 96k on 48 kHz stereo. CELT (below) needs
+# more bits than SILK for the same fidelity: at 48k it moved the speech 2.0-2.2 dB, at 64k 1.4-1.55.
+OPUS_BITRATE = 64_000
+# benchmarks/opus_send.py on espeak speech (docs/profile.md section 13): libopus's restricted
+# low-delay mode (CELT only) at complexity 3 and 64 kbit/s costs ~0.4x the CPU of VoIP mode at 5 and
+# 48 kbit/s (what was sent before), moves the decoded log-mel less (1.4 dB against 1.9), and its
+# lookahead is 2.5 ms instead of 6.5. It has no in-band FEC, which the server's outgoing audio never
+# used (the loss on the receiver's side is not known to it).
+OPUS_APPLICATION = OPUS_APPLICATION_RESTRICTED_LOWDELAY
+OPUS_COMPLEXITY = 3  # libopus 0..10
 INT16_FULL_SCALE = 32767
 SILENT_CHUNK = np.zeros(AUDIO_CHUNK_SAMPLES, np.float32)
 SILENT_CHUNK.flags.writeable = False
@@ -82,9 +87,10 @@ class OpusChunkEncoder:
     event loop), and aiortc only packetizes a packet.
     """
 
-    def __init__(self, bitrate: int = OPUS_BITRATE, complexity: int = OPUS_COMPLEXITY) -> None:
-        self.encoder = OpusEncoder(bitrate=bitrate, complexity=complexity)
-        # What a packet decodes to starts this much before its chunk (6.5 ms): its pts says so,
+    def __init__(self, bitrate: int = OPUS_BITRATE, complexity: int = OPUS_COMPLEXITY,
+                 application: int = OPUS_APPLICATION) -> None:
+        self.encoder = OpusEncoder(bitrate=bitrate, complexity=complexity, application=application)
+        # What a packet decodes to starts this much before its chunk (2.5 ms): its pts says so,
         # and the track sends it that much earlier.
         self._lookahead_samples = self.encoder.lookahead_samples
         self.lookahead_s = self._lookahead_samples / SAMPLE_RATE
