@@ -49,20 +49,22 @@ def control_message(index: int, controls: np.ndarray, visemes: np.ndarray | None
     }, separators=(",", ":"))
 
 
+DAY_S = 24 * 3600
+
+
 def _longest_message_bytes() -> int:
     """A message of a day-long session with every number at its full length (~200 bytes)."""
-    every_digit = 0.123
+    every_digit = 0.123  # DECIMALS digits, the longest a rounded number prints
     controls = np.full(len(CONTROL_NAMES), every_digit)
     return len(control_message(DAY_S * VIDEO_FPS, controls, np.full(len(VISEMES), every_digit), False))
 
 
-DAY_S = 24 * 3600
 LONGEST_MESSAGE_BYTES = _longest_message_bytes()
 # What a peer that stopped acknowledging may hold queued in this process: long enough to ride out
 # an SCTP retransmission (aiortc waits at least 1 s before resending a lost packet), short enough
-# that a peer which never acknowledges costs a few KB, not 5 KB/s for as long as its session lasts.
+# that a peer which never acknowledges costs a few KB, not ~4 KB/s for as long as its session lasts.
 BACKLOG_S = 2
-MAX_BUFFERED_BYTES = BACKLOG_S * VIDEO_FPS * LONGEST_MESSAGE_BYTES  # ~10 KB
+MAX_BUFFERED_BYTES = BACKLOG_S * VIDEO_FPS * LONGEST_MESSAGE_BYTES  # 9900 bytes
 RESUME_BYTES = MAX_BUFFERED_BYTES // 4  # sending resumes once this little is left: the peer reads
 
 
