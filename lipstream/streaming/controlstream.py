@@ -21,8 +21,9 @@ import logging
 
 import numpy as np
 from aiortc import RTCDataChannel
+from prometheus_client import Counter
 
-from lipstream.engine.constants import VIDEO_PTS_PER_FRAME
+from lipstream.engine.constants import VIDEO_FPS, VIDEO_PTS_PER_FRAME
 from lipstream.engine.controls import CONTROL_NAMES, VISEMES
 
 log = logging.getLogger(__name__)
@@ -48,24 +49,71 @@ def control_message(index: int, controls: np.ndarray, visemes: np.ndarray | None
     }, separators=(",", ":"))
 
 
-class ControlStream:
-    """Sends a peer's frames' controls on its `lipstream.controls` channel, once it is open."""
+DAY_S = 24 * 3600
 
-    def __init__(self) -> None:
+
+def _longest_message_bytes() -> int:
+    """A message of a day-long session with every number at its full length (~200 bytes)."""
+    every_digit = 0.123  # DECIMALS digits, the longest a rounded number prints
+    controls = np.full(len(CONTROL_NAMES), every_digit)
+    return len(control_message(DAY_S * VIDEO_FPS, controls, np.full(len(VISEMES), every_digit), False))
+
+
+LONGEST_MESSAGE_BYTES = _longest_message_bytes()
+# What a peer that stopped acknowledging may hold queued in this process: long enough to ride out
+# an SCTP retransmission (aiortc waits at least 1 s before resending a lost packet), short enough
+# that a peer which never acknowledges costs a few KB, not ~4 KB/s for as long as its session lasts.
+BACKLOG_S = 2
+MAX_BUFFERED_BYTES = BACKLOG_S * VIDEO_FPS * LONGEST_MESSAGE_BYTES  # 9900 bytes
+RESUME_BYTES = MAX_BUFFERED_BYTES // 4  # sending resumes once this little is left: the peer reads
+
+
+class ControlStream:
+    """Sends a peer's frames' controls on its `lipstream.controls` channel, once it is open.
+
+    aiortc holds in this process every message the peer's SCTP has not acknowledged, without
+    limit: a peer that stops reading (a stopped process, a hostile client) would make it grow by
+    ~4 KB/s for as long as its session lasts. So over MAX_BUFFERED_BYTES queued the stream drops
+    messages, and counts them, until the peer has drained the channel to RESUME_BYTES. Each
+    message carries the frame's whole state, so a later one supersedes any dropped before it.
+    """
+
+    def __init__(self, dropped: Counter | None = None) -> None:
         self.channel: RTCDataChannel | None = None
+        self.dropped = dropped  # the server's count of messages not sent (metrics.py)
+        self._paused = False  # over the limit: dropping until the channel drains
 
     def offer(self, channel: RTCDataChannel) -> None:
         """A data channel the peer opened: ours if it carries the label, else ignored."""
         if channel.label == CONTROL_CHANNEL_LABEL:
+            channel.bufferedAmountLowThreshold = RESUME_BYTES
+            channel.on("bufferedamountlow", self._resume)
             self.channel = channel
 
     def send(self, index: int, controls: np.ndarray, visemes: np.ndarray | None,
              shown: bool = True) -> None:
         if self.channel is None or self.channel.readyState != "open":
             return
+        message = control_message(index, controls, visemes, shown)
+        # JSON's ASCII escapes make the text's length its size in bytes
+        if self._paused or self.channel.bufferedAmount + len(message) > MAX_BUFFERED_BYTES:
+            self._drop()
+            return
         try:
-            self.channel.send(control_message(index, controls, visemes, shown))
+            self.channel.send(message)
         except ValueError:  # over the peer's a=max-message-size: it can take none, and the video
             # track that calls this must not stop over it
             log.warning("control stream off: the peer's data channel takes no message this long")
             self.channel = None
+
+    def _drop(self) -> None:
+        if not self._paused:
+            log.info("control stream paused: the peer has not acknowledged the last %d bytes",
+                     MAX_BUFFERED_BYTES)
+        self._paused = True
+        if self.dropped is not None:
+            self.dropped.inc()
+
+    def _resume(self) -> None:
+        """The channel drained to RESUME_BYTES (aiortc's `bufferedamountlow`): the peer reads."""
+        self._paused = False

@@ -90,6 +90,11 @@ class ServerMetrics:
             buckets=STAGE_BUCKETS_S,
             registry=r,
         )
+        self.control_messages_dropped = Counter(
+            "lipstream_control_messages_dropped",
+            "Control stream messages not sent because the peer had not acknowledged the earlier "
+            "ones (a peer that stopped reading)", registry=r
+        )
         self.model_batch_size = Histogram(
             "lipstream_model_batch_size",
             "Sessions' frames per motion model call, when calls are batched (--batch-window-ms)",

@@ -108,7 +108,8 @@ class Session:
         self.inbox = AudioInbox(self.config.inbox)
         self.ring = FrameRing(self.media, self.config.ring_ms)
         self.probe = SyncProbe(metrics)
-        self.controls = ControlStream()  # the publisher's own control stream, if it opens one
+        # the publisher's own control stream, if it opens one
+        self.controls = ControlStream(metrics.control_messages_dropped)
         self.video = SessionVideoTrack(self.ring, self.media, metrics, start_index=0, probe=self.probe,
                                        controls=self.controls)
         self.audio = SessionAudioTrack(self.ring, self.media, start_index=0, probe=self.probe,
@@ -152,7 +153,8 @@ class Session:
         self._viewer_heard_at[viewer_id] = self.media.now()
         self.metrics.viewers.inc()
         pc.on("connectionstatechange", lambda: self._on_viewer_state(viewer_id))
-        controls = ControlStream()  # a viewer that draws the face itself reads the controls too
+        # a viewer that draws the face itself reads the controls too
+        controls = ControlStream(self.metrics.control_messages_dropped)
         pc.on("datachannel", controls.offer)
         try:
             answer = await answer_offer(pc, offer_sdp, self._viewer_tracks(controls), self.config.video_codec)
