@@ -6,7 +6,8 @@ class LipstreamError(Exception):
 
 
 class ConfigError(LipstreamError, ValueError):
-    """A setting out of its range (a frame size, a crop scale); the message gives the range."""
+    """A setting out of its range (a frame size, a crop scale; the message gives the range), or parts
+    put together wrongly (two AsyncEngines around one Engine)."""
 
 
 class AudioError(LipstreamError):

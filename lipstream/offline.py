@@ -13,10 +13,11 @@ from tqdm import tqdm
 
 from lipstream.engine.audio import AudioFile
 from lipstream.engine.avatar import Avatar, AvatarConfig
+from lipstream.engine.config import EngineConfig, seed_problem
 from lipstream.engine.constants import MAX_SIZE_PX, MIN_SIZE_PX, SAMPLE_RATE, VIDEO_FPS, size_problem
 from lipstream.engine.device import add_device_argument, choose_device
-from lipstream.engine.engine import Engine, EngineConfig
-from lipstream.errors import LipstreamError
+from lipstream.engine.engine import Engine
+from lipstream.errors import ConfigError, LipstreamError
 from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
 from lipstream.streaming.files import Mp4Writer, OutputError, check_video_out
 
@@ -79,8 +80,9 @@ def check_not_an_input(out: Path, inputs: dict[str, Path | None]) -> None:
 
 
 def check_seed(seed: int) -> None:
-    if seed < 0:  # numpy's generators take none
-        raise LipstreamError(f"--seed {seed}: use a whole number from 0, e.g. {_DEFAULT_ENGINE.seed}")
+    """EngineConfig's own rule, said of the option before the audio is decoded and the photo analysed."""
+    if (problem := seed_problem(seed)) is not None:
+        raise ConfigError(problem)
 
 
 def _render(chunks: Iterable[NDArray[np.float32]], duration_s: float | None, engine: Engine,

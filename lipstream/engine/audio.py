@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.engine.inputfile import check_input_file
 from lipstream.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,7 @@ class AudioFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise AudioError(f"audio file not found: {self.path}")
+        check_input_file(self.path, "audio file", AudioError)
         if self.path.stat().st_size == 0:  # FFmpeg would say "Invalid data", as of a damaged file
             raise AudioError(f"audio file is empty: {self.path}")
         try:

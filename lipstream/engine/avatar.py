@@ -4,7 +4,6 @@ Immutable after analysis, so many sessions can share one Avatar.
 """
 
 import functools
-import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from lipstream.engine.photo import Photo, decode_photo
 from lipstream.engine.rig import RigBasis, build_rig
 from lipstream.errors import ConfigError, PhotoError
 
-log = logging.getLogger(__name__)
 DEFAULT_NAME = "the default avatar (scikit-image astronaut)"
 SMALLEST_FACE_SHARE = 1 / 8  # of a photo's short side: smaller faces may lose detail in decoding
 
@@ -102,9 +100,9 @@ def pick_face(rgb: np.ndarray, name: str, config: AvatarConfig) -> FaceFound:
     if not faces:
         raise PhotoError(f"no face found in {name}: {hint}")
     if len(faces) > 1:
-        message = f"{len(faces)} faces found in {name}: using the largest"
-        log.warning(message)
-        warnings.warn(message, stacklevel=4)
+        # A warning, not also a log record: a program with logging set up (the CLI) showed both.
+        # The caller can act on it (crop the photo), and filter it or make it an error.
+        warnings.warn(f"{len(faces)} faces found in {name}: using the largest", stacklevel=4)
     face = faces[0]
     if face.height_px < config.min_face_px:
         raise PhotoError(f"the face in {name} is only {face.height_px:.0f} px tall: {hint}")

@@ -3,8 +3,11 @@ stream (no renderer) and the engine (motion stream + renderer) share it without 
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lipstream.engine.render import RenderConfig
 from lipstream.engine.smoothing import SmoothingConfig
+from lipstream.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -16,3 +19,16 @@ class EngineConfig:
     bilabial_closure: float = 2.0  # gain on the viseme head's /p b m/ belief closing the lips (0: off)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+
+    def __post_init__(self) -> None:
+        """Refused here, not as numpy's own ValueError when the engine is built from it."""
+        if (problem := seed_problem(self.seed, "EngineConfig seed")) is not None:
+            raise ConfigError(problem)
+
+
+def seed_problem(seed: object, name: str = "--seed") -> str | None:
+    """Why `seed` cannot seed blinks and head motion (None: it can), said of the option or field `name`.
+    numpy's generators take whole numbers from 0, of any size; a bool is a slip, not a seed."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        return f"{name} {seed!r}: use a whole number from 0, e.g. {EngineConfig.seed}"
+    return None

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lipstream.engine.inputfile import check_input_file
 from lipstream.errors import PhotoError
 
 Photo = bytes | str | Path | np.ndarray
@@ -34,8 +35,8 @@ def decode_photo(photo: Photo, name: str, max_megapixels: float, min_side_px: in
     """
     if isinstance(photo, np.ndarray):
         return as_rgb(photo)
-    if isinstance(photo, (str, Path)) and not Path(photo).is_file():
-        raise PhotoError(f"photo not found: {photo}")
+    if isinstance(photo, (str, Path)):
+        check_input_file(photo, "photo", PhotoError)
     source = io.BytesIO(photo) if isinstance(photo, bytes) else Path(photo)
     try:
         with warnings.catch_warnings():

@@ -23,10 +23,14 @@ pushed sample has its frame.
 
 The engine's calls run one at a time in an executor thread (the Engine takes one producer and one
 consumer, not concurrently): the event loop never renders. `EngineCalls` is that rule, and the
-server's `FrameProducer` runs its engine through it too.
+server's `FrameProducer` runs its engine through it too. Hence one AsyncEngine per Engine: a second
+is refused (`ConfigError`) until the first is closed (or dropped); stop iterating the closed one
+before the Engine goes on in the next.
 """
 
 import asyncio
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
@@ -36,6 +40,7 @@ import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 from lipstream.engine.engine import Engine, Frame, Picture
+from lipstream.errors import ConfigError
 from lipstream.streaming.clock import FRAME_S, Clock, MediaClock, MonotonicClock
 from lipstream.streaming.pacing import FramePacer, PacingConfig
 
@@ -64,9 +69,36 @@ class EngineCalls:
                 raise
 
 
+class EngineClaims:
+    """Which AsyncEngine holds each Engine. Weak both ways: a dropped AsyncEngine lets its Engine go,
+    and the claims keep neither alive."""
+
+    def __init__(self) -> None:
+        self._holders = weakref.WeakKeyDictionary[Engine, "weakref.ref[AsyncEngine]"]()
+        self._lock = threading.Lock()  # released from the executor thread that runs close()
+
+    def claim(self, engine: Engine, holder: "AsyncEngine") -> None:
+        with self._lock:
+            held = self._holders.get(engine)
+            if held is not None and held() is not None:
+                raise ConfigError("this Engine is already in an AsyncEngine: close() that one first, "
+                                  "or give this one its own Engine(avatar)")
+            self._holders[engine] = weakref.ref(holder)
+
+    def release(self, engine: Engine, holder: "AsyncEngine") -> None:
+        with self._lock:
+            held = self._holders.get(engine)
+            if held is not None and held() is holder:
+                del self._holders[engine]
+
+
+CLAIMS = EngineClaims()
+
+
 class AsyncEngine:
     def __init__(self, engine: Engine, *, paced: bool = True, clock: Clock | None = None,
                  executor: Executor | None = None, pacing: PacingConfig | None = None) -> None:
+        CLAIMS.claim(engine, self)  # first: a refused AsyncEngine must not look like a holder
         self.engine, self.paced = engine, paced
         self.clock = clock or MonotonicClock()
         self._call = EngineCalls(executor)
@@ -110,6 +142,7 @@ class AsyncEngine:
     def _finish(self) -> None:
         self._end_turn(self.engine.finish)
         self._closed = True  # in the engine call, with the finish: a cancelled close() still closes
+        CLAIMS.release(self.engine, self)
 
     def _push(self, pcm: np.ndarray, sample_rate: int) -> None:
         self.engine.push_audio(pcm, sample_rate)

@@ -34,8 +34,9 @@ from lipstream.engine.constants import (
     size_problem,
 )
 from lipstream.engine.device import add_device_argument, choose_device
+from lipstream.engine.inputfile import check_input_file
 from lipstream.engine.native_log import native_stderr_silenced
-from lipstream.errors import DeviceError, LipstreamError
+from lipstream.errors import DeviceError, LipstreamError, PhotoError
 from lipstream.streaming.encoders import add_file_codec_argument, resolve_video_codec
 from lipstream.streaming.files import check_video_out
 from lipstream.streaming.microphone import (
@@ -186,8 +187,8 @@ def _check_options(args: argparse.Namespace) -> None:
     if not args.vcam and args.out is None:
         raise LipstreamError("nothing to send the video to: add --vcam (virtual camera) "
                              "and/or --out FILE.mp4")
-    if args.face is not None and not args.face.is_file():
-        raise LipstreamError(f"photo not found: {args.face}")
+    if args.face is not None:
+        check_input_file(args.face, "photo", PhotoError)
     if args.size is not None and (problem := size_problem(args.size)) is not None:
         raise LipstreamError(problem)
     if args.seconds is not None and not (0 < args.seconds < math.inf and _frames(args.seconds) > 0):  # NaN

@@ -25,7 +25,8 @@ from lipstream.engine.batching import MAX_BATCH_WINDOW_MS, BatchingMotionModel, 
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.engine.device import add_device_argument, choose_device, resolve_device
-from lipstream.errors import LipstreamError
+from lipstream.engine.inputfile import check_input_file
+from lipstream.errors import LipstreamError, PhotoError
 from lipstream.streaming import api, guards, routes
 from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
@@ -296,8 +297,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_config(args: argparse.Namespace) -> ServeConfig:
-    if args.face is not None and not Path(args.face).is_file():
-        raise LipstreamError(f"photo not found: {args.face}")
+    if args.face is not None:
+        check_input_file(args.face, "photo", PhotoError)
     for flag, value in (("--max-sessions", args.max_sessions), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise LipstreamError(f"{flag} must be at least 1")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lipstream.engine.config import seed_problem
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
 from lipstream.errors import ConfigError
@@ -295,7 +296,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Each option a run cannot use, as the option and the range it needs."""
     for option, value, ok, need in (
             ("--steps", cfg.steps, cfg.steps >= 1, "at least 1"),
-            ("--seed", cfg.seed, cfg.seed >= 0, "a whole number from 0"),  # numpy's generators take none
+            ("--seed", cfg.seed, seed_problem(cfg.seed) is None, "a whole number from 0"),
             ("--batch-size", cfg.batch_size, cfg.batch_size >= 1, "at least 1"),
             ("--threads", cfg.threads, cfg.threads >= 1, "at least 1"),
             ("--pool-utterances", cfg.pool_utterances, cfg.pool_utterances >= 1, "at least 1"),
