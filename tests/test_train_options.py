@@ -1,12 +1,20 @@
 """`lipstream train` refuses what it cannot use with one line and exit 2, before the minutes of
 corpus synthesis a run starts with (a tripwire on `build_pool` proves the order)."""
 
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lipstream.cli import main
+from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
+from lipstream.engine.controls import N_CONTROLS
 from lipstream.engine.motion import shipped_model_path
+from lipstream.training.features import CHUNK_UTTERANCES
+from lipstream.training.features import build_pool as real_build_pool  # before the tripwire replaces it
 
 torch = pytest.importorskip("torch", reason="training needs the 'train' extra (torch)")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'train' extra (onnx)")
@@ -113,3 +121,32 @@ def test_sigterm_during_synthesis_ends_quietly(tmp_path: Path) -> None:
     stderr = train.communicate(timeout=60)[1]
     assert train.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr, stderr
+
+
+@dataclass(frozen=True)
+class _Tone:
+    """An utterance as a source yields one: audio with per-mel-frame targets."""
+
+    audio: np.ndarray
+    visemes: np.ndarray
+    controls: np.ndarray
+    engine: str = "tone"
+    voice: str = "a"
+    language: str = "en"
+
+
+def _tones(split: str, seed: int, augment: bool) -> Iterator[_Tone]:
+    """A source of short tones (module-level: the worker processes unpickle it by name)."""
+    frames = SAMPLE_RATE // 5 // HOP_SAMPLES
+    audio = np.sin(np.arange(frames * HOP_SAMPLES) * 0.1).astype(np.float32)
+    while True:
+        yield _Tone(audio, np.zeros(frames, np.int64), np.zeros((frames, N_CONTROLS), np.float32))
+
+
+def test_synthesis_progress_counts_up_to_the_pool_size(caplog: pytest.LogCaptureFixture) -> None:
+    """30 utterances in tasks of 25 and 5 were logged as 25/30, then 50/30."""
+    count = CHUNK_UTTERANCES + 5
+    with caplog.at_level(logging.INFO, logger="lipstream.training.features"):
+        pool = real_build_pool("train", 0, count, workers=2, source=_tones)
+    done = [int(r.getMessage().split()[-2].split("/")[0]) for r in caplog.records]
+    assert len(pool) == count and done == [CHUNK_UTTERANCES, count], caplog.text
