@@ -150,3 +150,57 @@ def test_synthesis_progress_counts_up_to_the_pool_size(caplog: pytest.LogCapture
         pool = real_build_pool("train", 0, count, workers=2, source=_tones)
     done = [int(r.getMessage().split()[-2].split("/")[0]) for r in caplog.records]
     assert len(pool) == count and done == [CHUNK_UTTERANCES, count], caplog.text
+
+
+def _pair(folder: Path, graph: bytes, sidecar: str) -> Path:
+    """motion.onnx and motion.json in `folder`, with these contents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "motion.onnx").write_bytes(graph)
+    (folder / "motion.json").write_text(sidecar)
+    return folder / "motion.onnx"
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_install_replaces_the_shipped_pair_whole(tmp_path: Path) -> None:
+    from lipstream.training.export import install
+
+    shipped = tmp_path / "models"
+    _pair(shipped, b"old graph", "{\"old\": 1}\n")
+    new = _pair(tmp_path / "run", b"new graph", "{\"new\": 1}\n")
+    assert install(new, shipped) == shipped / "motion.onnx"
+    assert _contents(shipped) == _contents(new.parent)  # nothing else left behind
+
+
+def test_install_on_a_disk_that_fills_leaves_the_shipped_pair_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills as the second file is copied (writes into /dev/full fail as a full disk's
+    do): the model and its metadata are both the old ones, no partial file is left, and the
+    error is one line. Before, the new graph was already in place beside a truncated sidecar."""
+    import shutil
+
+    from lipstream.errors import LipstreamError
+    from lipstream.training.export import install
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full to stand for a full disk")
+    shipped = tmp_path / "models"
+    _pair(shipped, b"old graph", "{\"old\": 1}\n")
+    before = _contents(shipped)
+    new = _pair(tmp_path / "run", b"new graph", "{\"new\": 1}\n")
+    copies, real_copyfile = [], shutil.copyfile
+
+    def filling(source: str | Path, target: str | Path) -> object:
+        copies.append(target)
+        if len(copies) < 2:
+            return real_copyfile(source, target)
+        Path(target).write_bytes(b"")  # opened for writing, then no space for a byte
+        return real_copyfile(source, "/dev/full")
+
+    monkeypatch.setattr(shutil, "copyfile", filling)
+    with pytest.raises(LipstreamError, match="No space left on device") as refused:
+        install(new, shipped)
+    assert len(copies) == 2 and "\n" not in str(refused.value)
+    assert _contents(shipped) == before
