@@ -53,6 +53,9 @@ def _refused(capsys: pytest.CaptureFixture[str], out: Path, *options: str) -> st
     (["--context-ms", "100", "--lookahead-ms", "0"], "190 to"), (["--val-every", "0"], "--val-every"),
     (["--pool-utterances", "0"], "--pool-utterances"), (["--val-utterances", "0"], "--val-utterances"),
     (["--threads", "0"], "--threads"), (["--velocity-weight", "-1"], "--velocity-weight"),
+    # petabytes for a step at the default width, or for the weights alone: more than any machine has
+    (["--batch-size", "10000000"], "--batch-size 10000000: one training step needs"),
+    (["--channels", "1000000"], "--channels 1000000: one training step needs"),
 ])
 def test_options_out_of_range_are_refused_with_the_range(
         options: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -204,3 +207,25 @@ def test_install_on_a_disk_that_fills_leaves_the_shipped_pair_as_it_was(
         install(new, shipped)
     assert len(copies) == 2 and "\n" not in str(refused.value)
     assert _contents(shipped) == before
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--channels"])
+def test_the_largest_batch_or_width_named_is_the_largest_that_fits(option: str) -> None:
+    """The refusal names the most the memory takes: that passes, and one more does not."""
+    from lipstream.errors import ConfigError
+    from lipstream.training.limits import check_step_memory
+    from lipstream.training.model_config import ModelConfig
+
+    budget, crop = 2e9, 256  # bytes: a small machine's share, the same on every machine
+    sizes = {"--batch-size": 10**6, "--channels": 10**5}
+
+    def check(value: int) -> None:
+        batch, channels = (value, 192) if option == "--batch-size" else (32, value)
+        check_step_memory(ModelConfig(channels=channels), batch, crop, budget)
+
+    with pytest.raises(ConfigError, match=f"^{option} ") as refused:
+        check(sizes[option])
+    largest = int(str(refused.value).split("use at most ")[1].split()[0])
+    check(largest)
+    with pytest.raises(ConfigError, match="one training step needs"):
+        check(largest + 1)
