@@ -89,8 +89,7 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     latency.add_argument("--spawn", action="store_true",
                          help="measure latency against a lipstream serve started on a free loopback port")
     latency.add_argument("--onsets", type=int, help="speech bursts to send (default: LatencyConfig's)")
-    latency.add_argument("--token", help="the token the server at URL asks for (printed by lipstream serve); "
-                                         "not with --browser")
+    latency.add_argument("--token", help="the token the server at URL asks for (printed by lipstream serve)")
     latency.add_argument("--browser", action="store_true",
                          help="measure what headless Chromium presents (the viewer page with and without "
                               "its playout-delay hint) instead of an aiortc client; writes JSON only")
@@ -140,14 +139,11 @@ def run_latency_bench(args: argparse.Namespace) -> int:
 
 
 def run_browser_latency_bench(args: argparse.Namespace, url: str | None) -> int:
-    if args.token:  # its viewer pages and publisher would go without it, and be refused
-        raise LipstreamError("--token: --browser measures only a server without a token "
-                             "(one bound to loopback, or --spawn)")
     from lipstream.measure.browser_latency import BrowserConfig  # playwright: only for this mode
     from lipstream.measure.browser_report import run_browser_latency
 
     config = BrowserConfig()
     if args.onsets is not None:
         config = BrowserConfig(replace(config.latency, onsets=args.onsets))
-    run_browser_latency(url, config, args.json or DEFAULT_BROWSER_LATENCY_OUT)
+    run_browser_latency(url, config, args.json or DEFAULT_BROWSER_LATENCY_OUT, args.token)
     return 0

@@ -4,6 +4,7 @@ the aiortc measurement decides on the pixels the page sends back."""
 
 import asyncio
 import base64
+import json
 import math
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tests.browser import chromium_executable
 from tests.serving import loopback_only
 
 FRAME_MS = FRAME_S * 1000
+SERVER_TOKEN = "browser-latency-token"
 INJECTED_DELAY_MS = 3 * FRAME_MS  # whole frames: the first open frame moves by exactly that many
 LATENCY_BOUND_MS = 1000.0  # generous: a shared 2-core machine; the figure itself is the benchmark's
 CLOCK_BOUND_MS = 5.0  # the page's clock is mapped onto this process's within this
@@ -106,11 +108,69 @@ def test_the_summary_takes_percentiles_over_plain_onsets_and_recovers_the_inject
     assert summary["server_not_in_time_fraction"] == 0.01
 
 
-def test_bench_latency_browser_refuses_a_token_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
-    """Given a token, --browser would still be refused by the server (its pages go without it):
-    say so before launching anything."""
-    assert main(["bench", "--latency", f"http://127.0.0.1:{free_port()}", "--browser", "--token", "t"]) == 2
-    assert "--token: --browser measures only a server without a token" in capsys.readouterr().err
+@pytest.mark.slow
+def test_bench_latency_browser_measures_a_server_with_a_token(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """With --token, the publisher gives the token and both viewer pages open the link the page
+    would hand to OBS, with the viewer token the server answered the session with: they present
+    frames and see the mouth open. Before, --browser refused any --token (the pages went without)."""
+    chromium_executable()
+    pytest.importorskip("playwright")
+    out = tmp_path / "latency.json"
+    try:
+        with spawned_server("--max-sessions", "1", "--token", SERVER_TOKEN) as server:
+            code = main(["bench", "--latency", server.url, "--browser", "--token", SERVER_TOKEN,
+                         "--onsets", "3", "--json", str(out)])
+    finally:
+        decode_everything()  # the command stops this process decoding video, for its publisher
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(out.read_text())["summary"]
+    assert list(summary["pages"]) == list(PAGES)
+    for name, page in summary["pages"].items():  # a refused viewer page presents nothing
+        assert page["frames"] > 0 and page["jitter_buffer_targets_ms"], (name, page)
+    if summary["server_not_in_time_fraction"] > BUSY_FRACTION:
+        pytest.skip(f"the server skipped {summary['server_not_in_time_fraction']:.0%} of frames: busy")
+    assert all(page["found"] >= 1 for page in summary["pages"].values()), summary
+
+
+def test_bench_latency_browser_with_a_wrong_token_is_refused_in_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    chromium_executable()
+    pytest.importorskip("playwright")
+    argv = ["bench", "--latency", "", "--browser", "--token", "not-the-token", "--onsets", "1",
+            "--json", str(tmp_path / "out.json")]
+    try:
+        with spawned_server("--max-sessions", "1", "--token", SERVER_TOKEN) as server:
+            argv[2] = server.url
+            assert main(argv) == 2
+    finally:
+        decode_everything()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lipstream bench: error: ") and "401" in err and "\n" not in err, err
+
+
+def test_a_viewer_page_the_server_refuses_is_said_in_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A viewer link the server does not accept (here: without its viewer token) stops the run
+    with the server's reason; it ran to the end and reported 0 frames in each page."""
+    chromium_executable()
+    pytest.importorskip("playwright")
+    import lipstream.measure.browser_latency as browser_latency
+
+    link = browser_latency.viewer_link
+    monkeypatch.setattr(browser_latency, "viewer_link", lambda publisher: link(publisher).split("?")[0])
+    argv = ["bench", "--latency", "", "--browser", "--token", SERVER_TOKEN, "--onsets", "20",
+            "--json", str(tmp_path / "out.json")]
+    try:
+        with spawned_server("--max-sessions", "1", "--token", SERVER_TOKEN) as server:
+            argv[2] = server.url
+            assert main(argv) == 2
+    finally:
+        decode_everything()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lipstream bench: error: the server refused the viewer page"), err
+    assert "\n" not in err
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_bench_latency_browser_says_in_one_line_that_nothing_answers_at_the_url(

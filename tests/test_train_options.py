@@ -1,12 +1,20 @@
 """`lipstream train` refuses what it cannot use with one line and exit 2, before the minutes of
 corpus synthesis a run starts with (a tripwire on `build_pool` proves the order)."""
 
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lipstream.cli import main
+from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
+from lipstream.engine.controls import N_CONTROLS
 from lipstream.engine.motion import shipped_model_path
+from lipstream.training.features import CHUNK_UTTERANCES
+from lipstream.training.features import build_pool as real_build_pool  # before the tripwire replaces it
 
 torch = pytest.importorskip("torch", reason="training needs the 'train' extra (torch)")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'train' extra (onnx)")
@@ -45,6 +53,9 @@ def _refused(capsys: pytest.CaptureFixture[str], out: Path, *options: str) -> st
     (["--context-ms", "100", "--lookahead-ms", "0"], "190 to"), (["--val-every", "0"], "--val-every"),
     (["--pool-utterances", "0"], "--pool-utterances"), (["--val-utterances", "0"], "--val-utterances"),
     (["--threads", "0"], "--threads"), (["--velocity-weight", "-1"], "--velocity-weight"),
+    # petabytes for a step at the default width, or for the weights alone: more than any machine has
+    (["--batch-size", "10000000"], "--batch-size 10000000: one training step needs"),
+    (["--channels", "1000000"], "--channels 1000000: one training step needs"),
 ])
 def test_options_out_of_range_are_refused_with_the_range(
         options: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,3 +124,108 @@ def test_sigterm_during_synthesis_ends_quietly(tmp_path: Path) -> None:
     stderr = train.communicate(timeout=60)[1]
     assert train.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr, stderr
+
+
+@dataclass(frozen=True)
+class _Tone:
+    """An utterance as a source yields one: audio with per-mel-frame targets."""
+
+    audio: np.ndarray
+    visemes: np.ndarray
+    controls: np.ndarray
+    engine: str = "tone"
+    voice: str = "a"
+    language: str = "en"
+
+
+def _tones(split: str, seed: int, augment: bool) -> Iterator[_Tone]:
+    """A source of short tones (module-level: the worker processes unpickle it by name)."""
+    frames = SAMPLE_RATE // 5 // HOP_SAMPLES
+    audio = np.sin(np.arange(frames * HOP_SAMPLES) * 0.1).astype(np.float32)
+    while True:
+        yield _Tone(audio, np.zeros(frames, np.int64), np.zeros((frames, N_CONTROLS), np.float32))
+
+
+def test_synthesis_progress_counts_up_to_the_pool_size(caplog: pytest.LogCaptureFixture) -> None:
+    """30 utterances in tasks of 25 and 5 were logged as 25/30, then 50/30."""
+    count = CHUNK_UTTERANCES + 5
+    with caplog.at_level(logging.INFO, logger="lipstream.training.features"):
+        pool = real_build_pool("train", 0, count, workers=2, source=_tones)
+    done = [int(r.getMessage().split()[-2].split("/")[0]) for r in caplog.records]
+    assert len(pool) == count and done == [CHUNK_UTTERANCES, count], caplog.text
+
+
+def _pair(folder: Path, graph: bytes, sidecar: str) -> Path:
+    """motion.onnx and motion.json in `folder`, with these contents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "motion.onnx").write_bytes(graph)
+    (folder / "motion.json").write_text(sidecar)
+    return folder / "motion.onnx"
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_install_replaces_the_shipped_pair_whole(tmp_path: Path) -> None:
+    from lipstream.training.export import install
+
+    shipped = tmp_path / "models"
+    _pair(shipped, b"old graph", "{\"old\": 1}\n")
+    new = _pair(tmp_path / "run", b"new graph", "{\"new\": 1}\n")
+    assert install(new, shipped) == shipped / "motion.onnx"
+    assert _contents(shipped) == _contents(new.parent)  # nothing else left behind
+
+
+def test_install_on_a_disk_that_fills_leaves_the_shipped_pair_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills as the second file is copied (writes into /dev/full fail as a full disk's
+    do): the model and its metadata are both the old ones, no partial file is left, and the
+    error is one line. Before, the new graph was already in place beside a truncated sidecar."""
+    import shutil
+
+    from lipstream.errors import LipstreamError
+    from lipstream.training.export import install
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full to stand for a full disk")
+    shipped = tmp_path / "models"
+    _pair(shipped, b"old graph", "{\"old\": 1}\n")
+    before = _contents(shipped)
+    new = _pair(tmp_path / "run", b"new graph", "{\"new\": 1}\n")
+    copies, real_copyfile = [], shutil.copyfile
+
+    def filling(source: str | Path, target: str | Path) -> object:
+        copies.append(target)
+        if len(copies) < 2:
+            return real_copyfile(source, target)
+        Path(target).write_bytes(b"")  # opened for writing, then no space for a byte
+        return real_copyfile(source, "/dev/full")
+
+    monkeypatch.setattr(shutil, "copyfile", filling)
+    with pytest.raises(LipstreamError, match="No space left on device") as refused:
+        install(new, shipped)
+    assert len(copies) == 2 and "\n" not in str(refused.value)
+    assert _contents(shipped) == before
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--channels"])
+def test_the_largest_batch_or_width_named_is_the_largest_that_fits(option: str) -> None:
+    """The refusal names the most the memory takes: that passes, and one more does not."""
+    from lipstream.errors import ConfigError
+    from lipstream.training.limits import check_step_memory
+    from lipstream.training.model_config import ModelConfig
+
+    budget, crop = 2e9, 256  # bytes: a small machine's share, the same on every machine
+    sizes = {"--batch-size": 10**6, "--channels": 10**5}
+
+    def check(value: int) -> None:
+        batch, channels = (value, 192) if option == "--batch-size" else (32, value)
+        check_step_memory(ModelConfig(channels=channels), batch, crop, budget)
+
+    with pytest.raises(ConfigError, match=f"^{option} ") as refused:
+        check(sizes[option])
+    largest = int(str(refused.value).split("use at most ")[1].split()[0])
+    check(largest)
+    with pytest.raises(ConfigError, match="one training step needs"):
+        check(largest + 1)

@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import numpy as np
 
 from lipstream.engine.constants import SAMPLE_RATE
+from lipstream.errors import ServerError
 from lipstream.measure.chromium import (
     IGNORE_HINT_JS,
     CropBox,
@@ -50,6 +52,7 @@ VIEWER_TIMEOUT_S = 30.0  # a page's first presented frame, on a busy machine
 TAKE_EVERY_S = 1.0  # frames are fetched from the pages this often (their memory stays small)
 # The viewer page's own peer connection (viewer.js exposes it for tests): what the hint became.
 TARGETS_JS = "(window.lipstreamViewer.pc?.getReceivers() ?? []).map((r) => r.jitterBufferTarget)"
+REFUSED_JS = "window.lipstreamViewer.refused"  # viewer.js: why the server refused the page's link
 TAIL_S = 0.5  # kept watching after the last chunk was sent: its frames are still on the way
 
 
@@ -109,25 +112,28 @@ def crop_for(detector: MouthOpenDetector) -> CropBox:
     return CropBox.around(detector.box, detector.size, 1 + SHIFT_PX * detector.size // REFERENCE_SIZE)
 
 
-async def measure_browser(url: str, config: BrowserConfig, detector: MouthOpenDetector) -> BrowserRun:
-    """One session at `url` watched by both pages; per page and onset, its latencies."""
+async def measure_browser(url: str, config: BrowserConfig, detector: MouthOpenDetector,
+                          token: str | None = None) -> BrowserRun:
+    """One session at `url` (published with the server's `token`, if it has one) watched by
+    both pages; per page and onset, its latencies."""
     pcm, starts = onset_schedule(config.latency)
     track = SpeechTrack(pcm)
     crop = crop_for(detector)
     with reaching(url):
         async with aiohttp.ClientSession() as http, playwright_driver() as playwright:
-            pages, before, after = await watched_session(url, http, playwright, pcm, track, crop)
+            pages, before, after = await watched_session(url, http, playwright, pcm, track, crop, token)
     frames = {k: v - frame_counts(before).get(k, 0) for k, v in frame_counts(after).items()}
     runs = [page_run(frames_of, track, starts, config.latency, detector) for _, frames_of in pages]
     return BrowserRun(runs, len(starts), frames)
 
 
 async def watched_session(url: str, http: aiohttp.ClientSession, playwright: Any, pcm: np.ndarray,
-                          track: SpeechTrack, crop: CropBox) -> tuple[list[tuple[Any, PageFrames]], str, str]:
+                          track: SpeechTrack, crop: CropBox,
+                          token: str | None = None) -> tuple[list[tuple[Any, PageFrames]], str, str]:
     """Publish `pcm` through `track` and watch it with both pages; their frames, /metrics before and after."""
     browser = await launch_browser(playwright)
     try:
-        async with publishing(url, http, pcm, track) as publisher:
+        async with publishing(url, http, pcm, track, token) as publisher:
             before = await scrape(http, url)
             pages = await asyncio.gather(*(watch(browser, publisher, crop, name, ignore)
                                            for name, ignore in PAGES.items()))
@@ -140,8 +146,8 @@ async def watched_session(url: str, http: aiohttp.ClientSession, playwright: Any
 
 @asynccontextmanager
 async def publishing(url: str, http: aiohttp.ClientSession, pcm: np.ndarray,
-                     track: SpeechTrack) -> AsyncIterator[Publisher]:
-    publisher = Publisher(url, pcm, track=track, keep_audio=False)
+                     track: SpeechTrack, token: str | None = None) -> AsyncIterator[Publisher]:
+    publisher = Publisher(url, pcm, token=token, track=track, keep_audio=False)
     await publisher.start(http)
     try:
         await connected(publisher, url, VIEWER_TIMEOUT_S)
@@ -160,12 +166,19 @@ async def watch(browser: Any, publisher: Publisher, crop: CropBox, name: str,
     if ignore_hint:
         await context.add_init_script(f"({IGNORE_HINT_JS})()")
     page = await context.new_page()
-    assert publisher.location is not None
-    session_id = publisher.location.rsplit("/", 1)[-1]
-    await page.goto(f"{publisher.base_url}/view/{session_id}")
+    await page.goto(viewer_link(publisher))
     await page.wait_for_function("window.lipstreamFrames && window.lipstreamFrames.take",
                                  timeout=VIEWER_TIMEOUT_S * 1000)
     return page, PageFrames(name, await page_clock(page))
+
+
+def viewer_link(publisher: Publisher) -> str:
+    """The session's viewer page as the page's OBS link gives it (obs.js): with the viewer token
+    the server answered the session with, if it has tokens; never the server's own token."""
+    assert publisher.location is not None
+    session_id = publisher.location.rsplit("/", 1)[-1]
+    query = f"?token={quote(publisher.viewer_token, safe='')}" if publisher.viewer_token else ""
+    return f"{publisher.base_url}/view/{session_id}{query}"
 
 
 async def collect(pages: list[tuple[Any, PageFrames]], track: SpeechTrack, media_s: float) -> None:
@@ -177,11 +190,19 @@ async def collect(pages: list[tuple[Any, PageFrames]], track: SpeechTrack, media
 
     while time.monotonic() < end():
         await asyncio.sleep(TAKE_EVERY_S)
-        for page, frames in pages:
-            take(frames, await page.evaluate("window.lipstreamFrames.take()"))
+        await take_all(pages)
+    await take_all(pages)
+    for page, frames in pages:
+        frames.targets = await page.evaluate(TARGETS_JS)
+
+
+async def take_all(pages: list[tuple[Any, PageFrames]]) -> None:
+    """Each page's frames since the last take; a page the server refused ends the run (it
+    would present nothing, and the run would end with empty figures and no reason)."""
     for page, frames in pages:
         take(frames, await page.evaluate("window.lipstreamFrames.take()"))
-        frames.targets = await page.evaluate(TARGETS_JS)
+        if (refused := await page.evaluate(REFUSED_JS)) is not None:
+            raise ServerError(f"the server refused the viewer page ({frames.name}): {refused}")
 
 
 def take(into: PageFrames, taken: dict[str, Any]) -> None:

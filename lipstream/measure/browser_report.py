@@ -18,13 +18,14 @@ from lipstream.measure.report import BUSY_FRACTION, BUSY_WARNING, delay_recovere
 from lipstream.measure.server import loopback_only, spawned_server
 
 
-def run_browser_latency(url: str | None, config: BrowserConfig, out: Path) -> BrowserRun:
-    """Measure against `url` (its default avatar), or a `lipstream serve` spawned on a free
-    loopback port if None."""
+def run_browser_latency(url: str | None, config: BrowserConfig, out: Path,
+                        token: str | None = None) -> BrowserRun:
+    """Measure against `url` (its default avatar; with the server's `token`, if it has one), or a
+    `lipstream serve` spawned on a free loopback port if None."""
     loopback_only()
     skip_video_decoding()  # the publisher's own video: only Chromium's is measured
     try:
-        run = measure_at(url, config, MouthOpenDetector(Avatar.default()))
+        run = measure_at(url, config, MouthOpenDetector(Avatar.default()), token)
     except ChromiumMissing as missing:
         raise SystemExit(f"cannot measure through Chromium: {missing}") from None
     summary = summarise(run)
@@ -35,9 +36,10 @@ def run_browser_latency(url: str | None, config: BrowserConfig, out: Path) -> Br
     return run
 
 
-def measure_at(url: str | None, config: BrowserConfig, detector: MouthOpenDetector) -> BrowserRun:
+def measure_at(url: str | None, config: BrowserConfig, detector: MouthOpenDetector,
+               token: str | None = None) -> BrowserRun:
     if url is not None:
-        return asyncio.run(measure_browser(url, config, detector))
+        return asyncio.run(measure_browser(url, config, detector, token))
     with spawned_server("--max-sessions", "1") as target:
         return asyncio.run(measure_browser(target.url, config, detector))
 

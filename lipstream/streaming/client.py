@@ -26,6 +26,7 @@ from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.errors import ServerError
 from lipstream.streaming.clock import AUDIO_CHUNK_MS, AUDIO_CHUNK_SAMPLES
 from lipstream.streaming.controlstream import CONTROL_CHANNEL_LABEL
+from lipstream.streaming.guards import VIEWER_TOKEN_HEADER
 from lipstream.streaming.session import new_peer_connection
 
 OPUS_CLOCK_RATE = 48_000  # RTP clock of Opus, whatever rate was encoded
@@ -90,6 +91,7 @@ class Publisher:
         self.keep_audio = keep_audio  # False: count audio RTP arrivals only (hours-long runs)
         self.received = Reception()
         self.location: str | None = None
+        self.viewer_token: str | None = None  # for watching this session only (a server with a token)
         self.posted_at: float | None = None  # time.monotonic() when the offer was POSTed
         self.connected = asyncio.Event()
         self.controls = controls  # open the control stream (controlstream.py) and keep its messages
@@ -123,6 +125,7 @@ class Publisher:
             if response.status != 201:
                 raise ServerError(f"{self.base_url} refused the session: {await refusal(response)}")
             self.location = response.headers["Location"]
+            self.viewer_token = response.headers.get(VIEWER_TOKEN_HEADER)
             answer = await response.text()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 

@@ -7,7 +7,9 @@ the command that made it). Model dimensions travel with the weights, never besid
 
 import io
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import torch
 
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import CONTROL_NAMES, N_CONTROLS, N_VISEMES, VISEMES
+from lipstream.engine.motion import SHIPPED_MODEL
 from lipstream.engine.runners import INPUT_NAME, METADATA_KEY, MODEL_FORMAT, OUTPUT_NAMES, mel_settings
+from lipstream.errors import ModelError
 from lipstream.training.model import MotionNet, WindowMotionNet, count_parameters
 
 OPSET = 17
@@ -68,11 +72,52 @@ def set_metadata(proto: Any, metadata: dict[str, Any]) -> None:
 
 
 def install(path: Path, models_dir: Path) -> Path:
-    """Copy an exported model and its sidecar into the package's models folder as motion.onnx."""
-    target = models_dir / "motion.onnx"
-    shutil.copyfile(path, target)
-    shutil.copyfile(path.with_suffix(".json"), target.with_suffix(".json"))
+    """Copy an exported model and its sidecar into the package's models folder as motion.onnx,
+    the pair whole or not at all: every later command loads this file, so a full disk or a crash
+    mid-copy must leave the old pair, never a new graph beside a truncated sidecar."""
+    target = models_dir / SHIPPED_MODEL
+    # The sidecar first, the ONNX last: the engine reads the metadata from the ONNX itself
+    # (runners.read_metadata), so its rename is the one that switches models.
+    moves = [(path.with_suffix(".json"), target.with_suffix(".json")), (path, target)]
+    staged: list[Path] = []
+    try:
+        for source, dest in moves:
+            staged.append(_staged_copy(source, dest))
+        for copy, (_, dest) in zip(staged, moves, strict=True):
+            os.replace(copy, dest)  # atomic within one folder
+        _sync_folder(models_dir)
+    except OSError as exc:
+        for copy in staged:
+            copy.unlink(missing_ok=True)
+        raise ModelError(f"cannot install the model into {models_dir}: {exc.strerror or exc} "
+                         f"(the shipped model is unchanged; {path} is the new one)") from None
     return target
+
+
+def _staged_copy(source: Path, dest: Path) -> Path:
+    """`source` copied to a hidden temporary file beside `dest` (same folder: the rename is
+    atomic), flushed to disk so that a crash after the rename cannot leave it empty."""
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    copy = Path(name)
+    try:
+        shutil.copyfile(source, copy)
+        shutil.copymode(source, copy)  # mkstemp's 0600 would hide the model from other users
+        with copy.open("rb+") as written:
+            os.fsync(written.fileno())
+    except OSError:
+        copy.unlink(missing_ok=True)
+        raise
+    return copy
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames themselves durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_export(net: MotionNet, path: Path, windows: int = 64, seed: int = 0) -> dict[str, float]:

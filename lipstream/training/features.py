@@ -80,9 +80,10 @@ def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = 
     else:
         with worker_pool(workers) as pool:
             chunks = []
-            for i, chunk in enumerate(pool.imap(_chunk, tasks)):
+            for chunk in pool.imap(_chunk, tasks):
                 chunks.append(chunk)
-                log.info("pool %s: %d/%d utterances", split, (i + 1) * CHUNK_UTTERANCES, count)
+                # the utterances made, not tasks x task size: the last task is smaller
+                log.info("pool %s: %d/%d utterances", split, sum(map(len, chunks)), count)
     return [ex for chunk in chunks for ex in chunk]
 
 

@@ -22,6 +22,7 @@ from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
 from lipstream.errors import ConfigError
 from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, noise_bank, summarize
+from lipstream.training.limits import check_step_memory
 from lipstream.training.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -313,6 +314,7 @@ def check_config(cfg: TrainConfig) -> None:
         if not ok:
             raise ConfigError(f"{option} {value}: use {need}")
     _check_window(cfg.model_config(), cfg.crop_frames)
+    check_step_memory(cfg.model_config(), cfg.batch_size, cfg.crop_frames)
 
 
 def _check_window(model: ModelConfig, crop_frames: int) -> None:
