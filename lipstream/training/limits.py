@@ -10,10 +10,9 @@ import math
 import os
 
 from lipstream.errors import ConfigError
-from lipstream.training.model_config import ModelConfig
+from lipstream.training.model_config import CONV_TAPS, ModelConfig
 
 FLOAT_BYTES = 4  # float32 weights, activations and optimiser state
-KERNEL_TAPS = 3  # each conv block's kernel size (model._ConvBlock)
 # Weights, their gradients and AdamW's two moments: four float32 copies per parameter.
 COPIES_PER_PARAMETER = 4
 # (channels, crop frames) float32 tensors one step holds per layer and batch item: saved for
@@ -31,7 +30,7 @@ def memory_budget_bytes() -> float:
 
 def weights_bytes(model: ModelConfig) -> float:
     """Weights and optimiser state of the conv stack, which dominate at any width that matters."""
-    parameters = len(model.dilations) * KERNEL_TAPS * model.channels**2
+    parameters = len(model.dilations) * CONV_TAPS * model.channels**2
     return parameters * COPIES_PER_PARAMETER * FLOAT_BYTES
 
 
@@ -63,6 +62,6 @@ def check_step_memory(model: ModelConfig, batch_size: int, crop_frames: int,
 
 def most_channels(model: ModelConfig, batch_size: int, crop_frames: int, budget_bytes: float) -> int:
     """The widest conv stack whose step fits: the positive root of a C^2 + b C = budget."""
-    a = len(model.dilations) * KERNEL_TAPS * COPIES_PER_PARAMETER * FLOAT_BYTES
+    a = len(model.dilations) * CONV_TAPS * COPIES_PER_PARAMETER * FLOAT_BYTES
     b = batch_size * (1 + len(model.dilations)) * TENSORS_PER_LAYER * crop_frames * FLOAT_BYTES
     return int((-b + math.sqrt(b * b + 4 * a * budget_bytes)) / (2 * a))

@@ -15,7 +15,7 @@ from torch import nn
 
 from lipstream.engine.constants import N_MELS
 from lipstream.engine.controls import N_CONTROLS, N_VISEMES
-from lipstream.training.model_config import ModelConfig
+from lipstream.training.model_config import CONV_TAPS, ModelConfig
 
 __all__ = ["ModelConfig", "MotionNet", "WindowMotionNet", "count_parameters"]
 
@@ -25,10 +25,10 @@ class _ConvBlock(nn.Module):
 
     def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation)
+        self.conv = nn.Conv1d(channels, channels, CONV_TAPS, dilation=dilation)
         self.norm = nn.BatchNorm1d(channels)
         self.act = nn.GELU()
-        self.crop = 2 * dilation
+        self.crop = (CONV_TAPS - 1) * dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, C, T - crop)
         return x[:, :, self.crop :] + self.act(self.norm(self.conv(x)))

@@ -3,6 +3,8 @@
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+CONV_TAPS = 3  # kernel size of each temporal conv: a block's reach grows by (taps - 1) * dilation
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -20,7 +22,7 @@ class ModelConfig:
 
     @property
     def stack_field(self) -> int:
-        return 1 + 2 * sum(self.dilations)
+        return 1 + (CONV_TAPS - 1) * sum(self.dilations)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "dilations": list(self.dilations)}
