@@ -78,7 +78,7 @@ class WorkerProcess:
         self.health = WorkerHealth()
         self.pending = 0  # session offers the front has sent here and not yet seen answered
         self.starts = 0  # a restarted worker has none of the avatars uploaded to its previous life
-        self.answering = False  # its last /healthz read was answered in time
+        self.answering = False  # its last /healthz read was answered in time (else: hung)
         # Its /metrics as last read: while it is hung or has just exited, the front's sums show it
         # as it was then, and when it is retired its counters stay and its sessions are counted ended
         self.last_metrics = ""
@@ -144,12 +144,12 @@ class WorkerProcess:
     async def refresh(self) -> bool:
         """Read /healthz again; False (and no room) when the worker does not answer."""
         try:
-            self.answering = self.running and await self._read_health(self.http)
+            answered = self.running and await self._read_health(self.http)
         except STATUS_ERRORS:
-            self.answering = False
-        if not self.answering:
-            self.health = WorkerHealth(self.health.sessions)
-        return self.answering
+            answered = False
+        if not answered:
+            self.answering, self.health = False, WorkerHealth(self.health.sessions)
+        return answered
 
     async def read_metrics(self) -> None:
         """Read its /metrics into `last_metrics`; when it does not answer, they stay as last read.
@@ -167,8 +167,7 @@ class WorkerProcess:
         """It exited: its counters and its sessions, as last read, handed over and forgotten here.
         Both come from one read, so its sessions leave the gauge as they join the ended ones."""
         counters, sessions = counters_only(self.last_metrics), gauge_value(self.last_metrics, SESSIONS_GAUGE)
-        self.last_metrics = ""
-        self.health = WorkerHealth()
+        self.last_metrics, self.health, self.answering = "", WorkerHealth(), False
         return counters, int(sessions)
 
     async def _read_health(self, http: aiohttp.ClientSession) -> bool:
@@ -177,6 +176,7 @@ class WorkerProcess:
                 return False
             body = await response.json()
         self.health = WorkerHealth(int(body["sessions"]), int(body["max_sessions"]), int(body["viewers"]))
+        self.answering = True
         return True
 
     def admitted(self) -> None:
