@@ -3,8 +3,8 @@
 A load balancer reads the status code: 200 while at least one worker serves ("ok", or "degraded"
 when others are hung or restarting: the front admits only to the serving ones, and `max_sessions`
 counts only their room), 503 when none does ("unavailable", with Retry-After) or when the front is
-shutting down ("stopping"). The body says the rest: `workers` counts the serving workers (the key
-a single server's clients already read), `worker_states` what every worker is doing.
+shutting down ("stopping"). The body says the rest: `workers` counts the serving workers (it
+counted every running one, a hung one too), `worker_states` what every worker is doing.
 """
 
 from dataclasses import asdict, dataclass
