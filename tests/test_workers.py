@@ -187,8 +187,9 @@ async def test_sessions_spread_over_both_workers_and_requests_reach_their_worker
         two_workers: Served) -> None:
     served = two_workers
     async with aiohttp.ClientSession() as http:
-        assert await health(http, served) == {"status": "ok", "sessions": 0, "max_sessions": 2,
-                                              "viewers": 0, "workers": 2}
+        assert await health(http, served) == {
+            "status": "ok", "sessions": 0, "max_sessions": 2, "viewers": 0, "workers": 2,
+            "worker_states": {"serving": 2, "hung": 0, "restarting": 0, "stopping": 0}}
         avatar = await upload(http, served)
         async with published(served, http, avatar) as first, published(served, http, avatar) as second:
             assert {owner(first), owner(second)} == {"0", "1"}  # the least loaded worker takes each

@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 
 from lipstream.streaming.api import CONFIG, ApiError, Handler, json_errors, read_body, require_token
 from lipstream.streaming.config import ServeConfig
+from lipstream.streaming.front_health import health_response
 from lipstream.streaming.front_metrics import FrontMetrics, sum_exposition
 from lipstream.streaming.guards import check_same_site
 from lipstream.streaming.metrics import PROMETHEUS_CONTENT_TYPE
@@ -131,7 +132,7 @@ class Front:
         self.counters.sessions_rejected.inc()
         total = sum(w.health.max_sessions for w in self.workers.running())
         raise self._retry(f"server is at capacity ({total} sessions)" if total else
-                          "no worker is running (they are restarting)")
+                          self.workers.states().none_serving())
 
     def _session_query(self, request: web.Request, worker: WorkerProcess) -> str:
         """POST /v1/sessions with an uploaded avatar's id as this worker knows it."""
@@ -187,22 +188,14 @@ class Front:
         return responses[0]
 
     async def healthz(self, _: web.Request) -> web.Response:
-        running = self.workers.running()
-        await asyncio.gather(*(w.refresh() for w in running))
-        if not running:
-            raise self._retry("no worker is running (they are restarting)")
-        healths = [w.health for w in running]
-        return web.json_response({
-            "status": "ok",
-            "sessions": sum(h.sessions for h in healths),
-            "max_sessions": sum(h.max_sessions for h in healths),
-            "viewers": sum(h.viewers for h in healths),
-            "workers": len(running),
-        })
+        await asyncio.gather(*(w.refresh() for w in self.workers.running()))
+        # read after the refreshes: shutdown may have begun while they waited on a hung worker
+        healths = [w.health for w in self.workers.running()]
+        return health_response(self.workers.states(), healths, self.config.retry_after_s)
 
     async def metrics(self, _: web.Request) -> web.Response:
-        texts = await asyncio.gather(*(w.metrics_text() for w in self.workers.all))
-        body = sum_exposition([*texts, self.workers.retired_counters, self.counters.render()])
+        await asyncio.gather(*(w.read_metrics() for w in self.workers.all))
+        body = sum_exposition([*self.workers.expositions(), self.counters.render()])
         return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     async def avatar_preview(self, request: web.Request) -> web.Response:

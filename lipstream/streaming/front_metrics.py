@@ -3,8 +3,11 @@
 Summing keeps the names and labels of a single server, so dashboards and benchmarks read one
 server's worth of series whatever `--workers` is. Histograms sum bucket by bucket; `_created`
 timestamps take the earliest. A restarted worker starts its counters again from zero, so the front
-keeps the counters of a worker that exited, or does not answer, in its sums as last read (by the
-once-a-second poll or a /metrics it answered): a sum never steps below what it has shown.
+keeps the counters of a worker that exited in its sums as last read (by the once-a-second poll or a
+/metrics it answered): a sum never steps below what it has shown. A worker that does not answer
+(hung) stays in the sums as last read, gauges too; one that exited leaves the sessions gauge as its
+sessions as last read join `lipstream_sessions_ended_total{reason="worker_exited"}`, so started
+less ended is the sessions gauge at every read.
 """
 
 from collections.abc import Iterable
@@ -67,6 +70,15 @@ def counters_only(text: str) -> str:
         elif keep and line.strip():
             kept.append(line)
     return "\n".join(kept) + "\n" if kept else ""
+
+
+def gauge_value(text: str, name: str) -> float:
+    """The value of the unlabelled series `name` in an exposition (0 when it is not there)."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == name:
+            return float(value)
+    return 0.0
 
 
 def _combine(series: str, old: float | None, new: float) -> float:

@@ -19,14 +19,15 @@ import shutil
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 
 from lipstream.errors import LipstreamError
 from lipstream.streaming.config import ServeConfig
-from lipstream.streaming.front_metrics import FrontMetrics, counters_only, sum_exposition
+from lipstream.streaming.front_health import WorkerHealth, WorkerStates
+from lipstream.streaming.front_metrics import FrontMetrics, counters_only, gauge_value, sum_exposition
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +42,15 @@ REQUEST_TIMEOUT_S = 30.0  # an offer's answer waits for ICE gathering
 STATUS_TIMEOUT_S = 2.0
 STATUS_READ = aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S)
 HEALTH_POLL_S = 1.0  # how stale the sessions and counters of a worker that crashes may be
-
-
-@dataclass(frozen=True)
-class WorkerHealth:
-    """A worker's /healthz, as last read by the front."""
-
-    sessions: int = 0
-    max_sessions: int = 0
-    viewers: int = 0
+SESSIONS_GAUGE = "lipstream_sessions"  # a worker's sessions running now, in its /metrics
 
 
 class WorkerStartError(LipstreamError):
     """A worker exited or stayed silent before it answered /healthz."""
+
+
+# What reading a worker's status meets when it does not answer (hung, exited, restarting)
+STATUS_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError, WorkerStartError)
 
 
 def split_sessions(total: int | None, count: int) -> list[int | None]:
@@ -81,7 +78,10 @@ class WorkerProcess:
         self.health = WorkerHealth()
         self.pending = 0  # session offers the front has sent here and not yet seen answered
         self.starts = 0  # a restarted worker has none of the avatars uploaded to its previous life
-        self.last_counters = ""  # its counters as last read: they outlive it in the front's sums
+        self.answering = False  # its last /healthz read was answered in time (else: hung)
+        # Its /metrics as last read: while it is hung or has just exited, the front's sums show it
+        # as it was then, and when it is retired its counters stay and its sessions are counted ended
+        self.last_metrics = ""
         self._process: asyncio.subprocess.Process | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -144,24 +144,31 @@ class WorkerProcess:
     async def refresh(self) -> bool:
         """Read /healthz again; False (and no room) when the worker does not answer."""
         try:
-            return self.running and await self._read_health(self.http)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, WorkerStartError):
-            self.health = WorkerHealth(self.health.sessions)
-            return False
+            answered = self.running and await self._read_health(self.http)
+        except STATUS_ERRORS:
+            answered = False
+        if not answered:
+            self.answering, self.health = False, WorkerHealth(self.health.sessions)
+        return answered
 
-    async def metrics_text(self) -> str:
-        """Its /metrics; when it does not answer (hung, exited, restarting) its counters as last
-        read. Every read is remembered: the counters a crash leaves in the front's sums are then
-        never fewer than the front has already shown, and a summed counter never steps down."""
+    async def read_metrics(self) -> None:
+        """Read its /metrics into `last_metrics`; when it does not answer, they stay as last read.
+        Every read is remembered: what a crash leaves in the front's sums is then never less than
+        the front has already shown, and a summed counter never steps down."""
         try:
             async with self.http.get("http://worker/metrics", timeout=STATUS_READ) as response:
                 text = await response.text()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, WorkerStartError):
-            return self.last_counters
-        if not self.running:  # it exited while answering: its counters may be retired already
-            return self.last_counters
-        self.last_counters = counters_only(text)
-        return text
+        except STATUS_ERRORS:
+            return
+        if self.running and response.status == 200:  # (exited while answering: maybe retired already)
+            self.last_metrics = text
+
+    def retire(self) -> tuple[str, int]:
+        """It exited: its counters and its sessions, as last read, handed over and forgotten here.
+        Both come from one read, so its sessions leave the gauge as they join the ended ones."""
+        counters, sessions = counters_only(self.last_metrics), gauge_value(self.last_metrics, SESSIONS_GAUGE)
+        self.last_metrics, self.health, self.answering = "", WorkerHealth(), False
+        return counters, int(sessions)
 
     async def _read_health(self, http: aiohttp.ClientSession) -> bool:
         async with http.get("http://worker/healthz", timeout=STATUS_READ) as response:
@@ -169,6 +176,7 @@ class WorkerProcess:
                 return False
             body = await response.json()
         self.health = WorkerHealth(int(body["sessions"]), int(body["max_sessions"]), int(body["viewers"]))
+        self.answering = True
         return True
 
     def admitted(self) -> None:
@@ -181,9 +189,17 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         """SIGTERM (it closes its sessions), SIGKILL after STOP_GRACE_S; idempotent."""
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.close()
+        # Not running from now on; its client closes only once the process is gone, so that the
+        # reads in flight end as reads of a worker that went away (closing it under them raised
+        # inside aiohttp, a 500 from the front's /healthz during shutdown)
+        http, self._http = self._http, None
+        try:
+            await self._end_process()
+        finally:
+            if http is not None:
+                await http.close()
+
+    async def _end_process(self) -> None:
         process = self._process
         if process is None or process.returncode is not None:
             return
@@ -226,19 +242,32 @@ class Workers:
     def running(self) -> list[WorkerProcess]:
         return [w for w in self.all if w.running]
 
+    def states(self) -> WorkerStates:
+        """What the workers are doing, as of their last /healthz reads."""
+        if self._stopping:
+            return WorkerStates(stopping=len(self.all))
+        running = self.running()
+        serving = sum(w.answering for w in running)
+        return WorkerStates(serving=serving, hung=len(running) - serving,
+                            restarting=len(self.all) - len(running))
+
+    def expositions(self) -> list[str]:
+        """Every worker's /metrics as last read, and the counters of those that exited (no await
+        between: a worker retired meanwhile would be counted twice, or not at all)."""
+        return [*(w.last_metrics for w in self.all), self.retired_counters]
+
     async def _watch(self, worker: WorkerProcess) -> None:
         failures = 0
         while not self._stopping:
             code = await self._wait_watching(worker)
             if self._stopping:
                 return
+            counters, sessions = worker.retire()
+            self.retired_counters = sum_exposition([self.retired_counters, counters])
+            self._metrics.sessions_ended.labels("worker_exited").inc(sessions)
             log.error("worker %d (pid %s) exited with code %s; its %d sessions ended; restarting",
-                      worker.index, worker.pid, code, worker.health.sessions)
-            self._metrics.sessions_ended.labels("worker_exited").inc(worker.health.sessions)
-            self.retired_counters = sum_exposition([self.retired_counters, worker.last_counters])
-            worker.last_counters = ""
+                      worker.index, worker.pid, code, sessions)
             await worker.stop()
-            worker.health = WorkerHealth()
             failures = await self._restart(worker, failures)
 
     async def _wait_watching(self, worker: WorkerProcess) -> int:
@@ -248,7 +277,7 @@ class Workers:
         try:
             while not (await asyncio.wait({exited}, timeout=HEALTH_POLL_S))[0]:
                 await worker.refresh()
-                await worker.metrics_text()  # remembers its counters
+                await worker.read_metrics()
             return exited.result()
         finally:
             exited.cancel()
