@@ -74,6 +74,7 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         super().__init__(**kwargs)
         self._faces = AsyncEngine(engine, paced=paced, clock=clock, pacing=pacing)
         self._render_task: asyncio.Task[None] | None = None
+        self._closed = False  # the AsyncEngine let the Engine go: the next pipeline's service may take it
         # A turn's first frame needs its lookahead: pushed chunk by chunk, the paced face would find
         # too little, flush the turn and show silence in the middle of its first word. So a turn's
         # audio is held until a frame, its lookahead and a spare frame are in, then pushed at once.
@@ -131,10 +132,15 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
             self._render_task = self.get_event_loop().create_task(self._render())
 
     async def _stop(self) -> None:
+        """Stop making frames and let the Engine go. Once only: EndFrame or CancelFrame, then Pipecat's
+        cleanup, each come here, and by then the Engine may already be in the next service."""
         task, self._render_task = self._render_task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)  # it ends with CancelledError
+        if not self._closed:
+            self._closed = True
+            await self._faces.close()  # after the render task: nothing iterates it any more
 
     async def _render(self) -> None:
         try:
