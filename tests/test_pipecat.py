@@ -27,6 +27,7 @@ from pipecat.pipeline.task import PipelineParams, PipelineTask  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
 from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig, PacingConfig  # noqa: E402
+from lipstream.errors import GpuError  # noqa: E402
 from lipstream.integrations.pipecat import FRAME_NS, LipstreamVideoService  # noqa: E402
 from lipstream.streaming.clock import FRAME_S, Clock, MonotonicClock  # noqa: E402
 from lipstream.training.evaluate import MouthMeter  # noqa: E402
@@ -319,6 +320,28 @@ async def test_a_pipeline_rebuilt_over_the_same_engine_runs_once_the_first_stopp
     assert indices == list(range(indices[0], indices[0] + len(indices)))
     assert indices[0] > first.sink.images[-1][0].pts // FRAME_NS  # the Engine goes on where it was
     assert_audio_is(speech, second.sink.audio)  # with the speech in sync
+
+
+async def test_a_fatal_engine_error_ends_the_pipeline_and_lets_the_engine_go(
+        avatar: Avatar, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine error while making frames (a GPU lost: injected, no GPU here) goes upstream as fatal.
+    Pipecat's answer, a CancelFrame, came back inside the render task that pushed the error, which
+    then awaited itself: the pipeline hung, and the Engine stayed held."""
+    engine = Engine(avatar, EngineConfig(seed=1))
+
+    def lost(render: bool = True) -> None:
+        raise GpuError("the GPU is gone")
+
+    monkeypatch.setattr(engine, "pop_frame", lost)
+    head = Upstream()
+    first = Run(avatar, head=head, engine=engine)
+    await asyncio.wait_for(first.running, timeout=10)
+    assert head.errors == ["the GPU is gone"]
+    monkeypatch.undo()
+    second = Run(avatar, engine=engine)
+    await second.frames(2)
+    await second.end()
+    assert len(second.sink.images) == 3
 
 
 class StandInTransport:

@@ -135,7 +135,9 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         """Stop making frames and let the Engine go. Once only: EndFrame or CancelFrame, then Pipecat's
         cleanup, each come here, and by then the Engine may already be in the next service."""
         task, self._render_task = self._render_task, None
-        if task is not None:
+        # A fatal error's CancelFrame comes back inside the render task that pushed the error: that
+        # task ends by itself, and awaiting it from itself would never return.
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)  # it ends with CancelledError
         if not self._closed:
