@@ -11,6 +11,8 @@ and sound together. The audio goes out bit-exact, at the rate the TTS made it; b
 - `TTSStoppedFrame` ends the turn (`end_segment()`): its last frames are made at once.
 - `StartInterruptionFrame` (the user barged in) drops the speech not yet shown (`clear()`); the
   mouth is back at rest within 3 frames.
+- `EndFrame` or `CancelFrame` (also Pipecat's answer to a fatal error) closes the service's
+  `AsyncEngine`: a pipeline rebuilt over the same Engine takes it on where it was.
 - Between turns the face goes on at 25 fps (blinks, mouth at rest) but pushes no audio frames:
   Pipecat's output transports fill silence themselves and tell the pipeline that the bot stopped
   speaking only when its audio frames stop coming. A transport with `camera_out_is_live=True`
