@@ -12,12 +12,11 @@ import logging
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import TextIO
 
 from lipstream.errors import LipstreamError
+from lipstream.logs import warnings_as_log_lines
 
 # command -> (module, name of its add-arguments function, name of its run function, help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -62,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        with _sigterm_as_interrupt(), _warnings_as_log_lines():
+        with _sigterm_as_interrupt(), warnings_as_log_lines():
             return int(args.run(args))
     except LipstreamError as exc:
         print(f"lipstream {args.command}: error: {exc}", file=sys.stderr)
@@ -93,19 +92,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _warnings_as_log_lines() -> Iterator[None]:
-    """A warning for the user (two faces in the photo: the largest is used) as one log line, like
-    the command's other news: Python's own display adds the file and source line that warned."""
-    with warnings.catch_warnings():
-        warnings.showwarning = _log_warning
-        yield
-
-
-def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: TextIO | None = None, line: str | None = None) -> None:
-    log = logging.getLogger("lipstream")
-    log.warning("%s", message)
-    log.debug("(warned at %s:%d, %s)", filename, lineno, category.__name__)  # with --verbose

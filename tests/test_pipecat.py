@@ -27,6 +27,7 @@ from pipecat.pipeline.task import PipelineParams, PipelineTask  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
 from lipstream import VIDEO_FPS, Avatar, AvatarConfig, Engine, EngineConfig, PacingConfig  # noqa: E402
+from lipstream.errors import GpuError  # noqa: E402
 from lipstream.integrations.pipecat import FRAME_NS, LipstreamVideoService  # noqa: E402
 from lipstream.streaming.clock import FRAME_S, Clock, MonotonicClock  # noqa: E402
 from lipstream.training.evaluate import MouthMeter  # noqa: E402
@@ -106,11 +107,11 @@ class Run:
     """One pipeline [head, service, sink] on Pipecat's runner, its pacing clock driven by the test."""
 
     def __init__(self, avatar: Avatar, pacing: PacingConfig | None = None,
-                 head: Upstream | None = None) -> None:
+                 head: Upstream | None = None, engine: Engine | None = None) -> None:
         self.clock = ParkingClock()
         self.origin = self.clock.now()  # frame 0 is due at the service's first request: at once
         self.sink = Sink(self.clock)
-        service = LipstreamVideoService(Engine(avatar, EngineConfig(seed=1)), pacing=pacing,
+        service = LipstreamVideoService(engine or Engine(avatar, EngineConfig(seed=1)), pacing=pacing,
                                         clock=self.clock)
         processors = [service, self.sink] if head is None else [head, service, self.sink]
         self.task = PipelineTask(Pipeline(processors), PipelineParams(allow_interruptions=True))
@@ -135,13 +136,24 @@ class Run:
     async def _delivered(self) -> None:
         """Wait for the image of the frame due now (not for ever: Pipecat drops what a processor
         had queued when an interruption comes)."""
+        images = self.sink.images
         for _ in range(IMAGE_WAIT_POLLS):
-            if self.sink.images and self.sink.images[-1][0].pts // FRAME_NS >= self.at_frame:
+            if images and images[-1][0].pts // FRAME_NS >= self.first_index + self.at_frame:
                 return
             await asyncio.sleep(0.001)
 
+    @property
+    def first_index(self) -> int:
+        """The index of this run's first frame: an Engine handed on from another pipeline goes on."""
+        return self.sink.images[0][0].pts // FRAME_NS if self.sink.images else 0
+
     async def end(self) -> None:
         await self.task.queue_frame(EndFrame())
+        await asyncio.wait_for(self.running, timeout=30)
+
+    async def cancel(self) -> None:
+        """As PipelineRunner does on SIGINT: a CancelFrame out of band, the task's loops cancelled."""
+        await self.task.cancel()
         await asyncio.wait_for(self.running, timeout=30)
 
 
@@ -287,6 +299,49 @@ async def test_an_interruption_mid_utterance_brings_the_mouth_to_rest_within_3_f
     after = apertures(run.sink.images)[cut:]
     assert after[2:].max() < rest + REST_TOLERANCE, after.round(3)  # at rest by the 3rd frame, and stays
     assert len(run.sink.audio) <= talked + 1  # the rest of the speech was dropped, not played
+
+
+@pytest.mark.parametrize("stop", ["end", "cancel"])
+async def test_a_pipeline_rebuilt_over_the_same_engine_runs_once_the_first_stopped(
+        avatar: Avatar, speech: Speech, stop: str) -> None:
+    """The service never closed its AsyncEngine, which holds the Engine: a second service over that
+    Engine was refused (ConfigError) after the first pipeline had ended or been cancelled."""
+    engine = Engine(avatar, EngineConfig(seed=1))
+    first = Run(avatar, engine=engine)
+    await first.frames(2)
+    await (first.end() if stop == "end" else first.cancel())
+    second = Run(avatar, engine=engine)  # `first` is still referenced: its claim is not dropped by gc
+    await second.frames(2)
+    await second.task.queue_frames([TTSStartedFrame(), *speech.tts_frames(), TTSStoppedFrame()])
+    await second.until_seen(TTSStoppedFrame)
+    await second.frames(len(frames_of(speech)) + VIDEO_FPS)
+    await second.end()
+    indices = [frame.pts // FRAME_NS for frame, _ in second.sink.images]
+    assert indices == list(range(indices[0], indices[0] + len(indices)))
+    assert indices[0] > first.sink.images[-1][0].pts // FRAME_NS  # the Engine goes on where it was
+    assert_audio_is(speech, second.sink.audio)  # with the speech in sync
+
+
+async def test_a_fatal_engine_error_ends_the_pipeline_and_lets_the_engine_go(
+        avatar: Avatar, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine error while making frames (a GPU lost: injected, no GPU here) goes upstream as fatal.
+    Pipecat's answer, a CancelFrame, came back inside the render task that pushed the error, which
+    then awaited itself: the pipeline hung, and the Engine stayed held."""
+    engine = Engine(avatar, EngineConfig(seed=1))
+
+    def lost(render: bool = True) -> None:
+        raise GpuError("the GPU is gone")
+
+    monkeypatch.setattr(engine, "pop_frame", lost)
+    head = Upstream()
+    first = Run(avatar, head=head, engine=engine)
+    await asyncio.wait_for(first.running, timeout=10)
+    assert head.errors == ["the GPU is gone"]
+    monkeypatch.undo()
+    second = Run(avatar, engine=engine)
+    await second.frames(2)
+    await second.end()
+    assert len(second.sink.images) == 3
 
 
 class StandInTransport:

@@ -1,12 +1,14 @@
 """A photo with two faces: the largest is used, and the user is told once, in one line."""
 
 import logging
+import re
 import subprocess
 import sys
 import warnings
 import wave
 from pathlib import Path
 
+import aiohttp
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from skimage import data
 
 from lipstream import Avatar, AvatarConfig
 from lipstream.engine.constants import SAMPLE_RATE
+from tests.test_workers import Served, free_port, health
 
 SMALL_FACE_PX = 320  # the second face, shrunk: the astronaut at 512 px is the largest
 
@@ -53,3 +56,25 @@ def test_the_cli_says_it_in_one_line(two_faces: Path, tmp_path: Path) -> None:
     told = [line for line in result.stderr.splitlines() if "faces found" in line or "warn" in line.lower()]
     assert len(told) == 1, told  # not Python's display too, with the source line that warned
     assert told[0].endswith(" WARNING 2 faces found in two.png: using the largest"), told[0]
+
+
+async def test_a_serve_worker_says_it_in_one_line_too(two_faces: Path) -> None:
+    """A worker of `serve --workers N` does not go through the CLI's main: it printed Python's
+    two-line display, the file path of the code that warned and its source line."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lipstream", "serve", "--workers", "2",
+                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await health(http, Served(process, f"http://127.0.0.1:{port}"))
+            form = aiohttp.FormData()
+            form.add_field("photo", two_faces.read_bytes(), filename="two.png", content_type="image/png")
+            async with http.post(f"http://127.0.0.1:{port}/v1/avatars", data=form) as response:
+                assert response.status == 201, await response.text()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    told = [line for line in stderr.decode().splitlines() if "faces found" in line or "warn" in line.lower()]
+    assert told, stderr.decode()[-3000:]
+    assert all(re.fullmatch(r".* worker-\d lipstream WARNING 2 faces found in the uploaded photo: "
+                            r"using the largest", line) for line in told), told

@@ -21,6 +21,7 @@ LASH_FRACTION = 0.4  # thickness of the dark lash line, in units of the eye's op
 LID_TRAVEL = 0.97
 HEAD_ANGLE_STEP_DEG = 0.05  # ~0.2 px at 250 px from the pivot
 HEAD_SHIFT_STEP_PX = 0.2  # a closed lid stops just short of the lower lid's line
+FIRST_BLINK_S = 0.5  # the earliest first blink; it comes by the shortest blink interval
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,7 +128,7 @@ class IdleLife:
         self._interval_frames = (blink_interval_s[0] * VIDEO_FPS, blink_interval_s[1] * VIDEO_FPS)
         self._blink_frames = (blink_ms[0] * VIDEO_FPS / 1000, blink_ms[1] * VIDEO_FPS / 1000)
         self._blinks: list[tuple[int, int]] = []  # (start frame, length in frames), generated lazily
-        self._next_start = float(self._rng.uniform(0.5 * VIDEO_FPS, self._interval_frames[0]))
+        self._next_start = float(self._rng.uniform(FIRST_BLINK_S * VIDEO_FPS, self._interval_frames[0]))
         motion = np.random.default_rng([seed, 0x4EAD])
         # three slow sinusoids per degree of freedom (angle, x, y): periods ~4-15 s
         self._freq_hz = motion.uniform(0.065, 0.25, size=(3, 3))

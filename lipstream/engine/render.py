@@ -26,16 +26,20 @@ import numpy as np
 from lipstream.engine.avatar import Avatar
 from lipstream.engine.controls import LIP_ROUND
 from lipstream.engine.i420 import Background, Boxes, Changes
-from lipstream.engine.idle import HeadPose, IdleLife, blink_coords, head_pivot
+from lipstream.engine.idle import FIRST_BLINK_S, HeadPose, IdleLife, blink_coords, head_pivot
 from lipstream.engine.mouth import interior
+from lipstream.engine.ranges import at_least_problem, refuse, span_problem
 from lipstream.engine.rig import MouthField, MouthPose, Placement
-from lipstream.kernels import Kernels, get_kernels
+from lipstream.kernels import KERNEL_DEVICES, Kernels, get_kernels
 
 REFERENCE_SIZE = 512  # head_shift_px is given at this frame size and scales with it
 # Controls this close to the last render's draw the same picture, at most one grey level off in a
 # few pixels (measured: 1e-5 already moved 30-50 pixels by 2 levels, where the lips' seam and the
 # mouth interior switch on). Smoothed controls settle this close within ~1 s of silence.
 SAME_CONTROLS_TOLERANCE = 1e-6
+# The first blink comes between FIRST_BLINK_S and the shortest interval: a shorter one was numpy's
+# "high - low < 0" when the engine was built.
+MIN_BLINK_INTERVAL_S = FIRST_BLINK_S
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +69,22 @@ class RenderConfig:
     head_rotation_deg: float = 0.6  # largest head roll; 0 holds the head still
     head_shift_px: float = 1.5  # largest head shift at a 512 px frame; 0 holds it still
     device: str = "cpu"  # kernels: "cpu", "reference" (numpy) or "cuda" (NVIDIA GPU, lipstream[gpu])
+
+    def __post_init__(self) -> None:
+        """Refused here, not as numpy's or Python's error (a NaN) when the engine is built."""
+        refuse([
+            span_problem(self.blink_interval_s, MIN_BLINK_INTERVAL_S, "RenderConfig blink_interval_s",
+                         f"(shortest, longest) seconds from {MIN_BLINK_INTERVAL_S:g}, "
+                         f"e.g. {RenderConfig.blink_interval_s}"),
+            span_problem(self.blink_ms, 0.0, "RenderConfig blink_ms",
+                         f"(shortest, longest) milliseconds from 0, e.g. {RenderConfig.blink_ms}"),
+            at_least_problem(self.head_rotation_deg, 0.0, "RenderConfig head_rotation_deg",
+                             f"degrees from 0 (0: still), e.g. {RenderConfig.head_rotation_deg}"),
+            at_least_problem(self.head_shift_px, 0.0, "RenderConfig head_shift_px",
+                             f"pixels from 0 (0: still), e.g. {RenderConfig.head_shift_px}"),
+            None if self.device in KERNEL_DEVICES else
+            f"RenderConfig device {self.device!r}: use one of {', '.join(KERNEL_DEVICES)}",
+        ])
 
 
 class Renderer:

@@ -11,6 +11,8 @@ and sound together. The audio goes out bit-exact, at the rate the TTS made it; b
 - `TTSStoppedFrame` ends the turn (`end_segment()`): its last frames are made at once.
 - `StartInterruptionFrame` (the user barged in) drops the speech not yet shown (`clear()`); the
   mouth is back at rest within 3 frames.
+- `EndFrame` or `CancelFrame` (also Pipecat's answer to a fatal error) closes the service's
+  `AsyncEngine`: a pipeline rebuilt over the same Engine takes it on where it was.
 - Between turns the face goes on at 25 fps (blinks, mouth at rest) but pushes no audio frames:
   Pipecat's output transports fill silence themselves and tell the pipeline that the bot stopped
   speaking only when its audio frames stop coming. A transport with `camera_out_is_live=True`
@@ -74,6 +76,7 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
         super().__init__(**kwargs)
         self._faces = AsyncEngine(engine, paced=paced, clock=clock, pacing=pacing)
         self._render_task: asyncio.Task[None] | None = None
+        self._closed = False  # the AsyncEngine let the Engine go: the next pipeline's service may take it
         # A turn's first frame needs its lookahead: pushed chunk by chunk, the paced face would find
         # too little, flush the turn and show silence in the middle of its first word. So a turn's
         # audio is held until a frame, its lookahead and a spare frame are in, then pushed at once.
@@ -131,10 +134,17 @@ class LipstreamVideoService(FrameProcessor):  # type: ignore[misc]  # Pipecat sh
             self._render_task = self.get_event_loop().create_task(self._render())
 
     async def _stop(self) -> None:
+        """Stop making frames and let the Engine go. Once only: EndFrame or CancelFrame, then Pipecat's
+        cleanup, each come here, and by then the Engine may already be in the next service."""
         task, self._render_task = self._render_task, None
-        if task is not None:
+        # A fatal error's CancelFrame comes back inside the render task that pushed the error: that
+        # task ends by itself, and awaiting it from itself would never return.
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)  # it ends with CancelledError
+        if not self._closed:
+            self._closed = True
+            await self._faces.close()  # after the render task: nothing iterates it any more
 
     async def _render(self) -> None:
         try:

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
+KERNEL_DEVICES = ("cpu", "reference", "cuda")  # what get_kernels takes
+
 
 class Kernels(Protocol):
     name: str
@@ -44,4 +46,4 @@ def get_kernels(device: str = "cpu") -> Kernels:
         from lipstream.kernels.cuda import CudaKernels
 
         return CudaKernels()
-    raise ValueError(f"no kernels for device {device!r}: use 'cpu', 'reference' or 'cuda'")
+    raise ValueError(f"no kernels for device {device!r}: use one of {', '.join(KERNEL_DEVICES)}")

@@ -16,6 +16,7 @@ import sys
 from aiohttp import web
 
 from lipstream.errors import LipstreamError
+from lipstream.logs import warnings_as_log_lines
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.memory import limit_arenas
 from lipstream.streaming.server import quiet_ice_logs, serving_app
@@ -51,6 +52,11 @@ def main() -> int:
     logging.basicConfig(level=level, format=f"%(asctime)s worker-{index} %(name)s %(levelname)s %(message)s")
     quiet_ice_logs(verbose=level <= logging.DEBUG)
     limit_arenas()  # a worker is a long-running server too (memory.py)
+    with warnings_as_log_lines():  # as the CLI does, which a worker does not go through
+        return _serve(index, config, socket_path)
+
+
+def _serve(index: int, config: ServeConfig, socket_path: str) -> int:
     app = serving_app(config)
     _exit_with_front(app)
     try:
