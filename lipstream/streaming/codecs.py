@@ -32,6 +32,9 @@ Which codec a sender sends is chosen per answer: `video_preferences` for `setCod
 """
 
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -64,19 +67,69 @@ def bitrate_ceiling(pixels: int, bits_per_pixel: float = MAX_BITS_PER_PIXEL) -> 
     return max(VP8_MIN_BITRATE, min(round(bits_per_pixel * pixels * VIDEO_FPS), VP8_MAX_BITRATE))
 
 
-class _CappedRate:
-    """The rate a receiver asked for, held under the ceiling for the frames being sent."""
+# aiortc's receiver-side estimate (aiortc/rate.py, as Chromium's) cuts to 0.85 of the rate that
+# arrived on each overuse it detects, then climbs back by 8% a second.
+ESTIMATE_BACKOFF = 0.85
+ESTIMATE_CLIMB_PER_S = 1.08
+# One backoff is a wobble; a fall as deep as two in a row (27.75%) is congestion.
+FALL_AT_ONCE = 1 - ESTIMATE_BACKOFF**2
+# A single backoff climbs back within log(1/0.85)/log(1.08) = 2.1 s; a smaller fall is held twice that.
+BACKOFF_RECOVERY_S = math.log(1 / ESTIMATE_BACKOFF) / math.log(ESTIMATE_CLIMB_PER_S)
+HOLD_S = 2 * BACKOFF_RECOVERY_S  # 4.2 s
 
-    def __init__(self, asked: int) -> None:
-        self.asked, self.pixels = asked, PIXELS_BEFORE_FIRST_FRAME
+
+@dataclass(frozen=True)
+class RateHold:
+    """When a sender follows the receiver's estimate (module docstring: "fewer rebuilds").
+    All zero: every move at once, as aiortc does."""
+
+    fall_at_once: float = FALL_AT_ONCE  # a fall of this fraction of the rate or more: at once
+    hold_s: float = HOLD_S  # a smaller fall: once the estimate stayed below the rate this long
+    rise_interval_s: float = HOLD_S  # a rise: at most once per this, since the last move
+
+
+FOLLOW_EVERY_MOVE = RateHold(fall_at_once=0.0, hold_s=0.0, rise_interval_s=0.0)
+
+
+class _HeldRate:
+    """The rate a receiver asked for, held under the ceiling for the frames being sent, and moved
+    only as `RateHold` says (each move of over 10% makes aiortc build a new encoder)."""
+
+    def __init__(self, asked: int, hold: RateHold, now: Callable[[], float]) -> None:
+        self.asked, self.pixels, self.hold, self.now = asked, PIXELS_BEFORE_FIRST_FRAME, hold, now
+        self.sending = asked
+        self.moved_at = self.below_since = -math.inf  # the first estimate is taken at once
+
+    def wanted(self, bits_per_pixel: float) -> int:
+        return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
 
     def target(self, bits_per_pixel: float) -> int:
-        return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
+        ceiling = bitrate_ceiling(self.pixels, bits_per_pixel)  # a held rate never exceeds it
+        return max(VP8_MIN_BITRATE, min(self.sending, ceiling))
+
+    def resize(self, pixels: int, bits_per_pixel: float) -> None:
+        """Frames of `pixels` from now on: a new size rebuilds the encoder anyway, so the rate
+        moves to the estimate at once (not counted as a move of the estimate)."""
+        if pixels != self.pixels:
+            self.pixels, self.sending = pixels, self.wanted(bits_per_pixel)
+
+    def _follows(self, wanted: int, sending: int) -> bool:
+        now = self.now()
+        if wanted >= sending:  # at or above the rate: no fall is pending
+            self.below_since = -math.inf
+            return wanted > sending and now - self.moved_at >= self.hold.rise_interval_s
+        if self.below_since == -math.inf:
+            self.below_since = now
+        deep = wanted <= round(sending * (1 - self.hold.fall_at_once))  # in whole bit/s
+        return deep or now - self.below_since >= self.hold.hold_s
 
     def ask(self, bitrate: int, bits_per_pixel: float) -> int:
         """Take a receiver's estimate; the rate to send at (said in the debug log when it moves:
         `lipstream -v serve` shows what each sender really encodes at)."""
         before, self.asked = self.target(bits_per_pixel), bitrate
+        wanted = self.wanted(bits_per_pixel)
+        if self._follows(wanted, before):
+            self.sending, self.moved_at, self.below_since = wanted, self.now(), -math.inf
         after = self.target(bits_per_pixel)
         if after != before:
             log.debug("video sender at %d bit/s (receiver's estimate %d, ceiling %d)", after, bitrate,
@@ -91,6 +144,7 @@ class Vp8Tuning:
     static_thresh: int = 500  # a block changed less than this is not coded; aiortc's own is 1
     threads: int = 1  # encoder threads per sender
     max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, per pixel and frame
+    rate_hold: RateHold = RateHold()  # when the rate follows the receiver's estimate
 
     def options(self) -> dict[str, str]:
         return {"cpu-used": str(self.cpu_used), "noise-sensitivity": str(self.noise_sensitivity),
@@ -128,13 +182,13 @@ class TunedVp8Encoder(Vp8Encoder):
 
     tuning = TUNING
 
-    def __init__(self) -> None:
-        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._rate = _HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
         super().__init__()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        self._rate.pixels = frame.width * frame.height
-        self.target_bitrate = self._rate.asked  # the ceiling of this size
+        self._rate.resize(frame.width * frame.height, self.tuning.max_bits_per_pixel)
+        self.target_bitrate = self._rate.asked  # the ceiling of this size; a held fall expires
         return super().encode(frame, force_keyframe)
 
     @property
@@ -189,6 +243,7 @@ class H264Tuning:
     buffer_s: float = 1.0  # VBV buffer, as aiortc's VP8 rc_buf_sz (its "bufsize" = bitrate)
     threads: int = 1  # encoder threads per sender, as for VP8
     max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, as for VP8
+    rate_hold: RateHold = RateHold()  # as for VP8 (aiortc's H.264 also rebuilds on 10% moves)
 
     def options(self, bit_rate: int) -> dict[str, str]:
         # maxrate = bit rate with a buffer: constant rate, as aiortc's VP8 (minrate = maxrate)
@@ -224,12 +279,13 @@ class TunedH264Encoder(H264Encoder):
 
     tuning = H264_TUNING
 
-    def __init__(self) -> None:
-        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._rate = _HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
         super().__init__()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        self._rate.pixels = frame.width * frame.height
+        self._rate.resize(frame.width * frame.height, self.tuning.max_bits_per_pixel)
+        self.target_bitrate = self._rate.asked  # a held fall expires
         return super().encode(frame, force_keyframe)
 
     @property
