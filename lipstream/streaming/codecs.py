@@ -24,6 +24,13 @@ Why these values (measured by `benchmarks/vp8.py`; figures in `docs/profile.md`)
   0.7 and 1.5 Mbit/s, and each move of over 10% makes aiortc build a new encoder, which starts
   with a keyframe. A rendered face stops looking better well below that (`MAX_BITS_PER_PIXEL`), so
   the encoders take the receiver's estimate only below the ceiling: congestion still lowers it.
+- fewer rebuilds (`RateHold`): below the ceiling each wobble of the estimate still rebuilt the
+  encoder (measured: ~8 a minute with an aiortc receiver; `benchmarks/rebuilds.py`). The
+  receiver's estimator cuts to 0.85 of the arriving rate on each overuse it sees and climbs back
+  8% a second, so: a fall as deep as two cuts in a row (27.75%) is congestion and is followed at
+  once; a shallower fall only once the estimate has stayed below the rate for 4.2 s (twice the
+  2.1 s one cut takes to climb back); a rise at most once per 4.2 s since the last move. A new
+  picture size takes the estimate at once (the encoder is rebuilt for it anyway).
 
 H.264 the same way: `use_h264(encoder)` makes aiortc create `TunedH264Encoder`, aiortc's own
 `H264Encoder` (its packetisation, bitrate estimate and keyframe requests) whose codec context is
