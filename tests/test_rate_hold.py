@@ -13,9 +13,11 @@ from lipstream.streaming.codecs import (
     CEILING_SIDE_PX,
     ESTIMATE_BACKOFF,
     FALL_AT_ONCE,
+    FOLLOW_EVERY_MOVE,
     HOLD_S,
     TunedH264Encoder,
     TunedVp8Encoder,
+    Vp8Tuning,
 )
 
 REMB_INTERVAL_S = 1.0  # aiortc's receiver sends a REMB about once a second
@@ -105,3 +107,34 @@ def test_the_hold_expires_between_estimates(make: type[Encoder]) -> None:
     time.s += HOLD_S + FRAME_S  # the first frame after the hold
     encoder.encode(frame)
     assert encoder.target_bitrate == lower
+
+
+# An aiortc receiver's estimate (kbit/s), once a second, from benchmarks/rebuilds.py on loopback
+# (the sender that followed every move): the start-up climb, wobbles under the ceiling, then a
+# delay ramp (a queue filling) at second 33.
+MEASURED_KBPS = [500, 500, 500, 444, 481, 521, 564, 612, 636, 685, 685, 713, 742, 755, 771, 835, 835,
+                 869, 905, 907, 907, 907, 414, 426, 451, 477, 505, 535, 579, 628, 653, 707, 766, 384,
+                 185, 153, 192, 235, 220, 226, 211, 179, 230, 230, 223, 236, 264, 281]
+CONGESTED_AT = MEASURED_KBPS.index(384)
+
+
+def rebuilds(rates: list[int]) -> int:
+    """How often aiortc builds a new encoder for these rates: each move of over 10%."""
+    built, count = rates[0], 0
+    for rate in rates:
+        if abs(rate - built) / built > 0.1:
+            built, count = rate, count + 1
+    return count
+
+
+class FollowsEveryMove(TunedVp8Encoder):
+    tuning = Vp8Tuning(rate_hold=FOLLOW_EVERY_MOVE)
+
+
+def test_a_measured_estimate_rebuilds_less_and_congestion_still_lowers_it_at_once() -> None:
+    estimates = [kbps * 1000 for kbps in MEASURED_KBPS]
+    time = FakeTime()
+    held = play(TunedVp8Encoder(now=time), time, estimates)
+    following = play(FollowsEveryMove(now=time), time, estimates)
+    assert (rebuilds(following), rebuilds(held)) == (13, 7), (following, held)
+    assert held[CONGESTED_AT] == estimates[CONGESTED_AT]  # the first lower estimate, not later
