@@ -30,8 +30,9 @@ from aiohttp import web
 from lipstream.bench import speechlike
 from lipstream.measure.server import loopback_only
 from lipstream.streaming.client import Publisher
-from lipstream.streaming.codecs import FOLLOW_EVERY_MOVE, RateHold, TunedVp8Encoder, Vp8Tuning
+from lipstream.streaming.codecs import TunedVp8Encoder, Vp8Tuning
 from lipstream.streaming.config import ServeConfig
+from lipstream.streaming.sendrate import FOLLOW_EVERY_MOVE, RateHold
 from lipstream.streaming.server import create_app
 from tests.relay import Impairment, UdpRelay, relayed
 

@@ -119,8 +119,8 @@ def test_a_new_picture_size_gets_its_own_ceiling() -> None:
 
 def test_the_rate_a_sender_moves_to_is_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
     """What each sender really encodes at, for `lipstream -v serve` (said when it moves)."""
-    caplog.set_level("DEBUG", logger="lipstream.streaming.codecs")
+    caplog.set_level("DEBUG", logger="lipstream.streaming.sendrate")
     remb_asks(TunedVp8Encoder(), CEILING_SIDE_PX, 1_500_000)
-    said = [r.getMessage() for r in caplog.records if r.name == "lipstream.streaming.codecs"]
+    said = [r.getMessage() for r in caplog.records if r.name == "lipstream.streaming.sendrate"]
     assert said == [f"video sender at {CEILING_BPS_AT_SIDE} bit/s (receiver's estimate 1500000, "
                     f"ceiling {CEILING_BPS_AT_SIDE})"]

@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 
 from lipstream.streaming.clock import FRAME_S
-from lipstream.streaming.codecs import (
+from lipstream.streaming.codecs import TunedH264Encoder, TunedVp8Encoder, Vp8Tuning
+from lipstream.streaming.sendrate import (
     CEILING_BPS_AT_SIDE,
     CEILING_SIDE_PX,
     ESTIMATE_BACKOFF,
     FALL_AT_ONCE,
     FOLLOW_EVERY_MOVE,
     HOLD_S,
-    TunedH264Encoder,
-    TunedVp8Encoder,
-    Vp8Tuning,
 )
 
 REMB_INTERVAL_S = 1.0  # aiortc's receiver sends a REMB about once a second

@@ -19,18 +19,8 @@ Why these values (measured by `benchmarks/vp8.py`; figures in `docs/profile.md`)
   cannot be told apart; 1000 loses 0.9 dB for little more.
 - threads 1: a session is one of many on the machine; a second encoder thread per session only
   adds contention (aiortc already picks 1 below 640x480, but more on a large machine above it).
-- a bitrate ceiling: aiortc follows the receiver's estimate (REMB) up to 1.5 Mbit/s, and on
-  loopback or a LAN a browser's estimate gets there within 20 s; an aiortc receiver's swings between
-  0.7 and 1.5 Mbit/s, and each move of over 10% makes aiortc build a new encoder, which starts
-  with a keyframe. A rendered face stops looking better well below that (`MAX_BITS_PER_PIXEL`), so
-  the encoders take the receiver's estimate only below the ceiling: congestion still lowers it.
-- fewer rebuilds (`RateHold`): below the ceiling each wobble of the estimate still rebuilt the
-  encoder (measured: ~8 a minute with an aiortc receiver; `benchmarks/rebuilds.py`). The
-  receiver's estimator cuts to 0.85 of the arriving rate on each overuse it sees and climbs back
-  8% a second, so: a fall as deep as two cuts in a row (27.75%) is congestion and is followed at
-  once; a shallower fall only once the estimate has stayed below the rate for 4.2 s (twice the
-  2.1 s one cut takes to climb back); a rise at most once per 4.2 s since the last move. A new
-  picture size takes the estimate at once (the encoder is rebuilt for it anyway).
+- the rate: under a ceiling for a face, and held while the receiver's estimate wobbles
+  (`sendrate.py`): each move of over 10% makes aiortc build a new encoder (a keyframe).
 
 H.264 the same way: `use_h264(encoder)` makes aiortc create `TunedH264Encoder`, aiortc's own
 `H264Encoder` (its packetisation, bitrate estimate and keyframe requests) whose codec context is
@@ -38,8 +28,6 @@ libx264 or NVENC with `H264Tuning`'s options, set like aiortc's VP8 ones (see `H
 Which codec a sender sends is chosen per answer: `video_preferences` for `setCodecPreferences`.
 """
 
-import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,98 +38,16 @@ import aiortc.codecs
 import av
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import DEFAULT_BITRATE as VP8_DEFAULT_BITRATE
-from aiortc.codecs.vpx import MAX_BITRATE as VP8_MAX_BITRATE
-from aiortc.codecs.vpx import MIN_BITRATE as VP8_MIN_BITRATE
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from lipstream.engine.constants import VIDEO_FPS
 from lipstream.streaming.encoders import LIBX264, MIME_TYPES, NVENC
-
-log = logging.getLogger(__name__)
-
-# The most a 512 px talking face needs at 25 fps; more is not seen (benchmarks/vp8.py, table
-# "bitrate": docs/profile.md section 10). Other sizes get the same bits per pixel.
-CEILING_SIDE_PX = 512
-CEILING_BPS_AT_SIDE = 800_000
-MAX_BITS_PER_PIXEL = CEILING_BPS_AT_SIDE / (CEILING_SIDE_PX**2 * VIDEO_FPS)
-PIXELS_BEFORE_FIRST_FRAME = CEILING_SIDE_PX**2  # the ceiling before an encoder has seen a frame
-
-
-def bitrate_ceiling(pixels: int, bits_per_pixel: float = MAX_BITS_PER_PIXEL) -> int:
-    """The most a sender encodes `pixels`-pixel frames at, within aiortc's VP8 range."""
-    return max(VP8_MIN_BITRATE, min(round(bits_per_pixel * pixels * VIDEO_FPS), VP8_MAX_BITRATE))
-
-
-# aiortc's receiver-side estimate (aiortc/rate.py, as Chromium's) cuts to 0.85 of the rate that
-# arrived on each overuse it detects, then climbs back by 8% a second.
-ESTIMATE_BACKOFF = 0.85
-ESTIMATE_CLIMB_PER_S = 1.08
-# One backoff is a wobble; a fall as deep as two in a row (27.75%) is congestion.
-FALL_AT_ONCE = 1 - ESTIMATE_BACKOFF**2
-# A single backoff climbs back within log(1/0.85)/log(1.08) = 2.1 s; a smaller fall is held twice that.
-BACKOFF_RECOVERY_S = math.log(1 / ESTIMATE_BACKOFF) / math.log(ESTIMATE_CLIMB_PER_S)
-HOLD_S = 2 * BACKOFF_RECOVERY_S  # 4.2 s
-
-
-@dataclass(frozen=True)
-class RateHold:
-    """When a sender follows the receiver's estimate (module docstring: "fewer rebuilds").
-    All zero: every move at once, as aiortc does."""
-
-    fall_at_once: float = FALL_AT_ONCE  # a fall of this fraction of the rate or more: at once
-    hold_s: float = HOLD_S  # a smaller fall: once the estimate stayed below the rate this long
-    rise_interval_s: float = HOLD_S  # a rise: at most once per this, since the last move
-
-
-FOLLOW_EVERY_MOVE = RateHold(fall_at_once=0.0, hold_s=0.0, rise_interval_s=0.0)
-
-
-class _HeldRate:
-    """The rate a receiver asked for, held under the ceiling for the frames being sent, and moved
-    only as `RateHold` says (each move of over 10% makes aiortc build a new encoder)."""
-
-    def __init__(self, asked: int, hold: RateHold, now: Callable[[], float]) -> None:
-        self.asked, self.pixels, self.hold, self.now = asked, PIXELS_BEFORE_FIRST_FRAME, hold, now
-        self.sending = asked
-        self.moved_at = self.below_since = -math.inf  # the first estimate is taken at once
-
-    def wanted(self, bits_per_pixel: float) -> int:
-        return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
-
-    def target(self, bits_per_pixel: float) -> int:
-        ceiling = bitrate_ceiling(self.pixels, bits_per_pixel)  # a held rate never exceeds it
-        return max(VP8_MIN_BITRATE, min(self.sending, ceiling))
-
-    def resize(self, pixels: int, bits_per_pixel: float) -> None:
-        """Frames of `pixels` from now on: a new size rebuilds the encoder anyway, so the rate
-        moves to the estimate at once (not counted as a move of the estimate)."""
-        if pixels != self.pixels:
-            self.pixels, self.sending = pixels, self.wanted(bits_per_pixel)
-
-    def _follows(self, wanted: int, sending: int) -> bool:
-        now = self.now()
-        if wanted >= sending:  # at or above the rate: no fall is pending
-            self.below_since = -math.inf
-            return wanted > sending and now - self.moved_at >= self.hold.rise_interval_s
-        if self.below_since == -math.inf:
-            self.below_since = now
-        deep = wanted <= round(sending * (1 - self.hold.fall_at_once))  # in whole bit/s
-        return deep or now - self.below_since >= self.hold.hold_s
-
-    def ask(self, bitrate: int, bits_per_pixel: float) -> int:
-        """Take a receiver's estimate; the rate to send at (said in the debug log when it moves:
-        `lipstream -v serve` shows what each sender really encodes at)."""
-        before, self.asked = self.target(bits_per_pixel), bitrate
-        wanted = self.wanted(bits_per_pixel)
-        if self._follows(wanted, before):
-            self.sending, self.moved_at, self.below_since = wanted, self.now(), -math.inf
-        after = self.target(bits_per_pixel)
-        if after != before:
-            log.debug("video sender at %d bit/s (receiver's estimate %d, ceiling %d)", after, bitrate,
-                      bitrate_ceiling(self.pixels, bits_per_pixel))
-        return after
+from lipstream.streaming.sendrate import CEILING_BPS_AT_SIDE as CEILING_BPS_AT_SIDE  # for callers
+from lipstream.streaming.sendrate import CEILING_SIDE_PX as CEILING_SIDE_PX
+from lipstream.streaming.sendrate import MAX_BITS_PER_PIXEL, HeldRate, RateHold
+from lipstream.streaming.sendrate import bitrate_ceiling as bitrate_ceiling
 
 
 @dataclass(frozen=True)
@@ -190,7 +96,7 @@ class TunedVp8Encoder(Vp8Encoder):
     tuning = TUNING
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
-        self._rate = _HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
+        self._rate = HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
         super().__init__()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
@@ -287,7 +193,7 @@ class TunedH264Encoder(H264Encoder):
     tuning = H264_TUNING
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
-        self._rate = _HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
+        self._rate = HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
         super().__init__()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
