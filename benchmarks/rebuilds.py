@@ -6,7 +6,8 @@ One server in this process (`create_app`, the real engine and default avatar) an
 clients (`Publisher`, speech-like audio) connected at once, each through its own UDP relay on
 loopback (tests/relay.py). The first session's VP8 sender follows every move of the receiver's
 estimate (REMB), as before (`FOLLOW_EVERY_MOVE`); the second holds it as shipped (`RateHold()`);
-`--after-first` swaps them.
+`--after-first` swaps them; `--browser` makes the receivers two headless Chromium pages (the
+server's own page, tests/browser.py; no relay, so no `--congest-at`).
 Each sender's `encode` is wrapped: its thread CPU, its bytes, and whether aiortc built a new
 libvpx context for the frame (a rebuild, which starts with a keyframe). With `--congest-at S`,
 both relays then add a delay to the server's packets that grows by `--ramp-ms-per-s` for
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 import aiohttp
 import aiortc.codecs
 from aiohttp import web
+from playwright.async_api import async_playwright
 
 from lipstream.bench import speechlike
 from lipstream.measure.server import loopback_only
@@ -34,6 +37,7 @@ from lipstream.streaming.codecs import TunedVp8Encoder, Vp8Tuning
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.sendrate import FOLLOW_EVERY_MOVE, RateHold
 from lipstream.streaming.server import create_app
+from tests.browser import launch, write_fake_mic_wav
 from tests.relay import Impairment, UdpRelay, relayed
 
 RULES = {"before: every move": FOLLOW_EVERY_MOVE, "after: held": RateHold()}
@@ -108,6 +112,23 @@ async def session(url: str, seed: int, relay_ready: asyncio.Queue, done: asyncio
         await relay_ready.put(relay)
         await done.wait()
         await publisher.stop(http)
+
+
+async def run_browsers(args: argparse.Namespace) -> None:
+    """Two headless Chromium pages on the server's own page (no relay: no congestion)."""
+    runner, url = await start_server(args.after_first)
+    with tempfile.TemporaryDirectory() as scratch:
+        wav = write_fake_mic_wav(Path(scratch) / "mic.wav", speechlike(20.0))
+        async with async_playwright() as playwright:
+            context = await launch(playwright, Path(scratch) / "profile", wav)
+            for _ in RULES:  # one after the other: the n-th sender gets the n-th rule
+                page = await context.new_page()
+                await page.goto(url + "/")
+                await page.click("#start")
+                await asyncio.sleep(3.0)
+            await asyncio.sleep(args.seconds)
+            await context.close()
+    await runner.cleanup()
 
 
 async def run(args: argparse.Namespace) -> float | None:
@@ -204,10 +225,13 @@ def main() -> int:
     parser.add_argument("--congest-at", type=float, default=None, help="start the delay ramp at this second")
     parser.add_argument("--ramp-ms-per-s", type=float, default=200.0, help="added delay growth (ms/s)")
     parser.add_argument("--ramp-s", type=float, default=3.0, help="how long the delay grows")
+    parser.add_argument("--browser", action="store_true", help="headless Chromium pages, not aiortc clients")
     parser.add_argument("--after-first", action="store_true", help="the first session holds (swap)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rebuilds.json")
     args = parser.parse_args()
-    congested_at = asyncio.run(run(args))
+    congested_at = None if args.browser else asyncio.run(run(args))
+    if args.browser:
+        asyncio.run(run_browsers(args))
     rows = [summary(sender, congested_at) for sender in SENDERS if sender.frames]
     print_table(rows)
     trace = [per_second(sender) for sender in SENDERS if sender.frames]
