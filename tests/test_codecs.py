@@ -106,7 +106,7 @@ def test_remb_cannot_push_a_face_over_the_ceiling(make: type[TunedVp8Encoder | T
     assert bitrate_ceiling(CEILING_SIDE_PX**2) == CEILING_BPS_AT_SIDE
     assert remb_asks(make(), CEILING_SIDE_PX, 1_500_000) == CEILING_BPS_AT_SIDE
     assert remb_asks(make(), 640, 1_500_000) == bitrate_ceiling(640**2) > CEILING_BPS_AT_SIDE
-    assert remb_asks(make(), CEILING_SIDE_PX, 400_000) == 400_000
+    assert remb_asks(make(), CEILING_SIDE_PX, 300_000) == 300_000  # a fall deeper than a wobble
 
 
 def test_a_new_picture_size_gets_its_own_ceiling() -> None:
@@ -119,8 +119,8 @@ def test_a_new_picture_size_gets_its_own_ceiling() -> None:
 
 def test_the_rate_a_sender_moves_to_is_in_the_debug_log(caplog: pytest.LogCaptureFixture) -> None:
     """What each sender really encodes at, for `lipstream -v serve` (said when it moves)."""
-    caplog.set_level("DEBUG", logger="lipstream.streaming.codecs")
+    caplog.set_level("DEBUG", logger="lipstream.streaming.sendrate")
     remb_asks(TunedVp8Encoder(), CEILING_SIDE_PX, 1_500_000)
-    said = [r.getMessage() for r in caplog.records if r.name == "lipstream.streaming.codecs"]
+    said = [r.getMessage() for r in caplog.records if r.name == "lipstream.streaming.sendrate"]
     assert said == [f"video sender at {CEILING_BPS_AT_SIDE} bit/s (receiver's estimate 1500000, "
                     f"ceiling {CEILING_BPS_AT_SIDE})"]

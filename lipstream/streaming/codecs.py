@@ -19,11 +19,8 @@ Why these values (measured by `benchmarks/vp8.py`; figures in `docs/profile.md`)
   cannot be told apart; 1000 loses 0.9 dB for little more.
 - threads 1: a session is one of many on the machine; a second encoder thread per session only
   adds contention (aiortc already picks 1 below 640x480, but more on a large machine above it).
-- a bitrate ceiling: aiortc follows the receiver's estimate (REMB) up to 1.5 Mbit/s, and on
-  loopback or a LAN a browser's estimate gets there within 20 s; an aiortc receiver's swings between
-  0.7 and 1.5 Mbit/s, and each move of over 10% makes aiortc build a new encoder, which starts
-  with a keyframe. A rendered face stops looking better well below that (`MAX_BITS_PER_PIXEL`), so
-  the encoders take the receiver's estimate only below the ceiling: congestion still lowers it.
+- the rate: under a ceiling for a face, and held while the receiver's estimate wobbles
+  (`sendrate.py`): each move of over 10% makes aiortc build a new encoder (a keyframe).
 
 H.264 the same way: `use_h264(encoder)` makes aiortc create `TunedH264Encoder`, aiortc's own
 `H264Encoder` (its packetisation, bitrate estimate and keyframe requests) whose codec context is
@@ -31,7 +28,8 @@ libx264 or NVENC with `H264Tuning`'s options, set like aiortc's VP8 ones (see `H
 Which codec a sender sends is chosen per answer: `video_preferences` for `setCodecPreferences`.
 """
 
-import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -40,48 +38,16 @@ import aiortc.codecs
 import av
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import DEFAULT_BITRATE as VP8_DEFAULT_BITRATE
-from aiortc.codecs.vpx import MAX_BITRATE as VP8_MAX_BITRATE
-from aiortc.codecs.vpx import MIN_BITRATE as VP8_MIN_BITRATE
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from lipstream.engine.constants import VIDEO_FPS
 from lipstream.streaming.encoders import LIBX264, MIME_TYPES, NVENC
-
-log = logging.getLogger(__name__)
-
-# The most a 512 px talking face needs at 25 fps; more is not seen (benchmarks/vp8.py, table
-# "bitrate": docs/profile.md section 10). Other sizes get the same bits per pixel.
-CEILING_SIDE_PX = 512
-CEILING_BPS_AT_SIDE = 800_000
-MAX_BITS_PER_PIXEL = CEILING_BPS_AT_SIDE / (CEILING_SIDE_PX**2 * VIDEO_FPS)
-PIXELS_BEFORE_FIRST_FRAME = CEILING_SIDE_PX**2  # the ceiling before an encoder has seen a frame
-
-
-def bitrate_ceiling(pixels: int, bits_per_pixel: float = MAX_BITS_PER_PIXEL) -> int:
-    """The most a sender encodes `pixels`-pixel frames at, within aiortc's VP8 range."""
-    return max(VP8_MIN_BITRATE, min(round(bits_per_pixel * pixels * VIDEO_FPS), VP8_MAX_BITRATE))
-
-
-class _CappedRate:
-    """The rate a receiver asked for, held under the ceiling for the frames being sent."""
-
-    def __init__(self, asked: int) -> None:
-        self.asked, self.pixels = asked, PIXELS_BEFORE_FIRST_FRAME
-
-    def target(self, bits_per_pixel: float) -> int:
-        return max(VP8_MIN_BITRATE, min(self.asked, bitrate_ceiling(self.pixels, bits_per_pixel)))
-
-    def ask(self, bitrate: int, bits_per_pixel: float) -> int:
-        """Take a receiver's estimate; the rate to send at (said in the debug log when it moves:
-        `lipstream -v serve` shows what each sender really encodes at)."""
-        before, self.asked = self.target(bits_per_pixel), bitrate
-        after = self.target(bits_per_pixel)
-        if after != before:
-            log.debug("video sender at %d bit/s (receiver's estimate %d, ceiling %d)", after, bitrate,
-                      bitrate_ceiling(self.pixels, bits_per_pixel))
-        return after
+from lipstream.streaming.sendrate import CEILING_BPS_AT_SIDE as CEILING_BPS_AT_SIDE  # for callers
+from lipstream.streaming.sendrate import CEILING_SIDE_PX as CEILING_SIDE_PX
+from lipstream.streaming.sendrate import MAX_BITS_PER_PIXEL, HeldRate, RateHold
+from lipstream.streaming.sendrate import bitrate_ceiling as bitrate_ceiling
 
 
 @dataclass(frozen=True)
@@ -91,6 +57,7 @@ class Vp8Tuning:
     static_thresh: int = 500  # a block changed less than this is not coded; aiortc's own is 1
     threads: int = 1  # encoder threads per sender
     max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, per pixel and frame
+    rate_hold: RateHold = RateHold()  # when the rate follows the receiver's estimate
 
     def options(self) -> dict[str, str]:
         return {"cpu-used": str(self.cpu_used), "noise-sensitivity": str(self.noise_sensitivity),
@@ -128,13 +95,13 @@ class TunedVp8Encoder(Vp8Encoder):
 
     tuning = TUNING
 
-    def __init__(self) -> None:
-        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._rate = HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
         super().__init__()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        self._rate.pixels = frame.width * frame.height
-        self.target_bitrate = self._rate.asked  # the ceiling of this size
+        self._rate.resize(frame.width * frame.height, self.tuning.max_bits_per_pixel)
+        self.target_bitrate = self._rate.asked  # the ceiling of this size; a held fall expires
         return super().encode(frame, force_keyframe)
 
     @property
@@ -189,6 +156,7 @@ class H264Tuning:
     buffer_s: float = 1.0  # VBV buffer, as aiortc's VP8 rc_buf_sz (its "bufsize" = bitrate)
     threads: int = 1  # encoder threads per sender, as for VP8
     max_bits_per_pixel: float = MAX_BITS_PER_PIXEL  # the rate ceiling, as for VP8
+    rate_hold: RateHold = RateHold()  # as for VP8 (aiortc's H.264 also rebuilds on 10% moves)
 
     def options(self, bit_rate: int) -> dict[str, str]:
         # maxrate = bit rate with a buffer: constant rate, as aiortc's VP8 (minrate = maxrate)
@@ -224,12 +192,13 @@ class TunedH264Encoder(H264Encoder):
 
     tuning = H264_TUNING
 
-    def __init__(self) -> None:
-        self._rate = _CappedRate(VP8_DEFAULT_BITRATE)
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._rate = HeldRate(VP8_DEFAULT_BITRATE, self.tuning.rate_hold, now)
         super().__init__()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        self._rate.pixels = frame.width * frame.height
+        self._rate.resize(frame.width * frame.height, self.tuning.max_bits_per_pixel)
+        self.target_bitrate = self._rate.asked  # a held fall expires
         return super().encode(frame, force_keyframe)
 
     @property
