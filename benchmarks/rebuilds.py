@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,8 +38,12 @@ from lipstream.streaming.codecs import TunedVp8Encoder, Vp8Tuning
 from lipstream.streaming.config import ServeConfig
 from lipstream.streaming.sendrate import FOLLOW_EVERY_MOVE, RateHold
 from lipstream.streaming.server import create_app
-from tests.browser import launch, write_fake_mic_wav
-from tests.relay import Impairment, UdpRelay, relayed
+
+# The tests' UDP relay and Chromium helpers (tests/relay.py, tests/browser.py), found from the
+# repository however the script is started (its own folder is what Python puts on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.browser import launch, write_fake_mic_wav  # noqa: E402
+from tests.relay import Impairment, UdpRelay, relayed  # noqa: E402
 
 RULES = {"before: every move": FOLLOW_EVERY_MOVE, "after: held": RateHold()}
 WARMUP_S = 10.0  # the estimate's start-up climb, left out of the per-minute count

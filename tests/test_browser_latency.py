@@ -137,15 +137,7 @@ def test_bench_latency_browser_with_a_wrong_token_is_refused_in_one_line(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     chromium_executable()
     pytest.importorskip("playwright")
-    argv = ["bench", "--latency", "", "--browser", "--token", "not-the-token", "--onsets", "1",
-            "--json", str(tmp_path / "out.json")]
-    try:
-        with spawned_server("--max-sessions", "1", "--token", SERVER_TOKEN) as server:
-            argv[2] = server.url
-            assert main(argv) == 2
-    finally:
-        decode_everything()
-    err = capsys.readouterr().err.strip()
+    err = _refused_browser_bench(["--token", "not-the-token", "--onsets", "1"], tmp_path, capsys)
     assert err.startswith("lipstream bench: error: ") and "401" in err and "\n" not in err, err
 
 
@@ -159,15 +151,7 @@ def test_a_viewer_page_the_server_refuses_is_said_in_one_line(
 
     link = browser_latency.viewer_link
     monkeypatch.setattr(browser_latency, "viewer_link", lambda publisher: link(publisher).split("?")[0])
-    argv = ["bench", "--latency", "", "--browser", "--token", SERVER_TOKEN, "--onsets", "20",
-            "--json", str(tmp_path / "out.json")]
-    try:
-        with spawned_server("--max-sessions", "1", "--token", SERVER_TOKEN) as server:
-            argv[2] = server.url
-            assert main(argv) == 2
-    finally:
-        decode_everything()
-    err = capsys.readouterr().err.strip()
+    err = _refused_browser_bench(["--token", SERVER_TOKEN, "--onsets", "20"], tmp_path, capsys)
     assert err.startswith("lipstream bench: error: the server refused the viewer page"), err
     assert "\n" not in err
     assert not (tmp_path / "out.json").exists()
@@ -184,3 +168,16 @@ def test_bench_latency_browser_says_in_one_line_that_nothing_answers_at_the_url(
         decode_everything()  # the command stops this process decoding video, for its publisher
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"lipstream bench: error: cannot reach {url}") and "\n" not in err, err
+
+
+def _refused_browser_bench(options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """`bench --latency --browser` with `options` against a server with a token: it must exit 2;
+    what it said on stderr."""
+    argv = ["bench", "--latency", "", "--browser", *options, "--json", str(tmp_path / "out.json")]
+    try:
+        with spawned_server("--max-sessions", "1", "--token", SERVER_TOKEN) as server:
+            argv[2] = server.url
+            assert main(argv) == 2
+    finally:
+        decode_everything()
+    return capsys.readouterr().err.strip()
