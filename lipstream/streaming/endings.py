@@ -8,6 +8,7 @@ END_REASONS = {
     "connect_timeout": "the media connection did not come up in time (network or firewall)",
     "peer_closed": "the publishing page closed its connection",
     "peer_failed": "the connection to the publishing page failed",
+    "ssrc_churn": "the page sent from more RTP streams than a WebRTC peer uses (a broken or hostile client)",
     "bad_offer": "the page's SDP offer could not be used",
     "cancelled": "the server stopped while setting it up",
 }

@@ -5,11 +5,14 @@ timeout; audio recvonly: a session with no voice) and raises bare internals on o
 is parsed here, small and strict, against what lipstream needs, and refused with a reason a
 developer can act on. A session (WHIP's shape) needs one audio m-line that sends and one video
 m-line to receive on; a viewer (WHEP's shape) receives only. Either needs every m-line's mid in one
-BUNDLE group, a DTLS fingerprint and ICE credentials.
+BUNDLE group, a DTLS fingerprint, ICE credentials, and remote candidates the server may send
+STUN checks to (candidates.py).
 """
 
 import re
 from dataclasses import dataclass
+
+from lipstream.streaming.candidates import candidate_problem
 
 SENDING = ("sendrecv", "sendonly")
 RECEIVING = ("sendrecv", "recvonly")
@@ -197,6 +200,10 @@ def _one(offer: Offer, kind: str, fix: str) -> Section:
 
 def _check_transport(offer: Offer) -> None:
     _check_bundle(offer)
+    candidates = offer.session.get("candidate", [])
+    candidates = candidates + [c for section in offer.sections for c in section.values("candidate")]
+    if (problem := candidate_problem(candidates)) is not None:  # before any STUN check is sent
+        raise OfferError(problem)
     for section in offer.sections:
         _check_fingerprint(section.values("fingerprint") or offer.session.get("fingerprint", []))
         _check_ice(section.values("ice-ufrag") or offer.session.get("ice-ufrag", []),

@@ -30,11 +30,13 @@ from lipstream.streaming.liveness import on_every_datagram
 from lipstream.streaming.metrics import ServerMetrics
 from lipstream.streaming.offer import parse_offer, with_opus_dtx_and_fec
 from lipstream.streaming.rtpaudio import OpusReceiver
+from lipstream.streaming.ssrcs import MAX_PEER_SSRCS, on_ssrc_churn
 from lipstream.streaming.tracks import SessionAudioTrack, SessionVideoTrack, SyncProbe
 from lipstream.streaming.worker import FrameEngine, FrameProducer, FrameRing, ProducerConfig, RenderPool
 
 log = logging.getLogger(__name__)
 
+CHURNED = "session %s: %s sent from more than %d SSRCs, which no real peer does: its connection ends"
 WATCH_PERIOD_S = 0.25  # how often the watchdog looks at timeouts and exports inbox counters
 
 
@@ -127,7 +129,8 @@ class Session:
         metrics.sessions.inc()
         metrics.sessions_started.inc()
         # From creation, not from a successful answer: a session that never answers still ends.
-        self._tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._watch(), name=f"watch-{self.id}")]
+        self._tasks: list[asyncio.Task[object]] = [
+            asyncio.create_task(self._watch(), name=f"watch-{self.id}")]
 
     async def answer(self, offer_sdp: str) -> str:
         """The SDP answer to the publisher's offer (audio to send us, video to receive)."""
@@ -138,6 +141,7 @@ class Session:
         if self.ending:  # closed meanwhile (server shutdown): start no task that nothing would cancel
             raise SessionEnded
         on_every_datagram(self.pc, self._heard)
+        on_ssrc_churn(self.pc, MAX_PEER_SSRCS, self._publisher_churned)
         self._tasks.append(asyncio.create_task(self.producer.run(), name=f"produce-{self.id}"))
         return answer
 
@@ -170,7 +174,18 @@ class Session:
             await self.remove_viewer(viewer_id)
             raise SessionEnded
         on_every_datagram(pc, lambda: self._viewer_heard(viewer_id))
+        on_ssrc_churn(pc, MAX_PEER_SSRCS, lambda: self._viewer_churned(viewer_id))
         return viewer_id, answer
+
+    def _publisher_churned(self) -> None:
+        """The publisher sent from more SSRCs than a real peer uses (ssrcs.py)."""
+        log.warning(CHURNED, self.id, "the publisher", MAX_PEER_SSRCS)
+        self.end("ssrc_churn")
+
+    def _viewer_churned(self, viewer_id: str) -> None:
+        log.warning(CHURNED, self.id, f"viewer {viewer_id}", MAX_PEER_SSRCS)
+        if not self.ending:  # else closing the session removes it
+            self._tasks.append(asyncio.create_task(self.remove_viewer(viewer_id), name=f"drop-{viewer_id}"))
 
     def _viewer_tracks(self, controls: ControlStream) -> list[MediaStreamTrack]:
         video = SessionVideoTrack(self.ring, self.media, start_index=None, controls=controls)
