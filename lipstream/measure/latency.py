@@ -157,11 +157,16 @@ def reaching(url: str) -> Iterator[None]:
 
 
 async def connected(publisher: Publisher, url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Wait for the session's media connection. Not `asyncio.wait_for`: on Python 3.11 it loses a
+    cancellation (a Ctrl-C) that comes as the connection does, and the run went on with it."""
+    waiting = asyncio.ensure_future(publisher.connected.wait())
     try:
-        await asyncio.wait_for(publisher.connected.wait(), timeout_s)
-    except TimeoutError:
+        done, _ = await asyncio.wait({waiting}, timeout=timeout_s)
+    finally:
+        waiting.cancel()
+    if not done:
         raise ServerError(f"{url} answered, but no media connection came up within "
-                          f"{timeout_s:.0f} s (UDP blocked between here and the server?)") from None
+                          f"{timeout_s:.0f} s (UDP blocked between here and the server?)")
 
 
 async def received_until(publisher: Publisher, media_s: float) -> None:

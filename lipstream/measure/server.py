@@ -24,6 +24,11 @@ from lipstream.errors import ServerError
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HEALTHY_TIMEOUT_S = 90.0  # start-up times an engine and an encoder for capacity: slow on a busy box
+# After a Ctrl-C: a terminal sends it to the whole process group, the spawned server too, and a
+# server stops itself in well under this. Stopped again while it does, aiohttp raises out of its
+# own clean-up with a traceback, so it is given this long before it is told to stop.
+OWN_STOP_S = 5.0
+STOP_WAIT_S = 10.0  # after terminate(): then it is killed
 BYTES_PER_MB = 1024 * 1024
 
 
@@ -56,13 +61,23 @@ def spawned_server(*serve_args: str) -> Iterator[Target]:
         target = Target(f"http://127.0.0.1:{port}", server.pid)
         asyncio.run(wait_healthy(target.url, server))
         yield target
+    except KeyboardInterrupt:
+        _wait(server, OWN_STOP_S)
+        raise
     finally:
         server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
+        if not _wait(server, STOP_WAIT_S):
             server.kill()
             server.wait()
+
+
+def _wait(process: "subprocess.Popen[bytes]", timeout_s: float) -> bool:
+    """True once `process` has exited, within `timeout_s`."""
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def cpu_seconds(pid: int) -> float:
