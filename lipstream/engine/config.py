@@ -4,11 +4,9 @@ stream (no renderer) and the engine (motion stream + renderer) share it without 
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.device import DEVICES
-from lipstream.engine.ranges import at_least_problem, refuse
+from lipstream.engine.ranges import at_least_problem, choice_problem, is_whole, refuse
 from lipstream.engine.render import RenderConfig
 from lipstream.engine.smoothing import SmoothingConfig
 
@@ -27,8 +25,7 @@ class EngineConfig:
         """Refused here, not as numpy's own ValueError when the engine is built from it, or as a
         mouth drawn from NaN (a NaN closure gain)."""
         refuse([
-            None if self.device in DEVICES else
-            f"EngineConfig device {self.device!r}: use one of {', '.join(DEVICES)}",
+            choice_problem(self.device, DEVICES, "EngineConfig device"),
             seed_problem(self.seed, "EngineConfig seed"),
             motion_problem(self.motion),
             lookahead_problem(self.lookahead_ms),
@@ -42,7 +39,7 @@ class EngineConfig:
 def seed_problem(seed: object, name: str = "--seed") -> str | None:
     """Why `seed` cannot seed blinks and head motion (None: it can), said of the option or field `name`.
     numpy's generators take whole numbers from 0, of any size; a bool is a slip, not a seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_whole(seed) or seed < 0:
         return f"{name} {seed!r}: use a whole number from 0, e.g. {EngineConfig.seed}"
     return None
 
@@ -56,8 +53,7 @@ def motion_problem(motion: object) -> str | None:
 
 def lookahead_problem(lookahead_ms: object) -> str | None:
     """The model hears whole mel frames: a lookahead between two was cut down to the one before."""
-    if lookahead_ms is None or (isinstance(lookahead_ms, (int, np.integer)) and not isinstance(
-            lookahead_ms, bool) and lookahead_ms >= 0 and lookahead_ms % HOP_MS == 0):
+    if lookahead_ms is None or (is_whole(lookahead_ms) and lookahead_ms >= 0 and lookahead_ms % HOP_MS == 0):
         return None
     return (f"EngineConfig lookahead_ms {lookahead_ms!r}: use a whole number of ms from 0 in steps of "
             f"{HOP_MS} (one mel frame), or None for the model's own")

@@ -7,6 +7,7 @@ error, a blink schedule that never moves on, or a mouth drawn from NaN controls.
 
 import math
 from collections.abc import Sequence
+from typing import TypeGuard
 
 import numpy as np
 
@@ -17,6 +18,16 @@ def is_real(value: object) -> bool:
     """A finite real number. A bool is a slip, not a number; NaN and infinity draw nothing."""
     return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
             and math.isfinite(value))
+
+
+def is_whole(value: object) -> TypeGuard[int]:
+    """A whole number (numpy's too). A bool is a slip, not a number."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def choice_problem(value: object, choices: Sequence[str], name: str) -> str | None:
+    """Why `value` is none of `choices` (None: it is one), said of the field `name`."""
+    return None if value in choices else f"{name} {value!r}: use one of {', '.join(choices)}"
 
 
 def at_least_problem(value: object, least: float, name: str, use: str) -> str | None:

@@ -28,7 +28,7 @@ from lipstream.engine.controls import LIP_ROUND
 from lipstream.engine.i420 import Background, Boxes, Changes
 from lipstream.engine.idle import FIRST_BLINK_S, HeadPose, IdleLife, blink_coords, head_pivot
 from lipstream.engine.mouth import interior
-from lipstream.engine.ranges import at_least_problem, refuse, span_problem
+from lipstream.engine.ranges import at_least_problem, choice_problem, refuse, span_problem
 from lipstream.engine.rig import MouthField, MouthPose, Placement
 from lipstream.kernels import KERNEL_DEVICES, Kernels, get_kernels
 
@@ -82,8 +82,7 @@ class RenderConfig:
                              f"degrees from 0 (0: still), e.g. {RenderConfig.head_rotation_deg}"),
             at_least_problem(self.head_shift_px, 0.0, "RenderConfig head_shift_px",
                              f"pixels from 0 (0: still), e.g. {RenderConfig.head_shift_px}"),
-            None if self.device in KERNEL_DEVICES else
-            f"RenderConfig device {self.device!r}: use one of {', '.join(KERNEL_DEVICES)}",
+            choice_problem(self.device, KERNEL_DEVICES, "RenderConfig device"),
         ])
 
 
