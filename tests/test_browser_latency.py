@@ -36,6 +36,12 @@ from tests.serving import loopback_only
 FRAME_MS = FRAME_S * 1000
 SERVER_TOKEN = "browser-latency-token"
 INJECTED_DELAY_MS = 3 * FRAME_MS  # whole frames: the first open frame moves by exactly that many
+# The recovered delay is a difference of two medians of 4 onsets each, and with Chromium decoding two
+# pages on the same 2 cores the server's own onset -> RTP time varies by up to ~130 ms between onsets
+# of one session (measured over 6 runs: 113-242 ms); the recovered delay fell 52.7 ms short in 1 of
+# those 12 page runs and 54.3 in one earlier CI run. Two frames still fail a delay not applied (0) or
+# applied twice (240).
+RECOVERED_TOLERANCE_MS = 2 * FRAME_MS
 LATENCY_BOUND_MS = 1000.0  # generous: a shared 2-core machine; the figure itself is the benchmark's
 CLOCK_BOUND_MS = 5.0  # the page's clock is mapped onto this process's within this
 FOUND_FRACTION = 0.75  # of the onsets a page was presenting for
@@ -66,7 +72,9 @@ def test_chromium_presents_the_open_mouth_and_an_injected_delay_is_recovered(
         monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
         detector: MouthOpenDetector) -> None:
     """Every other burst starts 120 ms after its stamped onset: in both pages those onsets are
-    presented 120 ms later, within a frame; every latency is positive and below a bound.
+    presented 120 ms later (within two frames: the server's own latency varies between onsets on
+    a loaded machine) and the page adds the same time to both kinds, within a frame; every latency
+    is positive and below a bound.
 
     The server runs as users run it, in a process of its own (as the benchmark spawns it): in
     this one it would share the interpreter with the publisher and playwright."""
@@ -90,7 +98,10 @@ def test_chromium_presents_the_open_mouth_and_an_injected_delay_is_recovered(
         assert page.clock_uncertainty_ms < CLOCK_BOUND_MS and not page.muted, page
         assert page.targets and all(t == (None if PAGES[page.name] else 0) for t in page.targets), page
         recovered = delay_recovered_ms([(o.injected_delay_ms, o.to_presented_ms) for o in page.onsets])
-        assert abs(recovered - INJECTED_DELAY_MS) <= FRAME_MS, (recovered, page)
+        at_arrival = delay_recovered_ms([(o.injected_delay_ms, o.to_received_ms) for o in page.onsets])
+        assert abs(recovered - INJECTED_DELAY_MS) <= RECOVERED_TOLERANCE_MS, (recovered, page)
+        # what the page adds between arrival and presentation does not depend on the delay
+        assert abs(recovered - at_arrival) <= FRAME_MS, (recovered, at_arrival, page)
 
 
 def test_the_summary_takes_percentiles_over_plain_onsets_and_recovers_the_injected_delay() -> None:
