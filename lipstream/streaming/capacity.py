@@ -28,6 +28,14 @@ from lipstream.streaming.worker import FrameEngine
 SAFETY = 0.5
 WARMUP_FRAMES = 3
 TIMED_FRAMES = 10
+# What one worker process holds once started (the engine, onnxruntime, OpenCV, aiortc): 315 MB
+# resident, measured with `lipstream serve --workers 2` on a 2-core machine, rounded up.
+WORKER_START_MB = 320
+# More server processes than this per core only add memory and hand-offs: 4 workers on 2 cores
+# served fewer sessions than 2 did (docs/profile.md, section 12).
+MAX_WORKERS_PER_CORE = 4
+MEMINFO = "/proc/meminfo"
+KB_PER_MB = 1024
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,33 @@ class Capacity:
     def describe(self) -> str:
         return (f"capacity: {self.cores} cores, {self.engine_ms:.1f} ms engine + {self.encode_ms:.1f} ms "
                 f"encode per frame -> max {self.max_sessions} sessions")
+
+
+def workers_problem(count: int) -> str | None:
+    """Why `count` worker processes cannot run here (one line for --workers), or None. Each one
+    loads the whole engine, so a count far past the cores (a typo, 1000) would take the machine's
+    memory before a session starts."""
+    cores = os.cpu_count() or 1
+    if count > cores * MAX_WORKERS_PER_CORE:
+        return (f"--workers {count} is more than {MAX_WORKERS_PER_CORE} per core "
+                f"({cores} cores here): use at most {cores * MAX_WORKERS_PER_CORE}")
+    free_mb = available_memory_mb()
+    if free_mb is not None and count * WORKER_START_MB > free_mb:
+        return (f"--workers {count} needs ~{count * WORKER_START_MB} MB ({WORKER_START_MB} MB each) "
+                f"and {free_mb} MB is available: use at most {max(1, free_mb // WORKER_START_MB)}")
+    return None
+
+
+def available_memory_mb() -> int | None:
+    """MemAvailable from the kernel (Linux), or None where it does not say."""
+    try:
+        with open(MEMINFO) as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // KB_PER_MB
+    except OSError:
+        pass
+    return None
 
 
 def estimate_capacity(engine: FrameEngine, cores: int | None, video_codec: str) -> Capacity:

@@ -30,7 +30,7 @@ from lipstream.errors import LipstreamError, PhotoError
 from lipstream.streaming import api, guards, routes
 from lipstream.streaming.auth import ViewerTokens, is_loopback, resolve_token
 from lipstream.streaming.avatars import Avatar, AvatarStore
-from lipstream.streaming.capacity import estimate_capacity
+from lipstream.streaming.capacity import estimate_capacity, workers_problem
 from lipstream.streaming.clock import Clock, MonotonicClock
 from lipstream.streaming.codecs import tune_encoders
 from lipstream.streaming.config import EngineFactory, ServeConfig
@@ -302,6 +302,8 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     for flag, value in (("--max-sessions", args.max_sessions), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise LipstreamError(f"{flag} must be at least 1")
+    if args.workers is not None and (problem := workers_problem(args.workers)) is not None:
+        raise LipstreamError(problem)
     if args.max_session_s is not None and not args.max_session_s > 0:  # NaN too
         raise LipstreamError("--max-session-s must be more than 0")
     if args.batch_window_ms is not None and not 0 <= args.batch_window_ms <= MAX_BATCH_WINDOW_MS:
