@@ -399,6 +399,28 @@ async def test_no_worker_outlives_the_front(stop: signal.Signals) -> None:
         served.process.wait(5)
 
 
+WRITTEN_S = 0.5  # the front writes a worker's config as soon as it has spawned it; loading takes seconds
+
+
+async def test_a_front_killed_while_its_workers_start_leaves_none_running() -> None:
+    """The pipe is watched only once a worker serves; before that (loading the engine, minutes
+    on a starved machine: 117 workers of a killed front were still starting 8 minutes on) the
+    kernel's parent-death signal ends them."""
+    with serve("--workers", "2", "--max-sessions", "2") as served:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(workers := served.workers()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(workers) == 2
+        await asyncio.sleep(WRITTEN_S)  # the front has written their config: they are loading
+        served.process.kill()
+        start = time.monotonic()
+        while any(alive(pid) for pid in workers) and time.monotonic() - start < 10:
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - start
+        assert not any(alive(pid) for pid in workers), f"workers still running {elapsed:.1f} s on"
+        assert elapsed < 1
+
+
 def test_a_worker_that_cannot_start_is_one_line_and_exit_2() -> None:
     port = str(free_port())
     done = subprocess.run([sys.executable, "-m", "lipstream", "serve", "--workers", "2", "--port", port,

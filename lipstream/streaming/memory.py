@@ -8,10 +8,9 @@ few threads, and trimming now and then hands freed pages back. Other C libraries
 """
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
-from collections.abc import Callable
+
+from lipstream.streaming.libc import libc_function
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +19,8 @@ ARENAS = 2  # the event loop's and the render pool's allocations, mostly
 TRIM_EVERY_S = 30.0
 
 
-def _libc_function(name: str) -> Callable[..., int] | None:
-    found = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(found), name, None) if found else None  # glibc only
-
-
-_MALLOPT = _libc_function("mallopt")
-_MALLOC_TRIM = _libc_function("malloc_trim")
+_MALLOPT = libc_function("mallopt")  # glibc only
+_MALLOC_TRIM = libc_function("malloc_trim")
 
 
 def limit_arenas(arenas: int = ARENAS) -> None:

@@ -119,7 +119,7 @@ class WorkerProcess:
     async def _spawn(self) -> None:
         self.socket_path.unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", WORKER_MODULE, stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", WORKER_MODULE, str(os.getpid()), stdin=asyncio.subprocess.PIPE,
             start_new_session=True)  # Ctrl-C reaches the front only, which then stops the workers
         assert self._process.stdin is not None
         # the front's log level: `lipstream -v serve` makes the workers verbose too
