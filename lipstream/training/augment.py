@@ -1,9 +1,10 @@
 """What a microphone, a room and a WebRTC link do to speech, applied to clean synthetic speech.
 
 Each step is a pure function of (audio, rng); `augment_speech` chains them in the order they happen
-(speaker tempo, pauses and breaths, room echo, room noise, microphone EQ, gain and clipping, Opus).
-Only the tempo change and the pauses move the phones; every other step keeps the length and the
-alignment (the reverb is causal, the Opus codec delay is removed), so the labels stay valid.
+(speaker tempo, vocal-tract length, pitch, pauses and breaths, room echo, room noise, microphone EQ,
+gain and clipping, Opus). Only the tempo change and the pauses move the phones; every other step keeps
+the length and the alignment (the reverb is causal, the Opus codec delay is removed, the spectral
+warps keep every STFT frame where it was), so the labels stay valid.
 """
 
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ OPUS_RATE_HZ = 48_000
 OPUS_UPSAMPLE = exact_div(OPUS_RATE_HZ, SAMPLE_RATE)  # 3
 OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, WebRTC's usual packet
 OPUS_DELAY_SAMPLES = 312  # libopus encoder look-ahead at 48 kHz (its pre-skip), measured with PyAV
+STFT_SAMPLES = 512  # 32 ms: resolves harmonics down to a ~60 Hz voice
+STFT_HOP_SAMPLES = exact_div(STFT_SAMPLES, 4)  # 8 ms, 75% overlap
+ENVELOPE_LIFTER_S = 0.0016  # cepstral cut-off below the pitch period of a 600 Hz voice (1.7 ms)
+ENVELOPE_LIFTER_SAMPLES = round(ENVELOPE_LIFTER_S * SAMPLE_RATE)  # 26 quefrency bins
+SEMITONES_PER_OCTAVE = 12
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,13 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-20.0, 6.0)
     p_opus: float = 0.3
     opus_kbps: tuple[int, int] = (16, 32)
+    # A speaker's voice (off by default, so that the shipped model's run replays exactly):
+    # formants scaled by alpha with pitch and timing kept, the vocal-tract-length perturbation of ASR
+    p_vtlp: float = 0.0
+    vtlp_alpha: tuple[float, float] = (0.85, 1.15)  # > 1: higher formants, a shorter vocal tract
+    # and pitch moved with formants and timing kept
+    p_pitch: float = 0.0
+    pitch_semitones: tuple[float, float] = (-4.0, 4.0)
 
 
 DEFAULT_AUGMENT = AugmentConfig()
@@ -53,6 +66,68 @@ def change_speed(
     scale = out.size / max(audio.size, 1)
     scaled = tuple(Phone(p.label, p.start_s * scale, p.end_s * scale) for p in phones)
     return out, scaled
+
+
+def warp_formants(audio: np.ndarray, alpha: float) -> np.ndarray:
+    """Vocal-tract length: the spectral envelope scaled along frequency by alpha (a formant at F
+    moves to alpha * F); harmonics (the pitch), phase and timing stay. Same length and level."""
+    spectrum = _stft(audio)
+    magnitude = np.abs(spectrum)
+    envelope = _spectral_envelope(magnitude)
+    warped = magnitude / envelope * _warp_bins(envelope, alpha)
+    return _istft(warped * np.exp(1j * np.angle(spectrum)), audio)
+
+
+def shift_pitch(audio: np.ndarray, semitones: float) -> np.ndarray:
+    """Pitch moved by `semitones` with the formants and timing kept: a phase vocoder moves each
+    frame's harmonics up or down the bins, then the original envelope is put back. Same length."""
+    ratio = 2 ** (semitones / SEMITONES_PER_OCTAVE)
+    spectrum = _stft(audio)
+    magnitude = np.abs(spectrum)
+    envelope = _spectral_envelope(magnitude)
+    fine = _warp_bins(magnitude / envelope, ratio)
+    return _istft(fine * envelope * np.exp(1j * _shifted_phase(spectrum, ratio)), audio)
+
+
+def _stft(audio: np.ndarray) -> np.ndarray:
+    from scipy.signal import stft
+
+    return stft(audio, nperseg=STFT_SAMPLES, noverlap=STFT_SAMPLES - STFT_HOP_SAMPLES)[2]  # (bins, frames)
+
+
+def _istft(spectrum: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Back to samples, cut or padded to `like`'s length and scaled to its rms."""
+    from scipy.signal import istft
+
+    out = istft(spectrum, nperseg=STFT_SAMPLES, noverlap=STFT_SAMPLES - STFT_HOP_SAMPLES)[1][: like.size]
+    out = np.pad(out, (0, like.size - out.size))
+    return (out * rms(like) / max(rms(out), 1e-12)).astype(np.float32)
+
+
+def _spectral_envelope(magnitude: np.ndarray) -> np.ndarray:
+    """Each frame's smooth envelope (bins, frames): the low quefrencies of its log magnitude."""
+    cepstrum = np.fft.irfft(np.log(magnitude + 1e-9), axis=0)
+    cepstrum[ENVELOPE_LIFTER_SAMPLES : cepstrum.shape[0] - ENVELOPE_LIFTER_SAMPLES + 1] = 0.0
+    return np.exp(np.fft.rfft(cepstrum, axis=0).real[: magnitude.shape[0]])
+
+
+def _warp_bins(values: np.ndarray, factor: float) -> np.ndarray:
+    """(bins, frames) resampled along frequency so that bin k's value lands at bin factor * k."""
+    bins = np.arange(values.shape[0])
+    source = bins / factor  # past the top bin, np.interp holds the last value
+    return np.stack([np.interp(source, bins, column) for column in values.T], axis=1)
+
+
+def _shifted_phase(spectrum: np.ndarray, ratio: float) -> np.ndarray:
+    """Phases for harmonics moved by `ratio`: each output bin advances, frame to frame, at ratio times
+    the instantaneous frequency of the bin it came from (a phase vocoder; no resampling in time)."""
+    n_bins = spectrum.shape[0]
+    expected = 2 * np.pi * STFT_HOP_SAMPLES * np.arange(n_bins) / STFT_SAMPLES  # (bins,) per hop
+    phase = np.angle(spectrum)
+    deviation = np.diff(phase, axis=1, prepend=phase[:, :1]) - expected[:, None]
+    advance = expected[:, None] + np.angle(np.exp(1j * deviation))  # wrapped to +-pi
+    source = np.clip(np.round(np.arange(n_bins) / ratio).astype(int), 0, n_bins - 1)
+    return phase[source, :1] + np.cumsum(ratio * advance[source], axis=1) - ratio * advance[source, :1]
 
 
 def breath_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,6 +253,11 @@ def augment_speech(
     """The whole chain; each step is drawn with its probability. Deterministic given rng's state."""
     if rng.random() < cfg.p_speed:
         audio, phones = change_speed(audio, phones, rng.uniform(*cfg.speed_range))
+    # `p and`: a step switched off draws nothing, so the rest of the chain replays as before it existed
+    if cfg.p_vtlp and rng.random() < cfg.p_vtlp:
+        audio = warp_formants(audio, rng.uniform(*cfg.vtlp_alpha))
+    if cfg.p_pitch and rng.random() < cfg.p_pitch:
+        audio = shift_pitch(audio, rng.uniform(*cfg.pitch_semitones))
     if rng.random() < cfg.p_pause:
         audio, phones = add_pauses(audio, phones, phoneset, rng, cfg)
     if rng.random() < cfg.p_reverb:

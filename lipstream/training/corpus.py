@@ -159,12 +159,13 @@ def augment(u: Utterance, rng: np.random.Generator, cfg: AugmentConfig = DEFAULT
 _augment = augment  # `utterances` takes a flag of the same name
 
 
-def utterances(split: str, seed: int, augment: bool = True) -> Iterator[Utterance]:
+def utterances(split: str, seed: int, augment: bool = True,
+               cfg: AugmentConfig = DEFAULT_AUGMENT) -> Iterator[Utterance]:
     """Endless utterances from the split's voices; the same seed gives the same stream."""
     sampler = _Sampler(split, np.random.default_rng(seed))
     while True:
         u = sampler.next_clean()
-        yield _augment(u, sampler.rng) if augment else u
+        yield _augment(u, sampler.rng, cfg) if augment else u
 
 
 class _Sampler:

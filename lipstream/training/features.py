@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,10 +46,17 @@ def featurize(utt: Any) -> Example:
                    np.asarray(utt.visemes[:n], np.int8), str(utt.engine), str(utt.voice), str(utt.language))
 
 
-def corpus_source(split: str, seed: int, augment: bool) -> Iterator[Any]:
+def corpus_source(split: str, seed: int, augment: bool, cfg: Any = None) -> Iterator[Any]:
+    """The corpus's utterances, augmented with `cfg` (an AugmentConfig; None: the default)."""
     from lipstream.training import corpus
+    from lipstream.training.augment import DEFAULT_AUGMENT
 
-    return corpus.utterances(split, seed, augment=augment)  # type: ignore[no-any-return]
+    return corpus.utterances(split, seed, augment, cfg or DEFAULT_AUGMENT)  # type: ignore[no-any-return]
+
+
+def augmented_source(cfg: Any) -> UtteranceSource:
+    """The corpus source with another augmentation; picklable, for the worker processes."""
+    return partial(corpus_source, cfg=cfg)
 
 
 def _chunk(task: tuple[UtteranceSource, str, int, int, bool]) -> list[Example]:

@@ -21,7 +21,15 @@ from lipstream.engine.config import seed_problem
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
 from lipstream.errors import ConfigError
-from lipstream.training.features import CropSampler, UtteranceSource, corpus_source, noise_bank, summarize
+from lipstream.training.augment import DEFAULT_AUGMENT, AugmentConfig
+from lipstream.training.features import (
+    CropSampler,
+    UtteranceSource,
+    augmented_source,
+    corpus_source,
+    noise_bank,
+    summarize,
+)
 from lipstream.training.limits import check_step_memory
 from lipstream.training.model_config import ModelConfig
 
@@ -53,6 +61,9 @@ class TrainConfig:
     channels: int = ModelConfig.channels
     init_from: str = ""  # an exported .onnx to fine-tune (same dimensions); "": random weights
     dilations: tuple[int, ...] = ModelConfig.dilations
+    # Voice perturbation of the training speech (augment.py): probabilities per utterance
+    p_vtlp: float = DEFAULT_AUGMENT.p_vtlp
+    p_pitch: float = DEFAULT_AUGMENT.p_pitch
 
     def command(self) -> str:
         """The `lipstream train` options that reproduce this run."""
@@ -62,7 +73,13 @@ class TrainConfig:
                 f"--velocity-weight {self.velocity_weight:g} --spread-weight {self.spread_weight:g} "
                 f"--channels {self.channels} --dilations {' '.join(map(str, self.dilations))} "
                 f"--lr {self.lr:g}"
-                + (f" --init-from {self.init_from}" if self.init_from else ""))
+                + (f" --init-from {self.init_from}" if self.init_from else "")
+                # only when on, so that the runs before these options keep their command (and --resume)
+                + (f" --vtlp {self.p_vtlp:g}" if self.p_vtlp else "")
+                + (f" --pitch {self.p_pitch:g}" if self.p_pitch else ""))
+
+    def augment_config(self) -> AugmentConfig:
+        return replace(DEFAULT_AUGMENT, p_vtlp=self.p_vtlp, p_pitch=self.p_pitch)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(context_frames=self.context_ms // HOP_MS,
@@ -102,7 +119,8 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
         load_exported(net, Path(cfg.init_from))  # its mel normalisation too
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    pool = build_pool("train", cfg.seed, cfg.pool_utterances, cfg.threads, source=source)
+    pool_source = augmented_source(cfg.augment_config()) if source is corpus_source else source
+    pool = build_pool("train", cfg.seed, cfg.pool_utterances, cfg.threads, source=pool_source)
     val = build_validation(cfg.seed, cfg.val_utterances, cfg.threads, source=source)
     data_s = time.monotonic() - t0
     log.info("pool: %s in %.0f s", summarize(pool), data_s)
@@ -271,6 +289,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=d.channels, help="temporal conv width")
     parser.add_argument("--dilations", type=int, nargs="+", default=list(d.dilations),
                         help="one kernel-3 conv per dilation (receptive field 1 + 2 * sum)")
+    alpha_lo, alpha_hi = DEFAULT_AUGMENT.vtlp_alpha
+    semitones_lo, semitones_hi = DEFAULT_AUGMENT.pitch_semitones
+    parser.add_argument("--vtlp", type=float, default=d.p_vtlp, metavar="P",
+                        help="share of training utterances with their formants scaled (vocal-tract length, "
+                        f"x{alpha_lo:g}-{alpha_hi:g}; default {d.p_vtlp:g})")
+    parser.add_argument("--pitch", type=float, default=d.p_pitch, metavar="P",
+                        help="share of training utterances with their pitch moved, formants kept "
+                        f"({semitones_lo:+g} to {semitones_hi:+g} semitones; default {d.p_pitch:g})")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--export", type=Path, default=None, help="ONNX path (default: RUN_DIR/motion.onnx)")
     parser.add_argument("--resume", action="store_true",
@@ -288,7 +314,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
               pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
               val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
               spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations),
-              lr=args.lr, init_from=args.init_from)
+              lr=args.lr, init_from=args.init_from, p_vtlp=args.vtlp, p_pitch=args.pitch)
     check_config(cfg)
     return cfg
 
@@ -305,6 +331,8 @@ def check_config(cfg: TrainConfig) -> None:
             ("--lr", cfg.lr, 0 < cfg.lr < math.inf, "a number above 0"),
             ("--velocity-weight", cfg.velocity_weight, 0 <= cfg.velocity_weight < math.inf, "0 or more"),
             ("--spread-weight", cfg.spread_weight, 0 <= cfg.spread_weight < math.inf, "0 or more"),
+            ("--vtlp", cfg.p_vtlp, 0 <= cfg.p_vtlp <= 1, "a share from 0 to 1"),
+            ("--pitch", cfg.p_pitch, 0 <= cfg.p_pitch <= 1, "a share from 0 to 1"),
             ("--channels", cfg.channels, cfg.channels >= 1, "at least 1"),
             ("--dilations", " ".join(map(str, cfg.dilations)), min(cfg.dilations) >= 1, "each at least 1"),
             ("--context-ms", cfg.context_ms, cfg.context_ms >= HOP_MS and cfg.context_ms % HOP_MS == 0,
