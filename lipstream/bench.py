@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lipstream.engine.audio import speechlike
 from lipstream.engine.config import EngineConfig
 from lipstream.engine.constants import SAMPLE_RATE, VIDEO_FPS, size_problem
 from lipstream.engine.device import add_device_argument, choose_device
 from lipstream.errors import LipstreamError
 from lipstream.streaming.files import check_writable
+
+__all__ = ["speechlike", "time_engine"]  # speechlike: the benchmarks take it from here
 
 SPAWN = "spawn"  # `--latency` without a URL
 DEFAULT_LATENCY_OUT = Path("lipstream-latency.json")  # and .png beside it
@@ -36,17 +39,6 @@ class EngineTiming:
     p50_ms: float
     p99_ms: float
     realtime_factor: float  # frame period / p50 compute: how many sessions one core could run
-
-
-def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
-    """Syllable-rate bursts of a harmonic tone with formant-like peaks, and pauses."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
-    voice = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SAMPLE_RATE) / k for k in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None)
-    envelope *= (np.sin(2 * np.pi * 0.3 * t) > -0.5)  # pauses
-    return (0.3 * voice * envelope / 3).astype(np.float32)
 
 
 def time_engine(size: int, motion: str | None, seconds: float = 12.0, burn_in: int = BURN_IN_FRAMES,

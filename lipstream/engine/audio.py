@@ -74,6 +74,20 @@ def _check_shape(pcm: np.ndarray) -> None:
                          "pass its .T)")
 
 
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Syllable-rate bursts of a harmonic tone with formant-like peaks, and pauses: audio that
+    keeps the mouth moving, for timing the engine as speech drives it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    voice = np.sum([np.sin(k * phase) / k for k in range(1, 12)], axis=0)
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None)
+    envelope *= (np.sin(2 * np.pi * 0.3 * t) > -0.5)  # pauses
+    out: np.ndarray = (0.3 * voice * envelope / 3).astype(np.float32)
+    return out
+
+
 def rms(audio: np.ndarray) -> float:
     """Root mean square (0 for an empty array)."""
     return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) if audio.size else 0.0
