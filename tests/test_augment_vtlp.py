@@ -2,6 +2,7 @@
 voice's energy lies, keep every phone where it was, and draw nothing while they are switched off."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from lipstream.training.augment import (
     shift_pitch,
     warp_formants,
 )
+from lipstream.training.features import UtteranceSource
 from lipstream.training.train import DEFAULTS, config_from_args
 from lipstream.training.tts import Phone
 
@@ -130,3 +132,27 @@ def test_train_options_switch_the_steps_on_and_name_them_in_the_command() -> Non
     # Off, the command is the one the shipped model was made with: nothing about them in it.
     assert "--vtlp" not in DEFAULTS.command() and "--pitch" not in DEFAULTS.command()
     assert DEFAULTS.augment_config() == AugmentConfig()
+
+
+class _PoolReached(Exception):
+    """The run got as far as building its pool, with this source."""
+
+
+def test_the_training_pool_is_made_with_the_options_perturbation(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`lipstream train --vtlp 1 --pitch 1` synthesises its pool through a source whose first
+    utterance is the default source's (same voice and text), with other audio."""
+    from lipstream.training.features import corpus_source
+    from lipstream.training.train import train
+
+    def capture(split: str, seed: int, count: int, workers: int, source: UtteranceSource) -> None:
+        raise _PoolReached(source)
+
+    monkeypatch.setattr("lipstream.training.features.build_pool", capture)
+    args = build_parser("train").parse_args(["train", "--vtlp", "1", "--pitch", "1", "--threads", "1"])
+    with pytest.raises(_PoolReached) as reached:
+        train(config_from_args(args), tmp_path)
+    source = reached.value.args[0]
+    perturbed, plain = next(source("train", 3, True)), next(corpus_source("train", 3, True))
+    assert (perturbed.voice, perturbed.text) == (plain.voice, plain.text)
+    assert not np.array_equal(perturbed.audio, plain.audio)
