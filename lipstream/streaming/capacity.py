@@ -1,8 +1,8 @@
 """How many sessions this machine can run: measured once at start-up, used as the default limit.
 
 A session costs, per video frame, one engine step (motion model + render, timed on speech-like
-audio, as a mean) and one video encode; a core has FRAME_S (40 ms) to spend per frame per session.
-So
+audio, as a mean) and one video encode; a core has FRAME_S (40 ms) to spend per frame per
+session. So
 
     max_sessions = floor(cores * FRAME_S / (engine_s + encode_s) * SAFETY)
 
@@ -80,8 +80,8 @@ def available_memory_mb() -> int | None:
 
 
 def estimate_capacity(engine: FrameEngine, cores: int | None, video_codec: str) -> Capacity:
-    """Time a throwaway engine and the senders' encoder of `video_codec` (encoders.py: VP8 or
-    H264) on a few frames of silence (~0.5 s)."""
+    """Time a throwaway engine on a second of speech-like audio and the senders' encoder of
+    `video_codec` (encoders.py: VP8 or H264) on a moving picture (~0.5 s in all)."""
     cores = cores or os.cpu_count() or 1
     engine.push_audio(np.zeros(engine.latency_samples, np.float32), SAMPLE_RATE)
     frame = engine.pop_frame()

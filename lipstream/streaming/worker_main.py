@@ -1,13 +1,13 @@
 """The entry point of one worker process of `lipstream serve --workers N` (see workers.py).
 
-The front starts it with its own pid as the one argument, writes `(index, ServeConfig, socket path,
-log level)` pickled to the worker's stdin and keeps the
-pipe open. The worker serves the whole API on that unix socket, and shuts down as on SIGTERM
-(closing its sessions) as soon as the pipe reaches end of file: the front has gone. Like the
-front's own SIGTERM -> SIGKILL, that shutdown gets STOP_GRACE_S before the process ends anyway.
-The pipe is watched once the server runs; before that (the engine loading, several seconds, minutes
-on a starved machine) the kernel sends the SIGTERM itself when the front ends (Linux), which until
-aiohttp takes SIGTERM over ends the process at once.
+The front starts it with its own pid as the one argument, writes `(index, ServeConfig, socket
+path, log level)` pickled to the worker's stdin and keeps the pipe open. The worker serves the
+whole API on that unix socket, and shuts down as on SIGTERM (closing its sessions) as soon as the
+pipe reaches end of file: the front has gone. Like the front's own SIGTERM -> SIGKILL, that
+shutdown gets STOP_GRACE_S before the process ends anyway. The pipe is watched once the server
+runs; before that (the engine loading, several seconds, minutes on a starved machine) the kernel
+sends the SIGTERM itself when the front ends (Linux), which until aiohttp takes SIGTERM over ends
+the process at once.
 """
 
 import asyncio
