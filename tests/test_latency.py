@@ -2,6 +2,7 @@
 against a real server recovers a delay injected on purpose."""
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from lipstream.engine.avatar import Avatar
 from lipstream.engine.render import Renderer
 from lipstream.measure.latency import (
     LatencyConfig,
+    connected,
     first_open_after,
     measure,
     not_in_time_fraction,
@@ -155,6 +157,25 @@ def test_ctrl_c_in_a_terminal_stops_bench_spawn_quietly_with_its_server(tmp_path
     assert bench.returncode == 130, output
     assert "lipstream bench: error" not in output and "Traceback" not in output, output
     assert servers and not any(Path(f"/proc/{pid}").exists() for pid in servers)
+
+
+async def test_a_ctrl_c_lost_before_the_wait_for_media_still_stops_the_run() -> None:
+    """Python 3.11's asyncio.wait_for (aiortc and aioice use it) can swallow a cancellation that
+    comes as what it waits for does; the Ctrl-C then stayed pending on the task, unhonoured, and
+    the bench waited out its 30 s media timeout for a server the same Ctrl-C had stopped (seen
+    once in CI: exit 2 and an error instead of 130)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    publisher = Publisher(url, SILENCE)
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):  # code that swallows it, without uncancel()
+        await asyncio.sleep(0)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await connected(publisher, url, timeout_s=5.0)
+    finally:
+        task.uncancel()
 
 
 @pytest.mark.parametrize("onsets", ["0", "-3", "100000"])

@@ -158,7 +158,12 @@ def reaching(url: str) -> Iterator[None]:
 
 async def connected(publisher: Publisher, url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """Wait for the session's media connection. Not `asyncio.wait_for`: on Python 3.11 it loses a
-    cancellation (a Ctrl-C) that comes as the connection does, and the run went on with it."""
+    cancellation (a Ctrl-C) that comes as the connection does, and the run went on with it. A
+    cancellation lost that way before this wait (aiortc and aioice use it) is still pending on the
+    task: honoured here, where the run waited 30 s for a server the same Ctrl-C had stopped."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
     waiting = asyncio.ensure_future(publisher.connected.wait())
     try:
         done, _ = await asyncio.wait({waiting}, timeout=timeout_s)
