@@ -136,6 +136,13 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C handled as in a terminal's foreground job, whoever runs the tests: a shell starts a
+    background job (`./run test &`, a CI step launched that way) with SIGINT ignored, its children
+    inherit that, and the bench then never saw the Ctrl-C (it waited out its 30 s media timeout)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_terminal_stops_bench_spawn_quietly_with_its_server(tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches the bench and the server it spawned (one process group) while
@@ -143,7 +150,7 @@ def test_ctrl_c_in_a_terminal_stops_bench_spawn_quietly_with_its_server(tmp_path
     bench = subprocess.Popen([sys.executable, "-m", "lipstream", "bench", "--spawn", "--onsets", "4",
                               "--json", str(tmp_path / "latency.json")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_as_in_a_terminal)
     assert bench.stdout is not None
     said = []
     for line in bench.stdout:  # both ends log ICE at INFO: the session is connecting or live
