@@ -98,7 +98,7 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
 
 
-def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_source,
+def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource | None = None,
           resume: bool = False) -> dict[str, Any]:
     """Run training (resume: from out_dir's last validation); returns the run summary (also written
     to out_dir/summary.json)."""
@@ -119,9 +119,10 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource = corpus_sour
         load_exported(net, Path(cfg.init_from))  # its mel normalisation too
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    pool_source = augmented_source(cfg.augment_config()) if source is corpus_source else source
+    # None: the corpus, its training speech augmented as this run says (a test's own source is used as given)
+    pool_source = source or augmented_source(cfg.augment_config())
     pool = build_pool("train", cfg.seed, cfg.pool_utterances, cfg.threads, source=pool_source)
-    val = build_validation(cfg.seed, cfg.val_utterances, cfg.threads, source=source)
+    val = build_validation(cfg.seed, cfg.val_utterances, cfg.threads, source=source or corpus_source)
     data_s = time.monotonic() - t0
     log.info("pool: %s in %.0f s", summarize(pool), data_s)
 
@@ -363,7 +364,7 @@ def check_outputs(out_dir: Path, export: Path) -> None:
             raise ConfigError(f"{existing} is a file, not a folder: choose another --out or --export")
 
 
-def run_train(args: argparse.Namespace, source: UtteranceSource = corpus_source) -> int:
+def run_train(args: argparse.Namespace, source: UtteranceSource | None = None) -> int:
     import torch
 
     from lipstream.training.export import check_export, export_onnx, install, model_metadata
