@@ -11,10 +11,10 @@ smoother: what the smoothing costs), the baseline at each lookahead, and each tr
 relative to the speech's active level, as in training validation). `--closure-gains 0 2` scores
 each trained model with the engine's /p b m/ closure from the viseme head off and at gain 2.
 Condition `recorded`: real human speech (`lipstream.training.recorded_set`: Debian's
-codec2-examples, phone-aligned automatically by pocketsphinx), with its own oracle row as the
-ceiling; `--no-recorded` leaves it out. `motion` is the row's mouth motion (FaceMesh aperture
-spread, 5th-95th percentile) over its oracle's; a second table gives shown/true standard
-deviation per control.
+codec2-examples and an audiobook from pocketsphinx-testdata, phone-aligned by pocketsphinx), with
+its own oracle row as the ceiling; `--no-recorded` leaves it out. `motion` is the row's mouth
+motion (FaceMesh aperture spread, 5th-95th percentile) over its oracle's; a second table gives
+shown/true standard deviation per control.
 
     python benchmarks/lipsync.py [--quick] [--utterances 20] [--size 320]
         [--models la0=runs/la0/motion.onnx ...] [--closure-gains 0 2] [--keep-videos DIR]
@@ -255,7 +255,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--utterances", type=int, default=20, help="held-out utterances (2-4 s of speech each)")
     p.add_argument("--quick", action="store_true", help="6 utterances, baseline at 40 ms only")
     p.add_argument("--no-recorded", dest="recorded", action="store_false",
-                   help="leave out the recorded-speech set (codec2-examples + pocketsphinx)")
+                   help="leave out the recorded-speech set (codec2-examples, pocketsphinx-testdata)")
     p.add_argument("--size", type=int, default=320, help="frame side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--face", type=Path, help="face photo (default: the bundled avatar)")

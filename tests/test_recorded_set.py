@@ -5,13 +5,13 @@ import pytest
 
 from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
 from lipstream.training.corpus import PHONESET, RECORDED, voices
-from lipstream.training.recorded_set import CODEC2_DIR, RECORDINGS
+from lipstream.training.recorded_set import PACKAGES, RECORDINGS
 from lipstream.training.tts import ARPABET
 from lipstream.training.visemes import viseme_segments
 
 pytest.importorskip("pocketsphinx", reason="the recorded set needs pocketsphinx (the 'dev' extra)")
-if not (CODEC2_DIR / RECORDINGS[0].path).is_file():
-    pytest.skip("the recordings come from Debian's codec2-examples", allow_module_level=True)
+if not all(recording.file.is_file() for recording in RECORDINGS):
+    pytest.skip(f"the recordings come from the Debian packages {PACKAGES}", allow_module_level=True)
 
 HOPS_PER_S = SAMPLE_RATE // HOP_SAMPLES
 SURROUND_S = 0.08  # a closure is quiet against the 80 ms either side of it

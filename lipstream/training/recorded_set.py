@@ -1,7 +1,9 @@
 """A recorded-speech development set: real human voices, phone-aligned automatically. Never trained on.
 
 The recordings are those Debian's `codec2-examples` package installs (read English, several male
-and female speakers, 8 kHz and 16 kHz). Each is brought to 16 kHz, recognised with pocketsphinx's
+and female speakers, 8 kHz and 16 kHz), and the five sentences of an audiobook (LibriVox, Jane
+Austen's "Sense and Sensibility", one reader with a low voice, 16 kHz, with their transcripts)
+that Debian's `pocketsphinx-testdata` installs. Each is brought to 16 kHz, recognised with pocketsphinx's
 bundled US-English model unless a transcript is written below, then force-aligned to the words at
 the phone level (CMU ARPAbet, 10 ms frames). The alignment is automatic: see ALIGNMENT_NOTE.
 Like `lipsync_set`, each utterance is levelled to -20 dBFS and framed by silence.
@@ -25,6 +27,8 @@ from lipstream.training.tts import Phone, to_16k
 log = logging.getLogger(__name__)
 
 CODEC2_DIR = Path("/usr/share/codec2")  # where Debian's codec2-examples puts its recordings
+POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")  # Debian's pocketsphinx-testdata
+PACKAGES = "codec2-examples pocketsphinx-testdata"  # the Debian packages holding the recordings
 RAW_RATE_HZ = 8000  # codec2's .raw files: headerless s16 mono
 SILENCE = "sil"
 NOISE_PREFIX = "+"  # pocketsphinx's filler phones (+NSN+, +SPN+ ...): no mouth shape
@@ -34,13 +38,30 @@ ALIGNMENT_NOTE = ("phones by pocketsphinx forced alignment (10 ms frames); words
 
 @dataclass(frozen=True)
 class Recording:
-    path: str  # under CODEC2_DIR
+    path: str  # under folder
     transcript: str | None = None  # None: use what the recogniser hears
+    folder: Path = CODEC2_DIR
+    name: str | None = None  # the utterance's voice in reports; None: the file's stem
+
+    @property
+    def file(self) -> Path:
+        return self.folder / self.path
+
+    @property
+    def voice(self) -> str:
+        return self.name or self.file.stem
+
+
+def _audiobook(number: str, transcript: str) -> Recording:
+    """One sentence of the LibriVox reading; transcript as the package's librivox/transcription."""
+    return Recording(f"librivox/sense_and_sensibility_01_austen_64kb-{number}.wav", transcript,
+                     POCKETSPHINX_DIR, f"austen-{number}")
 
 
 # Clean read speech only: the HF-radio recordings in the package (vk5qi, ve9qrp, ...) are noisy
 # and clipped, david4 / vk2tpm_004 are 30 s monologues the recogniser cannot follow, and mmt1 does
-# not align to what the recogniser hears in it.
+# not align to what the recogniser hears in it. Of pocketsphinx-testdata, only the audiobook: its
+# other recordings are short commands and digit strings (cards, goforward, numbers), not reading.
 RECORDINGS = (
     # recognised as "... the big top schools"; the spectrogram shows "task force" (no /p/ closure,
     # an /f/ and an /r/-coloured vowel where the recogniser put "schools")
@@ -55,6 +76,13 @@ RECORDINGS = (
     Recording("raw/speech_orig_16k.wav", "the birch canoe slid on the smooth planks glue the sheet to "
               "the dark blue background it's easy to tell the depth of a well "
               "four hours of steady work faced us"),
+    _audiobook("0870", "and mister john dashwood had then leisure to consider how much there might be "
+               "prudently in his power to do for them"),
+    _audiobook("0880", "he was not an ill disposed young man"),
+    _audiobook("0890", "unless to be rather cold hearted and rather selfish is to be ill disposed"),
+    _audiobook("0920", "had he married a more a amiable woman he might have been made still more "
+               "respectable than he was"),
+    _audiobook("0930", "he might even have been made amiable himself"),
 )
 
 
@@ -99,14 +127,13 @@ def _phone(name: str, start_frames: int, duration_frames: int) -> Phone:
     return Phone(labelled, start_frames * HOP_MS / 1000, (start_frames + duration_frames) * HOP_MS / 1000)
 
 
-def recorded_set(folder: Path = CODEC2_DIR) -> list[Utterance]:
+def recorded_set() -> list[Utterance]:
     """Every recording that is installed, aligned and framed; an error says what to install if none is."""
     out = []
     for recording in RECORDINGS:
-        path = folder / recording.path
-        if not path.is_file():
+        if not recording.file.is_file():
             continue
-        audio = read_recording(path)
+        audio = read_recording(recording.file)
         try:
             words, phones = align(audio, recording.transcript)
         except RuntimeError as exc:  # pocketsphinx found no path through the words
@@ -114,9 +141,10 @@ def recorded_set(folder: Path = CODEC2_DIR) -> list[Utterance]:
             continue
         end = int(round(phones[-1].end_s * SAMPLE_RATE)) if phones else 0
         if end:
-            out.append(framed(label(audio[:end], phones, RECORDED, path.stem, "en", words)))
+            out.append(framed(label(audio[:end], phones, RECORDED, recording.voice, "en", words)))
     if not out:
-        raise SpeechEngineError(f"no recordings in {folder}: apt-get install codec2-examples")
+        raise SpeechEngineError(f"no recordings in {CODEC2_DIR} or {POCKETSPHINX_DIR}: "
+                                f"apt-get install {PACKAGES}")
     return out
 
 
