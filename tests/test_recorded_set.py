@@ -5,7 +5,7 @@ import pytest
 
 from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
 from lipstream.training.corpus import PHONESET, RECORDED, voices
-from lipstream.training.recorded_set import PACKAGES, RECORDINGS
+from lipstream.training.recorded_set import PACKAGES, POCKETSPHINX_DIR, RECORDINGS
 from lipstream.training.tts import ARPABET
 from lipstream.training.visemes import viseme_segments
 
@@ -63,3 +63,14 @@ def test_aligned_bilabials_sit_on_their_closures(recorded: list) -> None:
 
 def test_the_recorded_set_is_never_a_training_voice() -> None:
     assert all(spec.engine != RECORDED for split in ("train", "heldout") for spec in voices(split))
+
+
+def test_the_audiobook_is_aligned_to_its_own_transcripts(recorded: list) -> None:
+    """The issue measured on audiobook readings: the set holds the five LibriVox sentences, each
+    aligned to the package's transcript (not to a recogniser's guess), with at least two phones a word."""
+    book = {r.voice: r.transcript for r in RECORDINGS if r.folder == POCKETSPHINX_DIR}
+    found = [utt for utt in recorded if utt.voice in book]
+    assert len(book) == 5 and len(found) == 5
+    for utt in found:
+        assert utt.text == book[utt.voice]
+        assert len([p for p in utt.phones if p.label != "sil"]) >= 2 * len(utt.text.split())
