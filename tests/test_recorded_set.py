@@ -9,7 +9,7 @@ from lipstream.training.recorded_set import PACKAGES, POCKETSPHINX_DIR, RECORDIN
 from lipstream.training.tts import ARPABET
 from lipstream.training.visemes import viseme_segments
 
-pytest.importorskip("pocketsphinx", reason="the recorded set needs pocketsphinx (the 'dev' extra)")
+pytest.importorskip("pocketsphinx", reason="the recorded set needs pocketsphinx (the 'train' extra)")
 if not all(recording.file.is_file() for recording in RECORDINGS):
     pytest.skip(f"the recordings come from the Debian packages {PACKAGES}", allow_module_level=True)
 

@@ -55,6 +55,7 @@ def _refused(capsys: pytest.CaptureFixture[str], out: Path, *options: str) -> st
     (["--threads", "0"], "--threads"), (["--velocity-weight", "-1"], "--velocity-weight"),
     (["--vtlp", "1.5"], "--vtlp 1.5: use a share from 0 to 1"), (["--vtlp", "nan"], "--vtlp nan"),
     (["--pitch", "-0.1"], "--pitch -0.1: use a share from 0 to 1"),
+    (["--prompts", "1.5"], "--prompts 1.5: use a share from 0 to 1"),
     # petabytes for a step at the default width, or for the weights alone: more than any machine has
     (["--batch-size", "10000000"], "--batch-size 10000000: one training step needs"),
     (["--channels", "1000000"], "--channels 1000000: one training step needs"),

@@ -41,7 +41,9 @@ __all__ = ["Phone", "Utterance", "VoiceSpec", "augment", "synthesize", "utteranc
 
 SYNTHESIZERS = ("festival", "flite", "espeak", "piper")
 RECORDED = "recorded"  # human speech aligned by pocketsphinx (`recorded_set`): scored, never trained on
-PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA, RECORDED: ARPABET}
+PROMPTS = "prompts"  # other human speech aligned by pocketsphinx (`prompts`): trained on with --prompts
+PHONESET = {"festival": ARPABET, "flite": ARPABET, "espeak": IPA, "piper": IPA, RECORDED: ARPABET,
+            PROMPTS: ARPABET}
 SPLITS = ("train", "heldout")
 MIN_UTTERANCE_SAMPLES = SAMPLE_RATE // 5  # shorter draws (a lone word that failed) are skipped
 FESTIVAL_BATCH = 8  # utterances per Festival process

@@ -30,6 +30,7 @@ CODEC2_DIR = Path("/usr/share/codec2")  # where Debian's codec2-examples puts it
 POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")  # Debian's pocketsphinx-testdata
 PACKAGES = "codec2-examples pocketsphinx-testdata"  # the Debian packages holding the recordings
 RAW_RATE_HZ = 8000  # codec2's .raw files: headerless s16 mono
+G722_RATE_HZ = 16000  # G.722 is wideband
 SILENCE = "sil"
 NOISE_PREFIX = "+"  # pocketsphinx's filler phones (+NSN+, +SPN+ ...): no mouth shape
 ALIGNMENT_NOTE = ("phones by pocketsphinx forced alignment (10 ms frames); words from its recogniser "
@@ -87,7 +88,9 @@ RECORDINGS = (
 
 
 def read_recording(path: Path) -> np.ndarray:
-    """16 kHz float32 mono from a codec2 .raw (8 kHz s16) or a WAV (s16, first channel)."""
+    """16 kHz float32 mono from a codec2 .raw (8 kHz s16), a WAV (s16, first channel) or raw G.722."""
+    if path.suffix == ".g722":
+        return to_16k(_decoded_g722(path), G722_RATE_HZ)
     if path.suffix == ".wav":
         with wave.open(str(path)) as w:
             rate, channels = w.getframerate(), w.getnchannels()
@@ -95,6 +98,14 @@ def read_recording(path: Path) -> np.ndarray:
     else:
         rate, pcm = RAW_RATE_HZ, np.fromfile(path, np.int16)
     return to_16k(pcm.astype(np.float32) / 32768.0, rate)
+
+
+def _decoded_g722(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path), format="g722") as container:
+        pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+    return pcm.astype(np.float32) / 32768.0  # PyAV's G.722 decoder gives s16
 
 
 def _decode(decoder: object, pcm: bytes) -> None:
@@ -108,7 +119,8 @@ def align(audio: np.ndarray, transcript: str | None) -> tuple[str, tuple[Phone, 
     try:
         from pocketsphinx import Decoder
     except ImportError as exc:
-        raise SpeechEngineError("the recorded set needs pocketsphinx: pip install 'lipstream[dev]'") from exc
+        raise SpeechEngineError("aligning recorded speech needs pocketsphinx: "
+                                "pip install 'lipstream[train]'") from exc
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
     decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
     if transcript is None:

@@ -64,6 +64,7 @@ class TrainConfig:
     # Voice perturbation of the training speech (augment.py): probabilities per utterance
     p_vtlp: float = DEFAULT_AUGMENT.p_vtlp
     p_pitch: float = DEFAULT_AUGMENT.p_pitch
+    prompts_share: float = 0.0  # share of the pool drawn from recorded human prompts (prompts.py)
 
     def command(self) -> str:
         """The `lipstream train` options that reproduce this run."""
@@ -76,7 +77,8 @@ class TrainConfig:
                 + (f" --init-from {self.init_from}" if self.init_from else "")
                 # only when on, so that the runs before these options keep their command (and --resume)
                 + (f" --vtlp {self.p_vtlp:g}" if self.p_vtlp else "")
-                + (f" --pitch {self.p_pitch:g}" if self.p_pitch else ""))
+                + (f" --pitch {self.p_pitch:g}" if self.p_pitch else "")
+                + (f" --prompts {self.prompts_share:g}" if self.prompts_share else ""))
 
     def augment_config(self) -> AugmentConfig:
         return replace(DEFAULT_AUGMENT, p_vtlp=self.p_vtlp, p_pitch=self.p_pitch)
@@ -96,6 +98,18 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
     return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+
+
+def _pool_source(cfg: TrainConfig) -> UtteranceSource:
+    """The corpus, with the recorded prompts' share mixed in if the run asks for one."""
+    if not cfg.prompts_share:
+        return augmented_source(cfg.augment_config())
+    from lipstream.training.prompts import aligned_prompts, with_prompts
+
+    t0 = time.monotonic()
+    found = aligned_prompts(cfg.threads)  # here, once: the corpus workers fork with them aligned
+    log.info("prompts: %d aligned in %.0f s", len(found), time.monotonic() - t0)
+    return with_prompts(cfg.augment_config(), cfg.prompts_share)  # type: ignore[no-any-return]
 
 
 def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource | None = None,
@@ -120,7 +134,7 @@ def train(cfg: TrainConfig, out_dir: Path, source: UtteranceSource | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     # None: the corpus, its training speech augmented as this run says (a test's own source is used as given)
-    pool_source = source or augmented_source(cfg.augment_config())
+    pool_source = source or _pool_source(cfg)
     pool = build_pool("train", cfg.seed, cfg.pool_utterances, cfg.threads, source=pool_source)
     val = build_validation(cfg.seed, cfg.val_utterances, cfg.threads, source=source or corpus_source)
     data_s = time.monotonic() - t0
@@ -298,6 +312,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch", type=float, default=d.p_pitch, metavar="P",
                         help="share of training utterances with their pitch moved, formants kept "
                         f"({semitones_lo:+g} to {semitones_hi:+g} semitones; default {d.p_pitch:g})")
+    parser.add_argument("--prompts", type=float, default=d.prompts_share, metavar="P",
+                        help="share of training utterances drawn from recorded human speech, the Asterisk "
+                        f"prompts Debian ships (lipstream.training.prompts; default {d.prompts_share:g})")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--export", type=Path, default=None, help="ONNX path (default: RUN_DIR/motion.onnx)")
     parser.add_argument("--resume", action="store_true",
@@ -315,7 +332,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
               pool_utterances=args.pool_utterances, val_utterances=args.val_utterances,
               val_every=min(args.val_every, args.steps), velocity_weight=args.velocity_weight,
               spread_weight=args.spread_weight, channels=args.channels, dilations=tuple(args.dilations),
-              lr=args.lr, init_from=args.init_from, p_vtlp=args.vtlp, p_pitch=args.pitch)
+              lr=args.lr, init_from=args.init_from, p_vtlp=args.vtlp, p_pitch=args.pitch,
+              prompts_share=args.prompts)
     check_config(cfg)
     return cfg
 
@@ -334,6 +352,7 @@ def check_config(cfg: TrainConfig) -> None:
             ("--spread-weight", cfg.spread_weight, 0 <= cfg.spread_weight < math.inf, "0 or more"),
             ("--vtlp", cfg.p_vtlp, 0 <= cfg.p_vtlp <= 1, "a share from 0 to 1"),
             ("--pitch", cfg.p_pitch, 0 <= cfg.p_pitch <= 1, "a share from 0 to 1"),
+            ("--prompts", cfg.prompts_share, 0 <= cfg.prompts_share <= 1, "a share from 0 to 1"),
             ("--channels", cfg.channels, cfg.channels >= 1, "at least 1"),
             ("--dilations", " ".join(map(str, cfg.dilations)), min(cfg.dilations) >= 1, "each at least 1"),
             ("--context-ms", cfg.context_ms, cfg.context_ms >= HOP_MS and cfg.context_ms % HOP_MS == 0,
