@@ -120,3 +120,22 @@ def test_lipstream_train_prompts_builds_its_pool_with_them(
         train(cfg, tmp_path)
     utt = next(reached.value.args[0]("train", 3, True))
     assert utt.engine == PROMPTS and utt.text == words["agent-pass"]
+
+
+def test_training_with_prompts_that_are_missing_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch", reason="training needs torch (the 'train' extra)")
+    from lipstream.cli import main
+
+    options = ["--prompts", "0.5", "--steps", "2", "--pool-utterances", "2", "--val-utterances", "1",
+               "--threads", "1"]
+    monkeypatch.setattr(prompts, "_aligned_cache", [])
+    monkeypatch.setattr(prompts, "TRANSCRIPTS", tmp_path / "core-sounds-en.txt.gz")
+    assert main(["train", "--out", str(tmp_path / "a"), *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"apt-get install {PACKAGES}" in err
+    if TRANSCRIPTS.is_file():  # the texts are there but no recording is: nothing aligns
+        monkeypatch.setattr(prompts, "TRANSCRIPTS", TRANSCRIPTS)
+        monkeypatch.setattr(prompts, "PROMPTS_DIR", tmp_path)
+        assert main(["train", "--out", str(tmp_path / "b"), *options]) == 2
+        assert "none of the 0 Asterisk prompts" in capsys.readouterr().err

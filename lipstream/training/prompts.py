@@ -117,7 +117,11 @@ def aligned_prompts(workers: int = 2) -> tuple[Utterance, ...]:
         entries = [e for e in transcripts() if (PROMPTS_DIR / f"{e[0]}.g722").is_file()]
         with get_context("fork").Pool(workers) as pool:
             found = pool.map(aligned_prompt, entries, chunksize=8)
-        _aligned_cache.append(tuple(u for u in found if u is not None))
+        aligned = tuple(u for u in found if u is not None)
+        if not aligned:
+            raise SpeechEngineError(f"none of the {len(entries)} Asterisk prompts in {PROMPTS_DIR} aligns: "
+                                    f"reinstall {PACKAGES}")
+        _aligned_cache.append(aligned)
     return _aligned_cache[0]
 
 
