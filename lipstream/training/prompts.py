@@ -16,7 +16,6 @@ import gzip
 import re
 from collections.abc import Iterator
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from lipstream.engine.constants import HOP_SAMPLES, SAMPLE_RATE
 from lipstream.errors import SpeechEngineError
 from lipstream.training.augment import DEFAULT_AUGMENT, AugmentConfig
 from lipstream.training.corpus import PROMPTS, Utterance, augment, label
-from lipstream.training.features import corpus_source
+from lipstream.training.features import corpus_source, worker_pool
 from lipstream.training.lipsync_set import framed
 from lipstream.training.recorded_set import align, read_recording
 
@@ -115,7 +114,7 @@ def aligned_prompts(workers: int = 2) -> tuple[Utterance, ...]:
             raise SpeechEngineError(f"training with --prompts needs the Asterisk prompts: "
                                     f"apt-get install {PACKAGES}")
         entries = [e for e in transcripts() if (PROMPTS_DIR / f"{e[0]}.g722").is_file()]
-        with get_context("fork").Pool(workers) as pool:
+        with worker_pool(workers) as pool:
             found = pool.map(aligned_prompt, entries, chunksize=8)
         aligned = tuple(u for u in found if u is not None)
         if not aligned:

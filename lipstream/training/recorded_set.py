@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipstream.engine.audio import load_audio
 from lipstream.engine.constants import HOP_MS, SAMPLE_RATE
 from lipstream.errors import SpeechEngineError
 from lipstream.training.corpus import RECORDED, Utterance, label
@@ -30,7 +31,6 @@ CODEC2_DIR = Path("/usr/share/codec2")  # where Debian's codec2-examples puts it
 POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")  # Debian's pocketsphinx-testdata
 PACKAGES = "codec2-examples pocketsphinx-testdata"  # the Debian packages holding the recordings
 RAW_RATE_HZ = 8000  # codec2's .raw files: headerless s16 mono
-G722_RATE_HZ = 16000  # G.722 is wideband
 SILENCE = "sil"
 NOISE_PREFIX = "+"  # pocketsphinx's filler phones (+NSN+, +SPN+ ...): no mouth shape
 ALIGNMENT_NOTE = ("phones by pocketsphinx forced alignment (10 ms frames); words from its recogniser "
@@ -89,8 +89,8 @@ RECORDINGS = (
 
 def read_recording(path: Path) -> np.ndarray:
     """16 kHz float32 mono from a codec2 .raw (8 kHz s16), a WAV (s16, first channel) or raw G.722."""
-    if path.suffix == ".g722":
-        return to_16k(_decoded_g722(path), G722_RATE_HZ)
+    if path.suffix == ".g722":  # FFmpeg knows the raw G.722 stream by its extension
+        return load_audio(path)
     if path.suffix == ".wav":
         with wave.open(str(path)) as w:
             rate, channels = w.getframerate(), w.getnchannels()
@@ -98,14 +98,6 @@ def read_recording(path: Path) -> np.ndarray:
     else:
         rate, pcm = RAW_RATE_HZ, np.fromfile(path, np.int16)
     return to_16k(pcm.astype(np.float32) / 32768.0, rate)
-
-
-def _decoded_g722(path: Path) -> np.ndarray:
-    import av
-
-    with av.open(str(path), format="g722") as container:
-        pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
-    return pcm.astype(np.float32) / 32768.0  # PyAV's G.722 decoder gives s16
 
 
 def _decode(decoder: object, pcm: bytes) -> None:
