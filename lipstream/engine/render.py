@@ -91,6 +91,9 @@ class Renderer:
         self.avatar = avatar
         self.config = config or RenderConfig()
         self.kernels: Kernels = get_kernels(self.config.device)
+        self._rig = avatar.rig
+        self._mouth_box = avatar.rig.roi.slices  # the region the mouth's warp and interior write
+        self._eye_boxes = tuple(region.roi.slices for region in avatar.eyes.regions)
         self.idle = IdleLife(
             seed, self.config.blink_interval_s, self.config.blink_ms, self.config.head_rotation_deg,
             self.config.head_shift_px * avatar.size / REFERENCE_SIZE,
@@ -135,8 +138,8 @@ class Renderer:
     def _changed_boxes(self, index: int) -> Boxes:
         """The regions `draw` writes for frame index: the mouth's, and the eyes' when blinking."""
         if self.idle.blink(index) <= 0.0:
-            return (self.avatar.rig.roi.slices,)
-        return (self.avatar.rig.roi.slices, *(region.roi.slices for region in self.avatar.eyes.regions))
+            return (self._mouth_box,)
+        return (self._mouth_box, *self._eye_boxes)
 
     def background(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A fresh copy of the photo moved by frame index's head pose, and that pose's inverse
@@ -162,20 +165,20 @@ class Renderer:
         return self._moved
 
     def pose(self, controls: np.ndarray) -> MouthPose:
-        return self.avatar.rig.pose(controls)
+        return self._rig.pose(controls)
 
     def field(self, pose: MouthPose, head: np.ndarray | None = None) -> MouthField:
-        return self.avatar.rig.field(pose, self._place(head))
+        return self._rig.field(pose, self._place(head))
 
     def _place(self, head: np.ndarray | None) -> Placement:
         """The region's placement for a head pose, kept while the (quantised) pose holds."""
         key = b"" if head is None else head.tobytes()
         if self._placed is None or self._placed[0] != key:
-            self._placed = (key, self.avatar.rig.place(head))
+            self._placed = (key, self._rig.place(head))
         return self._placed[1]
 
     def warp(self, coords: np.ndarray, frame: np.ndarray) -> None:
-        self.kernels.warp_region(self.avatar.image, coords, frame[self.avatar.rig.roi.slices])
+        self.kernels.warp_region(self.avatar.image, coords, frame[self._mouth_box])
 
     def composite(self, pose: MouthPose, field: MouthField, frame: np.ndarray) -> None:
         """Paint the interior where the lips are apart (and the dark seam where they meet)."""
@@ -184,7 +187,7 @@ class Renderer:
             return
         colour, alpha = interior(self.avatar.mouth, field.u[box], field.above[box],
                                  field.below[box], pose.corners_u, float(pose.controls[LIP_ROUND]))
-        region = frame[self.avatar.rig.roi.slices][box]
+        region = frame[self._mouth_box][box]
         self.kernels.composite(region, colour, alpha)
 
     def blink_amount(self, index: int) -> float:
