@@ -139,3 +139,38 @@ def test_training_with_prompts_that_are_missing_says_what_to_install(
         monkeypatch.setattr(prompts, "PROMPTS_DIR", tmp_path)
         assert main(["train", "--out", str(tmp_path / "b"), *options]) == 2
         assert "none of the 0 Asterisk prompts" in capsys.readouterr().err
+
+
+@installed
+def test_calibration_fits_on_drawn_prompts_framed_in_silence(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pocketsphinx", reason="aligning needs pocketsphinx (the 'train' extra)")
+    from lipstream.training.calibrate import PROMPT_LEAD_S, recorded_prompts
+
+    words = dict(transcripts())
+    aligned = tuple(prompts.aligned_prompt((name, words[name])) for name in WITH_STOPS)
+    monkeypatch.setattr(prompts, "_aligned_cache", [aligned])  # four real prompts, not all ~310
+    drawn = recorded_prompts(3, seed=1)
+    assert [u.text for u in drawn] == [u.text for u in recorded_prompts(3, seed=1)]  # by seed
+    assert len({u.text for u in drawn}) == 3 and {u.text for u in drawn} <= {u.text for u in aligned}
+    for u in drawn:
+        lead = int(PROMPT_LEAD_S * SAMPLE_RATE)
+        assert np.abs(u.audio[:lead]).max() == 0 and np.abs(u.audio[-lead:]).max() == 0
+        assert u.phones[0].end_s == pytest.approx(PROMPT_LEAD_S)
+    assert recorded_prompts(0, seed=1) == []
+    assert len(recorded_prompts(10, seed=1)) == 4  # no more than there are
+
+
+def test_calibrating_on_prompts_that_are_not_installed_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lipstream.training import calibrate
+
+    monkeypatch.setattr(prompts, "TRANSCRIPTS", tmp_path / "missing.txt.gz")
+    monkeypatch.setattr(prompts, "_aligned_cache", [])
+    monkeypatch.setattr(calibrate, "heldout_set", lambda count, seed: [])
+    with pytest.raises(SystemExit) as stopped:
+        calibrate.main(["--utterances", "0", "--prompts", "2"])
+    assert "apt-get install asterisk-core-sounds-en" in str(stopped.value)
+    with pytest.raises(SystemExit, match="0 or more"):
+        calibrate.main(["--prompts", "-1"])
+    with pytest.raises(SystemExit, match="nothing to fit on"):
+        calibrate.main(["--utterances", "0"])

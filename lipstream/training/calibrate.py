@@ -4,10 +4,13 @@ Each utterance goes through a `MotionStream` as a live session would; the model'
 video frame are recorded beside the displayed (calibrated, closed, smoothed) ones. The calibration
 matches each control's spread to the phone-derived truth's and, where that does not lift the
 model's output on noise, its mean (see `refit`). It is fitted on held-out synthetic voices drawn
-with a seed other than the one `benchmarks/lipsync.py` reports on, never on recorded speech.
+with a seed other than the one `benchmarks/lipsync.py` reports on and, with `--prompts N`, on N
+recorded human prompts as well (the Asterisk prompts of `prompts.py`, one speaker, never in the
+development set): the network damps real speech more than synthetic speech, so a fit on synthetic
+voices alone leaves a real voice mumbling. Never on the development set.
 
     python -m lipstream.training.calibrate [--model lipstream/models/motion.onnx] [--utterances 24]
-        [--seed 1] [--write]
+        [--prompts 24] [--seed 1] [--write]
 """
 
 import argparse
@@ -34,9 +37,10 @@ from lipstream.engine.controls import (
 from lipstream.engine.motion import MotionModel, load_motion_model, shipped_model_path
 from lipstream.engine.runners import OnnxMotionModel, calibration_of, read_metadata
 from lipstream.engine.stream import MotionStream
+from lipstream.errors import SpeechEngineError
 from lipstream.training.corpus import Utterance
 from lipstream.training.lipsync_metrics import OPEN_RANGE_PERCENTILES
-from lipstream.training.lipsync_set import heldout_set
+from lipstream.training.lipsync_set import framed, heldout_set
 from lipstream.training.quiet import PROBES
 
 FIT_SEED = 1  # benchmarks/lipsync.py scores seed 0: the calibration never sees those utterances
@@ -51,6 +55,7 @@ CALIBRATED_CONTROLS = (JAW_OPEN, LIP_SPREAD, LIP_PRESS)
 FIT_ROUNDS = 3  # smoothing and clipping make the shown spread slightly nonlinear in the gain
 MIN_STD = 1e-3  # a control that never moves on the fit set keeps gain 1
 MAX_GAIN = 4.0  # a control the network barely moves is not worth amplifying its noise for
+PROMPT_LEAD_S = 0.3  # silence framed around each recorded prompt, as the synthetic utterances have
 
 
 @dataclass(frozen=True)
@@ -179,17 +184,47 @@ def write(path: Path, calibration: Calibration, fitted_on: dict[str, Any]) -> No
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
+def recorded_prompts(count: int, seed: int) -> list[Utterance]:
+    """`count` aligned Asterisk prompts, drawn by seed, levelled and framed like the held-out set."""
+    if count <= 0:
+        return []
+    from lipstream.training.prompts import aligned_prompts
+
+    prompts = aligned_prompts()
+    chosen = np.random.default_rng(seed).choice(len(prompts), min(count, len(prompts)), replace=False)
+    return [framed(prompts[int(i)], lead_s=PROMPT_LEAD_S) for i in sorted(chosen)]
+
+
+def fit_set(utterances: int, prompts: int, seed: int) -> tuple[list[Utterance], str]:
+    """The utterances a calibration is fitted on, and how to say so in the model's metadata."""
+    fit_utts = heldout_set(utterances, seed) + recorded_prompts(prompts, seed)
+    said = f"{utterances} synthetic held-out utterances, seed {seed}"
+    if prompts > 0:
+        said += f", and {prompts} recorded Asterisk prompts drawn with the same seed"
+    return fit_utts, said
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=shipped_model_path())
     p.add_argument("--utterances", type=int, default=24)
+    p.add_argument("--prompts", type=int, default=0,
+                   help="also fit on this many recorded Asterisk prompts (apt-get install "
+                        "asterisk-core-sounds-en asterisk-core-sounds-en-g722; the train extra)")
     p.add_argument("--seed", type=int, default=FIT_SEED)
     p.add_argument("--write", action="store_true", help="store the fit in the model file")
     args = p.parse_args(argv)
     model: MotionModel = load_motion_model(str(args.model))
     if not isinstance(model, OnnxMotionModel):
         raise SystemExit(f"--model {args.model}: calibration applies to an exported .onnx model")
-    utts = heldout_set(args.utterances, args.seed)
+    if args.utterances < 0 or args.prompts < 0:
+        raise SystemExit("--utterances and --prompts count utterances: 0 or more")
+    try:
+        utts, fitted_on = fit_set(args.utterances, args.prompts, args.seed)
+    except SpeechEngineError as e:
+        raise SystemExit(f"calibrate: {e}") from None
+    if not utts:
+        raise SystemExit("calibrate: nothing to fit on: give --utterances or --prompts above 0")
     calibration = fit(model, utts)
     report = {"fit": {"gain": calibration.gain, "offset": calibration.offset},
               "uncalibrated": articulation(pooled_tracks(with_calibration(model, IDENTITY), utts)),
@@ -199,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         write(args.model, calibration, {
             "command": f"python -m lipstream.training.calibrate --utterances {args.utterances} "
-                       f"--seed {args.seed} --write",
-            "fitted_on": f"{args.utterances} synthetic held-out utterances, seed {args.seed}",
+                       f"--prompts {args.prompts} --seed {args.seed} --write",
+            "fitted_on": fitted_on,
             "method": METHOD, "articulation": {k: report[k] for k in ("uncalibrated", "calibrated")}})
         print(f"wrote the calibration into {args.model} and its .json")
 
