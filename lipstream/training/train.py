@@ -55,7 +55,7 @@ class TrainConfig:
     control_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0, 1.0)  # closures matter most to a viewer
     viseme_weight: float = 0.02  # cross-entropy ~1 against squared errors ~0.01
     # Against regression to the mean (see losses.py). Off: as a fine-tune (velocity 4, spread 2) they
-    # matched what the calibration already does and pressed the lips on other consonants (README).
+    # matched what the calibration already does and pressed the lips on other consonants (docs/model.md).
     velocity_weight: float = 0.0
     spread_weight: float = 0.0
     channels: int = ModelConfig.channels
