@@ -32,7 +32,7 @@ import aiohttp
 import aioice.ice
 
 # sessions.py lies beside this script (the script's folder is first on sys.path)
-from sessions import count_only, speech_client
+from sessions import count_only, live_clients
 
 from lipstream.measure.server import (
     frame_counts,
@@ -44,7 +44,6 @@ from lipstream.measure.server import (
 )
 from lipstream.streaming.client import Publisher, fps_and_max_gap
 
-CONNECT_TIMEOUT_S = 30.0
 MAX_SESSIONS = 64  # the server's limit: never the thing measured here
 
 
@@ -55,16 +54,9 @@ async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
 
 async def run_sessions(url: str, pid: int, sessions: int, seconds: float, warmup_s: float,
                        idle_rss_mb: float) -> dict:
-    async with aiohttp.ClientSession() as http:
-        publishers = [speech_client(url, seconds + warmup_s + 10, seed=i) for i in range(sessions)]
-        try:
-            await asyncio.gather(*(p.start(http) for p in publishers))
-            await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), CONNECT_TIMEOUT_S)
-                                   for p in publishers))
-            await asyncio.sleep(warmup_s)
-            return await measure(http, url, pid, publishers, seconds, idle_rss_mb)
-        finally:
-            await asyncio.gather(*(p.stop(http) for p in publishers), return_exceptions=True)
+    async with (aiohttp.ClientSession() as http,
+                live_clients(http, url, sessions, seconds, warmup_s) as publishers):
+        return await measure(http, url, pid, publishers, seconds, idle_rss_mb)
 
 
 async def measure(http: aiohttp.ClientSession, url: str, pid: int, publishers: list[Publisher],

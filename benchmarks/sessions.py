@@ -16,9 +16,11 @@ Prints a table and writes JSON.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +39,8 @@ from lipstream.measure.server import (
 from lipstream.measure.speech import OpusReplayTrack
 from lipstream.streaming.client import Publisher, fps_and_max_gap, transport_offsets_s
 
+CONNECT_TIMEOUT_S = 30.0  # N sessions' ICE and DTLS on a busy 2-core machine
+
 
 def speech_client(url: str, seconds: float, seed: int, costly: bool = False) -> Publisher:
     """A client sending `seconds` of speech-like audio: replayed Opus packets unless `costly`."""
@@ -44,6 +48,20 @@ def speech_client(url: str, seconds: float, seed: int, costly: bool = False) -> 
     if costly:
         return Publisher(url, pcm)
     return Publisher(url, pcm, track=OpusReplayTrack(pcm), keep_audio=False)
+
+
+@contextlib.asynccontextmanager
+async def live_clients(http: aiohttp.ClientSession, url: str, sessions: int, seconds: float,
+                       warmup_s: float) -> AsyncIterator[list[Publisher]]:
+    """`sessions` replaying clients, connected and past their warm-up; stopped when the block ends."""
+    publishers = [speech_client(url, seconds + warmup_s + 10, seed=i) for i in range(sessions)]
+    try:
+        await asyncio.gather(*(p.start(http) for p in publishers))
+        await asyncio.gather(*(asyncio.wait_for(p.connected.wait(), CONNECT_TIMEOUT_S) for p in publishers))
+        await asyncio.sleep(warmup_s)
+        yield publishers
+    finally:
+        await asyncio.gather(*(p.stop(http) for p in publishers), return_exceptions=True)
 
 
 def count_only(video: bool = True, audio: bool = True) -> None:

@@ -490,3 +490,18 @@ async def test_a_verbose_front_makes_verbose_workers() -> None:
     logged = stderr.decode()
     for index in (0, 1):
         assert re.search(rf"worker-{index} \S+ DEBUG ", logged), logged[-3000:]
+
+
+async def test_the_front_and_its_workers_run_on_uvloop() -> None:
+    """Each worker carries its sessions' packets on uvloop's loop when uvloop is installed (a
+    dependency); the front relays on it too. Sessions through such workers: the tests above."""
+    pytest.importorskip("uvloop", reason="uvloop is not installed (it does not support Windows)")
+    with serve("--workers", "2") as served:
+        async with aiohttp.ClientSession() as http:
+            await health(http, served)
+        served.process.terminate()
+        _, stderr = served.process.communicate(timeout=30)
+    logged = stderr.decode()
+    for index in (0, 1):
+        assert re.search(rf"worker-{index} \S+ INFO lipstream event loop: uvloop", logged), logged[-3000:]
+    assert logged.count("lipstream event loop: uvloop") == 3, logged[-3000:]

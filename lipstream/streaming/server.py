@@ -35,6 +35,7 @@ from lipstream.streaming.clock import Clock, MonotonicClock
 from lipstream.streaming.codecs import tune_encoders
 from lipstream.streaming.config import EngineFactory, ServeConfig
 from lipstream.streaming.encoders import add_video_codec_argument, resolve_video_codec
+from lipstream.streaming.eventloop import use_fast_event_loop
 from lipstream.streaming.listen import check_listen
 from lipstream.streaming.memory import limit_arenas, trim_periodically
 from lipstream.streaming.metrics import ServerMetrics
@@ -291,6 +292,7 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"lipstream serve: http://{shown}:{config.port}/", flush=True)
     if generated:
         print(f"lipstream serve: token (send 'Authorization: Bearer <token>'): {token}", flush=True)
+    use_fast_event_loop()  # the front too: it relays every request to the workers
     web.run_app(app, host=config.host, port=config.port, print=_quiet, access_log=None,
                 shutdown_timeout=config.shutdown_timeout_s)
     return 0

@@ -84,8 +84,10 @@ def _serve(index: int, config: "ServeConfig", socket_path: str) -> int:
     from aiohttp import web
 
     from lipstream.errors import LipstreamError
+    from lipstream.streaming.eventloop import use_fast_event_loop
     from lipstream.streaming.server import serving_app
 
+    use_fast_event_loop()
     app = serving_app(config)
     _exit_with_front(app)
     try:
