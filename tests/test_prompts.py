@@ -161,7 +161,7 @@ def test_calibration_fits_on_drawn_prompts_framed_in_silence(monkeypatch: pytest
 
 
 def test_calibrating_on_prompts_that_are_not_installed_says_what_to_install(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from lipstream.training import calibrate
 
     monkeypatch.setattr(prompts, "TRANSCRIPTS", tmp_path / "missing.txt.gz")

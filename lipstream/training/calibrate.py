@@ -214,11 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=FIT_SEED)
     p.add_argument("--write", action="store_true", help="store the fit in the model file")
     args = p.parse_args(argv)
+    if args.utterances < 0 or args.prompts < 0:
+        raise SystemExit("--utterances and --prompts count utterances: 0 or more")
     model: MotionModel = load_motion_model(str(args.model))
     if not isinstance(model, OnnxMotionModel):
         raise SystemExit(f"--model {args.model}: calibration applies to an exported .onnx model")
-    if args.utterances < 0 or args.prompts < 0:
-        raise SystemExit("--utterances and --prompts count utterances: 0 or more")
     try:
         utts, fitted_on = fit_set(args.utterances, args.prompts, args.seed)
     except SpeechEngineError as e:
