@@ -101,3 +101,30 @@ def test_benchmark_figures_see_a_mumbling_mouth() -> None:
     assert figures.std_ratio is not None
     assert all(r == pytest.approx(0.8) for r in figures.std_ratio.values())
     assert score([(Measured(aperture), truth)]).std_ratio is None  # the oracle renders no controls
+
+
+def test_given_gains_fit_only_the_offsets_as_refit_would() -> None:
+    """--gains: a model trained on the prompts keeps the gains measured where the voice was unheard."""
+    from lipstream.training.calibrate import Tracks, offsets_for, refit
+
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0, 1, (400, N_CONTROLS))
+    raw = 0.2 + 0.5 * (truth - 0.5)
+    floor = np.full(N_CONTROLS, 0.05)
+    fitted = refit(Tracks(raw, raw, truth), IDENTITY, floor)
+    given = offsets_for(Tracks(raw, raw, truth), np.asarray(fitted.gain), floor)
+    assert given == fitted  # the same offsets for the same gains
+    other = offsets_for(Tracks(raw, raw, truth), np.array([1.5, 1.2, 1.0, 1.0, 1.0]), floor)
+    assert other.gain == (1.5, 1.2, 1.0, 1.0, 1.0)
+    assert other.offset != fitted.offset and other.offset[LIP_ROUND] == 0.0
+
+
+@pytest.mark.parametrize("gains, says", [
+    (["0.5", "1", "1", "1", "1"], "each gain from 1"),
+    (["1.3", "1.5", "2", "1", "1"], "lip_round keep gain 1"),
+])
+def test_calibrate_refuses_gains_it_cannot_use(gains: list[str], says: str) -> None:
+    from lipstream.training import calibrate
+
+    with pytest.raises(SystemExit, match=says):
+        calibrate.main(["--gains", *gains])

@@ -52,6 +52,8 @@ METHOD = ("jaw_open, lip_spread, lip_press: displayed spread matched to the trut
 # down instead, so air blown on the microphone (0.17) rests below 0.15, cost closures too
 # (97 -> 94%, 87 -> 80%).
 CALIBRATED_CONTROLS = (JAW_OPEN, LIP_SPREAD, LIP_PRESS)
+GIVEN_GAINS_METHOD = ("jaw_open, lip_spread, lip_press: the gains given (--gains), mean matched unless that "
+                      "lifts the model's largest output on quiet probes; the others: identity")
 FIT_ROUNDS = 3  # smoothing and clipping make the shown spread slightly nonlinear in the gain
 MIN_STD = 1e-3  # a control that never moves on the fit set keeps gain 1
 MAX_GAIN = 4.0  # a control the network barely moves is not worth amplifying its noise for
@@ -126,18 +128,27 @@ def refit(tracks: Tracks, current: Calibration, floor: np.ndarray,
     """
     shown_std, true_std = tracks.shown.std(axis=0), tracks.truth.std(axis=0)
     step = np.where(shown_std > MIN_STD, true_std / np.maximum(shown_std, MIN_STD), 1.0)
-    gain = np.clip(np.asarray(current.gain) * step, 1.0, MAX_GAIN)
+    return offsets_for(tracks, np.clip(np.asarray(current.gain) * step, 1.0, MAX_GAIN), floor, controls)
+
+
+def fit(model: OnnxMotionModel, utts: list[Utterance], rounds: int = FIT_ROUNDS,
+        gains: tuple[float, ...] | None = None) -> Calibration:
+    """The calibration for `model` on `utts`; with `gains`, those gains and only the offsets fitted."""
+    calibration, floor = IDENTITY, noise_floor(model)
+    if gains is not None:  # the offsets depend on the raw outputs alone: one pass
+        return offsets_for(pooled_tracks(with_calibration(model, IDENTITY), utts), np.asarray(gains), floor)
+    for _ in range(rounds):
+        calibration = refit(pooled_tracks(with_calibration(model, calibration), utts), calibration, floor)
+    return calibration
+
+
+def offsets_for(tracks: Tracks, gain: np.ndarray, floor: np.ndarray,
+                controls: tuple[int, ...] = CALIBRATED_CONTROLS) -> Calibration:
+    """Given gains, the offsets `refit` would choose: the truth's mean, never lifting the noise floor."""
     offset = np.minimum(tracks.truth.mean(axis=0) - gain * tracks.raw.mean(axis=0), floor * (1.0 - gain))
     chosen = np.isin(np.arange(N_CONTROLS), controls)
     gain, offset = np.where(chosen, gain, 1.0), np.where(chosen, offset, 0.0)
     return Calibration(tuple(round(float(g), 4) for g in gain), tuple(round(float(o), 4) for o in offset))
-
-
-def fit(model: OnnxMotionModel, utts: list[Utterance], rounds: int = FIT_ROUNDS) -> Calibration:
-    calibration, floor = IDENTITY, noise_floor(model)
-    for _ in range(rounds):
-        calibration = refit(pooled_tracks(with_calibration(model, calibration), utts), calibration, floor)
-    return calibration
 
 
 def aperture(controls: np.ndarray) -> np.ndarray:
@@ -159,6 +170,17 @@ def articulation(tracks: Tracks) -> dict[str, Any]:
             "jaw_corr": round(float(np.corrcoef(tracks.shown[:, JAW_OPEN], tracks.truth[:, JAW_OPEN])[0, 1]),
                               3),
             "frames": int(tracks.truth.shape[0])}
+
+
+def gains_problem(gains: tuple[float, ...]) -> str | None:
+    """Why `gains` cannot be a calibration's gains, or None."""
+    if not all(1.0 <= g <= MAX_GAIN for g in gains):
+        return f"each gain from 1 (no damping undone) to {MAX_GAIN:g}"
+    fixed = [CONTROL_NAMES[i] for i, g in enumerate(gains) if i not in CALIBRATED_CONTROLS and g != 1.0]
+    if fixed:
+        calibrated = ", ".join(CONTROL_NAMES[i] for i in CALIBRATED_CONTROLS)
+        return f"{', '.join(fixed)} keep gain 1 (only {calibrated} are calibrated)"
+    return None
 
 
 def with_calibration(model: OnnxMotionModel, calibration: Calibration) -> OnnxMotionModel:
@@ -212,10 +234,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="also fit on this many recorded Asterisk prompts (apt-get install "
                         "asterisk-core-sounds-en asterisk-core-sounds-en-g722; the train extra)")
     p.add_argument("--seed", type=int, default=FIT_SEED)
+    p.add_argument("--gains", type=float, nargs=N_CONTROLS, metavar="G",
+                   help="keep these gains (one per control, from 1; 1 for the controls not calibrated) and "
+                        "fit only the offsets: for a model trained on the prompts, whose damping of a "
+                        "voice it has not heard they no longer measure")
     p.add_argument("--write", action="store_true", help="store the fit in the model file")
     args = p.parse_args(argv)
     if args.utterances < 0 or args.prompts < 0:
         raise SystemExit("--utterances and --prompts count utterances: 0 or more")
+    if args.gains is not None and (problem := gains_problem(tuple(args.gains))):
+        raise SystemExit(f"--gains {' '.join(f'{g:g}' for g in args.gains)}: {problem}")
     model: MotionModel = load_motion_model(str(args.model))
     if not isinstance(model, OnnxMotionModel):
         raise SystemExit(f"--model {args.model}: calibration applies to an exported .onnx model")
@@ -225,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"calibrate: {e}") from None
     if not utts:
         raise SystemExit("calibrate: nothing to fit on: give --utterances or --prompts above 0")
-    calibration = fit(model, utts)
+    calibration = fit(model, utts, gains=None if args.gains is None else tuple(args.gains))
     report = {"fit": {"gain": calibration.gain, "offset": calibration.offset},
               "uncalibrated": articulation(pooled_tracks(with_calibration(model, IDENTITY), utts)),
               "calibrated": articulation(pooled_tracks(with_calibration(model, calibration), utts))}
@@ -234,9 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         write(args.model, calibration, {
             "command": f"python -m lipstream.training.calibrate --utterances {args.utterances} "
-                       f"--prompts {args.prompts} --seed {args.seed} --write",
+                       f"--prompts {args.prompts} --seed {args.seed}"
+                       + ("" if args.gains is None else f" --gains {' '.join(f'{g:g}' for g in args.gains)}")
+                       + " --write",
             "fitted_on": fitted_on,
-            "method": METHOD, "articulation": {k: report[k] for k in ("uncalibrated", "calibrated")}})
+            "method": METHOD if args.gains is None else GIVEN_GAINS_METHOD,
+            "articulation": {k: report[k] for k in ("uncalibrated", "calibrated")}})
         print(f"wrote the calibration into {args.model} and its .json")
 
 
