@@ -137,3 +137,26 @@ def test_mel_window_before_start_is_silence() -> None:
     with pytest.raises(ValueError, match="dropped"):
         stream.window(1, 3)
     np.testing.assert_array_equal(stream.window(2, 3), window[7:])
+
+
+def test_speechlike_audio_moves_the_shipped_models_mouth_as_speech_does() -> None:
+    """The benchmarks and the start-up session estimate time the engine on `speechlike`: it must open
+    the mouth as speech does, or they time a face that barely moves (plain harmonics without vowel
+    formants: the aperture's 95th percentile 0.02 with the model trained with recorded speech)."""
+    from lipstream.engine.audio import speechlike
+    from lipstream.engine.config import EngineConfig
+    from lipstream.engine.motion import load_motion_model, shipped_model_path
+    from lipstream.engine.controls import JAW_OPEN, LIP_PRESS
+    from lipstream.engine.stream import MotionStream
+
+    if shipped_model_path() is None:
+        pytest.skip("no shipped motion model in this install")
+    audio = speechlike(6.0, seed=1)
+    np.testing.assert_array_equal(audio, speechlike(6.0, seed=1))
+    stream = MotionStream(EngineConfig(), model=load_motion_model(None))
+    stream.push_audio(audio, SAMPLE_RATE)
+    stream.finish()
+    controls = np.array([f.controls for f in stream.frames()])
+    opening = controls[:, JAW_OPEN] * (1.0 - controls[:, LIP_PRESS])  # the lip gap
+    assert np.percentile(opening, 95) > 0.3, np.percentile(opening, [50, 95])
+    assert 0.15 < np.mean(opening > 0.2) < 0.6  # open on syllables, shut in between and in pauses

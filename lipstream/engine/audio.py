@@ -74,17 +74,38 @@ def _check_shape(pcm: np.ndarray) -> None:
                          "pass its .T)")
 
 
+# Vowel formants F1-F3 (Hz; adult speaker averages: a, e, i, o, u) and their bandwidths: a buzz at the
+# voice's pitch, shaped by the vowel's resonances, is what the motion model hears as a vowel. Without
+# them (plain harmonics) the model trained with recorded speech barely opened the mouth (p95 0.02).
+VOWEL_FORMANTS_HZ = ((730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2410),
+                     (300, 870, 2240))
+FORMANT_BANDWIDTHS_HZ = (90, 110, 170)
+SYLLABLE_RATE_HZ = 4.0
+HARMONICS = 30  # up to ~3.6 kHz at a 120 Hz pitch
+
+
 def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
-    """Syllable-rate bursts of a harmonic tone with formant-like peaks, and pauses: audio that
-    keeps the mouth moving, for timing the engine as speech drives it."""
+    """Syllables at 4 Hz, each a vowel drawn by `seed` (a pitch-gliding buzz shaped by the vowel's
+    formants), and pauses: audio that keeps the mouth moving as speech does (open on about a third
+    of the frames), for timing the engine as speech drives it. Deterministic for a seed."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    start = rng.uniform(0, 2 * np.pi)  # the syllables' phase
+    syllable = np.floor(SYLLABLE_RATE_HZ * t + start / (2 * np.pi)).astype(np.int64)
+    vowels = rng.integers(0, len(VOWEL_FORMANTS_HZ), int(syllable.max(initial=0)) + 1)
+    formants = np.asarray(VOWEL_FORMANTS_HZ, np.float64)[vowels][syllable]  # (n, 3)
     f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
     phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-    voice = np.sum([np.sin(k * phase) / k for k in range(1, 12)], axis=0)
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None)
+    voice = np.zeros(t.size)
+    for k in range(1, HARMONICS + 1):
+        gain = sum(1.0 / np.sqrt(1.0 + ((k * f0 - formants[:, j]) / bandwidth) ** 2)
+                   for j, bandwidth in enumerate(FORMANT_BANDWIDTHS_HZ))
+        voice += gain * np.sin(k * phase) / np.sqrt(k)
+    envelope = np.clip(np.sin(2 * np.pi * SYLLABLE_RATE_HZ * t + start), 0, None)
     envelope *= (np.sin(2 * np.pi * 0.3 * t) > -0.5)  # pauses
-    out: np.ndarray = (0.3 * voice * envelope / 3).astype(np.float32)
+    shaped = voice * envelope
+    peak = float(np.max(np.abs(shaped), initial=0.0))
+    out: np.ndarray = (0.3 * shaped / peak if peak > 0 else shaped).astype(np.float32)
     return out
 
 
