@@ -142,11 +142,11 @@ def test_mel_window_before_start_is_silence() -> None:
 def test_speechlike_audio_moves_the_shipped_models_mouth_as_speech_does() -> None:
     """The benchmarks and the start-up session estimate time the engine on `speechlike`: it must open
     the mouth as speech does, or they time a face that barely moves (plain harmonics without vowel
-    formants: the aperture's 95th percentile 0.02 with the model trained with recorded speech)."""
+    formants: the aperture's 95th percentile 0.09, never past 0.2)."""
     from lipstream.engine.audio import speechlike
     from lipstream.engine.config import EngineConfig
-    from lipstream.engine.motion import load_motion_model, shipped_model_path
     from lipstream.engine.controls import JAW_OPEN, LIP_PRESS
+    from lipstream.engine.motion import load_motion_model, shipped_model_path
     from lipstream.engine.stream import MotionStream
 
     if shipped_model_path() is None:
