@@ -10,7 +10,7 @@ development set): the network damps real speech more than synthetic speech, so a
 voices alone leaves a real voice mumbling. Never on the development set.
 
     python -m lipstream.training.calibrate [--model lipstream/models/motion.onnx] [--utterances 24]
-        [--prompts 24] [--seed 1] [--write]
+        [--prompts 24] [--seed 1] [--gains G G G G G] [--write]
 """
 
 import argparse
