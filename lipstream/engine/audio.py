@@ -76,7 +76,7 @@ def _check_shape(pcm: np.ndarray) -> None:
 
 # Vowel formants F1-F3 (Hz; adult speaker averages: a, e, i, o, u) and their bandwidths: a buzz at the
 # voice's pitch, shaped by the vowel's resonances, is what the motion model hears as a vowel. Without
-# them (plain harmonics) the shipped models never opened the mouth past 0.2 (95th percentile 0.09-0.15).
+# them (plain harmonics) the shipped model never opened the mouth past 0.2 (95th percentile 0.15).
 VOWEL_FORMANTS_HZ = ((730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2410),
                      (300, 870, 2240))
 FORMANT_BANDWIDTHS_HZ = (90, 110, 170)
