@@ -145,9 +145,9 @@ def test_speechlike_audio_moves_the_shipped_models_mouth_as_speech_does() -> Non
     formants: the aperture's 95th percentile 0.15, never past 0.2)."""
     from lipstream.engine.audio import speechlike
     from lipstream.engine.config import EngineConfig
-    from lipstream.engine.controls import JAW_OPEN, LIP_PRESS
     from lipstream.engine.motion import load_motion_model, shipped_model_path
     from lipstream.engine.stream import MotionStream
+    from lipstream.training.calibrate import aperture
 
     if shipped_model_path() is None:
         pytest.skip("no shipped motion model in this install")
@@ -156,7 +156,6 @@ def test_speechlike_audio_moves_the_shipped_models_mouth_as_speech_does() -> Non
     stream = MotionStream(EngineConfig(), model=load_motion_model(None))
     stream.push_audio(audio, SAMPLE_RATE)
     stream.finish()
-    controls = np.array([f.controls for f in stream.frames()])
-    opening = controls[:, JAW_OPEN] * (1.0 - controls[:, LIP_PRESS])  # the lip gap
+    opening = aperture(np.array([f.controls for f in stream.frames()]))  # the lip gap
     assert np.percentile(opening, 95) > 0.3, np.percentile(opening, [50, 95])
     assert 0.15 < np.mean(opening > 0.2) < 0.6  # open on syllables, shut in between and in pauses

@@ -242,8 +242,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.utterances < 0 or args.prompts < 0:
         raise SystemExit("--utterances and --prompts count utterances: 0 or more")
-    if args.gains is not None and (problem := gains_problem(tuple(args.gains))):
-        raise SystemExit(f"--gains {' '.join(f'{g:g}' for g in args.gains)}: {problem}")
+    gains = None if args.gains is None else tuple(args.gains)
+    gains_option = "" if gains is None else f" --gains {' '.join(f'{g:g}' for g in gains)}"
+    if gains is not None and (problem := gains_problem(gains)):
+        raise SystemExit(f"{gains_option.strip()}: {problem}")
     model: MotionModel = load_motion_model(str(args.model))
     if not isinstance(model, OnnxMotionModel):
         raise SystemExit(f"--model {args.model}: calibration applies to an exported .onnx model")
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"calibrate: {e}") from None
     if not utts:
         raise SystemExit("calibrate: nothing to fit on: give --utterances or --prompts above 0")
-    calibration = fit(model, utts, gains=None if args.gains is None else tuple(args.gains))
+    calibration = fit(model, utts, gains=gains)
     report = {"fit": {"gain": calibration.gain, "offset": calibration.offset},
               "uncalibrated": articulation(pooled_tracks(with_calibration(model, IDENTITY), utts)),
               "calibrated": articulation(pooled_tracks(with_calibration(model, calibration), utts))}
@@ -262,11 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         write(args.model, calibration, {
             "command": f"python -m lipstream.training.calibrate --utterances {args.utterances} "
-                       f"--prompts {args.prompts} --seed {args.seed}"
-                       + ("" if args.gains is None else f" --gains {' '.join(f'{g:g}' for g in args.gains)}")
-                       + " --write",
+                       f"--prompts {args.prompts} --seed {args.seed}{gains_option} --write",
             "fitted_on": fitted_on,
-            "method": METHOD if args.gains is None else GIVEN_GAINS_METHOD,
+            "method": METHOD if gains is None else GIVEN_GAINS_METHOD,
             "articulation": {k: report[k] for k in ("uncalibrated", "calibrated")}})
         print(f"wrote the calibration into {args.model} and its .json")
 
