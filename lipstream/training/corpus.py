@@ -111,10 +111,10 @@ def _engine(name: str) -> Synthesizer:
 
 def synthesize(engine: str, voice: str, text: str, language: str = "en") -> Utterance:
     """One clean utterance from `engine` (festival, flite, espeak, piper); no augmentation."""
-    return _synthesize_with(_engine(engine), voice, text, language)
+    return synthesize_with(_engine(engine), voice, text, language)
 
 
-def _synthesize_with(
+def synthesize_with(
     synth: Synthesizer, voice: str, text: str, language: str, prosody: Prosody = NEUTRAL
 ) -> Utterance:
     speech = synth.synthesize(voice, text, language, prosody)
@@ -225,7 +225,7 @@ class _Sampler:
                 ]
             return self.buffered[spec].pop()
         text = self._text(spec.language)
-        return _synthesize_with(synth, spec.voice, text, spec.language, self._prosody(spec.engine))
+        return synthesize_with(synth, spec.voice, text, spec.language, self._prosody(spec.engine))
 
     def _text(self, language: str) -> str:
         """One sentence, sometimes two or three (a longer stretch with phrase pauses)."""

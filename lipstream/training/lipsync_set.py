@@ -15,8 +15,8 @@ import numpy as np
 from lipstream.engine.constants import SAMPLE_RATE
 from lipstream.errors import SpeechEngineError
 from lipstream.training import text as text_source
-from lipstream.training.corpus import PHONESET, Utterance, VoiceSpec, label, split_of, synthesize
-from lipstream.training.tts import SILENCE_LABEL, Phone
+from lipstream.training.corpus import PHONESET, Utterance, VoiceSpec, label, split_of, synthesize_with
+from lipstream.training.tts import SILENCE_LABEL, Phone, Synthesizer, engine
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,13 @@ def framed(utt: Utterance, lead_s: float = LEAD_S, level_dbfs: float = LEVEL_DBF
     return label(np.concatenate([pad, audio, pad]), phones, utt.engine, utt.voice, utt.language, utt.text)
 
 
-def _draw(spec: VoiceSpec, rng: np.random.Generator) -> Utterance | None:
+def _draw(spec: VoiceSpec, rng: np.random.Generator, engines: dict[str, Synthesizer]) -> Utterance | None:
     for _ in range(TRIES):
         try:
             text = text_source.random_text(spec.language, rng)
-            utt = synthesize(spec.engine, spec.voice, text, spec.language)
+            if spec.engine not in engines:
+                engines[spec.engine] = engine(spec.engine)
+            utt = synthesize_with(engines[spec.engine], spec.voice, text, spec.language)
         except SpeechEngineError as exc:
             log.warning("held-out voice %s skipped: %s", spec, exc)
             return None
@@ -72,9 +74,14 @@ def _draw(spec: VoiceSpec, rng: np.random.Generator) -> Utterance | None:
 
 
 def heldout_set(count: int, seed: int) -> list[Utterance]:
-    """`count` clean held-out utterances, the same for the same seed (and installed engines)."""
+    """`count` clean held-out utterances, the same for the same seed (and installed engines).
+
+    Drawn with engines of their own: Piper's seeded noise runs on from call to call of one engine,
+    so the process's shared one would speak differently after anything it said before.
+    """
     assert all(split_of(spec) == "heldout" for spec in ROTATION)
     rng = np.random.default_rng(seed)
+    engines: dict[str, Synthesizer] = {}
     out: list[Utterance] = []
     broken: set[VoiceSpec] = set()
     slot = 0
@@ -83,7 +90,7 @@ def heldout_set(count: int, seed: int) -> list[Utterance]:
         slot += 1
         if spec in broken:
             continue
-        utt = _draw(spec, rng)
+        utt = _draw(spec, rng, engines)
         if utt is None:
             broken.add(spec)
         else:
