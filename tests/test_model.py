@@ -23,7 +23,8 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("run")
     code = main(["train", "--out", str(out), "--steps", "30", "--val-every", "10", "--batch-size", "8",
-                 "--pool-utterances", "8", "--val-utterances", "2", "--threads", "1", "--seed", "3"])
+                 "--pool-utterances", "8", "--val-utterances", "2", "--threads", "1", "--seed", "3",
+                 "--calibrate-utterances", "2", "--calibrate-prompts", "0"])
     assert code == 0
     return out
 
@@ -59,6 +60,31 @@ def test_metadata_round_trips(short_run: Path) -> None:
     assert meta["corpus"]["train"]["utterances"] == 8 and meta["command"].startswith("lipstream train")
     model = OnnxMotionModel(short_run / "motion.onnx")
     assert (model.context_frames, model.lookahead_frames) == (24, 4)
+
+
+def test_the_run_ends_with_the_calibration_calibrate_would_fit(short_run: Path, tmp_path: Path) -> None:
+    """One `lipstream train` command makes the kind of file that ships, weights and calibration: the
+    fit `python -m lipstream.training.calibrate` makes on the raw export, stored in both places."""
+    from lipstream.engine.controls import IDENTITY
+    from lipstream.training import calibrate
+    from lipstream.training.export import set_metadata
+
+    meta = read_metadata(short_run / "motion.onnx")
+    fitted = meta["calibration"]
+    assert fitted["command"] == ("python -m lipstream.training.calibrate --utterances 2 --prompts 0 --seed 1 "
+                                 "--write")
+    assert fitted["fitted_on"] == "2 synthetic held-out utterances, seed 1"
+    assert OnnxMotionModel(short_run / "motion.onnx").calibration != IDENTITY
+    proto = onnx.load(str(short_run / "motion.onnx"))
+    set_metadata(proto, {k: v for k, v in meta.items() if k != "calibration"})
+    raw = tmp_path / "raw.onnx"
+    onnx.save(proto, str(raw))
+    assert OnnxMotionModel(raw).calibration == IDENTITY
+    calibrate.main(["--model", str(raw), "--utterances", "2", "--write"])
+    again = read_metadata(raw)["calibration"]
+    assert (again["gain"], again["offset"]) == (fitted["gain"], fitted["offset"])
+    summary = json.loads((short_run / "summary.json").read_text())
+    assert summary["calibration"] == {"gain": fitted["gain"], "offset": fitted["offset"]}
 
 
 def test_unusable_model_files_are_refused_with_a_reason(short_run: Path, tmp_path: Path) -> None:
@@ -220,7 +246,7 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pyt
     def run(out: Path, *extra: str) -> int:
         return main(["train", "--out", str(out), "--steps", "6", "--val-every", "3", "--batch-size", "4",
                      "--pool-utterances", "4", "--val-utterances", "1", "--threads", "1", "--seed", "5",
-                     *extra])
+                     "--calibrate-utterances", "0", "--calibrate-prompts", "0", *extra])
 
     assert run(tmp_path / "whole") == 0
     batches = CropSampler.batch

@@ -128,7 +128,7 @@ def test_training_with_prompts_that_are_missing_says_what_to_install(
     from lipstream.cli import main
 
     options = ["--prompts", "0.5", "--steps", "2", "--pool-utterances", "2", "--val-utterances", "1",
-               "--threads", "1"]
+               "--threads", "1", "--calibrate-prompts", "0"]
     monkeypatch.setattr(prompts, "_aligned_cache", [])
     monkeypatch.setattr(prompts, "TRANSCRIPTS", tmp_path / "core-sounds-en.txt.gz")
     assert main(["train", "--out", str(tmp_path / "a"), *options]) == 2

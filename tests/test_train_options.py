@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch", reason="training needs the 'train' extra (t
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'train' extra (onnx)")
 
 SMALL = ["--steps", "2", "--val-every", "1", "--batch-size", "2", "--pool-utterances", "2",
-         "--val-utterances", "1", "--threads", "1"]
+         "--val-utterances", "1", "--threads", "1", "--calibrate-prompts", "0"]
 
 
 class _Synthesised(Exception):
@@ -56,6 +56,9 @@ def _refused(capsys: pytest.CaptureFixture[str], out: Path, *options: str) -> st
     (["--vtlp", "1.5"], "--vtlp 1.5: use a share from 0 to 1"), (["--vtlp", "nan"], "--vtlp nan"),
     (["--pitch", "-0.1"], "--pitch -0.1: use a share from 0 to 1"),
     (["--prompts", "1.5"], "--prompts 1.5: use a share from 0 to 1"),
+    (["--calibrate-utterances", "-1"], "--calibrate-utterances and --calibrate-prompts count utterances"),
+    (["--calibrate-gains", "0.5", "1", "1", "1", "1"], "--calibrate-gains 0.5 1 1 1 1: each gain from 1"),
+    (["--calibrate-utterances", "0", "--calibrate-gains", "1", "1", "1", "1", "1"], "nothing to fit on"),
     # petabytes for a step at the default width, or for the weights alone: more than any machine has
     (["--batch-size", "10000000"], "--batch-size 10000000: one training step needs"),
     (["--channels", "1000000"], "--channels 1000000: one training step needs"),
@@ -73,6 +76,17 @@ def test_outputs_that_cannot_be_written_are_refused_before_training(
     assert "is a file" in _refused(capsys, a_file)
     assert "is a file" in _refused(capsys, tmp_path / "run", "--export", str(a_file / "motion.onnx"))
     assert "is a folder" in _refused(capsys, tmp_path / "run", "--export", str(tmp_path))
+
+
+def test_a_calibration_on_prompts_that_are_not_installed_is_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run ends with the calibration fit: missing prompts must not surface after 20 minutes."""
+    from lipstream.training import prompts
+
+    monkeypatch.setattr(prompts, "TRANSCRIPTS", tmp_path / "core-sounds-en.txt.gz")
+    err = _refused(capsys, tmp_path / "run", "--calibrate-prompts", "24")
+    assert "--calibrate-prompts 24 needs the Asterisk prompts: apt-get install asterisk-core-sounds-en" in err
+    assert "(or --calibrate-prompts 0)" in err and not (tmp_path / "run").exists()
 
 
 def test_init_from_a_file_that_is_not_a_fitting_model_is_refused_before_synthesis(

@@ -226,10 +226,55 @@ def fit_set(utterances: int, prompts: int, seed: int) -> tuple[list[Utterance], 
     return fit_utts, said
 
 
+@dataclass(frozen=True)
+class FitPlan:
+    """What a calibration is fitted on, and with which gains (None: fitted too)."""
+
+    utterances: int = 24
+    prompts: int = 24
+    seed: int = FIT_SEED
+    gains: tuple[float, ...] | None = None
+
+    def problem(self) -> str | None:
+        """Why this plan cannot be fitted, or None."""
+        if self.utterances < 0 or self.prompts < 0:
+            return "--utterances and --prompts count utterances: 0 or more"
+        if self.utterances + self.prompts == 0:
+            return "nothing to fit on: give --utterances or --prompts above 0"
+        if self.gains is not None and (problem := gains_problem(self.gains)):
+            return f"--gains {' '.join(f'{g:g}' for g in self.gains)}: {problem}"
+        return None
+
+    def command(self) -> str:
+        gains = "" if self.gains is None else f" --gains {' '.join(f'{g:g}' for g in self.gains)}"
+        return (f"python -m lipstream.training.calibrate --utterances {self.utterances} "
+                f"--prompts {self.prompts} --seed {self.seed}{gains} --write")
+
+
+def calibrate_file(path: Path, plan: FitPlan, store: bool) -> dict[str, Any]:
+    """Fit the calibration of the exported model at `path` (and, if `store`, write it there).
+
+    The report: the fit, and the articulation before and after it. Raises SpeechEngineError when
+    the plan's prompts or voices are not installed, ModelError when `path` is no usable model.
+    """
+    model = OnnxMotionModel(path)
+    utts, fitted_on = fit_set(plan.utterances, plan.prompts, plan.seed)
+    calibration = fit(model, utts, gains=plan.gains)
+    report = {"fit": {"gain": calibration.gain, "offset": calibration.offset},
+              "uncalibrated": articulation(pooled_tracks(with_calibration(model, IDENTITY), utts)),
+              "calibrated": articulation(pooled_tracks(with_calibration(model, calibration), utts))}
+    if store:
+        write(path, calibration, {
+            "command": plan.command(), "fitted_on": fitted_on,
+            "method": METHOD if plan.gains is None else GIVEN_GAINS_METHOD,
+            "articulation": {k: report[k] for k in ("uncalibrated", "calibrated")}})
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=shipped_model_path())
-    p.add_argument("--utterances", type=int, default=24)
+    p.add_argument("--utterances", type=int, default=FitPlan.utterances)
     p.add_argument("--prompts", type=int, default=0,
                    help="also fit on this many recorded Asterisk prompts (apt-get install "
                         "asterisk-core-sounds-en asterisk-core-sounds-en-g722; the train extra)")
@@ -240,36 +285,21 @@ def main(argv: list[str] | None = None) -> None:
                         "voice it has not heard they no longer measure")
     p.add_argument("--write", action="store_true", help="store the fit in the model file")
     args = p.parse_args(argv)
-    if args.utterances < 0 or args.prompts < 0:
-        raise SystemExit("--utterances and --prompts count utterances: 0 or more")
     gains = None if args.gains is None else tuple(args.gains)
-    gains_option = "" if gains is None else f" --gains {' '.join(f'{g:g}' for g in gains)}"
-    if gains is not None and (problem := gains_problem(gains)):
-        raise SystemExit(f"{gains_option.strip()}: {problem}")
+    plan = FitPlan(args.utterances, args.prompts, args.seed, gains)
+    if problem := plan.problem():
+        raise SystemExit(f"calibrate: {problem}")
     model: MotionModel = load_motion_model(str(args.model))
     if not isinstance(model, OnnxMotionModel):
         raise SystemExit(f"--model {args.model}: calibration applies to an exported .onnx model")
     try:
-        utts, fitted_on = fit_set(args.utterances, args.prompts, args.seed)
+        report = calibrate_file(args.model, plan, store=args.write)
     except SpeechEngineError as e:
         raise SystemExit(f"calibrate: {e}") from None
-    if not utts:
-        raise SystemExit("calibrate: nothing to fit on: give --utterances or --prompts above 0")
-    calibration = fit(model, utts, gains=gains)
-    report = {"fit": {"gain": calibration.gain, "offset": calibration.offset},
-              "uncalibrated": articulation(pooled_tracks(with_calibration(model, IDENTITY), utts)),
-              "calibrated": articulation(pooled_tracks(with_calibration(model, calibration), utts))}
     json.dump(report, sys.stdout, indent=1)
     print()
     if args.write:
-        write(args.model, calibration, {
-            "command": f"python -m lipstream.training.calibrate --utterances {args.utterances} "
-                       f"--prompts {args.prompts} --seed {args.seed}{gains_option} --write",
-            "fitted_on": fitted_on,
-            "method": METHOD if gains is None else GIVEN_GAINS_METHOD,
-            "articulation": {k: report[k] for k in ("uncalibrated", "calibrated")}})
         print(f"wrote the calibration into {args.model} and its .json")
-
 
 if __name__ == "__main__":
     main()

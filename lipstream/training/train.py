@@ -22,6 +22,7 @@ from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
 from lipstream.errors import ConfigError
 from lipstream.training.augment import DEFAULT_AUGMENT, AugmentConfig
+from lipstream.training.calibrate import FitPlan, calibrate_file
 from lipstream.training.features import (
     CropSampler,
     UtteranceSource,
@@ -321,6 +322,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its last validation (same options)")
     parser.add_argument("--install", action="store_true",
                         help="also copy the ONNX and its metadata into the package as the shipped model")
+    fit = FitPlan()
+    parser.add_argument("--calibrate-utterances", type=int, default=fit.utterances, metavar="N",
+                        help="then fit the model's calibration on N synthetic held-out utterances (seed "
+                        f"{fit.seed}, never the benchmark's) as `python -m lipstream.training.calibrate` "
+                        f"does (default {fit.utterances}; 0 with --calibrate-prompts 0: the raw network)")
+    parser.add_argument("--calibrate-prompts", type=int, default=fit.prompts, metavar="N",
+                        help=f"and on N recorded Asterisk prompts drawn with that seed (default "
+                        f"{fit.prompts}; they need asterisk-core-sounds-en, which `./run setup` installs)")
+    parser.add_argument("--calibrate-gains", type=float, nargs=N_CONTROLS, metavar="G",
+                        help="keep these calibration gains and fit only the offsets (calibrate --gains)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -383,6 +394,23 @@ def check_outputs(out_dir: Path, export: Path) -> None:
             raise ConfigError(f"{existing} is a file, not a folder: choose another --out or --export")
 
 
+def fit_plan_from_args(args: argparse.Namespace) -> FitPlan | None:
+    """The calibration the run ends with (None: none), refused before training if it cannot be fitted."""
+    gains = None if args.calibrate_gains is None else tuple(args.calibrate_gains)
+    plan = FitPlan(args.calibrate_utterances, args.calibrate_prompts, gains=gains)
+    if plan.utterances == plan.prompts == 0 and gains is None:
+        return None
+    if problem := plan.problem():
+        raise ConfigError(problem.replace("--", "--calibrate-"))
+    if plan.prompts:
+        from lipstream.training.prompts import PACKAGES, TRANSCRIPTS
+
+        if not TRANSCRIPTS.is_file():
+            raise ConfigError(f"--calibrate-prompts {plan.prompts} needs the Asterisk prompts: "
+                              f"apt-get install {PACKAGES} (or --calibrate-prompts 0)")
+    return plan
+
+
 def run_train(args: argparse.Namespace, source: UtteranceSource | None = None) -> int:
     import torch
 
@@ -390,6 +418,7 @@ def run_train(args: argparse.Namespace, source: UtteranceSource | None = None) -
     from lipstream.training.model import ModelConfig, MotionNet
 
     cfg = config_from_args(args)
+    plan = fit_plan_from_args(args)
     path = args.export or args.out / "motion.onnx"
     check_outputs(args.out, path)
     summary = train(cfg, args.out, source=source, resume=args.resume)
@@ -402,9 +431,11 @@ def run_train(args: argparse.Namespace, source: UtteranceSource | None = None) -
     export_onnx(net.eval(), path, model_metadata(net, extra))
     check = check_export(net, path)
     summary["export"] = {"path": str(path), **check}
+    if plan is not None:  # the calibration the shipped model carries, fitted on the exported file
+        summary["calibration"] = calibrate_file(path, plan, store=True)["fit"]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({"metrics": summary["metrics"], "export": summary["export"],
-                      "wall_s": summary["wall_s"]}, indent=1))
+                      "calibration": summary.get("calibration"), "wall_s": summary["wall_s"]}, indent=1))
     if args.install:
         import lipstream.models
 
