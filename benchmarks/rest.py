@@ -26,10 +26,9 @@ from lipstream.engine.controls import JAW_OPEN  # noqa: E402
 from lipstream.engine.engine import Engine  # noqa: E402
 from lipstream.engine.motion import MotionModel, load_motion_model  # noqa: E402
 from lipstream.training.lipsync_metrics import pearson  # noqa: E402
-from lipstream.training.quiet import PROBES  # noqa: E402
+from lipstream.training.quiet import PROBES, REST_LIMIT  # noqa: E402
 from lipstream.training.validation import speech_power  # noqa: E402
 
-REST_LIMIT = 0.15
 SPEECH_LEVELS_DBFS = (-20, -40, -50)
 
 

@@ -180,11 +180,11 @@ def test_shipped_model_rests_in_silence_and_breath(shipped: OnnxMotionModel) -> 
 
 def test_mouth_stays_closed_when_nobody_speaks(shipped: OnnxMotionModel) -> None:
     """Every quiet probe (hiss, fan, hum, breaths, blown air, rumble, wind pops, typing) through
-    the engine as a stream would go: the jaw stays shut and no control goes past a trace
-    (0.2 of lip_round is a slight pucker with closed lips)."""
+    the engine as a stream would go: no control reaches benchmarks/rest.py's rest limit (0.15). The
+    model shipped before session 14 rounded the lips to 0.17 on air blown at -40 dBFS."""
     from lipstream.engine.avatar import Avatar, AvatarConfig
     from lipstream.engine.engine import Engine
-    from lipstream.training.quiet import PROBES
+    from lipstream.training.quiet import PROBES, REST_LIMIT
 
     avatar = Avatar.default(AvatarConfig(size=128))
     for name, make in PROBES.items():
@@ -195,7 +195,7 @@ def test_mouth_stays_closed_when_nobody_speaks(shipped: OnnxMotionModel) -> None
         while (frame := engine.pop_frame(render=False)) is not None:
             controls.append(frame.controls)
         shown = np.stack(controls)
-        assert shown[:, JAW_OPEN].max() < 0.15 and shown.max() < 0.2, f"{name}: {shown.max(axis=0).round(2)}"
+        assert shown.max() < REST_LIMIT, f"{name}: {shown.max(axis=0).round(2)}"
 
 
 def test_articulation_losses_see_a_mumbling_mouth() -> None:

@@ -74,6 +74,7 @@ def fan(rms_dbfs: float, seed: int = 5, seconds: float = 2.0) -> np.ndarray:
     return scaled(np.fft.irfft(spectrum, n), rms_dbfs)
 
 
+REST_LIMIT = 0.15  # a displayed control at or above this while nobody speaks is a visible movement
 PROBES: dict[str, Callable[[], np.ndarray]] = {
     "silence": lambda: np.zeros(2 * SAMPLE_RATE, np.float32),
     "hiss -60 dBFS": lambda: scaled(np.random.default_rng(2).standard_normal(2 * SAMPLE_RATE), -60),
