@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipstream.engine.controls import JAW_OPEN, N_CONTROLS, N_VISEMES
+from lipstream.engine.controls import IDENTITY, JAW_OPEN, N_CONTROLS, N_VISEMES
 from lipstream.engine.mel import SILENCE_LOG_MEL, log_mel
 from lipstream.engine.motion import load_motion_model, shipped_model_path
 from lipstream.engine.runners import METADATA_KEY, OnnxMotionModel, OnnxRunner, read_metadata
@@ -65,7 +65,6 @@ def test_metadata_round_trips(short_run: Path) -> None:
 def test_the_run_ends_with_the_calibration_calibrate_would_fit(short_run: Path, tmp_path: Path) -> None:
     """One `lipstream train` command makes the kind of file that ships, weights and calibration: the
     fit `python -m lipstream.training.calibrate` makes on the raw export, stored in both places."""
-    from lipstream.engine.controls import IDENTITY
     from lipstream.training import calibrate
     from lipstream.training.export import set_metadata
 
@@ -85,6 +84,27 @@ def test_the_run_ends_with_the_calibration_calibrate_would_fit(short_run: Path, 
     assert (again["gain"], again["offset"]) == (fitted["gain"], fitted["offset"])
     summary = json.loads((short_run / "summary.json").read_text())
     assert summary["calibration"] == {"gain": fitted["gain"], "offset": fitted["offset"]}
+
+
+def test_a_calibration_that_fails_after_training_says_where_the_network_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from lipstream.cli import main
+    from lipstream.errors import SpeechEngineError
+    from lipstream.training import calibrate
+
+    def no_voices(utterances: int, prompts: int, seed: int) -> None:
+        raise SpeechEngineError("no held-out voice could speak: install piper-tts or espeak-ng")
+
+    monkeypatch.setattr(calibrate, "fit_set", no_voices)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--steps", "2", "--val-every", "1", "--batch-size", "2",
+                 "--pool-utterances", "2", "--val-utterances", "1", "--threads", "1",
+                 "--calibrate-utterances", "3", "--calibrate-prompts", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no held-out voice could speak" in err
+    assert f"the trained network is in {out / 'motion.onnx'}, not calibrated" in err
+    assert f"calibrate --utterances 3 --prompts 0 --seed 1 --model {out / 'motion.onnx'} --write" in err
+    assert OnnxMotionModel(out / "motion.onnx").calibration == IDENTITY
 
 
 def test_unusable_model_files_are_refused_with_a_reason(short_run: Path, tmp_path: Path) -> None:

@@ -238,14 +238,14 @@ class FitPlan:
     seed: int = FIT_SEED
     gains: tuple[float, ...] | None = None
 
-    def problem(self) -> str | None:
-        """Why this plan cannot be fitted, or None."""
+    def problem(self, options: str = "--") -> str | None:
+        """Why this plan cannot be fitted, or None; `options`: how its options are spelled."""
         if self.utterances < 0 or self.prompts < 0:
-            return "--utterances and --prompts count utterances: 0 or more"
+            return f"{options}utterances and {options}prompts count utterances: 0 or more"
         if self.utterances + self.prompts == 0:
-            return "nothing to fit on: give --utterances or --prompts above 0"
+            return f"nothing to fit on: give {options}utterances or {options}prompts above 0"
         if self.gains is not None and (problem := gains_problem(self.gains)):
-            return f"--gains {' '.join(f'{g:g}' for g in self.gains)}: {problem}"
+            return f"{options}gains {' '.join(f'{g:g}' for g in self.gains)}: {problem}"
         return None
 
     def command(self) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from lipstream.engine.config import seed_problem
 from lipstream.engine.constants import HOP_MS
 from lipstream.engine.controls import N_CONTROLS
-from lipstream.errors import ConfigError
+from lipstream.errors import ConfigError, SpeechEngineError
 from lipstream.training.augment import DEFAULT_AUGMENT, AugmentConfig
 from lipstream.training.calibrate import FitPlan, calibrate_file
 from lipstream.training.features import (
@@ -400,8 +400,8 @@ def fit_plan_from_args(args: argparse.Namespace) -> FitPlan | None:
     plan = FitPlan(args.calibrate_utterances, args.calibrate_prompts, gains=gains)
     if plan.utterances == plan.prompts == 0 and gains is None:
         return None
-    if problem := plan.problem():
-        raise ConfigError(problem.replace("--", "--calibrate-"))
+    if problem := plan.problem(options="--calibrate-"):
+        raise ConfigError(problem)
     if plan.prompts:
         from lipstream.training.prompts import PACKAGES, TRANSCRIPTS
 
@@ -409,6 +409,16 @@ def fit_plan_from_args(args: argparse.Namespace) -> FitPlan | None:
             raise ConfigError(f"--calibrate-prompts {plan.prompts} needs the Asterisk prompts: "
                               f"apt-get install {PACKAGES} (or --calibrate-prompts 0)")
     return plan
+
+
+def _calibrated(path: Path, plan: FitPlan) -> dict[str, Any]:
+    """Fit and store `plan`'s calibration in the exported file; its gains and offsets."""
+    try:
+        fit: dict[str, Any] = calibrate_file(path, plan, store=True)["fit"]
+    except SpeechEngineError as exc:  # after the training: say where its result is
+        raise SpeechEngineError(f"{exc}; the trained network is in {path}, not calibrated: "
+                                f"{plan.command().replace('--write', f'--model {path} --write')}") from exc
+    return fit
 
 
 def run_train(args: argparse.Namespace, source: UtteranceSource | None = None) -> int:
@@ -432,7 +442,7 @@ def run_train(args: argparse.Namespace, source: UtteranceSource | None = None) -
     check = check_export(net, path)
     summary["export"] = {"path": str(path), **check}
     if plan is not None:  # the calibration the shipped model carries, fitted on the exported file
-        summary["calibration"] = calibrate_file(path, plan, store=True)["fit"]
+        summary["calibration"] = _calibrated(path, plan)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({"metrics": summary["metrics"], "export": summary["export"],
                       "calibration": summary.get("calibration"), "wall_s": summary["wall_s"]}, indent=1))
