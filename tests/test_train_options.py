@@ -19,8 +19,8 @@ from lipstream.training.features import build_pool as real_build_pool  # before 
 torch = pytest.importorskip("torch", reason="training needs the 'train' extra (torch)")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'train' extra (onnx)")
 
-SMALL = ["--steps", "2", "--val-every", "1", "--batch-size", "2", "--pool-utterances", "2",
-         "--val-utterances", "1", "--threads", "1", "--calibrate-prompts", "0"]
+SMALL = ["--calibrate-prompts", "0", "--steps", "2", "--val-every", "1", "--batch-size", "2",
+         "--pool-utterances", "2", "--val-utterances", "1", "--threads", "1"]
 
 
 class _Synthesised(Exception):
@@ -127,8 +127,10 @@ def test_sigterm_during_synthesis_ends_quietly(tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys
+    import tempfile
     import time
 
+    before = set(Path(tempfile.gettempdir()).glob("lipstream-festival-*"))
     train = subprocess.Popen([sys.executable, "-m", "lipstream", "train", "--out", str(tmp_path / "run"),
                               *SMALL[:-2], "--pool-utterances", "50", "--threads", "2"],
                              stderr=subprocess.PIPE, text=True)
@@ -141,6 +143,9 @@ def test_sigterm_during_synthesis_ends_quietly(tmp_path: Path) -> None:
     stderr = train.communicate(timeout=60)[1]
     assert train.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr, stderr
+    # a worker ended part-way through a Festival batch leaves no temporary folder behind
+    left = {p for p in Path(tempfile.gettempdir()).glob("lipstream-festival-*")} - before
+    assert not left, sorted(map(str, left))
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,13 @@ def _leave_signals_to_parent() -> None:
     # Ctrl-C reaches every process of the terminal's group, and the pool ends its workers with
     # SIGTERM; with the CLI's handlers (fork copies them) each worker printed a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _unwind_and_exit)
+
+
+def _unwind_and_exit(signum: int, frame: object) -> None:
+    """End the worker as SIGTERM would, but through Python: a synthesis under way removes its
+    temporary files (Festival's batch folder) on the way out. An int exit code prints nothing."""
+    raise SystemExit(128 + signum)
 
 
 def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = True,
