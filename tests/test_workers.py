@@ -74,11 +74,17 @@ def serve(*args: str) -> Iterator[Served]:
     try:
         yield Served(process, f"http://127.0.0.1:{port}")
     finally:
-        if process.poll() is None:
+        workers = children(process.pid)
+        if process.poll() is None:  # as a user stops it: the front stops its workers, removes their sockets
+            process.terminate()
+        try:
+            process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
             process.kill()
-        process.communicate(timeout=10)
-        for pid in children(process.pid):
-            os.kill(pid, signal.SIGKILL)
+            process.communicate(timeout=10)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def health(http: aiohttp.ClientSession, served: Served, workers: int = 2) -> dict[str, int]:
