@@ -245,13 +245,18 @@ class FitPlan:
         if self.utterances + self.prompts == 0:
             return f"nothing to fit on: give {options}utterances or {options}prompts above 0"
         if self.gains is not None and (problem := gains_problem(self.gains)):
-            return f"{options}gains {' '.join(f'{g:g}' for g in self.gains)}: {problem}"
+            return f"{options}gains {self._gains_text()}: {problem}"
         return None
 
-    def command(self) -> str:
-        gains = "" if self.gains is None else f" --gains {' '.join(f'{g:g}' for g in self.gains)}"
+    def command(self, model: Path | None = None) -> str:
+        """The calibrate command that makes this fit (on `model`, if given: else its default)."""
+        gains = "" if self.gains is None else f" --gains {self._gains_text()}"
+        on = "" if model is None else f" --model {model}"
         return (f"python -m lipstream.training.calibrate --utterances {self.utterances} "
-                f"--prompts {self.prompts} --seed {self.seed}{gains} --write")
+                f"--prompts {self.prompts} --seed {self.seed}{gains}{on} --write")
+
+    def _gains_text(self) -> str:
+        return " ".join(f"{g:g}" for g in self.gains or ())
 
 
 def calibrate_file(path: Path, plan: FitPlan, store: bool) -> dict[str, Any]:
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     if args.write:
         print(f"wrote the calibration into {args.model} and its .json")
+
 
 if __name__ == "__main__":
     main()

@@ -417,7 +417,7 @@ def _calibrated(path: Path, plan: FitPlan) -> dict[str, Any]:
         fit: dict[str, Any] = calibrate_file(path, plan, store=True)["fit"]
     except SpeechEngineError as exc:  # after the training: say where its result is
         raise SpeechEngineError(f"{exc}; the trained network is in {path}, not calibrated: "
-                                f"{plan.command().replace('--write', f'--model {path} --write')}") from exc
+                                f"{plan.command(model=path)}") from exc
     return fit
 
 
