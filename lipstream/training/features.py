@@ -9,10 +9,15 @@ inference see the same numbers.
 
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.pool import Pool
 from typing import Any
 
 import numpy as np
@@ -65,23 +70,33 @@ def _chunk(task: tuple[UtteranceSource, str, int, int, bool]) -> list[Example]:
     return [featurize(next(stream)) for _ in range(count)]
 
 
-def worker_pool(workers: int) -> Any:
-    """Processes for corpus synthesis. Fork, not spawn: spawn re-imports the main module, and
-    `python -m lipstream` has no guard."""
-    return multiprocessing.get_context("fork").Pool(workers, initializer=_leave_signals_to_parent)
+@contextmanager
+def worker_pool(workers: int) -> Iterator[Pool]:
+    """Processes for corpus synthesis, and a scratch folder of theirs that goes with them.
+
+    Fork, not spawn: spawn re-imports the main module, and `python -m lipstream` has no guard.
+    The workers keep SIGTERM's default action, so the pool's end (it sends SIGTERM) never waits
+    on Python code in a worker: a Python handler there could fire inside the pool's own queue
+    locks and leave one held, or never run in a worker blocked in C, and the parent then joins
+    that worker forever. A worker ended mid-synthesis leaves its temporary files (Festival's
+    batch folder) in the scratch folder, which is removed here once every worker has ended.
+    """
+    scratch = tempfile.mkdtemp(prefix="lipstream-workers-")
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers, initializer=_enter_worker, initargs=(scratch,)) as pool:
+            yield pool
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _leave_signals_to_parent() -> None:
+def _enter_worker(scratch: str) -> None:
     # Ctrl-C reaches every process of the terminal's group, and the pool ends its workers with
     # SIGTERM; with the CLI's handlers (fork copies them) each worker printed a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _unwind_and_exit)
-
-
-def _unwind_and_exit(signum: int, frame: object) -> None:
-    """End the worker as SIGTERM would, but through Python: a synthesis under way removes its
-    temporary files (Festival's batch folder) on the way out. An int exit code prints nothing."""
-    raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    tempfile.tempdir = scratch  # this process's temporary files
+    os.environ["TMPDIR"] = scratch  # and the speech engines' it starts
 
 
 def build_pool(split: str, seed: int, count: int, workers: int, augment: bool = True,
