@@ -81,7 +81,7 @@ def worker_pool(workers: int) -> Iterator[Pool]:
     that worker forever. A worker ended mid-synthesis leaves its temporary files (Festival's
     batch folder) in the scratch folder, which is removed here once every worker has ended.
     """
-    scratch = tempfile.mkdtemp(prefix="lipstream-workers-")
+    scratch = tempfile.mkdtemp(prefix="lipstream-corpus-")
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers, initializer=_enter_worker, initargs=(scratch,)) as pool:
